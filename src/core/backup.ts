@@ -1,0 +1,246 @@
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { z } from "zod";
+import { StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { FirstFailure } from "./failure.js";
+import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
+import {
+  labelsSchema,
+  MANIFEST_VERSION,
+  type Manifest,
+  manifestKeyFor,
+  serializeManifest,
+} from "./manifest.js";
+import { parseOptions, signalSchema } from "./options.js";
+import { EndGate, HashCounter, throttle } from "./streams.js";
+import type { BackupProgress, Sink, Source, SourceOutput, Transform } from "./types.js";
+import { VERSION } from "./version.js";
+
+const isSource = (v: unknown): v is Source =>
+  typeof v === "object" && v !== null && typeof (v as Source).open === "function";
+const isSink = (v: unknown): v is Sink =>
+  typeof v === "object" && v !== null && typeof (v as Sink).write === "function" && "capabilities" in v;
+const isTransform = (v: unknown): v is Transform =>
+  typeof v === "object" && v !== null && typeof (v as Transform).encode === "function";
+
+export const backupOptionsSchema = z
+  .object({
+    /** The job name; the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
+    job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+    source: z.custom<Source>(isSource, "expected a Source (an object with open())"),
+    /** Applied in order on the way in (compress before you encrypt). @default [] */
+    transforms: z.array(z.custom<Transform>(isTransform, "expected a Transform")).default([]),
+    sink: z.custom<Sink>(isSink, "expected a Sink (an object with write() and capabilities)"),
+    /** Free string labels kept in the manifest, e.g. { constitutional_hash: "…" }. @default {} */
+    labels: labelsSchema.default({}),
+    /** A storage class the sink declares in `capabilities.storageClasses`. */
+    storageClass: z.string().optional(),
+    /** A hold: retention keeps this backup until then. */
+    retainUntil: z.date().optional(),
+    /** Let a sensitive source (e.g. Kubernetes with secrets) be stored unencrypted. @default false */
+    allowUnencrypted: z.boolean().default(false),
+    signal: signalSchema.optional(),
+    onProgress: z.custom<(p: BackupProgress) => void>((v) => typeof v === "function").optional(),
+  })
+  .strict();
+export type BackupOptions = z.input<typeof backupOptionsSchema>;
+
+const EXTENSIONS: Record<string, string> = {
+  "application/sql": ".sql",
+  "application/x-tar": ".tar",
+  "application/json": ".json",
+  "application/x-ndjson": ".jsonl",
+  "text/csv": ".csv",
+  "text/plain": ".txt",
+  "application/x-postgresql-custom": ".dump",
+};
+
+/**
+ * Runs one backup: source → SHA-256 of the plain bytes → transforms in order → SHA-256 and size
+ * of the stored bytes → `sink.write`, then the manifest beside the artifact.
+ *
+ * All or nothing: the sink commits only after the source has ended *and* reported success
+ * (`details()`), and the manifest is written only after the artifact. A failure or abort at any
+ * byte leaves neither, and the source's process or handle is released.
+ *
+ * @returns the manifest that was written.
+ * @throws {CONFIG_INVALID} bad options (each named), a sensitive source without encryption, or a
+ *   storage class the sink does not support — before the source is opened.
+ * @throws {SOURCE_FAILED | TRANSFORM_FAILED | SINK_WRITE_FAILED} naming the stage that failed
+ *   first, with the original error as `cause`; a source may throw a more precise code.
+ * @throws {ABORTED} when `signal` fires.
+ * @example
+ * const manifest = await backup({
+ *   job: "app-db", source: pgDumpSource({ connection }), sink: filesystemSink({ root: "/backups" }),
+ *   transforms: [gzip(), aes256gcm({ key: process.env.BACKUP_KEY! })],
+ *   labels: { constitutional_hash: "cdd01ef066bc6cf2" },
+ * });
+ */
+export async function backup(options: BackupOptions): Promise<Manifest> {
+  const opts = parseOptions(backupOptionsSchema, options, "backup");
+  const { job, source, transforms, sink, signal } = opts;
+
+  if (source.sensitive && !opts.allowUnencrypted && !transforms.some((t) => t.role === "encryption")) {
+    throw new StowageError(
+      "CONFIG_INVALID",
+      `backup: source ${source.kind}:${source.name} holds secrets and no encryption transform is configured (set allowUnencrypted to store it in the clear)`,
+      {
+        details: {
+          issues: [{ option: "transforms", problem: "encryption required for a sensitive source" }],
+        },
+      },
+    );
+  }
+  if (opts.storageClass !== undefined && !sink.capabilities.storageClasses?.includes(opts.storageClass)) {
+    throw new StowageError(
+      "CONFIG_INVALID",
+      `backup: the ${sink.kind} sink does not offer storage class ${opts.storageClass}`,
+      { details: { issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
+    );
+  }
+  throwIfAborted(signal, "backup");
+
+  const startedAt = new Date();
+  const id = newBackupId(startedAt);
+  const what = { job, source: `${source.kind}:${source.name}` };
+
+  // Our own controller, so that a failing sink can stop the source as well as the caller can.
+  const controller = new AbortController();
+  const forwardAbort = () => controller.abort(signal?.reason);
+  signal?.addEventListener("abort", forwardAbort, { once: true });
+  try {
+    let output: SourceOutput;
+    try {
+      output = await source.open({ signal: controller.signal, startedAt });
+    } catch (error) {
+      throw wrapError(error, "SOURCE_FAILED", `backup ${job}: source ${what.source} failed`, what, signal);
+    }
+
+    const extension =
+      (output.extension ?? EXTENSIONS[output.contentType] ?? ".bin") +
+      transforms.map((t) => t.extension).join("");
+    const key = artifactKey(job, id, extension);
+    assertSafeKey(key, `backup ${job}`);
+    const details = { ...what, key };
+
+    const failure = new FirstFailure();
+    let encoders: import("node:stream").Duplex[];
+    try {
+      encoders = await Promise.all(transforms.map((t) => t.encode()));
+    } catch (error) {
+      output.stream.destroy();
+      throw wrapError(
+        error,
+        "TRANSFORM_FAILED",
+        `backup ${job}: a transform failed to start`,
+        details,
+        signal,
+      );
+    }
+
+    const progress = throttle<BackupProgress>(250, (p) => opts.onProgress?.(p));
+    const report = (done: boolean) =>
+      progress(
+        {
+          bytesRead: plain.bytes,
+          bytesWritten: stored.bytes,
+          elapsedMs: Date.now() - startedAt.getTime(),
+          done,
+        },
+        done,
+      );
+    const plain = new HashCounter(() => report(false));
+    const stored = new HashCounter(() => report(false));
+    let sourceDetails: Record<string, unknown> = {};
+    const gate = new EndGate(async () => {
+      try {
+        sourceDetails = await output.details();
+      } catch (error) {
+        failure.note("SOURCE_FAILED", `backup ${job}: source ${what.source} failed`, error);
+        throw error;
+      }
+    });
+
+    failure.watch(output.stream, "SOURCE_FAILED", `backup ${job}: source ${what.source} failed`);
+    for (const [i, t] of transforms.entries()) {
+      failure.watch(encoders[i]!, "TRANSFORM_FAILED", `backup ${job}: transform ${t.name} failed`);
+    }
+    failure.watch(gate, "SINK_WRITE_FAILED", `backup ${job}: ${sink.kind} sink failed writing ${key}`);
+
+    const flowing = pipeline([output.stream, plain, ...encoders, stored, gate], {
+      signal: controller.signal,
+    });
+    const writing = sink
+      .write(key, gate, {
+        signal: controller.signal,
+        contentType: "application/octet-stream",
+        storageClass: opts.storageClass,
+      })
+      .catch((error: unknown) => {
+        failure.note("SINK_WRITE_FAILED", `backup ${job}: ${sink.kind} sink failed writing ${key}`, error);
+        gate.destroy(error instanceof Error ? error : new Error(String(error)));
+        throw error;
+      });
+    const [flowed, written] = await Promise.allSettled([flowing, writing]);
+    if (flowed.status === "rejected" || written.status === "rejected") {
+      // A sink resolves only after the body ends, so this is a sink that broke its contract;
+      // take the object away rather than leave a half-made backup behind.
+      if (written.status === "fulfilled") await sink.delete([key]).catch(() => undefined);
+      const fallback =
+        written.status === "rejected"
+          ? { code: "SINK_WRITE_FAILED" as const, what: `backup ${job}: sink failed`, error: written.reason }
+          : {
+              code: "SOURCE_FAILED" as const,
+              what: `backup ${job}: stream failed`,
+              error: (flowed as PromiseRejectedResult).reason,
+            };
+      throw failure.toError(fallback, details, signal);
+    }
+    report(true);
+
+    const manifest: Manifest = {
+      version: MANIFEST_VERSION,
+      id,
+      job,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      source: { kind: source.kind, name: source.name, details: sourceDetails },
+      artifact: {
+        sink: sink.kind,
+        key,
+        location: written.value.location,
+        bytes: stored.bytes,
+        sha256: stored.digest(),
+        ...((written.value.storageClass ?? opts.storageClass)
+          ? { storageClass: written.value.storageClass ?? opts.storageClass }
+          : {}),
+      },
+      content: { bytes: plain.bytes, sha256: plain.digest(), contentType: output.contentType },
+      transforms: transforms.map((t) => t.describe()),
+      labels: opts.labels,
+      ...(opts.retainUntil ? { retainUntil: opts.retainUntil.toISOString() } : {}),
+      generator: { name: "stowage", version: VERSION },
+    };
+
+    try {
+      throwIfAborted(signal, `backup ${job}`);
+      await sink.write(manifestKeyFor(key), Readable.from([serializeManifest(manifest)]), {
+        signal: controller.signal,
+        contentType: "application/json",
+      });
+    } catch (error) {
+      // Without its manifest the artifact is not a backup: remove it so the sink is as it was.
+      await sink.delete([key]).catch(() => undefined);
+      throw wrapError(
+        error,
+        "SINK_WRITE_FAILED",
+        `backup ${job}: writing the manifest failed`,
+        details,
+        signal,
+      );
+    }
+    return manifest;
+  } finally {
+    signal?.removeEventListener("abort", forwardAbort);
+  }
+}

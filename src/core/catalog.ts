@@ -1,0 +1,103 @@
+import { isStowageError, StowageError, wrapError } from "./errors.js";
+import { MANIFEST_SUFFIX, type Manifest, parseManifest } from "./manifest.js";
+import { readAll } from "./streams.js";
+import type { Sink } from "./types.js";
+
+export interface ListManifestsOptions {
+  /** Only this job's manifests. */
+  job?: string;
+  signal?: AbortSignal;
+  /** Manifests read at once. @default 8 */
+  concurrency?: number;
+}
+
+export interface ManifestListing {
+  /** Valid manifests, oldest first (by id, which sorts by start time). */
+  manifests: Manifest[];
+  /** Manifests that could not be read or parsed: reported, never silently dropped. */
+  invalid: Array<{ key: string; error: StowageError }>;
+}
+
+const MAX_MANIFEST_BYTES = 4 << 20;
+
+/** Reads and parses one manifest object. @throws {NOT_FOUND | MANIFEST_INVALID | SINK_READ_FAILED} */
+export async function readManifest(sink: Sink, manifestKey: string, signal?: AbortSignal): Promise<Manifest> {
+  let text: string;
+  try {
+    text = (
+      await readAll(await sink.read(manifestKey, signal ? { signal } : {}), MAX_MANIFEST_BYTES)
+    ).toString("utf8");
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `reading manifest ${manifestKey}`,
+      { key: manifestKey },
+      signal,
+    );
+  }
+  const manifest = parseManifest(text, `manifest ${manifestKey}`);
+  if (`${manifest.artifact.key}${MANIFEST_SUFFIX}` !== manifestKey) {
+    throw new StowageError(
+      "MANIFEST_INVALID",
+      `manifest ${manifestKey}: names artifact ${manifest.artifact.key}, which is not the artifact beside it`,
+      {
+        details: {
+          key: manifestKey,
+          issues: [{ field: "artifact.key", problem: "does not match its location" }],
+        },
+      },
+    );
+  }
+  return manifest;
+}
+
+/**
+ * Reads and parses every manifest in a sink (or one job's). Invalid ones are returned in
+ * `invalid` with a `MANIFEST_INVALID` (or read) error, so a caller can report them.
+ *
+ * @throws {SINK_READ_FAILED} when the listing itself fails; {ABORTED} when `signal` fires.
+ * @example const { manifests, invalid } = await listManifests(sink, { job: "app-db" });
+ */
+export async function listManifests(
+  sink: Sink,
+  options: ListManifestsOptions = {},
+): Promise<ManifestListing> {
+  const { signal } = options;
+  const prefix = options.job ? `${options.job}/` : "";
+  const keys: string[] = [];
+  try {
+    for await (const info of sink.list(prefix, signal ? { signal } : {})) {
+      if (info.key.endsWith(MANIFEST_SUFFIX)) keys.push(info.key);
+    }
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `listing ${sink.kind} sink under "${prefix}"`,
+      { prefix },
+      signal,
+    );
+  }
+
+  const listing: ManifestListing = { manifests: [], invalid: [] };
+  let next = 0;
+  const worker = async () => {
+    while (next < keys.length) {
+      const key = keys[next++]!;
+      try {
+        listing.manifests.push(await readManifest(sink, key, signal));
+      } catch (error) {
+        if (isStowageError(error, "ABORTED")) throw error;
+        listing.invalid.push({
+          key,
+          error: wrapError(error, "MANIFEST_INVALID", `manifest ${key}`, { key }),
+        });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 8) }, worker));
+  listing.manifests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  listing.invalid.sort((a, b) => (a.key < b.key ? -1 : 1));
+  return listing;
+}

@@ -1,0 +1,53 @@
+import { z } from "zod";
+import { StowageError } from "./errors.js";
+
+/**
+ * Parses a factory's or a function's options at the boundary. Every bad option is named in the
+ * message and listed in `details.issues` (`{ option, problem }`), so a user fixes them all at once.
+ *
+ * @throws {CONFIG_INVALID} when the input does not match the schema.
+ */
+export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, where: string): z.output<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const issues = result.error.issues.map((issue) => ({
+    option: issue.path.length > 0 ? issue.path.map(String).join(".") : "(options)",
+    problem: issue.message,
+  }));
+  const list = issues.map((i) => `${i.option}: ${i.problem}`).join("; ");
+  throw new StowageError("CONFIG_INVALID", `${where}: invalid options: ${list}`, { details: { issues } });
+}
+
+/** A duration such as "15m", "24h", "30d", "2w", "7y" (also "90s", "500ms"). */
+export const durationSchema = z
+  .string()
+  .regex(/^\d+(ms|s|m|h|d|w|y)$/, 'expected a duration such as "15m", "24h", "30d" or "7y"');
+
+const UNIT_MS: Record<string, number> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 7 * 86_400_000,
+  // A year is 365.25 days here: "7y" means seven years of elapsed time, not calendar years.
+  y: 365.25 * 86_400_000,
+};
+
+/**
+ * Milliseconds in a duration string.
+ * @throws {CONFIG_INVALID} on a string that is not a duration.
+ * @example parseDuration("30d") // 2_592_000_000
+ */
+export function parseDuration(value: string, option = "duration"): number {
+  const match = /^(\d+)(ms|s|m|h|d|w|y)$/.exec(value);
+  if (!match) {
+    throw new StowageError("CONFIG_INVALID", `${option}: "${value}" is not a duration such as "30d"`, {
+      details: { issues: [{ option, problem: "not a duration" }] },
+    });
+  }
+  return Number(match[1]) * UNIT_MS[match[2]!]!;
+}
+
+/** A zod check that a value is an AbortSignal (or absent). */
+export const signalSchema = z.custom<AbortSignal>((v) => v instanceof AbortSignal, "expected an AbortSignal");

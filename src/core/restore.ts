@@ -1,0 +1,226 @@
+import { type Duplex, Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { decodersFor, keyList } from "./codecs.js";
+import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { FirstFailure } from "./failure.js";
+import { type Manifest, parseManifest } from "./manifest.js";
+import { ExpectDigest, HashCounter } from "./streams.js";
+import type { DecryptionKey, Sink, Transform } from "./types.js";
+
+export interface RestoreOptions {
+  sink: Sink;
+  manifest: Manifest;
+  /** Keys for encrypted artifacts: raw keys (matched by fingerprint) and/or passphrases. */
+  keys?: DecryptionKey | readonly DecryptionKey[];
+  /** Your own transforms, for manifests that name them; built-ins need not be listed. */
+  transforms?: readonly Transform[];
+  /**
+   * Re-read and hash the artifact before releasing any byte. Encrypted artifacts authenticate
+   * every chunk as they stream, so this defaults to on only for unencrypted ones, whose
+   * corruption would otherwise be found only at the end, after bytes were handed out.
+   * @default true when the manifest has no encryption transform
+   */
+  verifyFirst?: boolean;
+  signal?: AbortSignal;
+}
+
+const mismatch =
+  (which: "stored" | "plain", manifest: Manifest) => (actual: { bytes: number; sha256: string }) => {
+    const expected = which === "stored" ? manifest.artifact : manifest.content;
+    return new StowageError(
+      "INTEGRITY_MISMATCH",
+      `${manifest.artifact.key}: ${which} bytes do not match the manifest (expected ${expected.bytes} B ${expected.sha256.slice(0, 12)}…, got ${actual.bytes} B ${actual.sha256.slice(0, 12)}…)`,
+      {
+        details: {
+          key: manifest.artifact.key,
+          which,
+          expected: { bytes: expected.bytes, sha256: expected.sha256 },
+          actual,
+        },
+      },
+    );
+  };
+
+/**
+ * The plain bytes of a backup: reads the artifact and undoes the manifest's transforms, last
+ * first, checking the stored and plain SHA-256 and sizes as they stream. A mismatch or failed
+ * authentication errors the stream (`INTEGRITY_MISMATCH`, `DECRYPT_FAILED`); destroying the
+ * returned stream releases the sink's read.
+ *
+ * @throws {NOT_FOUND} the artifact is missing. {@link StowageError} codes arrive on the stream too.
+ * @throws {INTEGRITY_MISMATCH} with `verifyFirst`, before any byte is released.
+ * @example
+ * await pipeline(await restore({ sink, manifest, keys: [{ key }] }), createWriteStream("db.sql"));
+ */
+export async function restore(options: RestoreOptions): Promise<Readable> {
+  const manifest = parseManifest(options.manifest, "restore: manifest");
+  const { sink, signal } = options;
+  const keys = keyList(options.keys);
+  const encrypted = manifest.transforms.some((t) => t.role === "encryption");
+  throwIfAborted(signal, "restore");
+
+  if (options.verifyFirst ?? !encrypted) {
+    const report = await verify({ sink, manifest, ...(signal ? { signal } : {}), decode: false });
+    if (!report.ok) {
+      const problem = report.problems[0]!;
+      throw new StowageError(
+        problem.code === "NOT_FOUND" ? "NOT_FOUND" : "INTEGRITY_MISMATCH",
+        `restore: ${problem.message}`,
+        { details: { key: manifest.artifact.key, report } },
+      );
+    }
+  }
+
+  const decoders = await decodersFor(manifest.transforms, keys, options.transforms);
+  const raw = await readArtifact(sink, manifest, signal);
+  const failure = new FirstFailure();
+  const key = manifest.artifact.key;
+  failure.watch(raw, "SINK_READ_FAILED", `restore: reading ${key} failed`);
+  for (const [i, decoder] of decoders.entries()) {
+    const name = manifest.transforms.at(-1 - i)?.name;
+    failure.watch(decoder, "TRANSFORM_FAILED", `restore: decoding ${key} (${name}) failed`);
+  }
+  const storedCheck = new ExpectDigest(manifest.artifact, mismatch("stored", manifest));
+  const plainCheck = new ExpectDigest(manifest.content, mismatch("plain", manifest));
+  const flowing = pipeline([raw, storedCheck, ...decoders, plainCheck], signal ? { signal } : {});
+  flowing.catch(() => undefined); // the error is surfaced through the generator below
+
+  async function* plaintext(): AsyncGenerator<Buffer> {
+    try {
+      for await (const chunk of plainCheck) yield chunk as Buffer;
+      await flowing;
+    } catch (error) {
+      throw failure.toError({ code: "RESTORE_FAILED", what: `restore: ${key}`, error }, { key }, signal);
+    }
+  }
+  return Readable.from(plaintext(), { objectMode: false, highWaterMark: 1 << 20 });
+}
+
+async function readArtifact(sink: Sink, manifest: Manifest, signal?: AbortSignal): Promise<Readable> {
+  try {
+    return await sink.read(manifest.artifact.key, signal ? { signal } : {});
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `reading ${manifest.artifact.key} from ${sink.kind}`,
+      {
+        key: manifest.artifact.key,
+      },
+      signal,
+    );
+  }
+}
+
+export interface VerifyOptions {
+  sink: Sink;
+  manifest: Manifest;
+  /** With keys (or for an unencrypted artifact), also decode and check the plain bytes. */
+  keys?: DecryptionKey | readonly DecryptionKey[];
+  transforms?: readonly Transform[];
+  /** Set false to check only the stored bytes even where decoding is possible. @default true */
+  decode?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface DigestCheck {
+  expected: { bytes: number; sha256: string };
+  actual?: { bytes: number; sha256: string };
+  ok: boolean;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  key: string;
+  job: string;
+  id: string;
+  /** The artifact as stored: size and SHA-256 against the manifest. */
+  stored: DigestCheck;
+  /** The plain bytes after decrypting and decompressing (a trial restore); absent when not decoded. */
+  plain?: DigestCheck;
+  problems: Array<{ code: string; message: string }>;
+}
+
+/**
+ * Re-reads an artifact and checks it against its manifest: the stored size and SHA-256, and with
+ * keys (or when nothing is encrypted) a trial restore that decrypts, decompresses and checks the
+ * plain size and SHA-256. It reports mismatches; it does not throw them.
+ *
+ * @throws {ABORTED} when `signal` fires; {MANIFEST_INVALID} for a manifest that does not parse.
+ * @example const report = await verify({ sink, manifest, keys: [{ key }] }); if (!report.ok) alert(report.problems)
+ */
+export async function verify(options: VerifyOptions): Promise<VerifyReport> {
+  const manifest = parseManifest(options.manifest, "verify: manifest");
+  const { sink, signal } = options;
+  const keys = keyList(options.keys);
+  const encrypted = manifest.transforms.some((t) => t.role === "encryption");
+  const decode = (options.decode ?? true) && (!encrypted || keys.length > 0);
+  const key = manifest.artifact.key;
+  const report: VerifyReport = {
+    ok: false,
+    key,
+    job: manifest.job,
+    id: manifest.id,
+    stored: { expected: { bytes: manifest.artifact.bytes, sha256: manifest.artifact.sha256 }, ok: false },
+    ...(decode
+      ? { plain: { expected: { bytes: manifest.content.bytes, sha256: manifest.content.sha256 }, ok: false } }
+      : {}),
+    problems: [],
+  };
+  const problem = (code: string, message: string) => report.problems.push({ code, message });
+
+  let raw: Readable;
+  try {
+    raw = await readArtifact(sink, manifest, signal);
+  } catch (error) {
+    if (isStowageError(error, "ABORTED")) throw error;
+    problem(isStowageError(error) ? error.code : "SINK_READ_FAILED", (error as Error).message);
+    return report;
+  }
+
+  const storedHash = new HashCounter();
+  const plainHash = new HashCounter();
+  const stages: Duplex[] = [storedHash];
+  if (decode) {
+    try {
+      stages.push(...(await decodersFor(manifest.transforms, keys, options.transforms)), plainHash);
+    } catch (error) {
+      raw.destroy();
+      if (isStowageError(error, "ABORTED")) throw error;
+      problem(isStowageError(error) ? error.code : "TRANSFORM_FAILED", (error as Error).message);
+      return report;
+    }
+  }
+  const discard = new Writable({ highWaterMark: 1 << 20, write: (_chunk, _enc, cb) => cb() });
+  let streamFailed = false;
+  try {
+    await pipeline([raw, ...stages, discard], signal ? { signal } : {});
+  } catch (error) {
+    if (signal?.aborted) throw wrapError(error, "ABORTED", `verify ${key}`, { key }, signal);
+    streamFailed = true;
+    const wrapped = wrapError(error, decode ? "TRANSFORM_FAILED" : "SINK_READ_FAILED", `verify ${key}`, {
+      key,
+    });
+    problem(wrapped.code, wrapped.message);
+  }
+
+  const storedActual = { bytes: storedHash.bytes, sha256: storedHash.digest() };
+  report.stored.actual = storedActual;
+  report.stored.ok =
+    storedActual.bytes === manifest.artifact.bytes && storedActual.sha256 === manifest.artifact.sha256;
+  // After a read or decode error the hashes cover only part of the artifact; that error is the finding.
+  if (!report.stored.ok && !streamFailed) {
+    problem("INTEGRITY_MISMATCH", mismatch("stored", manifest)(storedActual).message);
+  }
+  if (report.plain) {
+    const plainActual = { bytes: plainHash.bytes, sha256: plainHash.digest() };
+    report.plain.actual = plainActual;
+    report.plain.ok =
+      plainActual.bytes === manifest.content.bytes && plainActual.sha256 === manifest.content.sha256;
+    if (!report.plain.ok && !streamFailed && report.stored.ok) {
+      problem("INTEGRITY_MISMATCH", mismatch("plain", manifest)(plainActual).message);
+    }
+  }
+  report.ok = report.problems.length === 0 && report.stored.ok && (report.plain?.ok ?? true);
+  return report;
+}

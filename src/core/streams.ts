@@ -1,0 +1,107 @@
+import { createHash, type Hash } from "node:crypto";
+import { Readable, Transform, type TransformCallback } from "node:stream";
+
+/**
+ * A pass-through stage that hashes (SHA-256) and counts what flows through it. Chunks are passed
+ * on as they are, without copying.
+ */
+export class HashCounter extends Transform {
+  bytes = 0;
+  private readonly hash: Hash = createHash("sha256");
+  private hex: string | undefined;
+
+  constructor(private readonly onBytes?: (bytes: number) => void) {
+    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.onBytes?.(this.bytes);
+    callback(null, chunk);
+  }
+
+  /** The SHA-256 as lowercase hex; only meaningful once the stream has ended. */
+  digest(): string {
+    this.hex ??= this.hash.digest("hex");
+    return this.hex;
+  }
+}
+
+/**
+ * A pass-through stage that holds back the end of the stream until `settle()` resolves, and turns
+ * a rejection into a stream error. The core puts it last so that a sink commits only after the
+ * source has said it succeeded (e.g. pg_dump exited 0).
+ */
+export class EndGate extends Transform {
+  constructor(private readonly settle: () => Promise<unknown>) {
+    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.settle().then(
+      () => callback(),
+      (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
+    );
+  }
+}
+
+/**
+ * A stage that checks, when the stream ends, that what passed matched an expected size and
+ * SHA-256; a mismatch errors the stream instead of ending it.
+ */
+export class ExpectDigest extends HashCounter {
+  constructor(
+    private readonly expected: { bytes: number; sha256: string },
+    private readonly onMismatch: (actual: { bytes: number; sha256: string }) => Error,
+  ) {
+    super();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const actual = { bytes: this.bytes, sha256: this.digest() };
+    if (actual.bytes !== this.expected.bytes || actual.sha256 !== this.expected.sha256) {
+      callback(this.onMismatch(actual));
+    } else {
+      callback();
+    }
+  }
+}
+
+/** Reads a whole stream into one Buffer. Only for small things (manifests, test fixtures). */
+export async function readAll(
+  stream: Readable | AsyncIterable<Uint8Array>,
+  limit = 64 << 20,
+): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
+    total += buffer.length;
+    if (total > limit) {
+      if (stream instanceof Readable) stream.destroy();
+      throw new RangeError(`stream is larger than ${limit} bytes`);
+    }
+    parts.push(buffer);
+  }
+  return Buffer.concat(parts, total);
+}
+
+/** Calls `emit` at most once per `intervalMs`, plus a final call the caller makes with `force`. */
+export function throttle<T>(
+  intervalMs: number,
+  emit: (value: T) => void,
+): (value: T, force?: boolean) => void {
+  let last = 0;
+  return (value, force = false) => {
+    const now = Date.now();
+    if (force || now - last >= intervalMs) {
+      last = now;
+      emit(value);
+    }
+  };
+}

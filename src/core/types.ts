@@ -1,0 +1,135 @@
+import type { Duplex, Readable } from "node:stream";
+import type { TransformRecord } from "./manifest.js";
+
+/** What a source hands the pipeline for one run. */
+export interface SourceOutput {
+  /** The raw bytes. An error on this stream fails the backup. */
+  stream: Readable;
+  /** e.g. "application/sql", "application/x-tar", "application/json". */
+  contentType: string;
+  /** Extension for the artifact key before transform extensions, e.g. ".sql", ".tar". */
+  extension?: string;
+  /**
+   * Settles after the stream has ended: checks the exit code or the response, and returns the
+   * facts the manifest keeps (rows, kinds, versions). A rejection fails the backup; the core
+   * waits for it before the sink commits, so a source that fails late still leaves nothing.
+   */
+  details(): Promise<Record<string, unknown>>;
+}
+
+/** Context handed to {@link Source.open}. */
+export interface SourceContext {
+  signal: AbortSignal;
+  /** When the run started; sources use it for relative windows such as "the last 24h". */
+  startedAt: Date;
+}
+
+/**
+ * Where bytes come from. A source must release what it holds (child process, file handle,
+ * connection) when its stream ends, errors or is destroyed.
+ */
+export interface Source {
+  /** "postgres" | "kubernetes" | "http" | "logs" | "directory" | "bytes" | ... */
+  kind: string;
+  /** Logical name, e.g. the database name. */
+  name: string;
+  /**
+   * A source whose bytes are secret (e.g. Kubernetes Secrets) sets this; `backup()` then refuses
+   * to run without an encryption transform unless `allowUnencrypted` is set.
+   */
+  sensitive?: boolean;
+  open(context: SourceContext): Promise<SourceOutput>;
+}
+
+/** Keys handed to decoders; see `aes256gcm`. */
+export type DecryptionKey =
+  | { key: Uint8Array | string; keyId?: string }
+  | { passphrase: string }
+  | { identity: string };
+
+/** Context handed to {@link Transform.decode}. */
+export interface DecodeContext {
+  keys: readonly DecryptionKey[];
+}
+
+/** One reversible stage between the source and the sink. */
+export interface Transform {
+  /** Stable name recorded in the manifest, e.g. "gzip", "aes-256-gcm". */
+  name: string;
+  /** What the stage does, so validation can require "compressed" or "encrypted". */
+  role: "compression" | "encryption" | "other";
+  /** Appended to the artifact key, e.g. ".gz", ".enc". */
+  extension: string;
+  /** A fresh stream for one artifact. */
+  encode(): Duplex | Promise<Duplex>;
+  /** A fresh stream that undoes `encode`, configured from what the manifest recorded. */
+  decode(record: TransformRecord, context: DecodeContext): Duplex | Promise<Duplex>;
+  /** What the manifest records: enough to reverse the stage (level, cipher, key id, chunk size). */
+  describe(): TransformRecord;
+}
+
+export interface WriteOptions {
+  signal?: AbortSignal;
+  contentType?: string;
+  /** A storage class the sink supports (see {@link SinkCapabilities.storageClasses}). */
+  storageClass?: string;
+  /** Small string metadata stored with the object where the sink can. */
+  metadata?: Record<string, string>;
+}
+
+export interface WrittenObject {
+  key: string;
+  /** A URI a person can paste: file:///…, s3://bucket/key, memory://key. */
+  location: string;
+  storageClass?: string;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  lastModified: Date;
+  storageClass?: string;
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal;
+}
+
+/** What a sink can do, declared so the core can refuse an impossible plan before reading a byte. */
+export interface SinkCapabilities {
+  /** Storage classes accepted by `write`; absent means the sink has one class. */
+  storageClasses?: readonly string[];
+  /** "immediate" for disks and S3 Standard; "hours" for cold archives that need a restore request. */
+  readLatency: "immediate" | "hours";
+  /** Whether `delete` removes objects (false for write-once stores). */
+  delete: boolean;
+}
+
+/**
+ * Where artifacts and manifests are kept. `write` is all or nothing: it resolves only after the
+ * body has ended and the object is durably committed; if the body errors or the signal fires,
+ * nothing is left under `key` (nor anywhere the sink's `list` would show).
+ */
+export interface Sink {
+  /** "filesystem" | "s3" | "glacier" | "memory" | ... */
+  kind: string;
+  capabilities: SinkCapabilities;
+  write(key: string, body: Readable, options?: WriteOptions): Promise<WrittenObject>;
+  /** @throws {NOT_FOUND} when there is no object at `key`. */
+  read(key: string, options?: ReadOptions): Promise<Readable>;
+  stat(key: string, options?: ReadOptions): Promise<ObjectInfo | undefined>;
+  /** Every committed object whose key starts with `prefix`, in key order. */
+  list(prefix: string, options?: ReadOptions): AsyncIterable<ObjectInfo>;
+  /** Deletes the keys; a missing key is not an error. */
+  delete(keys: readonly string[], options?: ReadOptions): Promise<void>;
+}
+
+/** A progress event, emitted at most a few times a second and once at the end. */
+export interface BackupProgress {
+  /** Plain bytes read from the source so far. */
+  bytesRead: number;
+  /** Stored bytes handed to the sink so far. */
+  bytesWritten: number;
+  elapsedMs: number;
+  done: boolean;
+}

@@ -1,0 +1,86 @@
+/**
+ * stowage: automated, verifiable backups. The root entry holds the core, the built-in transforms
+ * and the light adapters (memory and filesystem sinks, bytes and directory sources). Adapters with
+ * heavy SDKs live on subpaths (`stowage/sinks/s3`, `stowage/sources/postgres`, ...).
+ */
+export { type BackupOptions, backup, backupOptionsSchema } from "./core/backup.js";
+export {
+  type ListManifestsOptions,
+  listManifests,
+  type ManifestListing,
+  readManifest,
+} from "./core/catalog.js";
+export {
+  isAbortError,
+  isStowageError,
+  StowageError,
+  type StowageErrorCode,
+  type StowageErrorOptions,
+} from "./core/errors.js";
+export { type ExtractTarOptions, type ExtractTarResult, extractTar } from "./core/extract-tar.js";
+export { artifactKey, assertSafeKey, newBackupId } from "./core/keys.js";
+export {
+  MANIFEST_SUFFIX,
+  MANIFEST_VERSION,
+  type Manifest,
+  manifestKeyFor,
+  manifestSchema,
+  parseManifest,
+  SUPPORTED_MANIFEST_VERSIONS,
+  serializeManifest,
+  type TransformRecord,
+  transformRecordSchema,
+} from "./core/manifest.js";
+export { durationSchema, parseDuration, parseOptions } from "./core/options.js";
+export {
+  type DigestCheck,
+  type RestoreOptions,
+  restore,
+  type VerifyOptions,
+  type VerifyReport,
+  verify,
+} from "./core/restore.js";
+export { HashCounter, readAll } from "./core/streams.js";
+export type {
+  BackupProgress,
+  DecodeContext,
+  DecryptionKey,
+  ObjectInfo,
+  ReadOptions,
+  Sink,
+  SinkCapabilities,
+  Source,
+  SourceContext,
+  SourceOutput,
+  Transform,
+  WriteOptions,
+  WrittenObject,
+} from "./core/types.js";
+export { VERSION } from "./core/version.js";
+export {
+  type FilesystemSink,
+  type FilesystemSinkOptions,
+  filesystemSink,
+  filesystemSinkOptionsSchema,
+} from "./sinks/filesystem.js";
+export {
+  type MemorySink,
+  type MemorySinkOptions,
+  memorySink,
+  memorySinkOptionsSchema,
+} from "./sinks/memory.js";
+export { type BytesSourceOptions, bytesSource, bytesSourceOptionsSchema } from "./sources/bytes.js";
+export {
+  type DirectorySourceOptions,
+  directorySource,
+  directorySourceOptionsSchema,
+} from "./sources/directory.js";
+export {
+  AES_FORMAT_VERSION,
+  type Aes256GcmOptions,
+  aes256gcm,
+  aes256gcmOptionsSchema,
+  generateKey,
+  keyFingerprint,
+} from "./transforms/aes-256-gcm.js";
+export { type GzipOptions, gzip, gzipOptionsSchema } from "./transforms/gzip.js";

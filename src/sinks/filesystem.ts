@@ -1,0 +1,187 @@
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { type FileHandle, mkdir, open, opendir, rename, rmdir, stat, unlink } from "node:fs/promises";
+import { basename, dirname, join, relative, resolve, sep } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { pathToFileURL } from "node:url";
+import { z } from "zod";
+import { notFound, throwIfAborted } from "../core/errors.js";
+import { assertSafeKey } from "../core/keys.js";
+import { parseOptions } from "../core/options.js";
+import type { ObjectInfo, ReadOptions, Sink, WriteOptions, WrittenObject } from "../core/types.js";
+
+export const filesystemSinkOptionsSchema = z
+  .object({
+    /** The folder that holds every key; created if missing. */
+    root: z.string().min(1, "root must name a folder"),
+    /** Permissions of written files; backups are private by default. @default 0o600 */
+    fileMode: z.number().int().min(0).max(0o777).default(0o600),
+    /** Permissions of folders the sink creates. @default 0o700 */
+    dirMode: z.number().int().min(0).max(0o777).default(0o700),
+  })
+  .strict();
+export type FilesystemSinkOptions = z.input<typeof filesystemSinkOptionsSchema>;
+
+/** Temporary files carry this marker; `list` never shows them, `temporaryFiles` does. */
+export const TEMP_MARKER = ".stowage-tmp-";
+
+/** A filesystem sink, plus the temporary files a crash may leave behind (for `findOrphans`). */
+export interface FilesystemSink extends Sink {
+  readonly root: string;
+  /** Temporary files left by interrupted writes (keys are their paths relative to root). */
+  temporaryFiles(options?: ReadOptions): AsyncIterable<ObjectInfo>;
+}
+
+async function syncPath(path: string, flags: "r" | "r+"): Promise<void> {
+  const handle = await open(path, flags);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+const isMissing = (error: unknown) => (error as NodeJS.ErrnoException | null)?.code === "ENOENT";
+
+/**
+ * Stores each key as a file under `root`. A write goes to a temporary file in the target folder,
+ * is fsynced, renamed into place, and the folder fsynced, so a crash leaves either the whole
+ * object or no object under its key (at worst a temporary file that `list` does not show).
+ * Memory: one read buffer (1 MiB) per stream.
+ *
+ * @default fileMode 0o600, dirMode 0o700
+ * @throws {CONFIG_INVALID} for a bad option, or a key with `..`, an absolute path or a control
+ *   character, before the disk is touched.
+ * @example const sink = filesystemSink({ root: "/var/backups/stowage" });
+ */
+export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
+  const opts = parseOptions(filesystemSinkOptionsSchema, options, "filesystemSink");
+  const root = resolve(opts.root);
+  const pathOf = (key: string) => {
+    assertSafeKey(key, "filesystem sink");
+    return join(root, ...key.split("/"));
+  };
+  const keyOf = (path: string) => relative(root, path).split(sep).join("/");
+
+  /** Every file under `dir`, recursively; `wantTemp` picks temporary files or committed ones. */
+  async function* walk(dir: string, wantTemp: boolean): AsyncGenerator<string> {
+    let entries: import("node:fs").Dirent[];
+    try {
+      const handle = await opendir(dir);
+      entries = [];
+      for await (const entry of handle) entries.push(entry);
+    } catch (error) {
+      if (isMissing(error) || (error as NodeJS.ErrnoException).code === "ENOTDIR") return;
+      throw error;
+    }
+    for (const entry of entries) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) yield* walk(path, wantTemp);
+      else if (entry.isFile() && entry.name.includes(TEMP_MARKER) === wantTemp) yield path;
+    }
+  }
+
+  async function* listing(
+    prefix: string,
+    wantTemp: boolean,
+    signal?: AbortSignal,
+  ): AsyncGenerator<ObjectInfo> {
+    // Walk only the deepest folder the prefix names in full, then filter by the prefix.
+    const folder = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/")) : "";
+    if (folder) assertSafeKey(folder, "filesystem sink");
+    const keys: string[] = [];
+    for await (const path of walk(folder ? join(root, ...folder.split("/")) : root, wantTemp)) {
+      throwIfAborted(signal, "filesystem sink: listing");
+      const key = keyOf(path);
+      if (key.startsWith(prefix)) keys.push(key);
+    }
+    keys.sort();
+    for (const key of keys) {
+      const info = await stat(join(root, ...key.split("/"))).catch((e: unknown) => {
+        if (isMissing(e)) return undefined; // deleted while listing
+        throw e;
+      });
+      if (info) yield { key, size: info.size, lastModified: info.mtime };
+    }
+  }
+
+  return {
+    kind: "filesystem",
+    root,
+    capabilities: { readLatency: "immediate", delete: true },
+
+    async write(key: string, body: Readable, options: WriteOptions = {}): Promise<WrittenObject> {
+      const path = pathOf(key);
+      const folder = dirname(path);
+      const temp = join(folder, `.${basename(path)}${TEMP_MARKER}${randomBytes(6).toString("hex")}`);
+      try {
+        throwIfAborted(options.signal, `filesystem sink: writing ${key}`);
+        await mkdir(folder, { recursive: true, mode: opts.dirMode });
+        await pipeline(
+          body,
+          createWriteStream(temp, { flags: "wx", mode: opts.fileMode, highWaterMark: 1 << 20 }),
+          options.signal ? { signal: options.signal } : {},
+        );
+        // fsync flushes the file (the inode), whichever descriptor asks; the stream's own is closed.
+        await syncPath(temp, "r+");
+        throwIfAborted(options.signal, `filesystem sink: writing ${key}`);
+        await rename(temp, path);
+        await syncPath(folder, "r");
+        return { key, location: pathToFileURL(path).href };
+      } catch (error) {
+        body.destroy();
+        await unlink(temp).catch(() => undefined);
+        throw error;
+      }
+    },
+
+    async read(key: string, options: ReadOptions = {}): Promise<Readable> {
+      const path = pathOf(key);
+      throwIfAborted(options.signal, `filesystem sink: reading ${key}`);
+      let handle: FileHandle;
+      try {
+        handle = await open(path, "r");
+      } catch (error) {
+        if (isMissing(error)) throw notFound(key, "filesystem sink");
+        throw error;
+      }
+      return handle.createReadStream({ highWaterMark: 1 << 20 });
+    },
+
+    async stat(key: string): Promise<ObjectInfo | undefined> {
+      try {
+        const info = await stat(pathOf(key));
+        return info.isFile() ? { key, size: info.size, lastModified: info.mtime } : undefined;
+      } catch (error) {
+        if (isMissing(error)) return undefined;
+        throw error;
+      }
+    },
+
+    list(prefix: string, options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+      return listing(prefix, false, options.signal);
+    },
+
+    temporaryFiles(options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+      return listing("", true, options.signal);
+    },
+
+    async delete(keys: readonly string[]): Promise<void> {
+      const paths = keys.map(pathOf);
+      for (const path of paths) {
+        await unlink(path).catch((error: unknown) => {
+          if (!isMissing(error)) throw error;
+        });
+        // Tidy folders the deletion emptied, up to (not including) the root.
+        for (let dir = dirname(path); dir.startsWith(root + sep); dir = dirname(dir)) {
+          const removed = await rmdir(dir).then(
+            () => true,
+            () => false,
+          );
+          if (!removed) break;
+        }
+      }
+    },
+  };
+}
