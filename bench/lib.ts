@@ -1,0 +1,30 @@
+/**
+ * Shared shape of benchmark results. Every bench module (bench/<topic>.ts) exports
+ * `run(options): Promise<BenchRow[]>`; bench/run.ts runs them all and prints one table.
+ * Benchmarks measure and report; they never fail a test run.
+ */
+export interface BenchRow {
+  /** What was measured, e.g. "backup gzip-6 + AES-256-GCM -> file, 1 GiB". */
+  name: string;
+  /** stowage's figure and the anchor's, in `unit`. */
+  stowage: number;
+  anchor: number;
+  /** The anchor it is compared with, e.g. "gzip -6 | openssl enc -aes-256-cbc". */
+  anchorName: string;
+  unit: "MB/s" | "s";
+  /** stowage / anchor for MB/s; anchor / stowage for seconds (so > 1 is always "stowage is faster"). */
+  ratio: number;
+  /** The issue's bar, e.g. ">= 1.6". */
+  target: string;
+  pass: boolean;
+  /** stowage's peak RSS during the measurement, MiB. */
+  peakRssMiB?: number;
+  note?: string;
+}
+
+export interface BenchOptions {
+  /** A scratch folder the bench may fill and must clean. */
+  workDir: string;
+  /** Scale factor: 1 = the sizes the issues name; smaller for a quick look. */
+  scale: number;
+}
