@@ -183,6 +183,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       });
     const [flowed, written] = await Promise.allSettled([flowing, writing]);
     if (flowed.status === "rejected" || written.status === "rejected") {
+      output.stream.destroy(); // pipeline has done so already; a source's cleanup must not depend on it
       // A sink resolves only after the body ends, so this is a sink that broke its contract;
       // take the object away rather than leave a half-made backup behind.
       if (written.status === "fulfilled") await sink.delete([key]).catch(() => undefined);

@@ -204,6 +204,15 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     problem(wrapped.code, wrapped.message);
   }
 
+  if (streamFailed && decode) {
+    // A trial restore that broke read only part of the artifact. Re-read the stored bytes alone
+    // to tell damage in storage (the usual cause) from a decoding problem.
+    const storedOnly = await verify({ ...options, manifest, decode: false });
+    report.stored = storedOnly.stored;
+    report.problems.unshift(...storedOnly.problems);
+    report.ok = false;
+    return report;
+  }
   const storedActual = { bytes: storedHash.bytes, sha256: storedHash.digest() };
   report.stored.actual = storedActual;
   report.stored.ok =

@@ -62,6 +62,18 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
     assertSafeKey(key, "filesystem sink");
     return join(root, ...key.split("/"));
   };
+  /** Removes `dir` and its parents while they are empty, up to (not including) the root. */
+  const removeEmptyFolders = async (dir: string) => {
+    for (; dir.startsWith(root + sep); dir = dirname(dir)) {
+      if (
+        !(await rmdir(dir).then(
+          () => true,
+          () => false,
+        ))
+      )
+        break;
+    }
+  };
   const keyOf = (path: string) => relative(root, path).split(sep).join("/");
 
   /** Every file under `dir`, recursively; `wantTemp` picks temporary files or committed ones. */
@@ -132,6 +144,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
       } catch (error) {
         body.destroy();
         await unlink(temp).catch(() => undefined);
+        await removeEmptyFolders(folder);
         throw error;
       }
     },
@@ -173,14 +186,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
         await unlink(path).catch((error: unknown) => {
           if (!isMissing(error)) throw error;
         });
-        // Tidy folders the deletion emptied, up to (not including) the root.
-        for (let dir = dirname(path); dir.startsWith(root + sep); dir = dirname(dir)) {
-          const removed = await rmdir(dir).then(
-            () => true,
-            () => false,
-          );
-          if (!removed) break;
-        }
+        await removeEmptyFolders(dirname(path));
       }
     },
   };
