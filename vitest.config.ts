@@ -1,6 +1,14 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
+  // Examples import "stowage" as a user would; in this repo that is the source.
+  resolve: {
+    alias: [
+      { find: /^stowage$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+      { find: /^stowage\/(.*)$/, replacement: fileURLToPath(new URL("./src/$1.ts", import.meta.url)) },
+    ],
+  },
   test: {
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true" },
     projects: [
