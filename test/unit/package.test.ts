@@ -1,0 +1,56 @@
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+
+const repo = resolve(new URL("../..", import.meta.url).pathname);
+const pkg = JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as {
+  exports: Record<string, unknown>;
+  dependencies: Record<string, string>;
+  peerDependencies: Record<string, string>;
+  peerDependenciesMeta: Record<string, { optional?: boolean }>;
+};
+const HEAVY = Object.keys(pkg.peerDependencies);
+
+/** Every bare package a module reaches through its static relative imports. */
+function packagesReachedFrom(entry: string): Set<string> {
+  const seen = new Set<string>();
+  const packages = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const text = readFileSync(file, "utf8");
+    // Static imports and re-exports only; `await import()` is how adapters load optional peers.
+    for (const match of text.matchAll(/^\s*(?:import|export)\b[^;]*?from\s+"([^"]+)"/gms)) {
+      const spec = match[1]!;
+      if (spec.startsWith(".")) visit(resolve(dirname(file), spec.replace(/\.js$/, ".ts")));
+      else if (!spec.startsWith("node:"))
+        packages.add(spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0]!);
+    }
+  };
+  visit(entry);
+  return packages;
+}
+
+describe("package shape", () => {
+  it("every export subpath has its source file", () => {
+    for (const subpath of Object.keys(pkg.exports)) {
+      if (subpath === "./package.json") continue;
+      const name = subpath === "." ? "index" : subpath.slice(2);
+      expect(existsSync(join(repo, "src", `${name}.ts`)), subpath).toBe(true);
+    }
+  });
+
+  it("the root entry reaches no heavy SDK, only declared dependencies", () => {
+    const reached = packagesReachedFrom(join(repo, "src/index.ts"));
+    expect(reached.has("zod")).toBe(true); // the scan does see packages
+    for (const heavy of HEAVY) expect(reached.has(heavy), heavy).toBe(false);
+    for (const name of reached) expect(Object.keys(pkg.dependencies), name).toContain(name);
+  });
+
+  it("heavy SDKs are optional peer dependencies", () => {
+    for (const name of ["pg", "@aws-sdk/client-s3", "@aws-sdk/lib-storage", "@kubernetes/client-node"]) {
+      expect(pkg.peerDependencies[name], name).toBeDefined();
+      expect(pkg.peerDependenciesMeta[name]?.optional, name).toBe(true);
+    }
+  });
+});
