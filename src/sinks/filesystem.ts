@@ -62,6 +62,19 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
     assertSafeKey(key, "filesystem sink");
     return join(root, ...key.split("/"));
   };
+  /**
+   * Creates the folder and the temporary file. A concurrent `delete` may remove the folder it just
+   * emptied between the two steps; then the folder is made again, once.
+   */
+  const openTemp = async (folder: string, temp: string, retry = true): Promise<FileHandle> => {
+    await mkdir(folder, { recursive: true, mode: opts.dirMode });
+    try {
+      return await open(temp, "wx", opts.fileMode);
+    } catch (error) {
+      if (retry && isMissing(error)) return openTemp(folder, temp, false);
+      throw error;
+    }
+  };
   /** Removes `dir` and its parents while they are empty, up to (not including) the root. */
   const removeEmptyFolders = async (dir: string) => {
     for (; dir.startsWith(root + sep); dir = dirname(dir)) {
@@ -129,10 +142,10 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
       const temp = join(folder, `.${basename(path)}${TEMP_MARKER}${randomBytes(6).toString("hex")}`);
       try {
         throwIfAborted(options.signal, `filesystem sink: writing ${key}`);
-        await mkdir(folder, { recursive: true, mode: opts.dirMode });
+        const handle = await openTemp(folder, temp);
         await pipeline(
           body,
-          createWriteStream(temp, { flags: "wx", mode: opts.fileMode, highWaterMark: 1 << 20 }),
+          createWriteStream("", { fd: handle, highWaterMark: 1 << 20 }),
           options.signal ? { signal: options.signal } : {},
         );
         // fsync flushes the file (the inode), whichever descriptor asks; the stream's own is closed.
