@@ -2,10 +2,12 @@ import {
   chmod,
   link,
   lstat,
+  lutimes,
   mkdir,
   mkdtemp,
   open,
   readdir,
+  readlink,
   rename,
   rm,
   rmdir,
@@ -13,11 +15,11 @@ import {
   unlink,
   utimes,
 } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import type { Readable } from "node:stream";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { PassThrough, type Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
-import { StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 
 export interface ExtractTarOptions {
   signal?: AbortSignal;
@@ -34,12 +36,38 @@ export interface ExtractTarResult {
   bytes: number;
 }
 
-function refuse(name: string, problem: string): StowageError {
+/**
+ * Why `extractTar` refused an archive, in `error.details.reason` of its `RESTORE_FAILED` error.
+ * Stable strings: branch on them, not on the message.
+ */
+export type ExtractRefusal =
+  /** A path with `..` in it. */
+  | "path-traversal"
+  /** An absolute path (`/etc/passwd`, `C:\…`). */
+  | "absolute-path"
+  /** A symlink or hard link whose target is, or resolves to, a place outside the target folder. */
+  | "link-escape"
+  /** An entry under a path the archive made a symlink: writing through it could leave the folder. */
+  | "write-through-symlink"
+  /** A character or block device, FIFO, or an entry type the extractor does not know. */
+  | "special-file"
+  /** A file entry whose data is not the size its header declares. */
+  | "size-mismatch"
+  /** The archive ends in the middle of an entry. */
+  | "truncated"
+  /** A header that does not parse (bad checksum, unknown format). */
+  | "corrupt"
+  /** The files add up to more than `maxBytes`. */
+  | "too-large"
+  /** An entry would replace a folder, or a folder a file, or a control character is in a name. */
+  | "conflict";
+
+function refuse(name: string, reason: ExtractRefusal, problem: string): StowageError {
   return new StowageError(
     "RESTORE_FAILED",
     `extractTar: refusing entry ${JSON.stringify(name)}: ${problem}`,
     {
-      details: { entry: name, problem },
+      details: { entry: name, reason, problem },
     },
   );
 }
@@ -47,23 +75,123 @@ function refuse(name: string, problem: string): StowageError {
 /** A relative, normalised archive path, or a refusal for anything that could leave the target. */
 function safeRelative(name: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL and friends are exactly what we refuse
-  if (/[\u0000-\u001f]/.test(name)) throw refuse(name, "control character in the path");
-  if (name.startsWith("/") || isAbsolute(name) || /^[A-Za-z]:/.test(name))
-    throw refuse(name, "absolute path");
+  if (/[\u0000-\u001f]/.test(name)) throw refuse(name, "conflict", "control character in the path");
+  if (name.startsWith("/") || name.startsWith("\\") || isAbsolute(name) || /^[A-Za-z]:/.test(name)) {
+    throw refuse(name, "absolute-path", "absolute path");
+  }
+  // Backslashes are separators on Windows; treating them as such here only ever refuses more.
   const parts = name.split(/[/\\]+/).filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) throw refuse(name, "'..' in the path");
+  if (parts.includes("..")) throw refuse(name, "path-traversal", "'..' in the path");
   return parts.join("/");
+}
+
+/** Counts what passes and fails if it is not exactly the declared size. */
+class ExactSize extends Transform {
+  private seen = 0;
+  constructor(
+    private readonly declared: number,
+    private readonly name: string,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.declared) {
+      callback(refuse(this.name, "size-mismatch", `more data than the declared ${this.declared} bytes`));
+    } else callback(null, chunk);
+  }
+  override _flush(callback: TransformCallback): void {
+    if (this.seen !== this.declared) {
+      callback(refuse(this.name, "truncated", `${this.seen} of the declared ${this.declared} bytes`));
+    } else callback();
+  }
+}
+
+const SYMLOOP_MAX = 40;
+
+/**
+ * Follows `target` from the folder `from` (path components under `root`) through the finished tree
+ * the way the kernel would, symlink by symlink, and returns where it ends, or `undefined` if it
+ * ever steps out of `root`. A component that does not exist is taken literally, as are all after it.
+ * Checking the finished tree matters: a link that looks harmless on its own (`up/../x`) escapes
+ * once another entry makes `up` a link to `..`.
+ */
+async function resolveWithin(
+  root: string,
+  from: string[],
+  target: string,
+  budget: { left: number },
+): Promise<string[] | undefined> {
+  if (target === "" || isAbsolute(target) || target.startsWith("\\") || /^[A-Za-z]:/.test(target)) {
+    return undefined;
+  }
+  let at = [...from];
+  let missing = false;
+  for (const part of target.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (at.length === 0) return undefined;
+      at.pop();
+      continue;
+    }
+    at.push(part);
+    if (missing) continue;
+    const path = join(root, ...at);
+    const info = await lstat(path).catch(() => undefined);
+    if (!info) {
+      missing = true;
+      continue;
+    }
+    if (info.isSymbolicLink()) {
+      if (--budget.left < 0) return undefined; // a loop, or a chain too long to trust
+      const next = await resolveWithin(root, at.slice(0, -1), await readlink(path), budget);
+      if (!next) return undefined;
+      at = next;
+    }
+  }
+  return at;
+}
+
+function classify(error: unknown): StowageError | undefined {
+  if (isStowageError(error)) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  // tar-stream's own errors carry no codes; these two messages are the ones it raises for a cut
+  // or a damaged archive.
+  if (/unexpected end of data/i.test(message)) {
+    return new StowageError("RESTORE_FAILED", "extractTar: the archive ends in the middle of an entry", {
+      cause: error,
+      details: { reason: "truncated" satisfies ExtractRefusal },
+    });
+  }
+  if (/invalid tar header|header exceeds max size|invalid header/i.test(message)) {
+    return new StowageError("RESTORE_FAILED", `extractTar: damaged archive: ${message}`, {
+      cause: error,
+      details: { reason: "corrupt" satisfies ExtractRefusal },
+    });
+  }
+  return undefined;
 }
 
 /**
  * Unpacks a tar stream into `directory`, refusing anything that could write outside it: absolute
- * paths, `..`, symlinks and hard links whose targets leave the folder, writes through a symlink,
- * device files and FIFOs. It unpacks into a temporary sibling folder and renames it into place only
- * when the whole archive has been read, so a refused or broken archive leaves nothing behind.
- * `directory` must not exist or be empty. Modes (without setuid/setgid) and mtimes are restored.
+ * paths, `..`, symlinks and hard links whose targets leave the folder (checked against the finished
+ * tree, link by link), writes through a symlink, device files and FIFOs, and file data that is not
+ * the size its header declares. It unpacks into a temporary sibling folder
+ * (`.<name>.stowage-extract-*`) and renames it into place only when the whole archive has been read
+ * and checked, so a refused, broken or aborted archive leaves nothing behind: the target stays
+ * absent (or empty), and the temporary folder is removed.
  *
- * @throws {RESTORE_FAILED} for a refused entry or a truncated archive; {CONFIG_INVALID} when the
- *   target is a non-empty folder; {ABORTED} when `signal` fires.
+ * `directory` must not exist or be empty. Modes (without setuid, setgid and sticky bits) and mtimes
+ * are restored (a pax `mtime` gives sub-second precision); owners are not. The target folder itself
+ * gets the mode and mtime of a `./` entry if the archive has one, else 0700. Symlinks are created
+ * last, after every file, so nothing is ever written through one. Memory: one entry's read buffer.
+ *
+ * @throws {RESTORE_FAILED} for a refused entry or a damaged archive, with `details.reason` an
+ *   {@link ExtractRefusal} (`"path-traversal"`, `"link-escape"`, `"truncated"`, …) and
+ *   `details.entry` the entry's name; a {@link StowageError} from the stream itself (e.g.
+ *   `INTEGRITY_MISMATCH` from `restore`) passes through with its own code.
+ * @throws {CONFIG_INVALID} when the target is a non-empty folder.
+ * @throws {ABORTED} when `signal` fires.
  * @example await extractTar(await restore({ sink, manifest, keys }), "/tmp/restored");
  */
 export async function extractTar(
@@ -75,6 +203,7 @@ export async function extractTar(
   const target = resolve(directory);
   const existing = await readdir(target).catch((e: NodeJS.ErrnoException) => {
     if (e.code === "ENOENT") return undefined;
+    stream.destroy();
     throw wrapError(e, "CONFIG_INVALID", `extractTar: cannot use ${target}`);
   });
   if (existing && existing.length > 0) {
@@ -83,7 +212,7 @@ export async function extractTar(
       details: { issues: [{ option: "directory", problem: "not empty" }] },
     });
   }
-  await mkdir(dirname(target), { recursive: true });
+  const createdParent = await mkdir(dirname(target), { recursive: true });
   const temp = await mkdtemp(join(dirname(target), `.${basename(target)}.stowage-extract-`));
   const result: ExtractTarResult = {
     directory: target,
@@ -93,111 +222,204 @@ export async function extractTar(
     hardlinks: 0,
     bytes: 0,
   };
-  const dirTimes: Array<{ path: string; mtime: Date }> = [];
-  const inside = (p: string) => p === temp || p.startsWith(temp + sep);
+  /** Folder modes and mtimes, applied last: writing into a folder changes its mtime. */
+  const dirAttrs = new Map<string, { mode: number; mtime: Date }>();
+  /** Symlinks by relative path, created after every other entry. */
+  const pendingLinks = new Map<string, { linkname: string; name: string; mtime: Date | undefined }>();
+  const knownDirs = new Set<string>([""]);
 
-  /** Creates the parents of `rel` and checks none of them is a symlink (no writing through links). */
-  const knownDirs = new Set<string>([temp]);
-  async function parentOf(rel: string, name: string): Promise<string> {
-    let dir = temp;
-    for (const part of rel.split("/").slice(0, -1)) {
-      dir = join(dir, part);
-      if (knownDirs.has(dir)) continue;
+  /** Creates the parents of `rel` as real folders; refuses a parent that is a file or a symlink. */
+  async function parentOf(rel: string, name: string): Promise<void> {
+    const parts = rel.split("/").slice(0, -1);
+    let prefix = "";
+    for (const part of parts) {
+      prefix = prefix ? `${prefix}/${part}` : part;
+      if (knownDirs.has(prefix)) continue;
+      if (pendingLinks.has(prefix)) {
+        throw refuse(name, "write-through-symlink", `${prefix} is a symlink in this archive`);
+      }
+      const dir = join(temp, ...prefix.split("/"));
       const info = await lstat(dir).catch(() => undefined);
-      if (info?.isSymbolicLink()) throw refuse(name, "a parent folder is a symlink");
       if (!info) await mkdir(dir, { mode: 0o700 });
-      else if (!info.isDirectory()) throw refuse(name, "a parent path is not a folder");
-      knownDirs.add(dir);
+      else if (info.isSymbolicLink()) throw refuse(name, "write-through-symlink", "a parent is a symlink");
+      else if (!info.isDirectory()) throw refuse(name, "conflict", "a parent path is not a folder");
+      knownDirs.add(prefix);
     }
-    return dir;
   }
-  async function clear(path: string): Promise<void> {
-    const info = await lstat(path).catch(() => undefined);
-    if (info?.isDirectory()) throw refuse(relative(temp, path), "an entry would replace a folder");
-    if (info) await unlink(path);
+  /** Makes room for a non-folder entry at `rel`: a later entry replaces an earlier file or link. */
+  async function clear(rel: string, name: string): Promise<string> {
+    pendingLinks.delete(rel);
+    const dest = join(temp, ...rel.split("/"));
+    const info = await lstat(dest).catch(() => undefined);
+    if (info?.isDirectory()) throw refuse(name, "conflict", "an entry would replace a folder");
+    if (info) await unlink(dest);
+    return dest;
   }
 
   const extract = tar.extract();
   const feeding = pipeline(stream, extract, signal ? { signal } : {});
-  feeding.catch(() => undefined); // surfaced by the iteration below or awaited at the end
+  let feedError: unknown;
+  feeding.catch((error: unknown) => {
+    feedError = error;
+  });
   try {
     for await (const entry of extract) {
+      // Hand the entry to a Node stream at once: an entry (a streamx stream) that the archive's
+      // end destroys while we create folders would otherwise never settle a later pipeline.
+      const body = new PassThrough({ highWaterMark: 1 << 20 });
+      if (entry.destroyed) body.destroy(new Error("extractTar: entry closed early"));
+      else pipeline(entry, body).catch(() => undefined); // its error reaches `body`
       throwIfAborted(signal, "extractTar");
       const { header } = entry;
       const rel = safeRelative(header.name);
+      const mode = (header.mode ?? 0o644) & 0o777;
+      const paxMtime = (header.pax as Record<string, string> | null | undefined)?.mtime;
+      const mtime =
+        paxMtime && /^\d+(\.\d+)?$/.test(paxMtime) ? new Date(Number(paxMtime) * 1000) : header.mtime;
       if (rel === "") {
-        entry.resume();
+        if (header.type !== "directory")
+          throw refuse(header.name, "conflict", "an entry names the folder itself");
+        dirAttrs.set("", { mode, mtime: mtime ?? new Date() });
+        body.resume();
         continue;
       }
-      const dest = join(temp, ...rel.split("/"));
       await parentOf(rel, header.name);
-      const mode = (header.mode ?? 0o644) & 0o777;
       switch (header.type) {
         case "directory": {
+          if (pendingLinks.has(rel)) pendingLinks.delete(rel);
+          const dest = join(temp, ...rel.split("/"));
           const info = await lstat(dest).catch(() => undefined);
-          if (info && !info.isDirectory()) throw refuse(header.name, "a folder would replace a file or link");
+          if (info && !info.isDirectory())
+            throw refuse(header.name, "conflict", "a folder would replace a file");
           if (!info) await mkdir(dest, { mode: 0o700 });
-          knownDirs.add(dest);
-          dirTimes.push({ path: dest, mtime: header.mtime ?? new Date() });
-          await chmod(dest, mode | 0o700);
-          result.directories++;
-          entry.resume();
+          if (!knownDirs.has(rel)) result.directories++;
+          knownDirs.add(rel);
+          dirAttrs.set(rel, { mode, mtime: mtime ?? new Date() });
+          body.resume();
           break;
         }
         case "file":
         case "contiguous-file": {
           const size = header.size ?? 0;
           if (options.maxBytes !== undefined && result.bytes + size > options.maxBytes) {
-            throw refuse(header.name, `the archive exceeds maxBytes (${options.maxBytes})`);
+            throw refuse(header.name, "too-large", `the archive exceeds maxBytes (${options.maxBytes})`);
           }
-          await clear(dest);
+          const dest = await clear(rel, header.name);
+          // O_EXCL: never opens an existing path, so never follows a link someone put there.
           const handle = await open(dest, "wx", 0o600);
-          await pipeline(entry, handle.createWriteStream({ highWaterMark: 1 << 20 }));
+          await pipeline(
+            body,
+            new ExactSize(size, header.name),
+            handle.createWriteStream({ highWaterMark: 1 << 20 }),
+          );
           await chmod(dest, mode);
-          if (header.mtime) await utimes(dest, header.mtime, header.mtime);
+          if (mtime) await utimes(dest, mtime, mtime);
           result.files++;
           result.bytes += size;
           break;
         }
         case "symlink": {
           const linkname = header.linkname ?? "";
-          if (isAbsolute(linkname)) throw refuse(header.name, "symlink to an absolute path");
-          if (!inside(resolve(dirname(dest), linkname)))
-            throw refuse(header.name, "symlink points outside the target");
-          await clear(dest);
-          await symlink(linkname, dest);
-          result.symlinks++;
-          entry.resume();
+          const from = rel.split("/").slice(0, -1);
+          // A first, lexical check refuses the obvious at once; the finished tree is checked again.
+          if ((await resolveWithin(temp, from, linkname, { left: 0 }).catch(() => undefined)) === undefined) {
+            throw refuse(header.name, "link-escape", "symlink points outside the target");
+          }
+          await clear(rel, header.name);
+          pendingLinks.set(rel, { linkname, name: header.name, mtime });
+          body.resume();
           break;
         }
         case "link": {
-          const from = safeRelative(header.linkname ?? "");
-          const source = join(temp, ...from.split("/"));
-          const info = await lstat(source).catch(() => undefined);
-          if (!from || !info?.isFile())
-            throw refuse(header.name, "hard link to something not extracted before it");
-          await clear(dest);
-          await link(source, dest);
+          const from = safeRelativeLink(header.name, header.linkname ?? "");
+          // No symlink exists in the tree yet, so this lstat sees exactly what the link would name.
+          const info = from ? await lstat(join(temp, ...from.split("/"))).catch(() => undefined) : undefined;
+          if (!from || pendingLinks.has(from) || !info?.isFile()) {
+            throw refuse(header.name, "link-escape", "hard link to something not extracted before it");
+          }
+          const dest = await clear(rel, header.name);
+          await link(join(temp, ...from.split("/")), dest);
           result.hardlinks++;
-          entry.resume();
+          body.resume();
           break;
         }
+        case "character-device":
+        case "block-device":
+        case "fifo":
+          throw refuse(header.name, "special-file", `a ${header.type} is not restored`);
         default:
-          throw refuse(header.name, `entry type ${header.type} (devices and FIFOs are not restored)`);
+          throw refuse(header.name, "special-file", `entry type ${String(header.type)} is not restored`);
       }
     }
     await feeding;
-    // Folder mtimes last, deepest first, since writing into a folder changes its mtime.
-    for (const { path, mtime } of dirTimes.sort((a, b) => b.path.length - a.path.length)) {
+
+    for (const [rel, { linkname, name }] of pendingLinks) {
+      const dest = join(temp, ...rel.split("/"));
+      const info = await lstat(dest).catch(() => undefined);
+      if (info?.isDirectory()) throw refuse(name, "conflict", "a symlink would replace a folder");
+      if (info) await unlink(dest);
+      await symlink(linkname, dest);
+      result.symlinks++;
+    }
+    for (const [rel, { linkname, name }] of pendingLinks) {
+      const from = rel.split("/").slice(0, -1);
+      if ((await resolveWithin(temp, from, linkname, { left: SYMLOOP_MAX })) === undefined) {
+        throw refuse(name, "link-escape", "symlink resolves to a place outside the target");
+      }
+    }
+    for (const [rel, { mtime }] of pendingLinks) {
+      if (mtime) await lutimes(join(temp, ...rel.split("/")), mtime, mtime);
+    }
+    // Deepest first, so setting a child's attributes does not disturb its parent's mtime.
+    const dirs = [...dirAttrs].sort((a, b) => b[0].length - a[0].length);
+    for (const [rel, { mode, mtime }] of dirs) {
+      const path = rel === "" ? temp : join(temp, ...rel.split("/"));
+      await chmod(path, mode);
       await utimes(path, mtime, mtime);
     }
+    throwIfAborted(signal, "extractTar");
     if (existing) await rmdir(target);
     await rename(temp, target);
     return result;
   } catch (error) {
     stream.destroy();
     extract.destroy();
+    await feeding.catch(() => undefined);
     await rm(temp, { recursive: true, force: true });
-    throw wrapError(error, "RESTORE_FAILED", "extractTar: the archive could not be unpacked", {}, signal);
+    if (createdParent) await removeEmptyChain(createdParent, dirname(target));
+    if (signal?.aborted && !isStowageError(error)) {
+      throw wrapError(error, "ABORTED", "extractTar", {}, signal);
+    }
+    // Our own refusal says best what went wrong; otherwise the input's failure (a cut archive, a
+    // damaged artifact) is the cause, and what it broke downstream only a symptom.
+    throw (
+      (isStowageError(error) ? error : undefined) ??
+      classify(feedError) ??
+      classify(error) ??
+      wrapError(error, "RESTORE_FAILED", "extractTar: the archive could not be unpacked", {}, signal)
+    );
+  }
+}
+
+/** The hard link's source as a safe relative path, refusing the same things entry names refuse. */
+function safeRelativeLink(name: string, linkname: string): string {
+  try {
+    return safeRelative(linkname);
+  } catch {
+    throw refuse(name, "link-escape", "hard link to a path outside the target");
+  }
+}
+
+/** Removes the folders `mkdir -p` made for the target, deepest first, as long as they are empty. */
+async function removeEmptyChain(top: string, deepest: string): Promise<void> {
+  let dir = deepest;
+  while (dir.length >= top.length) {
+    try {
+      await rmdir(dir);
+    } catch {
+      return;
+    }
+    if (dir === top) return;
+    dir = dirname(dir);
   }
 }
