@@ -1,0 +1,250 @@
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { z } from "zod";
+import {
+  createRekeyStream,
+  type HeaderInfo,
+  parseRecipients,
+  type Recipient,
+  type RecipientRecord,
+} from "../transforms/aes-256-gcm.js";
+import { keyList } from "./codecs.js";
+import { StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { FirstFailure } from "./failure.js";
+import { artifactKey, assertSafeKey, newBackupId } from "./keys.js";
+import {
+  type Manifest,
+  manifestKeyFor,
+  parseManifest,
+  serializeManifest,
+  type TransformRecord,
+} from "./manifest.js";
+import { parseOptions, signalSchema } from "./options.js";
+import { ExpectDigest, HashCounter } from "./streams.js";
+import type { DecryptionKey, Sink } from "./types.js";
+
+const isSink = (v: unknown): v is Sink =>
+  typeof v === "object" && v !== null && typeof (v as Sink).write === "function" && "capabilities" in v;
+
+export const rekeyOptionsSchema = z
+  .object({
+    sink: z.custom<Sink>(isSink, "expected a Sink"),
+    /** The backup to rekey; parsed with the manifest schema. */
+    manifest: z.unknown(),
+    /** Keys that open the artifact now: `{ identity }`, `{ key }` or `{ passphrase }`. */
+    identities: z.union([
+      z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null),
+      z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).min(1),
+    ]),
+    /** Everyone who may decrypt the new artifact, as for `aes256gcm({ recipients })`. */
+    recipients: z.array(z.unknown()).min(1, "give at least one recipient"),
+    /** scrypt cost for passphrase recipients. @default { log2N: 15, r: 8, p: 1 } */
+    scrypt: z.object({ log2N: z.number(), r: z.number(), p: z.number() }).strict().optional(),
+    /**
+     * Also draw a fresh data key and re-encrypt every chunk (the ciphertext changes). Without it
+     * only the header changes, so a removed recipient who kept the old data key could still read
+     * the new artifact's bytes; with it, not even that. Version-1 artifacts are always re-encrypted.
+     * @default false
+     */
+    reencrypt: z.boolean().default(false),
+    /**
+     * Keep the old artifact and manifest. By default they are deleted once the new ones are
+     * committed (and the new artifact's size checked), so a removed recipient loses access and
+     * listings do not show the backup twice. Sinks that cannot delete always keep them.
+     * @default false
+     */
+    keepOld: z.boolean().default(false),
+    signal: signalSchema.optional(),
+  })
+  .strict();
+export type RekeyOptions = Omit<
+  z.input<typeof rekeyOptionsSchema>,
+  "manifest" | "identities" | "recipients"
+> & {
+  manifest: Manifest;
+  identities: DecryptionKey | readonly DecryptionKey[];
+  recipients: readonly Recipient[];
+};
+
+/**
+ * Re-encrypts a backup for a new set of recipients without touching its content: rewraps the
+ * artifact's data key in a new header and copies the encrypted chunks unchanged (each is
+ * authenticated on the way), writes the result as a new artifact with a new manifest (new key and
+ * id, new stored SHA-256; same content SHA-256, same times), and only then removes the old
+ * artifact and manifest (unless `keepOld`). A failure at any byte leaves the sink as it was.
+ *
+ * The new id keeps the old backup's time (so retention and RPO see the same age) with a new
+ * random suffix; the new aes-256-gcm record names the new recipients and `rekeyedFrom` (the old id).
+ * The encryption must be the last transform (it is, with `[gzip(), aes256gcm(...)]`).
+ *
+ * @returns the new manifest.
+ * @throws {CONFIG_INVALID} bad options or recipients (named, never echoed).
+ * @throws {UNSUPPORTED} the manifest has no aes-256-gcm stage, or not as its last transform.
+ * @throws {DECRYPT_FAILED} no identity opens the artifact (the message names its recipients), or a
+ *   chunk fails authentication. {@link INTEGRITY_MISMATCH} when the stored bytes differ from the manifest.
+ * @throws {SINK_READ_FAILED | SINK_WRITE_FAILED | NOT_FOUND | ABORTED}
+ * @example
+ * const next = await rekey({ sink, manifest, identities: [{ identity: OLD_IDENTITY }],
+ *   recipients: [newPair.recipient, OFFLINE_RECOVERY_RECIPIENT] });
+ */
+export async function rekey(options: RekeyOptions): Promise<Manifest> {
+  const opts = parseOptions(rekeyOptionsSchema, options, "rekey");
+  const { sink, signal } = opts;
+  const manifest = parseManifest(opts.manifest, "rekey: manifest");
+  const { recipients, records } = parseRecipients(opts.recipients as Recipient[], opts.scrypt);
+  const keys = keyList(opts.identities as DecryptionKey | DecryptionKey[]);
+  const old = manifest.artifact.key;
+
+  const aesAt = manifest.transforms.findIndex((t) => t.name === "aes-256-gcm");
+  if (aesAt < 0 || aesAt !== manifest.transforms.length - 1) {
+    throw new StowageError(
+      "UNSUPPORTED",
+      `rekey: ${old} ${aesAt < 0 ? "is not encrypted with aes-256-gcm" : "has transforms after aes-256-gcm"}`,
+      { details: { key: old, transforms: manifest.transforms.map((t) => t.name) } },
+    );
+  }
+  throwIfAborted(signal, "rekey");
+
+  const id = newBackupId(new Date(manifest.startedAt));
+  const idAt = old.lastIndexOf(manifest.id);
+  const extension = idAt >= 0 ? old.slice(idAt + manifest.id.length) : ".enc";
+  const key = artifactKey(manifest.job, id, extension);
+  assertSafeKey(key, "rekey");
+  const details = { key: old, newKey: key };
+
+  const controller = new AbortController();
+  const forwardAbort = () => controller.abort(signal?.reason);
+  signal?.addEventListener("abort", forwardAbort, { once: true });
+  try {
+    let raw: Readable;
+    try {
+      raw = await sink.read(old, { signal: controller.signal });
+    } catch (error) {
+      throw wrapError(error, "SINK_READ_FAILED", `rekey: reading ${old} from ${sink.kind}`, details, signal);
+    }
+
+    let header: HeaderInfo | undefined;
+    const failure = new FirstFailure();
+    const storedCheck = new ExpectDigest(
+      manifest.artifact,
+      (actual) =>
+        new StowageError("INTEGRITY_MISMATCH", `rekey: ${old}: stored bytes do not match the manifest`, {
+          details: {
+            ...details,
+            expected: { bytes: manifest.artifact.bytes, sha256: manifest.artifact.sha256 },
+            actual,
+          },
+        }),
+    );
+    const rekeying = createRekeyStream({
+      keys,
+      recipients,
+      reencrypt: opts.reencrypt,
+      onHeader: (info) => {
+        header = info;
+      },
+    });
+    const written = new HashCounter();
+    failure.watch(raw, "SINK_READ_FAILED", `rekey: reading ${old} failed`);
+    failure.watch(storedCheck, "INTEGRITY_MISMATCH", `rekey: ${old}`);
+    failure.watch(rekeying, "DECRYPT_FAILED", `rekey: ${old}`);
+    failure.watch(written, "SINK_WRITE_FAILED", `rekey: ${sink.kind} sink failed writing ${key}`);
+
+    const flowing = pipeline([raw, storedCheck, rekeying, written], { signal: controller.signal });
+    const storageClass =
+      manifest.artifact.storageClass &&
+      sink.capabilities.storageClasses?.includes(manifest.artifact.storageClass)
+        ? manifest.artifact.storageClass
+        : undefined;
+    const writing = sink
+      .write(key, written, {
+        signal: controller.signal,
+        contentType: "application/octet-stream",
+        ...(storageClass ? { storageClass } : {}),
+      })
+      .catch((error: unknown) => {
+        failure.note("SINK_WRITE_FAILED", `rekey: ${sink.kind} sink failed writing ${key}`, error);
+        written.destroy(error instanceof Error ? error : new Error(String(error)));
+        throw error;
+      });
+    const [flowed, wrote] = await Promise.allSettled([flowing, writing]);
+    if (flowed.status === "rejected" || wrote.status === "rejected") {
+      raw.destroy();
+      if (wrote.status === "fulfilled") await sink.delete([key]).catch(() => undefined);
+      const reason = wrote.status === "rejected" ? wrote.reason : (flowed as PromiseRejectedResult).reason;
+      throw failure.toError(
+        { code: "SINK_WRITE_FAILED", what: `rekey: ${old}`, error: reason },
+        details,
+        signal,
+      );
+    }
+
+    const previous = manifest.transforms[aesAt]!;
+    const record: TransformRecord = {
+      name: "aes-256-gcm",
+      role: "encryption",
+      formatVersion: 2,
+      chunkSize: header?.chunkSize ?? previous.chunkSize,
+      recipients: records,
+      ...(records.length === 1 && records[0]!.type === "raw" ? { keyId: records[0]!.id } : {}),
+      rekeyedFrom: manifest.id,
+    };
+    const next: Manifest = {
+      ...manifest,
+      id,
+      artifact: {
+        sink: sink.kind,
+        key,
+        location: wrote.value.location,
+        bytes: written.bytes,
+        sha256: written.digest(),
+        ...((wrote.value.storageClass ?? storageClass)
+          ? { storageClass: wrote.value.storageClass ?? storageClass }
+          : {}),
+      },
+      transforms: [...manifest.transforms.slice(0, aesAt), record],
+    };
+
+    try {
+      throwIfAborted(signal, "rekey");
+      await sink.write(manifestKeyFor(key), Readable.from([serializeManifest(next)]), {
+        signal: controller.signal,
+        contentType: "application/json",
+      });
+    } catch (error) {
+      await sink.delete([key]).catch(() => undefined);
+      throw wrapError(
+        error,
+        "SINK_WRITE_FAILED",
+        `rekey: writing the manifest of ${key} failed`,
+        details,
+        signal,
+      );
+    }
+
+    if (!opts.keepOld && sink.capabilities.delete) {
+      // The new backup is committed; check it is there whole before the old one goes.
+      const info = await sink.stat(key, { signal: controller.signal }).catch(() => undefined);
+      if (info?.size === next.artifact.bytes) {
+        try {
+          // Manifest first: a manifest must never point at a missing artifact.
+          await sink.delete([manifestKeyFor(old)], { signal: controller.signal });
+          await sink.delete([old], { signal: controller.signal });
+        } catch (error) {
+          throw wrapError(
+            error,
+            "SINK_DELETE_FAILED",
+            `rekey: ${key} was written, but deleting the old ${old} failed`,
+            { ...details, newManifest: next },
+            signal,
+          );
+        }
+      }
+    }
+    return next;
+  } finally {
+    signal?.removeEventListener("abort", forwardAbort);
+  }
+}
+
+export type { RecipientRecord };
