@@ -1,0 +1,309 @@
+import { z } from "zod";
+import type { RetentionDecision, RetentionPlan } from "../policies/retention.js";
+import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { MANIFEST_SUFFIX, type Manifest } from "./manifest.js";
+import { durationSchema, parseDuration, parseOptions, signalSchema } from "./options.js";
+import type { ObjectInfo, ReadOptions, Sink } from "./types.js";
+
+/** A backup that {@link applyRetention} deleted (or, with `dryRun`, would delete). */
+export interface DeletedBackup {
+  id: string;
+  job: string;
+  /** The artifact's key. */
+  key: string;
+  manifestKey: string;
+  /** The plan's reasons, joined: `"older than 30d"`. */
+  reason: string;
+  reasons: string[];
+  manifest: Manifest;
+}
+
+/** A backup whose deletion failed. */
+export interface FailedDeletion extends DeletedBackup {
+  /**
+   * `manifest`: nothing was deleted, the backup is intact. `artifact`: the manifest is gone and
+   * the artifact is left, an orphan that the next `applyRetention` (or {@link findOrphans}) removes.
+   */
+  stage: "manifest" | "artifact";
+  error: StowageError;
+}
+
+/** What {@link applyRetention} did. */
+export interface ApplyRetentionResult {
+  dryRun: boolean;
+  deleted: DeletedBackup[];
+  failed: FailedDeletion[];
+  /** Leftovers of earlier interrupted runs that this run removed (artifacts without manifest, temp files). */
+  orphans: string[];
+  /** Backups the plan keeps. */
+  kept: number;
+}
+
+/** An object a sink may hold only while it is being written: temp files, or (S3) nothing. */
+interface WithTemporaryFiles {
+  temporaryFiles(options?: ReadOptions): AsyncIterable<ObjectInfo>;
+}
+const hasTemporaryFiles = (sink: Sink): sink is Sink & WithTemporaryFiles =>
+  typeof (sink as Partial<WithTemporaryFiles>).temporaryFiles === "function";
+
+const applyOptionsSchema = z
+  .object({
+    sink: z.custom<Sink>(
+      (v) => typeof (v as Sink | null)?.delete === "function" && typeof (v as Sink).list === "function",
+      "expected a Sink",
+    ),
+    plan: z.custom<RetentionPlan>(
+      (v) =>
+        Array.isArray((v as RetentionPlan | null)?.decisions) && typeof (v as RetentionPlan).now === "string",
+      "expected a plan from planRetention",
+    ),
+    signal: signalSchema.optional(),
+    dryRun: z.boolean().default(false),
+    /**
+     * Remove leftovers of interrupted runs under the plan's jobs that are older than this; false
+     * to skip. Younger ones may belong to a backup whose manifest is being written right now.
+     */
+    orphans: z
+      .union([z.literal(false), z.object({ olderThan: durationSchema }).strict()])
+      .default({ olderThan: "1h" }),
+    /** The reference time for orphan ages. @default the plan's `now` */
+    now: z.date().optional(),
+    /** Keys per `sink.delete` call (S3 DeleteObjects takes 1,000). @default 1000 */
+    batchSize: z.number().int().min(1).max(1000).default(1000),
+  })
+  .strict();
+export type ApplyRetentionOptions = z.input<typeof applyOptionsSchema>;
+
+/** Deletes keys in one call; if it fails, key by key, to tell which failed. Aborts are thrown. */
+async function deleteKeys(
+  sink: Sink,
+  keys: string[],
+  signal: AbortSignal | undefined,
+): Promise<Map<string, StowageError>> {
+  const failed = new Map<string, StowageError>();
+  if (keys.length === 0) return failed;
+  const attempt = async (batch: string[]) => {
+    throwIfAborted(signal, "applyRetention");
+    try {
+      await sink.delete(batch, signal ? { signal } : {});
+      return undefined;
+    } catch (error) {
+      if (signal?.aborted || isAbortError(error)) {
+        throw wrapError(error, "ABORTED", `applyRetention: deleting from ${sink.kind} sink`, {}, signal);
+      }
+      return wrapError(
+        error,
+        "SINK_DELETE_FAILED",
+        `applyRetention: deleting ${batch.length === 1 ? batch[0] : `${batch.length} keys`} from ${sink.kind} sink`,
+        {
+          keys: batch.slice(0, 10),
+        },
+      );
+    }
+  };
+  const error = await attempt(keys);
+  if (!error) return failed;
+  if (keys.length === 1) {
+    failed.set(keys[0]!, error);
+    return failed;
+  }
+  for (const key of keys) {
+    const one = await attempt([key]);
+    if (one) failed.set(key, one);
+  }
+  return failed;
+}
+
+const describe = (d: RetentionDecision): DeletedBackup => ({
+  id: d.id,
+  job: d.job,
+  key: d.artifactKey,
+  manifestKey: d.manifestKey,
+  reason: d.reasons.join(", "),
+  reasons: d.reasons,
+  manifest: d.manifest,
+});
+
+/**
+ * Carries out a retention plan on a sink: for each dropped backup, deletes the manifest first and
+ * then the artifact, so no manifest ever points at a missing artifact. Kept backups are not
+ * touched. Then it removes leftovers of earlier interrupted runs under the plan's jobs — artifacts
+ * whose manifest is gone and temp files, older than `orphans.olderThan` (see {@link findOrphans}) —
+ * so a run that failed between a manifest and its artifact is finished by the next one.
+ *
+ * Deletions go in batches (`sink.delete` with up to `batchSize` keys); a batch that fails is
+ * retried key by key, so one undeletable object (an S3 Object Lock, a permission) fails only its
+ * own backup, reported in `failed`, and the rest go on.
+ *
+ * With `dryRun`, nothing is deleted and the result lists what would be.
+ *
+ * @throws {CONFIG_INVALID} for bad options. {RETENTION_REFUSED} when the plan names backups of
+ *   another sink kind than `sink` (a plan made for one sink applied to another).
+ *   {ABORTED} when `signal` fires (what was deleted so far is in `details.deleted`; the next run
+ *   finishes). {SINK_READ_FAILED} when the orphan sweep cannot list.
+ * @example
+ * const { manifests, invalid } = await listManifests(sink, { job: "app-db" });
+ * const plan = planRetention(manifests, { keepDaily: 7, maxAge: "30d" }, { now: new Date(), invalid });
+ * const { deleted, failed } = await applyRetention({ sink, plan, signal });
+ */
+export async function applyRetention(options: ApplyRetentionOptions): Promise<ApplyRetentionResult> {
+  const o = parseOptions(applyOptionsSchema, options, "applyRetention");
+  const { sink, plan, signal, dryRun } = o;
+  const drops = plan.decisions.filter((d) => d.action === "drop");
+  const foreign = drops.filter((d) => d.manifest?.artifact?.sink !== sink.kind);
+  if (foreign.length > 0) {
+    throw new StowageError(
+      "RETENTION_REFUSED",
+      `applyRetention: the plan drops backups of a ${foreign[0]!.manifest?.artifact?.sink} sink, not of this ${sink.kind} sink`,
+      { details: { keys: foreign.slice(0, 10).map((d) => d.artifactKey) } },
+    );
+  }
+  const result: ApplyRetentionResult = {
+    dryRun,
+    deleted: [],
+    failed: [],
+    orphans: [],
+    kept: plan.decisions.length - drops.length,
+  };
+  try {
+    throwIfAborted(signal, "applyRetention");
+    if (dryRun) {
+      result.deleted = drops.map(describe);
+    } else {
+      for (let i = 0; i < drops.length; i += o.batchSize) {
+        const batch = drops.slice(i, i + o.batchSize);
+        const manifestErrors = await deleteKeys(
+          sink,
+          batch.map((d) => d.manifestKey),
+          signal,
+        );
+        const gone = batch.filter((d) => !manifestErrors.has(d.manifestKey));
+        for (const d of batch) {
+          const error = manifestErrors.get(d.manifestKey);
+          if (error) result.failed.push({ ...describe(d), stage: "manifest", error });
+        }
+        // The crash window: manifests gone, artifacts not yet. The orphan sweep below (or the
+        // next run's) removes what a failure here leaves.
+        const artifactErrors = await deleteKeys(
+          sink,
+          gone.map((d) => d.artifactKey),
+          signal,
+        );
+        for (const d of gone) {
+          const error = artifactErrors.get(d.artifactKey);
+          if (error) result.failed.push({ ...describe(d), stage: "artifact", error });
+          else result.deleted.push(describe(d));
+        }
+      }
+    }
+
+    if (o.orphans !== false) {
+      const now = o.now ?? new Date(plan.now);
+      const jobs = [...new Set(plan.decisions.map((d) => d.job))].sort();
+      const keys: string[] = [];
+      for (const job of jobs) {
+        const found = await findOrphans(sink, {
+          olderThan: o.orphans.olderThan,
+          now,
+          prefix: `${job}/`,
+          ...(signal ? { signal } : {}),
+        });
+        keys.push(...found.artifacts.map((a) => a.key), ...found.temporary.map((t) => t.key));
+      }
+      if (dryRun) {
+        result.orphans = keys;
+      } else {
+        for (let i = 0; i < keys.length; i += o.batchSize) {
+          const batch = keys.slice(i, i + o.batchSize);
+          const errors = await deleteKeys(sink, batch, signal);
+          result.orphans.push(...batch.filter((k) => !errors.has(k)));
+        }
+      }
+    }
+  } catch (error) {
+    if (error instanceof StowageError && error.code === "ABORTED") {
+      error.details.deleted = result.deleted.map((d) => d.key);
+    }
+    throw error;
+  }
+  return result;
+}
+
+const orphanOptionsSchema = z
+  .object({
+    /** Only leftovers older than this (by the sink's last-modified time) are reported. */
+    olderThan: durationSchema,
+    /** The reference time. @default new Date() */
+    now: z.date().optional(),
+    /** Only keys under this prefix (e.g. `"app-db/"`). @default "" */
+    prefix: z.string().default(""),
+    signal: signalSchema.optional(),
+  })
+  .strict();
+export type FindOrphansOptions = z.input<typeof orphanOptionsSchema>;
+
+/** What {@link findOrphans} found. */
+export interface OrphanReport {
+  /** Backup artifacts with no manifest beside them (an interrupted delete or backup). */
+  artifacts: ObjectInfo[];
+  /** Temporary files of interrupted writes (filesystem sinks; keys relative to the root). */
+  temporary: ObjectInfo[];
+  /** Manifests whose artifact is missing: should never happen; reported, not deleted. */
+  danglingManifests: string[];
+}
+
+/** The last path segment of a stowage artifact key starts with a backup id (see `newBackupId`). */
+const ARTIFACT_NAME = /(^|\/)\d{8}T\d{9}Z-[0-9a-f]{8}[^/]*$/;
+
+/**
+ * Lists what interrupted runs leave in a sink: artifacts whose manifest is missing, temporary
+ * files (for sinks that have them: a filesystem sink's `temporaryFiles()`), both only when older
+ * than `olderThan` — a younger artifact may be a backup whose manifest is being written — and
+ * manifests whose artifact is missing. Only objects named like stowage artifacts
+ * (`…/<backup id>.<ext>`) count, so other files that share the sink are never called orphans.
+ *
+ * @throws {CONFIG_INVALID} for bad options. {SINK_READ_FAILED} when listing fails. {ABORTED}.
+ * @example const { artifacts, temporary } = await findOrphans(sink, { olderThan: "1h" });
+ */
+export async function findOrphans(sink: Sink, options: FindOrphansOptions): Promise<OrphanReport> {
+  const o = parseOptions(orphanOptionsSchema, options, "findOrphans");
+  const { signal, prefix } = o;
+  const cutoff = (o.now ?? new Date()).getTime() - parseDuration(o.olderThan, "olderThan");
+  const report: OrphanReport = { artifacts: [], temporary: [], danglingManifests: [] };
+  const objects = new Map<string, ObjectInfo>();
+  const manifests = new Set<string>();
+  const listOptions = signal ? { signal } : {};
+  try {
+    for await (const info of sink.list(prefix, listOptions)) {
+      if (info.key.endsWith(MANIFEST_SUFFIX)) manifests.add(info.key);
+      else objects.set(info.key, info);
+    }
+    for (const [key, info] of objects) {
+      if (
+        ARTIFACT_NAME.test(key) &&
+        !manifests.has(key + MANIFEST_SUFFIX) &&
+        info.lastModified.getTime() < cutoff
+      ) {
+        report.artifacts.push(info);
+      }
+    }
+    for (const key of manifests) {
+      if (!objects.has(key.slice(0, -MANIFEST_SUFFIX.length))) report.danglingManifests.push(key);
+    }
+    if (hasTemporaryFiles(sink)) {
+      for await (const info of sink.temporaryFiles(listOptions)) {
+        if (info.key.startsWith(prefix) && info.lastModified.getTime() < cutoff) report.temporary.push(info);
+      }
+    }
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `findOrphans: listing ${sink.kind} sink under "${prefix}"`,
+      { prefix },
+      signal,
+    );
+  }
+  report.danglingManifests.sort();
+  return report;
+}

@@ -1,0 +1,55 @@
+/**
+ * Pure policies over manifests: retention, validation and status. No I/O, no clock, no
+ * environment — `now` and the manifests are arguments.
+ */
+export {
+  assertTimeZone,
+  bucketOf,
+  type CalendarPeriod,
+  isoWeek,
+  type LocalTime,
+  localTime,
+} from "./calendar.js";
+export {
+  lockedUntil,
+  OBJECT_LOCK_LABELS,
+  type ParsedRetentionPolicy,
+  type PlanRetentionOptions,
+  planRetention,
+  type RetentionDecision,
+  type RetentionGroup,
+  type RetentionInvalid,
+  type RetentionPlan,
+  type RetentionPolicy,
+  retentionPolicySchema,
+} from "./retention.js";
+export {
+  type BackupBrief,
+  escapeLabelValue,
+  formatBytes,
+  formatDuration,
+  formatPrometheus,
+  formatStatusText,
+  type HealthStatus,
+  type JobStatus,
+  type StatusReport,
+  type SummarizeOptions,
+  summarize,
+} from "./status.js";
+export {
+  type BackupFindings,
+  type Finding,
+  type FindingKind,
+  type InvalidManifestEntry,
+  type JobValidation,
+  passesValidation,
+  type RuleId,
+  type ValidateBackupsOptions,
+  type ValidateOptions,
+  type ValidationReport,
+  type ValidationRules,
+  type ValidationSummary,
+  validateBackups,
+  validateManifest,
+  validationRulesSchema,
+} from "./validation.js";

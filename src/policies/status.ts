@@ -1,0 +1,491 @@
+import { z } from "zod";
+import type { Manifest } from "../core/manifest.js";
+import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import {
+  compileRules,
+  type Finding,
+  findingsOf,
+  type InvalidManifestEntry,
+  jobOfKey,
+  passesValidation,
+  type ValidationRules,
+} from "./validation.js";
+
+const summarizeOptionsSchema = z
+  .object({
+    now: z.date({ error: "expected a valid Date" }),
+    rules: z.record(z.string(), z.unknown()).optional(),
+    rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
+    invalid: z.array(z.looseObject({ key: z.string() })).optional(),
+    jobs: z.array(z.string().min(1)).optional(),
+  })
+  .strict();
+
+/** Options for {@link summarize}. */
+export interface SummarizeOptions {
+  /** The reference time for ages. Policies never read the clock. */
+  now: Date;
+  /** Validation rules for the compliance figures (see {@link validateManifest}). */
+  rules?: ValidationRules;
+  /**
+   * Recovery point objective: the longest a job may go without a valid backup ("15m", "6h"),
+   * for all jobs or per job (`{ "app-db": "15m", "k8s": "6h" }`). Falls back to `rules.maxAge`.
+   * A job without an RPO is never "breached".
+   */
+  rpo?: string | Record<string, string>;
+  /** `listManifests(...).invalid`: counted per job (by key prefix) and reported. */
+  invalid?: readonly InvalidManifestEntry[];
+  /** Jobs that should exist: a job listed here with no backup at all is reported (and breaches its RPO). */
+  jobs?: readonly string[];
+}
+
+/** The newest backup of a job, as the status report shows it. */
+export interface BackupBrief {
+  id: string;
+  startedAt: string;
+  finishedAt: string;
+  key: string;
+  location: string;
+  storedBytes: number;
+  plainBytes: number;
+  durationMs: number;
+}
+
+export type HealthStatus = "ok" | "warning" | "failing";
+
+/** One job's status. */
+export interface JobStatus {
+  job: string;
+  /** ok: fresh and compliant; warning: something to look at; failing: RPO breached or no valid backup. */
+  status: HealthStatus;
+  /** Backups with a readable manifest. */
+  count: number;
+  /** Manifests of this job that could not be read or parsed. */
+  invalidManifests: number;
+  /** The newest backup (by start time), valid or not. */
+  last: BackupBrief | null;
+  /** The newest backup that passes validation: what a restore would use, and what RPO is measured on. */
+  lastValid: BackupBrief | null;
+  /** Seconds from the newest backup's start to `now` (negative for a future-dated backup). */
+  ageSeconds: number | null;
+  storedBytes: number;
+  plainBytes: number;
+  valid: number;
+  compliant: number;
+  /** compliant / (count + invalidManifests); null without backups. */
+  complianceRate: number | null;
+  rpo: string | null;
+  rpoSeconds: number | null;
+  /** null when the job has no RPO. */
+  rpoBreached: boolean | null;
+  /** What a person should look at, one sentence each. */
+  problems: string[];
+}
+
+/** The status of every job, serialisable as JSON (`JSON.stringify(report)` is the JSON renderer). */
+export interface StatusReport {
+  generatedAt: string;
+  overall: {
+    status: HealthStatus;
+    jobs: number;
+    backups: number;
+    invalidManifests: number;
+    storedBytes: number;
+    plainBytes: number;
+    valid: number;
+    compliant: number;
+    complianceRate: number | null;
+    /** Jobs whose RPO is breached. */
+    rpoBreached: number;
+  };
+  jobs: JobStatus[];
+}
+
+const brief = (m: Manifest): BackupBrief => ({
+  id: m.id,
+  startedAt: m.startedAt,
+  finishedAt: m.finishedAt,
+  key: m.artifact.key,
+  location: m.artifact.location,
+  storedBytes: m.artifact.bytes,
+  plainBytes: m.content.bytes,
+  durationMs: Date.parse(m.finishedAt) - Date.parse(m.startedAt),
+});
+
+const worst = (a: HealthStatus, b: HealthStatus): HealthStatus =>
+  a === "failing" || b === "failing" ? "failing" : a === "warning" || b === "warning" ? "warning" : "ok";
+
+/**
+ * Summarises backups per job: newest backup and its age, count, stored and plain bytes,
+ * validity and compliance, and whether the RPO is met — plus an overall verdict. Pure.
+ *
+ * The RPO is measured from the start of the newest backup that passes validation (a backup
+ * that is not encrypted when encryption is required does not reset the clock).
+ *
+ * @throws {CONFIG_INVALID} for a bad option, rule or duration, naming it.
+ * @example
+ * const { manifests, invalid } = await listManifests(sink);
+ * const report = summarize(manifests, { now: new Date(), rpo: { "app-db": "15m" }, invalid,
+ *   rules: { requiredLabels: { constitutional_hash: "cdd01ef066bc6cf2" } } });
+ * process.stdout.write(formatStatusText(report));
+ */
+export function summarize(manifests: readonly Manifest[], options: SummarizeOptions): StatusReport {
+  const o = parseOptions(summarizeOptionsSchema, options, "summarize");
+  const now = o.now.getTime();
+  const rules = compileRules(o.rules as ValidationRules | undefined, "summarize");
+  const rpoFor = (job: string): string | undefined =>
+    typeof o.rpo === "string" ? o.rpo : (o.rpo?.[job] ?? rules.rules.maxAge);
+
+  const byJob = new Map<string, { manifests: Manifest[]; invalid: number }>();
+  const jobEntry = (job: string) => {
+    let entry = byJob.get(job);
+    if (!entry) {
+      entry = { manifests: [], invalid: 0 };
+      byJob.set(job, entry);
+    }
+    return entry;
+  };
+  for (const job of o.jobs ?? []) jobEntry(job);
+  if (o.rpo && typeof o.rpo === "object") for (const job of Object.keys(o.rpo)) jobEntry(job);
+  for (const m of manifests) jobEntry(m.job).manifests.push(m);
+  for (const bad of o.invalid ?? []) jobEntry(jobOfKey(bad.key)).invalid++;
+
+  const jobs: JobStatus[] = [];
+  for (const job of [...byJob.keys()].sort()) {
+    const entry = byJob.get(job)!;
+    const sorted = entry.manifests
+      .map((m) => ({ m, time: Date.parse(m.startedAt), findings: findingsOf(m, rules, now) }))
+      .sort((a, b) => b.time - a.time || (a.m.id < b.m.id ? 1 : a.m.id > b.m.id ? -1 : 0));
+    let storedBytes = 0;
+    let plainBytes = 0;
+    let valid = 0;
+    let compliant = 0;
+    for (const { m, findings } of sorted) {
+      storedBytes += m.artifact.bytes;
+      plainBytes += m.content.bytes;
+      const errors = findings.filter((f: Finding) => f.severity === "error");
+      const isValid = !errors.some((f) => f.kind === "validity");
+      if (isValid) valid++;
+      if (isValid && !errors.some((f) => f.kind === "compliance")) compliant++;
+    }
+    const newest = sorted[0];
+    const newestValid =
+      sorted.find((s) => passesValidation(s.findings) && s.time <= now) ??
+      sorted.find((s) => passesValidation(s.findings));
+    const rpo = rpoFor(job) ?? null;
+    const rpoMs = rpo === null ? null : parseDuration(rpo, "rpo");
+    const problems: string[] = [];
+    let status: HealthStatus = "ok";
+    const total = sorted.length + entry.invalid;
+
+    let rpoBreached: boolean | null = null;
+    if (rpoMs !== null) {
+      rpoBreached = !newestValid || now - newestValid.time > rpoMs;
+      if (rpoBreached) {
+        status = "failing";
+        problems.push(
+          newestValid
+            ? `RPO ${rpo} breached: the newest valid backup started ${formatDuration(now - newestValid.time)} ago`
+            : `RPO ${rpo} breached: no valid backup`,
+        );
+      }
+    }
+    if (sorted.length === 0) {
+      status = "failing";
+      if (rpoMs === null) problems.push("no backup");
+    } else if (!newestValid) {
+      status = "failing";
+      if (rpoMs === null) problems.push("no backup passes validation");
+    } else if (newest && !passesValidation(newest.findings)) {
+      status = worst(status, "warning");
+      const failed = [...new Set(newest.findings.filter((f) => f.severity === "error").map((f) => f.rule))];
+      problems.push(`the newest backup ${newest.m.id} does not pass validation (${failed.join(", ")})`);
+    }
+    if (total > 0 && compliant < total) {
+      status = worst(status, "warning");
+      problems.push(`${total - compliant} of ${total} backups not compliant`);
+    }
+    if (entry.invalid > 0) {
+      status = worst(status, "warning");
+      problems.push(`${entry.invalid} manifest${entry.invalid === 1 ? "" : "s"} cannot be read`);
+    }
+    const future = sorted.filter((s) => s.findings.some((f) => f.rule === "future-dated")).length;
+    if (future > 0) {
+      status = worst(status, "warning");
+      problems.push(`${future} backup${future === 1 ? "" : "s"} dated in the future (clock skew?)`);
+    }
+
+    jobs.push({
+      job,
+      status,
+      count: sorted.length,
+      invalidManifests: entry.invalid,
+      last: newest ? brief(newest.m) : null,
+      lastValid: newestValid ? brief(newestValid.m) : null,
+      ageSeconds: newest ? (now - newest.time) / 1000 : null,
+      storedBytes,
+      plainBytes,
+      valid,
+      compliant,
+      complianceRate: total === 0 ? null : compliant / total,
+      rpo,
+      rpoSeconds: rpoMs === null ? null : rpoMs / 1000,
+      rpoBreached,
+      problems,
+    });
+  }
+
+  const sum = (pick: (j: JobStatus) => number) => jobs.reduce((n, j) => n + pick(j), 0);
+  const backups = sum((j) => j.count);
+  const invalidManifests = sum((j) => j.invalidManifests);
+  const compliant = sum((j) => j.compliant);
+  return {
+    generatedAt: new Date(now).toISOString(),
+    overall: {
+      status: jobs.reduce<HealthStatus>((s, j) => worst(s, j.status), "ok"),
+      jobs: jobs.length,
+      backups,
+      invalidManifests,
+      storedBytes: sum((j) => j.storedBytes),
+      plainBytes: sum((j) => j.plainBytes),
+      valid: sum((j) => j.valid),
+      compliant,
+      complianceRate: backups + invalidManifests === 0 ? null : compliant / (backups + invalidManifests),
+      rpoBreached: jobs.filter((j) => j.rpoBreached === true).length,
+    },
+    jobs,
+  };
+}
+
+/** "1d 4h", "3h 5m", "15m", "42s": the two largest units, for people. */
+export function formatDuration(ms: number): string {
+  if (ms < 0) return `-${formatDuration(-ms)}`;
+  const s = Math.floor(ms / 1000);
+  const units: Array<[string, number]> = [
+    ["d", Math.floor(s / 86_400)],
+    ["h", Math.floor(s / 3600) % 24],
+    ["m", Math.floor(s / 60) % 60],
+    ["s", s % 60],
+  ];
+  const first = units.findIndex(([, n]) => n > 0);
+  if (first === -1) return "0s";
+  return units
+    .slice(first, first + 2)
+    .filter(([, n]) => n > 0)
+    .map(([u, n]) => `${n}${u}`)
+    .join(" ");
+}
+
+/** 1536 -> "1.5 KiB": binary units, one decimal. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+const percent = (rate: number | null) => (rate === null ? "-" : `${(rate * 100).toFixed(1)}%`);
+const utc = (iso: string) => `${iso.slice(0, 10)} ${iso.slice(11, 19)}`;
+
+/**
+ * The report as a person reads it in a terminal: a headline with the overall verdict, one row
+ * per job (status, newest backup in UTC, its age, RPO, count, sizes, compliance), then the
+ * problems to look at. Plain text, no colours, ends with a newline.
+ *
+ * @example process.stdout.write(formatStatusText(summarize(manifests, { now: new Date(), rpo: "1h" })));
+ */
+export function formatStatusText(report: StatusReport): string {
+  const o = report.overall;
+  const verdict =
+    o.status === "ok"
+      ? "OK"
+      : o.status === "warning"
+        ? "WARNING"
+        : `FAILING${o.rpoBreached > 0 ? `: ${o.rpoBreached} of ${o.jobs} jobs breach their RPO` : ""}`;
+  const lines = [`stowage status at ${utc(report.generatedAt)} UTC: ${verdict}`, ""];
+  const header = [
+    "JOB",
+    "STATUS",
+    "LAST BACKUP (UTC)",
+    "AGE",
+    "RPO",
+    "BACKUPS",
+    "STORED",
+    "PLAIN",
+    "COMPLIANT",
+  ];
+  const rows = report.jobs.map((j) => [
+    j.job,
+    j.status === "ok" ? "ok" : j.status.toUpperCase(),
+    j.last ? utc(j.last.startedAt) : "never",
+    j.ageSeconds === null ? "-" : formatDuration(j.ageSeconds * 1000),
+    j.rpo === null ? "-" : `${j.rpo}${j.rpoBreached ? " BREACHED" : ""}`,
+    String(j.count),
+    formatBytes(j.storedBytes),
+    formatBytes(j.plainBytes),
+    percent(j.complianceRate),
+  ]);
+  if (rows.length === 0) {
+    lines.push("No backups.");
+  } else {
+    const numeric = new Set([5, 6, 7, 8]);
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const render = (cells: string[]) =>
+      cells
+        .map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+        .join("  ")
+        .trimEnd();
+    lines.push(render(header), ...rows.map(render));
+  }
+  const problems = report.jobs.flatMap((j) => j.problems.map((p) => `  ${j.job}: ${p}`));
+  if (problems.length > 0) lines.push("", "Problems:", ...problems);
+  lines.push(
+    "",
+    `Total: ${o.backups} backups in ${o.jobs} jobs, ${formatBytes(o.storedBytes)} stored (${formatBytes(o.plainBytes)} plain), ` +
+      `compliance ${percent(o.complianceRate)} (${o.compliant}/${o.backups + o.invalidManifests})` +
+      (o.invalidManifests > 0 ? `, ${o.invalidManifests} unreadable manifests` : ""),
+  );
+  return `${lines.join("\n")}\n`;
+}
+
+/** Escapes a label value for the Prometheus text format: backslash, double quote, newline. */
+export function escapeLabelValue(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+const escapeHelp = (text: string) => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+
+function sampleValue(n: number): string {
+  if (Number.isNaN(n)) return "NaN";
+  if (n === Number.POSITIVE_INFINITY) return "+Inf";
+  if (n === Number.NEGATIVE_INFINITY) return "-Inf";
+  return String(n);
+}
+
+/**
+ * The report in the Prometheus text exposition format (version 0.0.4), for a textfile
+ * collector or a `/metrics` handler (`Content-Type: text/plain; version=0.0.4`). Every family
+ * has `# HELP` and `# TYPE` lines; all are gauges (they describe what is stored now, which can
+ * go down). Label values are escaped. Families:
+ *
+ * - `stowage_last_backup_timestamp_seconds{job}` start of the newest backup (Unix seconds)
+ * - `stowage_last_valid_backup_timestamp_seconds{job}` start of the newest valid backup
+ * - `stowage_last_backup_age_seconds{job}`
+ * - `stowage_last_backup_size_bytes{job,kind="stored"|"plain"}`
+ * - `stowage_backups_total{job}` backups stored (a gauge despite the suffix, as the issue names it)
+ * - `stowage_backup_bytes{job,kind="stored"|"plain"}` bytes of all stored backups
+ * - `stowage_backups_valid{job}`, `stowage_backups_compliant{job}`, `stowage_invalid_manifests{job}`
+ * - `stowage_compliance_ratio{job}` compliant / all (absent for a job without backups)
+ * - `stowage_rpo_seconds{job}`, `stowage_rpo_breached{job}` (0/1; only for jobs with an RPO)
+ * - `stowage_job_healthy{job}` 1 for ok, 0 otherwise; `stowage_status_timestamp_seconds` report time
+ *
+ * A job with no backup has no `last_*` samples (absent, not 0, so `time() - x` alerts stay honest).
+ *
+ * @example res.setHeader("content-type", "text/plain; version=0.0.4"); res.end(formatPrometheus(report));
+ */
+export function formatPrometheus(report: StatusReport): string {
+  const out: string[] = [];
+  const family = (
+    name: string,
+    help: string,
+    samples: Array<[labels: Record<string, string>, value: number | null | undefined]>,
+  ) => {
+    const present = samples.filter(
+      (s): s is [Record<string, string>, number] => s[1] !== null && s[1] !== undefined,
+    );
+    if (present.length === 0) return;
+    out.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} gauge`);
+    for (const [labels, value] of present) {
+      const text = Object.entries(labels)
+        .map(([k, v]) => `${k}="${escapeLabelValue(v)}"`)
+        .join(",");
+      out.push(`${name}${text ? `{${text}}` : ""} ${sampleValue(value)}`);
+    }
+  };
+  const perJob = (pick: (j: JobStatus) => number | null | undefined) =>
+    report.jobs.map((j) => [{ job: j.job }, pick(j)] as [Record<string, string>, number | null | undefined]);
+  const perKind = (pick: (j: JobStatus, kind: "stored" | "plain") => number | null | undefined) =>
+    report.jobs.flatMap((j) =>
+      (["stored", "plain"] as const).map(
+        (kind) =>
+          [{ job: j.job, kind }, pick(j, kind)] as [Record<string, string>, number | null | undefined],
+      ),
+    );
+  const seconds = (iso: string | undefined) => (iso === undefined ? null : Date.parse(iso) / 1000);
+
+  family(
+    "stowage_last_backup_timestamp_seconds",
+    "Start time of the newest backup of the job, in seconds since the Unix epoch.",
+    perJob((j) => seconds(j.last?.startedAt)),
+  );
+  family(
+    "stowage_last_valid_backup_timestamp_seconds",
+    "Start time of the newest backup of the job that passes validation, in seconds since the Unix epoch.",
+    perJob((j) => seconds(j.lastValid?.startedAt)),
+  );
+  family(
+    "stowage_last_backup_age_seconds",
+    "Seconds from the start of the newest backup of the job to the report time.",
+    perJob((j) => j.ageSeconds),
+  );
+  family(
+    "stowage_last_backup_size_bytes",
+    "Size of the newest backup of the job: stored (after compression and encryption) or plain.",
+    perKind((j, kind) => (j.last ? (kind === "stored" ? j.last.storedBytes : j.last.plainBytes) : null)),
+  );
+  family(
+    "stowage_backups_total",
+    "Backups of the job currently stored (with a readable manifest).",
+    perJob((j) => j.count),
+  );
+  family(
+    "stowage_backup_bytes",
+    "Bytes of all stored backups of the job: stored (after compression and encryption) or plain.",
+    perKind((j, kind) => (kind === "stored" ? j.storedBytes : j.plainBytes)),
+  );
+  family(
+    "stowage_backups_valid",
+    "Backups of the job that pass the validity rules.",
+    perJob((j) => j.valid),
+  );
+  family(
+    "stowage_backups_compliant",
+    "Valid backups of the job that also meet the compliance rules.",
+    perJob((j) => j.compliant),
+  );
+  family(
+    "stowage_invalid_manifests",
+    "Manifests of the job that cannot be read or parsed.",
+    perJob((j) => j.invalidManifests),
+  );
+  family(
+    "stowage_compliance_ratio",
+    "Compliant backups of the job divided by all its backups.",
+    perJob((j) => j.complianceRate),
+  );
+  family(
+    "stowage_rpo_seconds",
+    "The recovery point objective of the job, in seconds.",
+    perJob((j) => j.rpoSeconds),
+  );
+  family(
+    "stowage_rpo_breached",
+    "1 when the newest valid backup of the job is older than its RPO (or there is none), else 0.",
+    perJob((j) => (j.rpoBreached === null ? null : j.rpoBreached ? 1 : 0)),
+  );
+  family(
+    "stowage_job_healthy",
+    "1 when the job's status is ok, else 0.",
+    perJob((j) => (j.status === "ok" ? 1 : 0)),
+  );
+  family(
+    "stowage_status_timestamp_seconds",
+    "When this report was computed, in seconds since the Unix epoch.",
+    [[{}, Date.parse(report.generatedAt) / 1000]],
+  );
+  return `${out.join("\n")}\n`;
+}
