@@ -14,6 +14,7 @@ import {
   readAll,
   restore,
   type Sink,
+  type StowageError,
   verify,
 } from "../../src/index.js";
 import { aes256gcmV1, generateKeyPair, recipientIds } from "../../src/transforms/aes-256-gcm.js";
@@ -155,12 +156,12 @@ describe("rekey()", () => {
   it("with a wrong identity fails DECRYPT_FAILED naming the expected recipients, and writes nothing", async () => {
     const { sink, manifest } = await twoRecipients();
     const before = await listing(sink);
-    const error = await rekey({
+    const error = (await rekey({
       sink,
       manifest,
       identities: [{ identity: c.identity }],
       recipients: [c.recipient],
-    }).catch((e: unknown) => e as { code: string; details: Record<string, unknown> });
+    }).catch((e: unknown) => e)) as StowageError;
     expect(error.code).toBe("DECRYPT_FAILED");
     expect(error.details.expectedRecipients).toEqual([
       { type: "x25519", id: a.id },
