@@ -83,6 +83,8 @@ export type RekeyOptions = Omit<
  * @throws {DECRYPT_FAILED} no identity opens the artifact (the message names its recipients), or a
  *   chunk fails authentication. {@link INTEGRITY_MISMATCH} when the stored bytes differ from the manifest.
  * @throws {SINK_READ_FAILED | SINK_WRITE_FAILED | NOT_FOUND | ABORTED}
+ * @throws {SINK_DELETE_FAILED} the new backup was committed but the old one could not be removed
+ *   (e.g. an object lock); `details.newManifest` is the new manifest.
  * @example
  * const next = await rekey({ sink, manifest, identities: [{ identity: OLD_IDENTITY }],
  *   recipients: [newPair.recipient, OFFLINE_RECOVERY_RECIPIENT] });

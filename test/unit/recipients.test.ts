@@ -153,6 +153,10 @@ describe("write-only backups to a public key", () => {
       { type: "passphrase" },
       { type: "raw", id: keyFingerprint(key) },
     ]);
+    const recorded = JSON.stringify(transform.describe());
+    for (const secret of [passphrase, key.toString("hex"), key.toString("base64"), a.identity, b.identity]) {
+      expect(recorded).not.toContain(secret);
+    }
     const stored = await encrypt(transform, plain);
     for (const keys of [
       [{ identity: a.identity }],
