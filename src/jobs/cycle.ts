@@ -1,0 +1,485 @@
+import { backup } from "../core/backup.js";
+import { listManifests } from "../core/catalog.js";
+import { copyBackup } from "../core/copy.js";
+import { isAbortError, isStowageError, StowageError } from "../core/errors.js";
+import type { Manifest } from "../core/manifest.js";
+import { parseDuration } from "../core/options.js";
+import { applyRetention } from "../core/retention-apply.js";
+import type { BackupProgress, Sink } from "../core/types.js";
+import { planRetention } from "../policies/retention.js";
+import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
+import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
+import { fanOutSink } from "./fan-out.js";
+import { assertJobs, type Job, type RetentionPolicy } from "./job.js";
+import { type Logger, silentLogger } from "./logger.js";
+
+/** The stage of a job run an error came from. */
+export type JobStage = "backup" | "copy" | "retention" | "validation" | "audit";
+
+/** One failure in a job run: the stage, a stable code, a message for people (no secrets). */
+export interface JobError {
+  stage: JobStage;
+  code: string;
+  message: string;
+  /** The copy or sink it concerns, for copy and retention errors. */
+  target?: string;
+}
+
+export interface CopyResult {
+  /** The copy's name (its `name` option, else the sink's kind). */
+  target: string;
+  status: "succeeded" | "failed" | "skipped";
+  /** The manifest the copy's sink now holds. */
+  manifest?: Manifest;
+  durationMs: number;
+  bytes: number;
+  error?: JobError;
+}
+
+export interface RetentionResult {
+  /** "primary" or a copy's name. */
+  target: string;
+  status: "succeeded" | "failed" | "skipped";
+  /** Backups kept after this run. */
+  kept: number;
+  /** Artifact keys deleted (with their manifests). */
+  deleted: string[];
+  durationMs: number;
+  error?: JobError;
+}
+
+export interface JobResult {
+  job: string;
+  /** "succeeded" when every stage did; "failed" when any stage failed (see `errors`). */
+  status: "succeeded" | "failed";
+  /** The primary backup's manifest, when the backup succeeded. */
+  manifest?: Manifest;
+  startedAt: string;
+  finishedAt: string;
+  durations: {
+    totalMs: number;
+    backupMs: number;
+    copiesMs: number;
+    retentionMs: number;
+    validationMs: number;
+  };
+  bytes: { plain: number; stored: number; copied: number };
+  copies: CopyResult[];
+  retention: RetentionResult[];
+  /** What validation found on the new backup (warnings too). */
+  findings: Finding[];
+  errors: JobError[];
+}
+
+export interface CycleResult {
+  /** True when every job succeeded and the audit trail was written. */
+  ok: boolean;
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  succeeded: number;
+  failed: number;
+  jobs: JobResult[];
+  /** Failures of the cycle itself, outside any job (flushing the audit trail). */
+  errors: JobError[];
+}
+
+export interface RunJobOptions {
+  signal?: AbortSignal;
+  /** The clock retention and validation read. @default () => new Date() */
+  now?: Date | (() => Date);
+  /** Where every backup, copy and deletion is recorded. */
+  audit?: AuditTrail;
+  /** pino-compatible. @default silent */
+  logger?: Logger;
+  /** Progress of the backup's bytes (a few times a second and once at the end). */
+  onProgress?: (job: string, progress: BackupProgress) => void;
+  /** Skip retention entirely (e.g. `stowage run --no-prune`). @default true */
+  retention?: boolean;
+  /** Time zone for calendar retention when the job has none. @default "UTC" */
+  timeZone?: string;
+}
+
+export interface RunJobsOptions extends RunJobOptions {
+  /** Jobs run at once. @default 1 */
+  concurrency?: number;
+}
+
+const clock = (now: RunJobOptions["now"]): (() => Date) =>
+  now === undefined ? () => new Date() : typeof now === "function" ? now : () => now;
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+function jobError(stage: JobStage, error: unknown, target?: string): JobError {
+  return {
+    stage,
+    code: isStowageError(error) ? error.code : isAbortError(error) ? "ABORTED" : "UNKNOWN",
+    message: messageOf(error),
+    ...(target === undefined ? {} : { target }),
+  };
+}
+
+/**
+ * Runs one job once: the backup (to every copy at once when `fanOut`), then the copies (each
+ * verified while it is copied), then retention on each sink that has a policy, then validation of
+ * the new backup. It never throws for a failure of the job itself: the result says what failed,
+ * by stage and code. Retention is skipped on a sink whose newest write failed, so a failing job
+ * never thins out the backups that still exist.
+ *
+ * @throws {CONFIG_INVALID} when `job` was not made by `defineJob`.
+ * @example const result = await runJob(job, { audit }); if (result.status === "failed") alert(result.errors);
+ */
+export async function runJob(job: Job, options: RunJobOptions = {}): Promise<JobResult> {
+  assertJobs([job], "runJob");
+  const logger = options.logger ?? silentLogger;
+  const now = clock(options.now);
+  const started = Date.now();
+  const startedAt = new Date(started).toISOString();
+  const errors: JobError[] = [];
+  const durations = { totalMs: 0, backupMs: 0, copiesMs: 0, retentionMs: 0, validationMs: 0 };
+  const bytes = { plain: 0, stored: 0, copied: 0 };
+  const copies: CopyResult[] = [];
+  const retention: RetentionResult[] = [];
+  let findings: Finding[] = [];
+  let manifest: Manifest | undefined;
+
+  const controller = new AbortController();
+  const forward = () => controller.abort(options.signal?.reason);
+  if (options.signal?.aborted) forward();
+  else options.signal?.addEventListener("abort", forward, { once: true });
+  const timer =
+    job.timeout === undefined
+      ? undefined
+      : setTimeout(
+          () =>
+            controller.abort(
+              new StowageError("ABORTED", `job ${job.name}: timed out after ${job.timeout}`, {
+                details: { job: job.name, timeout: job.timeout },
+              }),
+            ),
+          parseDuration(job.timeout, "timeout"),
+        );
+  const signal = controller.signal;
+
+  const audit = async (entry: Parameters<AuditTrail["record"]>[0]) => {
+    if (!options.audit) return;
+    try {
+      await options.audit.record(entry);
+    } catch (error) {
+      errors.push(jobError("audit", error));
+      logger.error({ job: job.name, code: errorCode(error) }, "audit log write failed");
+    }
+  };
+  const copyName = (i: number) => job.copies[i]!.name ?? job.copies[i]!.sink.kind;
+
+  try {
+    // 1. The backup (fanned out to the copies when asked).
+    logger.info({ job: job.name, source: `${job.source.kind}:${job.source.name}` }, "backup started");
+    const fan = job.fanOut && job.copies.length > 0 ? fanOutSink(job.sink, job.copies) : undefined;
+    const t0 = Date.now();
+    try {
+      manifest = await backup({
+        job: job.name,
+        source: job.source,
+        transforms: [...job.transforms],
+        sink: fan ?? job.sink,
+        labels: { ...job.labels },
+        allowUnencrypted: job.allowUnencrypted,
+        signal,
+        ...(job.storageClass === undefined ? {} : { storageClass: job.storageClass }),
+        ...(options.onProgress
+          ? { onProgress: (p: BackupProgress) => options.onProgress?.(job.name, p) }
+          : {}),
+      });
+      durations.backupMs = Date.now() - t0;
+      bytes.plain = manifest.content.bytes;
+      bytes.stored = manifest.artifact.bytes;
+      logger.info(
+        { job: job.name, key: manifest.artifact.key, bytes: bytes.stored, durationMs: durations.backupMs },
+        "backup succeeded",
+      );
+      await audit({
+        action: "backup",
+        ...manifestFacts(manifest),
+        result: "ok",
+        durationMs: durations.backupMs,
+      });
+    } catch (error) {
+      durations.backupMs = Date.now() - t0;
+      errors.push(jobError("backup", error));
+      logger.error(
+        { job: job.name, code: errorCode(error), durationMs: durations.backupMs },
+        "backup failed",
+      );
+      await audit({
+        action: "backup",
+        job: job.name,
+        sink: job.sink.kind,
+        result: "failed",
+        error: errorCode(error),
+        durationMs: durations.backupMs,
+      });
+    }
+
+    // 2. The copies: written in the same pass by the fan-out, or copied now, verified while copied.
+    const t1 = Date.now();
+    for (const [i, copy] of job.copies.entries()) {
+      const target = copyName(i);
+      if (!manifest) {
+        copies.push({ target, status: "skipped", durationMs: 0, bytes: 0 });
+        continue;
+      }
+      const c0 = Date.now();
+      if (fan) {
+        const copied = fan.manifestsFor(manifest.artifact.key).find((m) => m.sink === copy.sink)?.manifest;
+        if (copied) {
+          copies.push({
+            target,
+            status: "succeeded",
+            manifest: copied,
+            durationMs: 0,
+            bytes: copied.artifact.bytes,
+          });
+          bytes.copied += copied.artifact.bytes;
+          await audit({ action: "copy", ...manifestFacts(copied), from: job.sink.kind, result: "ok" });
+        }
+        continue;
+      }
+      try {
+        const copied = await copyBackup({
+          manifest,
+          from: job.sink,
+          to: copy.sink,
+          signal,
+          ...(copy.storageClass === undefined ? {} : { storageClass: copy.storageClass }),
+        });
+        const durationMs = Date.now() - c0;
+        copies.push({
+          target,
+          status: "succeeded",
+          manifest: copied,
+          durationMs,
+          bytes: copied.artifact.bytes,
+        });
+        bytes.copied += copied.artifact.bytes;
+        logger.info({ job: job.name, target, key: copied.artifact.key, durationMs }, "copy succeeded");
+        await audit({
+          action: "copy",
+          ...manifestFacts(copied),
+          from: job.sink.kind,
+          result: "ok",
+          durationMs,
+        });
+      } catch (error) {
+        const durationMs = Date.now() - c0;
+        const e = jobError("copy", error, target);
+        errors.push(e);
+        copies.push({ target, status: "failed", durationMs, bytes: 0, error: e });
+        logger.error({ job: job.name, target, code: e.code, durationMs }, "copy failed");
+        await audit({
+          action: "copy",
+          ...manifestFacts(manifest),
+          sink: copy.sink.kind,
+          from: job.sink.kind,
+          result: "failed",
+          error: e.code,
+          durationMs,
+        });
+      }
+    }
+    durations.copiesMs = Date.now() - t1;
+
+    // 3. Retention, per sink, only where this run's write succeeded.
+    const t2 = Date.now();
+    if (options.retention !== false) {
+      const plans: Array<{
+        target: string;
+        sink: Sink;
+        policy: RetentionPolicy | undefined;
+        wrote: boolean;
+      }> = [
+        { target: "primary", sink: job.sink, policy: job.retention, wrote: manifest !== undefined },
+        ...job.copies.map((copy, i) => ({
+          target: copyName(i),
+          sink: copy.sink,
+          policy: copy.retention,
+          wrote: copies[i]?.status === "succeeded",
+        })),
+      ];
+      for (const plan of plans) {
+        if (!plan.policy) continue;
+        if (!plan.wrote) {
+          retention.push({ target: plan.target, status: "skipped", kept: 0, deleted: [], durationMs: 0 });
+          continue;
+        }
+        retention.push(
+          await prune(job, plan.sink, plan.target, plan.policy, { ...options, signal, now, audit, logger }),
+        );
+      }
+      for (const r of retention) if (r.error) errors.push(r.error);
+    }
+    durations.retentionMs = Date.now() - t2;
+
+    // 4. Validation of the new backup.
+    const t3 = Date.now();
+    if (manifest && job.rules) {
+      try {
+        findings = validateManifest(manifest, job.rules, { now: now() });
+        if (!passesValidation(findings)) {
+          const failedRules = findings.filter((f) => f.severity === "error").map((f) => f.rule);
+          errors.push({
+            stage: "validation",
+            code: "SOURCE_VALIDATION_FAILED",
+            message: `backup ${manifest.artifact.key} fails ${failedRules.join(", ")}`,
+          });
+          logger.error(
+            { job: job.name, key: manifest.artifact.key, rules: failedRules },
+            "validation failed",
+          );
+        }
+      } catch (error) {
+        errors.push(jobError("validation", error));
+      }
+    }
+    durations.validationMs = Date.now() - t3;
+  } finally {
+    if (timer) clearTimeout(timer);
+    options.signal?.removeEventListener("abort", forward);
+  }
+
+  const finished = Date.now();
+  durations.totalMs = finished - started;
+  const status = errors.length === 0 ? "succeeded" : "failed";
+  logger[status === "succeeded" ? "info" : "error"](
+    { job: job.name, status, durationMs: durations.totalMs, errors: errors.map((e) => e.code) },
+    `job ${status}`,
+  );
+  return {
+    job: job.name,
+    status,
+    ...(manifest ? { manifest } : {}),
+    startedAt,
+    finishedAt: new Date(finished).toISOString(),
+    durations,
+    bytes,
+    copies,
+    retention,
+    findings,
+    errors,
+  };
+}
+
+async function prune(
+  job: Job,
+  sink: Sink,
+  target: string,
+  policy: RetentionPolicy,
+  options: {
+    signal: AbortSignal;
+    now: () => Date;
+    audit: (entry: Parameters<AuditTrail["record"]>[0]) => Promise<void>;
+    logger: Logger;
+    timeZone?: string;
+  },
+): Promise<RetentionResult> {
+  const t0 = Date.now();
+  try {
+    const { manifests, invalid } = await listManifests(sink, { job: job.name, signal: options.signal });
+    const plan = planRetention(manifests, policy, {
+      now: options.now(),
+      timeZone: job.timeZone ?? options.timeZone ?? "UTC",
+      invalid,
+      ...(job.rules ? { rules: job.rules } : {}),
+    });
+    const applied = await applyRetention({ sink, plan, signal: options.signal });
+    for (const d of applied.deleted) {
+      await options.audit({
+        action: "delete",
+        ...manifestFacts(d.manifest),
+        sink: sink.kind,
+        reason: d.reason,
+        result: "ok",
+      });
+    }
+    for (const f of applied.failed) {
+      await options.audit({
+        action: "delete",
+        ...manifestFacts(f.manifest),
+        sink: sink.kind,
+        reason: f.reason,
+        result: "failed",
+        error: f.error.code,
+      });
+    }
+    const durationMs = Date.now() - t0;
+    const deleted = applied.deleted.map((d) => d.key);
+    options.logger.info(
+      { job: job.name, target, deleted: deleted.length, kept: applied.kept },
+      "retention applied",
+    );
+    const failure = applied.failed[0];
+    return {
+      target,
+      status: failure ? "failed" : "succeeded",
+      kept: applied.kept,
+      deleted,
+      durationMs,
+      ...(failure ? { error: jobError("retention", failure.error, target) } : {}),
+    };
+  } catch (error) {
+    const e = jobError("retention", error, target);
+    options.logger.error({ job: job.name, target, code: e.code }, "retention failed");
+    return { target, status: "failed", kept: 0, deleted: [], durationMs: Date.now() - t0, error: e };
+  }
+}
+
+/**
+ * Runs jobs once each — the orchestrator's cycle, typed. Jobs run `concurrency` at a time; one
+ * job's failure is recorded in its result and the others go on. Aborting `signal` stops running
+ * jobs (they fail with `ABORTED`) and starts no more. The audit trail is flushed at the end.
+ *
+ * @throws {CONFIG_INVALID} for jobs not made by `defineJob`, duplicate names, or bad options.
+ * @example
+ * const cycle = await runJobs([db, files], { concurrency: 2, audit: auditLog({ path: "audit.jsonl" }) });
+ * process.exitCode = cycle.ok ? 0 : 1;
+ */
+export async function runJobs(jobs: readonly Job[], options: RunJobsOptions = {}): Promise<CycleResult> {
+  assertJobs(jobs, "runJobs");
+  const concurrency = options.concurrency ?? 1;
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new StowageError("CONFIG_INVALID", "runJobs: concurrency must be a positive integer", {
+      details: { issues: [{ option: "concurrency", problem: "not a positive integer" }] },
+    });
+  }
+  const started = Date.now();
+  const results: JobResult[] = new Array(jobs.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) {
+      const i = next++;
+      results[i] = await runJob(jobs[i]!, options);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, jobs.length)) }, worker));
+  const errors: JobError[] = [];
+  if (options.audit) {
+    try {
+      await options.audit.flush(options.signal ? { signal: options.signal } : {});
+    } catch (error) {
+      // A sink trail keeps its lines for the next flush; the cycle still says it failed.
+      errors.push(jobError("audit", error));
+    }
+  }
+  const finished = Date.now();
+  const succeeded = results.filter((r) => r.status === "succeeded").length;
+  return {
+    ok: succeeded === results.length && errors.length === 0,
+    startedAt: new Date(started).toISOString(),
+    finishedAt: new Date(finished).toISOString(),
+    durationMs: finished - started,
+    succeeded,
+    failed: results.length - succeeded,
+    jobs: results,
+    errors,
+  };
+}

@@ -1,0 +1,178 @@
+import { Cron } from "croner";
+import { z } from "zod";
+import { StowageError } from "../core/errors.js";
+import { JOB_NAME_PATTERN } from "../core/keys.js";
+import { labelsSchema } from "../core/manifest.js";
+import { durationSchema, parseOptions } from "../core/options.js";
+import type { DecryptionKey, Sink, Source, Transform } from "../core/types.js";
+import { type RetentionPolicy, retentionPolicySchema } from "../policies/retention.js";
+import { type ValidationRules, validationRulesSchema } from "../policies/validation.js";
+
+const JOB_BRAND = Symbol.for("stowage.job");
+
+const isSource = (v: unknown): v is Source =>
+  typeof v === "object" && v !== null && typeof (v as Source).open === "function";
+const isSink = (v: unknown): v is Sink =>
+  typeof v === "object" && v !== null && typeof (v as Sink).write === "function" && "capabilities" in v;
+const isTransform = (v: unknown): v is Transform =>
+  typeof v === "object" && v !== null && typeof (v as Transform).encode === "function";
+
+const sinkSchema = z.custom<Sink>(isSink, "expected a Sink (an object with write() and capabilities)");
+
+/** A cron pattern croner accepts (5 or 6 fields, or a nickname such as "@hourly"). */
+export const cronPatternSchema = z.string().refine(
+  (pattern) => {
+    try {
+      new Cron(pattern, { paused: true }).stop();
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected a cron pattern such as "*/15 * * * *" or "@hourly"' },
+);
+
+/** An IANA time zone Node knows, e.g. "Europe/Berlin". */
+export const timeZoneSchema = z.string().refine(
+  (zone) => {
+    try {
+      new Intl.DateTimeFormat("en-US", { timeZone: zone });
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected an IANA time zone such as "UTC" or "Europe/Berlin"' },
+);
+
+export type { RetentionPolicy, ValidationRules };
+
+/** What a restore drill of this job restores into and checks; see `restoreDrill`. */
+export type JobDrill = Record<string, unknown>;
+
+export const copySchema = z
+  .object({
+    /** Another sink that receives a copy of every backup (verified while copying). */
+    sink: sinkSchema,
+    /** Retention on that sink; without it nothing is deleted there. */
+    retention: retentionPolicySchema.optional(),
+    /** A storage class that sink offers, e.g. "GLACIER" or "DEEP_ARCHIVE". */
+    storageClass: z.string().optional(),
+    /** A name for reports and metrics. @default the sink's kind */
+    name: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+
+export const jobSchema = z
+  .object({
+    /** The job name: the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
+    name: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+    source: z.custom<Source>(isSource, "expected a Source (an object with open())"),
+    /** Applied in order (compress before you encrypt). @default [] */
+    transforms: z.array(z.custom<Transform>(isTransform, "expected a Transform")).default([]),
+    /** The primary sink. */
+    sink: sinkSchema,
+    /** When the scheduler runs the job: a cron pattern (croner syntax). Absent: only on demand. */
+    schedule: cronPatternSchema.optional(),
+    /** The zone the schedule and calendar retention are read in. @default the scheduler's, else "UTC" */
+    timeZone: timeZoneSchema.optional(),
+    /** Retention on the primary sink; without it nothing is deleted. */
+    retention: retentionPolicySchema.optional(),
+    /** Labels written into every manifest, e.g. `{ constitutional_hash: "cdd01ef066bc6cf2" }`. @default {} */
+    labels: labelsSchema.default({}),
+    /** Other sinks that receive a copy of each backup. @default [] */
+    copies: z.array(copySchema).default([]),
+    /** Validation rules every new backup is checked against. */
+    rules: validationRulesSchema.optional(),
+    /**
+     * Write to the primary sink and every copy in one read of the source (the bytes are teed),
+     * instead of copying after the backup. For sources that are expensive or unrepeatable to read.
+     * @default false
+     */
+    fanOut: z.boolean().default(false),
+    /** A storage class the primary sink offers. */
+    storageClass: z.string().optional(),
+    /** Keys that decrypt this job's backups, for `verify`, restores and drills (never logged). */
+    keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
+    /** Abort a run that takes longer than this, e.g. "2h". */
+    timeout: durationSchema.optional(),
+    /** Let a sensitive source be stored unencrypted. @default false */
+    allowUnencrypted: z.boolean().default(false),
+    /** How `stowage drill` tests this job: `{ target, check? }` as `restoreDrill` takes them. */
+    drill: z.record(z.string(), z.unknown()).optional(),
+    /** Free text for reports. */
+    description: z.string().max(1024).optional(),
+  })
+  .strict()
+  .superRefine((job, ctx) => {
+    job.copies.forEach((copy, i) => {
+      if (copy.sink === job.sink) {
+        ctx.addIssue({ code: "custom", path: ["copies", i, "sink"], message: "is the job's own sink" });
+      }
+      if (job.copies.findIndex((c) => c.sink === copy.sink) !== i) {
+        ctx.addIssue({ code: "custom", path: ["copies", i, "sink"], message: "appears twice" });
+      }
+    });
+  });
+
+export type JobOptions = z.input<typeof jobSchema>;
+export type CopyTarget = z.output<typeof copySchema>;
+
+/** A validated job, as {@link defineJob} returns it. Frozen; pass it to `runJobs` or `startScheduler`. */
+export type Job = Readonly<z.output<typeof jobSchema>> & { readonly [JOB_BRAND]: true };
+
+/**
+ * Defines a backup job: what to read, how to transform it, where to keep it, when to run it, how
+ * long to keep it, where to copy it and what every backup must satisfy. Everything is validated
+ * here, when the job is defined, so a bad job fails at start-up rather than at 3 a.m.
+ *
+ * @throws {CONFIG_INVALID} naming every bad option (`schedule`, `copies.0.sink`, `labels.x`...).
+ * @example
+ * const db = defineJob({
+ *   name: "app-db", schedule: "*\/15 * * * *",
+ *   source: pgDumpSource({ connection }), transforms: [gzip(), aes256gcm({ key })],
+ *   sink: filesystemSink({ root: "/backups" }), retention: { keepWithin: "30d" },
+ *   copies: [{ sink: s3Sink({ client, bucket }), retention: { keepWithin: "90d" } }],
+ *   labels: { constitutional_hash: "cdd01ef066bc6cf2" },
+ *   rules: { requiredLabels: { constitutional_hash: "cdd01ef066bc6cf2" } },
+ * });
+ */
+export function defineJob(options: JobOptions): Job {
+  const job = parseOptions(jobSchema, options, `defineJob${nameOf(options)}`);
+  return Object.freeze({ ...job, [JOB_BRAND]: true as const });
+}
+
+function nameOf(options: unknown): string {
+  const name = (options as { name?: unknown } | null)?.name;
+  return typeof name === "string" ? ` ${JSON.stringify(name)}` : "";
+}
+
+/** True for a value {@link defineJob} made (also by another copy of the package). */
+export function isJob(value: unknown): value is Job {
+  return (
+    typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[JOB_BRAND] === true
+  );
+}
+
+/**
+ * Checks a list of jobs handed to `runJobs` or the scheduler: each made by `defineJob`, names unique.
+ * @throws {CONFIG_INVALID}
+ */
+export function assertJobs(jobs: readonly unknown[], where: string): asserts jobs is readonly Job[] {
+  if (!Array.isArray(jobs)) {
+    throw new StowageError("CONFIG_INVALID", `${where}: expected an array of jobs`, {
+      details: { issues: [{ option: "jobs", problem: "not an array" }] },
+    });
+  }
+  const seen = new Set<string>();
+  const issues: Array<{ option: string; problem: string }> = [];
+  jobs.forEach((job, i) => {
+    if (!isJob(job)) issues.push({ option: `jobs.${i}`, problem: "not made by defineJob()" });
+    else if (seen.has(job.name)) issues.push({ option: `jobs.${i}.name`, problem: `"${job.name}" twice` });
+    else seen.add(job.name);
+  });
+  if (issues.length > 0) {
+    const list = issues.map((i) => `${i.option}: ${i.problem}`).join("; ");
+    throw new StowageError("CONFIG_INVALID", `${where}: ${list}`, { details: { issues } });
+  }
+}
