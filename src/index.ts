@@ -32,6 +32,7 @@ export {
   transformRecordSchema,
 } from "./core/manifest.js";
 export { durationSchema, parseDuration, parseOptions } from "./core/options.js";
+export { type RekeyOptions, rekey, rekeyOptionsSchema } from "./core/rekey.js";
 export {
   type DigestCheck,
   type RestoreOptions,
@@ -77,10 +78,19 @@ export {
 } from "./sources/directory.js";
 export {
   AES_FORMAT_VERSION,
+  AES_LIMITS,
   type Aes256GcmOptions,
   aes256gcm,
   aes256gcmOptionsSchema,
   generateKey,
+  generateKeyPair,
+  identityToRecipient,
+  type KeyPair,
   keyFingerprint,
+  type Recipient,
+  type RecipientRecord,
+  type RecipientType,
+  recipientFingerprint,
+  recipientIds,
 } from "./transforms/aes-256-gcm.js";
 export { type GzipOptions, gzip, gzipOptionsSchema } from "./transforms/gzip.js";

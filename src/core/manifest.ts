@@ -13,7 +13,8 @@ const byteCount = z.number().int().nonnegative();
 
 /**
  * One transform stage as the manifest records it. `name` picks the decoder; the other fields are
- * the stage's own (gzip: `level`; aes-256-gcm: `keyId`, `chunkSize`, `kdf`, `formatVersion`).
+ * the stage's own (gzip: `level`; aes-256-gcm: `formatVersion`, `chunkSize`, `recipients` as
+ * `{ type, id? }` fingerprints, and `keyId` for a single raw key; see docs/FORMAT.md).
  */
 export const transformRecordSchema = z.looseObject({
   name: z.string().min(1),

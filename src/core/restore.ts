@@ -4,7 +4,7 @@ import { decodersFor, keyList } from "./codecs.js";
 import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
-import { ExpectDigest, HashCounter } from "./streams.js";
+import { digestError, ExpectDigest, HashCounter } from "./streams.js";
 import type { DecryptionKey, Sink, Transform } from "./types.js";
 
 export interface RestoreOptions {
@@ -80,9 +80,12 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     const name = manifest.transforms.at(-1 - i)?.name;
     failure.watch(decoder, "TRANSFORM_FAILED", `restore: decoding ${key} (${name}) failed`);
   }
-  const storedCheck = new ExpectDigest(manifest.artifact, mismatch("stored", manifest));
-  const plainCheck = new ExpectDigest(manifest.content, mismatch("plain", manifest));
-  const flowing = pipeline([raw, storedCheck, ...decoders, plainCheck], signal ? { signal } : {});
+  // The stored digest is settled at the very end, once the decoders have seen every chunk.
+  const storedHash = new HashCounter();
+  const plainCheck = new ExpectDigest(manifest.content, mismatch("plain", manifest), () =>
+    digestError(storedHash, manifest.artifact, mismatch("stored", manifest)),
+  );
+  const flowing = pipeline([raw, storedHash, ...decoders, plainCheck], signal ? { signal } : {});
   flowing.catch(() => undefined); // the error is surfaced through the generator below
 
   async function* plaintext(): AsyncGenerator<Buffer> {

@@ -50,25 +50,33 @@ export class EndGate extends Transform {
   }
 }
 
+type Digest = { bytes: number; sha256: string };
+
+/** The error `onMismatch` builds when a finished counter's size or digest differ; else undefined. */
+export function digestError(counter: HashCounter, expected: Digest, onMismatch: (actual: Digest) => Error) {
+  const actual = { bytes: counter.bytes, sha256: counter.digest() };
+  return actual.bytes === expected.bytes && actual.sha256 === expected.sha256
+    ? undefined
+    : onMismatch(actual);
+}
+
 /**
  * A stage that checks, when the stream ends, that what passed matched an expected size and
- * SHA-256; a mismatch errors the stream instead of ending it.
+ * SHA-256; a mismatch errors the stream instead of ending it. `first` runs before that check and
+ * may return an earlier stage's error (restore checks the stored digest there, after every decoder
+ * has had its say, so a decryptor's finding on a tampered chunk is the one reported).
  */
 export class ExpectDigest extends HashCounter {
   constructor(
     private readonly expected: { bytes: number; sha256: string },
     private readonly onMismatch: (actual: { bytes: number; sha256: string }) => Error,
+    private readonly first?: () => Error | undefined,
   ) {
     super();
   }
 
   override _flush(callback: TransformCallback): void {
-    const actual = { bytes: this.bytes, sha256: this.digest() };
-    if (actual.bytes !== this.expected.bytes || actual.sha256 !== this.expected.sha256) {
-      callback(this.onMismatch(actual));
-    } else {
-      callback();
-    }
+    callback(this.first?.() ?? digestError(this, this.expected, this.onMismatch));
   }
 }
 
