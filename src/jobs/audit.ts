@@ -169,7 +169,12 @@ function fileAudit(opts: z.output<typeof fileAuditOptionsSchema>): AuditTrail {
   let madeDir = false;
   return {
     record(entry) {
-      const line = toLine(entry);
+      let line: string;
+      try {
+        line = toLine(entry);
+      } catch (error) {
+        return Promise.reject(error);
+      }
       // One append at a time, in call order: a line never interleaves with another.
       const write = chain.then(async () => {
         if (!madeDir) {

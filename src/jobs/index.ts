@@ -1,0 +1,59 @@
+/**
+ * Jobs: defineJob, the backup cycle (runJobs), the scheduler, the audit trail and restore drills.
+ * Exported from the root entry and from `stowage/jobs`.
+ */
+export {
+  AUDIT_ACTIONS,
+  type AuditAction,
+  type AuditEntry,
+  type AuditEntryInput,
+  type AuditLogOptions,
+  type AuditTrail,
+  auditEntrySchema,
+  auditLog,
+  readAuditLog,
+  redactLocation,
+} from "./audit.js";
+export {
+  type CopyResult,
+  type CycleResult,
+  type JobError,
+  type JobResult,
+  type JobStage,
+  type RetentionResult,
+  type RunJobOptions,
+  type RunJobsOptions,
+  runJob,
+  runJobs,
+} from "./cycle.js";
+export {
+  type DrillCheck,
+  type DrillCheckContext,
+  type DrillReport,
+  type DrillStage,
+  type DrillTarget,
+  type RestoreDrillOptions,
+  restoreDrill,
+  restoreDrillOptionsSchema,
+} from "./drill.js";
+export { type FanOutSink, type FanOutTarget, fanOutSink } from "./fan-out.js";
+export {
+  type CopyTarget,
+  cronPatternSchema,
+  defineJob,
+  isJob,
+  type Job,
+  type JobOptions,
+  jobSchema,
+  type RetentionPolicy,
+  timeZoneSchema,
+  type ValidationRules,
+} from "./job.js";
+export { isLogger, type Logger, silentLogger } from "./logger.js";
+export {
+  type Scheduler,
+  type SchedulerEvent,
+  type StartSchedulerOptions,
+  startScheduler,
+  startSchedulerOptionsSchema,
+} from "./scheduler.js";

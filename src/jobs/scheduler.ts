@@ -1,0 +1,257 @@
+import { Cron } from "croner";
+import { z } from "zod";
+import { StowageError } from "../core/errors.js";
+import { parseDuration, parseOptions, signalSchema } from "../core/options.js";
+import type { AuditTrail } from "./audit.js";
+import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
+import { assertJobs, type Job, timeZoneSchema } from "./job.js";
+import { isLogger, type Logger, silentLogger } from "./logger.js";
+
+/** What the scheduler reports, to `onEvent` and the logger. */
+export type SchedulerEvent =
+  | { type: "started"; job: string; at: string; scheduledFor: string }
+  | {
+      type: "succeeded" | "failed";
+      job: string;
+      at: string;
+      scheduledFor: string;
+      durationMs: number;
+      bytes: JobResult["bytes"];
+      /** Codes of what failed (empty on success). */
+      errors: string[];
+      result: JobResult;
+    }
+  | {
+      type: "skipped";
+      job: string;
+      at: string;
+      scheduledFor: string;
+      /** "overlap": the previous run of the job was still going; "stopped": the scheduler stopped first. */
+      reason: "overlap" | "stopped";
+    };
+
+export const startSchedulerOptionsSchema = z
+  .object({
+    /** The zone cron patterns are read in, unless a job has its own. @default "UTC" */
+    timeZone: timeZoneSchema.default("UTC"),
+    /** Called for every event; an exception it throws is logged and ignored. */
+    onEvent: z.custom<(event: SchedulerEvent) => void>((v) => typeof v === "function").optional(),
+    /** pino-compatible. @default silent */
+    logger: z.custom<Logger>(isLogger, "expected a logger with debug/info/warn/error").optional(),
+    /** Delay each run by a random time up to this ("30s", "5m"), so many hosts do not start at once. */
+    jitter: z.union([z.string(), z.number().int().nonnegative()]).optional(),
+    /** Where every backup, copy and deletion is recorded; flushed after each run. */
+    audit: z.custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v).optional(),
+    /** Firing it stops the scheduler and aborts running jobs, like `stop({ signal })`. */
+    signal: signalSchema.optional(),
+    /** Progress of each backup's bytes. */
+    onProgress: z.custom<NonNullable<RunJobOptions["onProgress"]>>((v) => typeof v === "function").optional(),
+    /** For tests: the random source for jitter. @default Math.random */
+    random: z.custom<() => number>((v) => typeof v === "function").optional(),
+  })
+  .strict();
+export type StartSchedulerOptions = z.input<typeof startSchedulerOptionsSchema>;
+
+export interface Scheduler {
+  /**
+   * Starts no more runs, then waits for the running ones to finish. If `signal` fires (or has
+   * fired), running jobs are aborted instead (they finish as failed with `ABORTED`) and their
+   * partial writes are removed by the core. Resolves when nothing is running.
+   */
+  stop(options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Runs a job now, outside its schedule, with the same overlap rule.
+   * @returns its result, or undefined when it was skipped.
+   * @throws {CONFIG_INVALID} for a job name the scheduler does not have.
+   */
+  trigger(job: string): Promise<JobResult | undefined>;
+  /** Names of the jobs running now. */
+  running(): string[];
+  /** When each scheduled job runs next (null once stopped). */
+  nextRuns(): Array<{ job: string; at: Date | null }>;
+}
+
+interface Running {
+  controller: AbortController;
+  /** False while the run waits out its jitter. */
+  started: boolean;
+  done: Promise<JobResult | undefined>;
+}
+
+/**
+ * Runs jobs on their cron schedules (parsed by croner), inside your process: no
+ * `process.exit`, no signal handlers, no global state, so it embeds in an existing service.
+ *
+ * A job never overlaps itself: a tick that comes while the previous run is still going (or
+ * waiting out its jitter) is skipped and reported as a `skipped` event with reason `overlap`.
+ * Different jobs do run at the same time. Each run is a full {@link runJob}: backup, copies,
+ * retention, validation; the audit trail is flushed after it.
+ *
+ * @throws {CONFIG_INVALID} for bad options, jobs not made by `defineJob`, or no job with a schedule.
+ * @example
+ * const scheduler = startScheduler(jobs, { timeZone: "Europe/Berlin", logger: pino(), jitter: "30s",
+ *   onEvent: (e) => metrics.observe(e) });
+ * process.once("SIGTERM", () => scheduler.stop({ signal: AbortSignal.timeout(60_000) }));
+ */
+export function startScheduler(jobs: readonly Job[], options: StartSchedulerOptions = {}): Scheduler {
+  assertJobs(jobs, "startScheduler");
+  const opts = parseOptions(startSchedulerOptionsSchema, options, "startScheduler");
+  const jitterMs =
+    opts.jitter === undefined
+      ? 0
+      : typeof opts.jitter === "number"
+        ? opts.jitter
+        : parseDuration(opts.jitter, "jitter");
+  const logger = opts.logger ?? silentLogger;
+  const random = opts.random ?? Math.random;
+  const scheduled = jobs.filter((j) => j.schedule !== undefined);
+  if (scheduled.length === 0) {
+    throw new StowageError("CONFIG_INVALID", "startScheduler: no job has a schedule", {
+      details: { issues: [{ option: "jobs", problem: "no job has a schedule" }] },
+    });
+  }
+
+  const running = new Map<string, Running>();
+  const crons = new Map<string, Cron>();
+  let stopped = false;
+
+  const emit = (event: SchedulerEvent) => {
+    const { result: _result, ...fields } = event as SchedulerEvent & { result?: unknown };
+    const level = event.type === "failed" ? "error" : event.type === "skipped" ? "warn" : "info";
+    logger[level](fields, `job ${event.job} ${event.type}`);
+    try {
+      opts.onEvent?.(event);
+    } catch (error) {
+      logger.error({ job: event.job, event: event.type, error: String(error) }, "onEvent threw");
+    }
+  };
+
+  const sleep = (ms: number, signal: AbortSignal) =>
+    new Promise<boolean>((resolve) => {
+      if (signal.aborted) return resolve(false);
+      const onAbort = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(true);
+      }, ms);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+
+  function launch(job: Job, scheduledFor: Date): Promise<JobResult | undefined> {
+    const at = () => new Date().toISOString();
+    const when = scheduledFor.toISOString();
+    if (stopped) {
+      emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "stopped" });
+      return Promise.resolve(undefined);
+    }
+    if (running.has(job.name)) {
+      emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "overlap" });
+      return Promise.resolve(undefined);
+    }
+    const controller = new AbortController();
+    const entry: Running = { controller, started: false, done: Promise.resolve(undefined) };
+    running.set(job.name, entry);
+    entry.done = (async (): Promise<JobResult | undefined> => {
+      try {
+        if (jitterMs > 0 && !(await sleep(Math.floor(random() * jitterMs), controller.signal))) {
+          emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "stopped" });
+          return undefined;
+        }
+        if (stopped && !controller.signal.aborted) {
+          emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "stopped" });
+          return undefined;
+        }
+        entry.started = true;
+        emit({ type: "started", job: job.name, at: at(), scheduledFor: when });
+        const result = await runJob(job, {
+          signal: controller.signal,
+          logger,
+          ...(opts.audit ? { audit: opts.audit } : {}),
+          ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+          timeZone: job.timeZone ?? opts.timeZone,
+        });
+        if (opts.audit) {
+          try {
+            await opts.audit.flush();
+          } catch (error) {
+            result.errors.push({
+              stage: "audit",
+              code: (error as { code?: string }).code ?? "UNKNOWN",
+              message: String((error as Error).message ?? error),
+            });
+            result.status = "failed";
+          }
+        }
+        emit({
+          type: result.status,
+          job: job.name,
+          at: at(),
+          scheduledFor: when,
+          durationMs: result.durations.totalMs,
+          bytes: result.bytes,
+          errors: result.errors.map((e) => e.code),
+          result,
+        });
+        return result;
+      } catch (error) {
+        // runJob reports failures in its result; reaching here is a bug, not a job failure.
+        logger.error({ job: job.name, error: String(error) }, "scheduler: run crashed");
+        return undefined;
+      } finally {
+        running.delete(job.name);
+      }
+    })();
+    return entry.done;
+  }
+
+  for (const job of scheduled) {
+    const cron = new Cron(
+      job.schedule!,
+      { name: undefined, timezone: job.timeZone ?? opts.timeZone, catch: true },
+      (self: Cron) => {
+        void launch(job, self.currentRun() ?? new Date());
+      },
+    );
+    crons.set(job.name, cron);
+  }
+
+  const scheduler: Scheduler = {
+    stop(stopOptions = {}) {
+      stopped = true;
+      for (const cron of crons.values()) cron.stop();
+      const abortAll = () => {
+        for (const r of running.values()) r.controller.abort(stopOptions.signal?.reason);
+      };
+      // A run still waiting out its jitter has not started: cancel it rather than wait for it.
+      for (const r of running.values()) if (!r.started) r.controller.abort();
+      if (stopOptions.signal?.aborted) abortAll();
+      else stopOptions.signal?.addEventListener("abort", abortAll, { once: true });
+      return (async () => {
+        while (running.size > 0) await Promise.all([...running.values()].map((r) => r.done));
+      })().finally(() => stopOptions.signal?.removeEventListener("abort", abortAll));
+    },
+    trigger(name) {
+      const job = jobs.find((j) => j.name === name);
+      if (!job) {
+        throw new StowageError("CONFIG_INVALID", `scheduler: no job named "${name}"`, {
+          details: { issues: [{ option: "job", problem: "unknown job" }] },
+        });
+      }
+      return launch(job, new Date());
+    },
+    running: () => [...running.keys()],
+    nextRuns: () => [...crons.entries()].map(([job, cron]) => ({ job, at: stopped ? null : cron.nextRun() })),
+  };
+
+  if (opts.signal) {
+    if (opts.signal.aborted) void scheduler.stop({ signal: opts.signal });
+    else
+      opts.signal.addEventListener("abort", () => void scheduler.stop({ signal: opts.signal }), {
+        once: true,
+      });
+  }
+  return scheduler;
+}
