@@ -100,7 +100,7 @@ describe("audit trail", () => {
       defineJob({
         name: "raw",
         source: bytesSource({ data: "secret data" }),
-        transforms: [aes256gcm({ key })],
+        transforms: [aes256gcm({ key: new Uint8Array(key) })],
         sink: memorySink(),
       }),
       defineJob({

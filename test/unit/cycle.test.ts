@@ -138,7 +138,7 @@ describe("runJobs", () => {
     const job = defineJob({
       name: "db",
       source: bytesSource({ data: "row\n".repeat(5000) }),
-      transforms: [gzip(), aes256gcm({ key })],
+      transforms: [gzip(), aes256gcm({ key: new Uint8Array(key) })],
       sink: local,
       copies: [{ sink: offsite, name: "offsite" }],
       keys: [{ key }],

@@ -64,7 +64,7 @@ describe("startScheduler", () => {
     await vi.advanceTimersByTimeAsync(1_000); // 10:01:00
     await settle();
     expect(rec.types()).toEqual(["state:started", "state:succeeded"]);
-    const done = rec.events[1] as Extract<SchedulerEvent, { type: "succeeded" }>;
+    const done = rec.events[1] as Extract<SchedulerEvent, { durationMs: number }>;
     expect(done.scheduledFor).toBe("2026-01-05T10:01:00.000Z");
     expect(done.bytes.plain).toBe("state state".length);
     expect(done.durationMs).toBeGreaterThanOrEqual(0);
@@ -140,7 +140,7 @@ describe("startScheduler", () => {
     await settle();
     controller.abort();
     await stopping;
-    const failed = rec.events.at(-1) as Extract<SchedulerEvent, { type: "failed" }>;
+    const failed = rec.events.at(-1) as Extract<SchedulerEvent, { durationMs: number }>;
     expect(failed.type).toBe("failed");
     expect(failed.errors).toEqual(["ABORTED"]);
     expect(sink.objects.size).toBe(0);
