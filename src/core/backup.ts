@@ -199,6 +199,10 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     }
     report(true);
 
+    // A sink that locks the object (S3 Object Lock) says until when; the manifest holds the later date.
+    const lockedUntil = written.value.retainUntil;
+    const holdUntil =
+      lockedUntil && (!opts.retainUntil || lockedUntil > opts.retainUntil) ? lockedUntil : opts.retainUntil;
     const manifest: Manifest = {
       version: MANIFEST_VERSION,
       id,
@@ -219,7 +223,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       content: { bytes: plain.bytes, sha256: plain.digest(), contentType: output.contentType },
       transforms: transforms.map((t) => t.describe()),
       labels: opts.labels,
-      ...(opts.retainUntil ? { retainUntil: opts.retainUntil.toISOString() } : {}),
+      ...(holdUntil ? { retainUntil: holdUntil.toISOString() } : {}),
       generator: { name: "stowage", version: VERSION },
     };
 

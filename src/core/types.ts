@@ -82,6 +82,11 @@ export interface WrittenObject {
   /** A URI a person can paste: file:///…, s3://bucket/key, memory://key. */
   location: string;
   storageClass?: string;
+  /**
+   * The object cannot be deleted before this time (e.g. S3 Object Lock). `backup()` records the
+   * later of this and its own `retainUntil` in the manifest, so retention keeps the backup until then.
+   */
+  retainUntil?: Date;
 }
 
 export interface ObjectInfo {

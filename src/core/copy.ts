@@ -1,0 +1,149 @@
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { FirstFailure } from "./failure.js";
+import { type Manifest, manifestKeyFor, parseManifest, serializeManifest } from "./manifest.js";
+import { ExpectDigest } from "./streams.js";
+import type { Sink } from "./types.js";
+
+export interface CopyBackupOptions {
+  /** The backup to copy, as read from `from` (e.g. by `listManifests`). */
+  manifest: Manifest;
+  from: Sink;
+  to: Sink;
+  /** A storage class `to` offers (its `capabilities.storageClasses`); else the sink's default. */
+  storageClass?: string | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * Copies one backup from one sink to another (filesystem → S3 offsite → Glacier archive…): streams
+ * the artifact across with bounded memory, checks its size and SHA-256 against the manifest while
+ * it flows, and writes the manifest last, with the new sink, location and storage class (and the
+ * later of the old hold and the destination's lock as `retainUntil`). The key stays the same.
+ *
+ * All or nothing at the destination: a byte that does not match, a read or write failure, or an
+ * abort fails the artifact's write before it commits, so neither artifact nor manifest is left.
+ *
+ * @returns the manifest now stored at `to`.
+ * @throws {CONFIG_INVALID} `from` and `to` are the same sink, or `to` does not offer `storageClass`.
+ * @throws {INTEGRITY_MISMATCH} the bytes read do not match the manifest (nothing is written).
+ * @throws {SINK_READ_FAILED | NOT_FOUND | OBJECT_ARCHIVED} reading from `from` failed (an archived
+ *   artifact must be restored first).
+ * @throws {SINK_WRITE_FAILED} writing to `to` failed. {ABORTED} when `signal` fires.
+ * @example
+ * const { manifests } = await listManifests(local, { job: "app-db" });
+ * await copyBackup({ manifest: manifests.at(-1)!, from: local, to: offsite });
+ */
+export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> {
+  const { from, to, signal, storageClass } = options;
+  const manifest = parseManifest(options.manifest, "copyBackup: manifest");
+  const key = manifest.artifact.key;
+  const details = { key, from: from.kind, to: to.kind };
+  if (from === to) {
+    throw new StowageError("CONFIG_INVALID", "copyBackup: from and to are the same sink", {
+      details: { ...details, issues: [{ option: "to", problem: "same sink as from" }] },
+    });
+  }
+  if (storageClass !== undefined && !to.capabilities.storageClasses?.includes(storageClass)) {
+    throw new StowageError(
+      "CONFIG_INVALID",
+      `copyBackup: the ${to.kind} sink does not offer storage class ${storageClass}`,
+      { details: { ...details, issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
+    );
+  }
+  throwIfAborted(signal, "copyBackup");
+
+  let raw: Readable;
+  try {
+    raw = await from.read(key, signal ? { signal } : {});
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `copyBackup: reading ${key} from ${from.kind}`,
+      details,
+      signal,
+    );
+  }
+
+  const failure = new FirstFailure();
+  const check = new ExpectDigest(
+    manifest.artifact,
+    (actual) =>
+      new StowageError(
+        "INTEGRITY_MISMATCH",
+        `copyBackup: ${key} in ${from.kind} does not match its manifest (expected ${manifest.artifact.bytes} B ${manifest.artifact.sha256.slice(0, 12)}…, got ${actual.bytes} B ${actual.sha256.slice(0, 12)}…); nothing was written to ${to.kind}`,
+        {
+          details: {
+            ...details,
+            expected: { bytes: manifest.artifact.bytes, sha256: manifest.artifact.sha256 },
+            actual,
+          },
+        },
+      ),
+  );
+  failure.watch(raw, "SINK_READ_FAILED", `copyBackup: reading ${key} from ${from.kind}`);
+  failure.watch(check, "SINK_WRITE_FAILED", `copyBackup: writing ${key} to ${to.kind}`);
+
+  const flowing = pipeline(raw, check, signal ? { signal } : {});
+  const writing = to
+    .write(key, check, {
+      ...(signal ? { signal } : {}),
+      contentType: "application/octet-stream",
+      ...(storageClass !== undefined ? { storageClass } : {}),
+    })
+    .catch((error: unknown) => {
+      failure.note("SINK_WRITE_FAILED", `copyBackup: writing ${key} to ${to.kind}`, error);
+      check.destroy(error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    });
+  const [flowed, written] = await Promise.allSettled([flowing, writing]);
+  if (flowed.status === "rejected" || written.status === "rejected") {
+    raw.destroy();
+    // A sink resolves only after its body ended, so this one broke its contract: take it back.
+    if (written.status === "fulfilled") await to.delete([key]).catch(() => undefined);
+    const reason = written.status === "rejected" ? written.reason : (flowed as PromiseRejectedResult).reason;
+    throw failure.toError(
+      { code: "SINK_WRITE_FAILED", what: `copyBackup: copying ${key} to ${to.kind}`, error: reason },
+      details,
+      signal,
+    );
+  }
+
+  const { storageClass: _previous, ...artifact } = manifest.artifact;
+  const lockedUntil = written.value.retainUntil?.toISOString();
+  const retainUntil =
+    lockedUntil && (!manifest.retainUntil || Date.parse(lockedUntil) > Date.parse(manifest.retainUntil))
+      ? lockedUntil
+      : manifest.retainUntil;
+  const newClass = written.value.storageClass ?? storageClass;
+  const copied: Manifest = {
+    ...manifest,
+    artifact: {
+      ...artifact,
+      sink: to.kind,
+      location: written.value.location,
+      ...(newClass ? { storageClass: newClass } : {}),
+    },
+    ...(retainUntil ? { retainUntil } : {}),
+  };
+  try {
+    throwIfAborted(signal, "copyBackup");
+    await to.write(manifestKeyFor(key), Readable.from([serializeManifest(copied)]), {
+      ...(signal ? { signal } : {}),
+      contentType: "application/json",
+    });
+  } catch (error) {
+    // Without its manifest the artifact is not a backup: remove it so the destination is as it was.
+    await to.delete([key]).catch(() => undefined);
+    throw wrapError(
+      error,
+      "SINK_WRITE_FAILED",
+      `copyBackup: writing the manifest of ${key} to ${to.kind}`,
+      details,
+      signal,
+    );
+  }
+  return copied;
+}
