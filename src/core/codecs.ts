@@ -1,6 +1,7 @@
 import type { Duplex } from "node:stream";
 import { aesDecoder } from "../transforms/aes-256-gcm.js";
 import { gzip } from "../transforms/gzip.js";
+import { zstdDecoder } from "../transforms/zstd.js";
 import { StowageError, wrapError } from "./errors.js";
 import type { TransformRecord } from "./manifest.js";
 import type { DecryptionKey, Transform } from "./types.js";
@@ -10,7 +11,7 @@ import type { DecryptionKey, Transform } from "./types.js";
  * must be readable by any copy of stowage), so the core knows them; it knows no source or sink.
  * Users' own transforms are passed in `transforms` and win over the built-ins by name.
  */
-const BUILT_IN: readonly Transform[] = [gzip(), aesDecoder];
+const BUILT_IN: readonly Transform[] = [gzip(), zstdDecoder, aesDecoder];
 
 /** Decoders for a manifest's transform records, in the order restore applies them (last first). */
 export async function decodersFor(

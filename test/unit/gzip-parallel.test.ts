@@ -1,0 +1,303 @@
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { type Duplex, Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import * as zlib from "node:zlib";
+import { describe, expect, it } from "vitest";
+import {
+  aes256gcm,
+  backup,
+  bytesSource,
+  gzip,
+  isStowageError,
+  memorySink,
+  readAll,
+  restore,
+  type Transform,
+} from "../../src/index.js";
+import { createParallelGzip, type DeflateBlock } from "../../src/transforms/gzip.js";
+
+const BLOCK = 64 * 1024; // the smallest block size, so tests cross many block boundaries quickly
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** Text that compresses about 4:1, with no period a compressor could lock onto. */
+function textData(size: number, seed = 1): Buffer<ArrayBuffer> {
+  const words = ["order", "paid", "shipped", "customer", "the", "of", "invoice", "refund", "note", "zone"];
+  const out = Buffer.alloc(size);
+  let x = seed;
+  let at = 0;
+  while (at < size) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    const piece = `${words[x % words.length]} ${(x >>> 8) % 100000}\t`;
+    at += out.write(piece, at, "latin1");
+  }
+  return out;
+}
+
+/** Feeds `data` in chunks of `chunk` bytes through the encoder and returns what it wrote. */
+async function compress(
+  data: Buffer,
+  options: Parameters<typeof createParallelGzip>[0] = {},
+  deflate?: DeflateBlock,
+  chunk = 48 * 1024,
+): Promise<Buffer> {
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < data.length; i += chunk) pieces.push(data.subarray(i, i + chunk));
+  return through(Readable.from(pieces), createParallelGzip(options, deflate));
+}
+
+/** Pipes `source` through `stage` and collects the output. */
+async function through(source: Readable, stage: Duplex): Promise<Buffer> {
+  const out: Buffer[] = [];
+  await pipeline(source, stage, async (chunks: AsyncIterable<Buffer>) => {
+    for await (const chunk of chunks) out.push(chunk);
+  });
+  return Buffer.concat(out);
+}
+
+/** Runs the system `gzip -dc` on `input` (asynchronously) and returns its stdout. */
+async function systemGunzip(input: Buffer): Promise<Buffer> {
+  const child = spawn("gzip", ["-dc"], { stdio: ["pipe", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", resolve);
+  });
+  const stderr = readAll(child.stderr);
+  const [out] = await Promise.all([
+    readAll(child.stdout, 1 << 30),
+    pipeline(Readable.from([input]), child.stdin),
+  ]);
+  const code = await exited;
+  expect({ code, stderr: (await stderr).toString() }).toEqual({ code: 0, stderr: "" });
+  return out;
+}
+
+/** zlib's async raw deflate, delayed by `delayMs(blockIndex)`, counting calls. */
+function delayedDeflate(delayMs: (index: number) => number): DeflateBlock & { calls: number } {
+  const fn = ((block, options, callback) => {
+    const index = fn.calls++;
+    setTimeout(() => zlib.deflateRaw(block, options, callback), delayMs(index));
+  }) as DeflateBlock & { calls: number };
+  fn.calls = 0;
+  return fn;
+}
+
+describe("parallel gzip: format", () => {
+  const sizes = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK - 1, 3 * BLOCK, 3 * BLOCK + 17];
+
+  it.each(sizes)("the system gzip -d reads %i bytes back exactly", async (size) => {
+    const data = textData(size, size + 1);
+    const gz = await compress(data, { blockSize: BLOCK, concurrency: 2 });
+    expect((await systemGunzip(gz)).equals(data)).toBe(true);
+  });
+
+  it("the system gzip -d reads 5 MiB of random and of text data with the default 1 MiB blocks", async () => {
+    for (const data of [randomBytes(5 << 20), textData(5 << 20)]) {
+      const gz = await compress(data, {}, undefined, 1 << 20);
+      expect(sha(await systemGunzip(gz))).toBe(sha(data));
+    }
+  });
+
+  it("writes ONE gzip member: raw inflate of the body yields everything, and the trailer covers all input", async () => {
+    const data = textData(5 * BLOCK + 123);
+    const gz = await compress(data, { blockSize: BLOCK, concurrency: 3 });
+    expect([...gz.subarray(0, 4)]).toEqual([0x1f, 0x8b, 8, 0]);
+    // A multi-member stream would end its first deflate stream after one block.
+    const body = zlib.inflateRawSync(gz.subarray(10, gz.length - 8));
+    expect(body.equals(data)).toBe(true);
+    expect(gz.readUInt32LE(gz.length - 8)).toBe(zlib.crc32(data));
+    expect(gz.readUInt32LE(gz.length - 4)).toBe(data.length);
+  });
+
+  it("compresses about as well as serial gzip at the same level (the dictionary carries across blocks)", async () => {
+    const data = textData(16 * BLOCK);
+    const parallel = await compress(data, { blockSize: BLOCK, level: 6 });
+    const serial = zlib.gzipSync(data, { level: 6 });
+    expect(parallel.length).toBeLessThan(serial.length * 1.02);
+    expect(parallel.length).toBeLessThan(data.length / 2);
+  });
+
+  it("Node's gunzip (the decoder restore uses) reads it, and level 0 and 9 too", async () => {
+    const data = textData(2 * BLOCK + 5);
+    for (const level of [0, 1, 9]) {
+      const gz = await compress(data, { blockSize: BLOCK, level });
+      expect(zlib.gunzipSync(gz).equals(data)).toBe(true);
+    }
+  });
+});
+
+describe("parallel gzip: concurrency, ordering and memory", () => {
+  it("writes blocks in input order when later blocks finish first", async () => {
+    const data = textData(12 * BLOCK + 999);
+    // Block i waits (12 - i) × 4 ms: completions arrive in reverse order within each window.
+    const deflate = delayedDeflate((i) => (12 - i) * 4);
+    const encoder = createParallelGzip({ blockSize: BLOCK, concurrency: 4 }, deflate);
+    const gz = await through(Readable.from([data]), encoder);
+    expect(deflate.calls).toBe(13); // 12 full blocks and the partial last one
+    expect(encoder.peakRunning).toBe(4);
+    expect(zlib.gunzipSync(gz).equals(data)).toBe(true);
+    expect((await systemGunzip(gz)).equals(data)).toBe(true);
+  });
+
+  it("holds at most 2 × concurrency blocks and runs at most `concurrency` at once, with a fast source and a slow sink", async () => {
+    const concurrency = 2;
+    let pulled = 0;
+    let maxAhead = 0;
+    const deflate = delayedDeflate(() => 3);
+    const encoder = createParallelGzip({ blockSize: BLOCK, concurrency }, deflate);
+    async function* fastSource() {
+      for (let i = 0; i < 64; i++) {
+        const chunk = textData(BLOCK / 2, i);
+        pulled += chunk.length;
+        // Plain bytes read from the source and not yet compressed.
+        maxAhead = Math.max(maxAhead, pulled - encoder.blocks * BLOCK);
+        yield chunk;
+      }
+    }
+    const slowSink = new Writable({
+      highWaterMark: 1024,
+      write(_chunk: Buffer, _encoding, callback) {
+        setTimeout(callback, 2);
+      },
+    });
+    await pipeline(Readable.from(fastSource()), encoder, slowSink);
+    expect(encoder.blocks).toBe(33);
+    expect(encoder.peakRunning).toBeLessThanOrEqual(concurrency);
+    expect(encoder.peakInFlight).toBeLessThanOrEqual(2 * concurrency);
+    expect(encoder.peakInFlight).toBeGreaterThan(1); // it did run blocks side by side
+    // The source never got far ahead of the compressors: the blocks in flight, the block being
+    // cut and the stream buffers, not the 2 MiB the source would have produced.
+    expect(pulled).toBe(64 * (BLOCK / 2));
+    expect(maxAhead).toBeLessThanOrEqual(8 * BLOCK);
+  });
+
+  it("stops pulling the source while every slot is taken (no compressor finishes)", async () => {
+    let pulled = 0;
+    async function* endless() {
+      for (;;) {
+        pulled += BLOCK / 4;
+        yield textData(BLOCK / 4, pulled);
+      }
+    }
+    const stuck: Array<() => void> = [];
+    const never: DeflateBlock = (_block, _options, callback) => {
+      stuck.push(() => callback(null, Buffer.alloc(0)));
+    };
+    const encoder = createParallelGzip({ blockSize: BLOCK, concurrency: 2 }, never);
+    const source = Readable.from(endless());
+    const running = pipeline(source, encoder, new Writable({ write: (_c, _e, cb) => cb() }));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(stuck.length).toBe(2); // two compressions started, the next two blocks wait
+    expect(encoder.peakInFlight).toBe(4);
+    const bounded = pulled;
+    expect(bounded).toBeLessThan(12 * BLOCK);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(pulled).toBe(bounded); // nothing more was read while stuck
+    source.destroy(new Error("stop"));
+    await expect(running).rejects.toThrow("stop");
+  });
+
+  it("a failing block fails the stream with its error, and nothing after it is written", async () => {
+    const boom = new Error("deflate exploded");
+    let calls = 0;
+    const failThird: DeflateBlock = (block, options, callback) => {
+      const index = calls++;
+      if (index === 2) setTimeout(() => callback(boom, Buffer.alloc(0)), 5);
+      else zlib.deflateRaw(block, options, callback);
+    };
+    const encoder = createParallelGzip({ blockSize: BLOCK, concurrency: 2 }, failThird);
+    const out: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        out.push(chunk);
+        cb();
+      },
+    });
+    await expect(pipeline(Readable.from([textData(8 * BLOCK)]), encoder, sink)).rejects.toBe(boom);
+    // Header plus at most the two blocks before the failing one.
+    expect(out.length).toBeLessThanOrEqual(3);
+  });
+
+  it("a compressor that throws synchronously fails the stream too", async () => {
+    const throws: DeflateBlock = () => {
+      throw new Error("sync failure");
+    };
+    await expect(compress(textData(3 * BLOCK), { blockSize: BLOCK }, throws)).rejects.toThrow("sync failure");
+  });
+});
+
+describe("gzip() in backup and restore", () => {
+  const key = randomBytes(32);
+
+  it("round-trips through gzip + AES-256-GCM around the block size, and records concurrency and block size", async () => {
+    for (const size of [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 4 * BLOCK + 3]) {
+      const sink = memorySink();
+      const data = textData(size, 7 + size);
+      const manifest = await backup({
+        job: "gz",
+        source: bytesSource({ data }),
+        transforms: [gzip({ blockSize: BLOCK, concurrency: 2 }), aes256gcm({ key })],
+        sink,
+      });
+      expect(manifest.transforms[0]).toMatchObject({
+        name: "gzip",
+        level: 6,
+        concurrency: 2,
+        blockSize: BLOCK,
+      });
+      const back = await readAll(await restore({ sink, manifest, keys: { key } }), 1 << 30);
+      expect(back.equals(data)).toBe(true);
+    }
+  });
+
+  it("restores artifacts written by serial gzip (older manifests name the same transform)", async () => {
+    const data = textData(3 * BLOCK);
+    const serial: Transform = {
+      ...gzip(),
+      encode: () => zlib.createGzip({ level: 6 }),
+      describe: () => ({ name: "gzip", role: "compression", level: 6 }),
+    };
+    const sink = memorySink();
+    const manifest = await backup({ job: "old", source: bytesSource({ data }), transforms: [serial], sink });
+    const back = await readAll(await restore({ sink, manifest }), 1 << 30);
+    expect(sha(back)).toBe(sha(data));
+  });
+
+  it("a compressor failure fails the backup as TRANSFORM_FAILED and leaves nothing in the sink", async () => {
+    let calls = 0;
+    const failing: DeflateBlock = (block, options, callback) => {
+      if (calls++ === 3) callback(new Error("no memory"), Buffer.alloc(0));
+      else zlib.deflateRaw(block, options, callback);
+    };
+    const broken: Transform = { ...gzip(), encode: () => createParallelGzip({ blockSize: BLOCK }, failing) };
+    const sink = memorySink();
+    const error = await backup({
+      job: "broken",
+      source: bytesSource({ data: textData(10 * BLOCK) }),
+      transforms: [broken],
+      sink,
+    }).catch((e: unknown) => e);
+    expect(isStowageError(error, "TRANSFORM_FAILED")).toBe(true);
+    const left: string[] = [];
+    for await (const info of sink.list("")) left.push(info.key);
+    expect(left).toEqual([]);
+  });
+
+  it("refuses bad options by name", () => {
+    for (const [options, option] of [
+      [{ level: 10 }, "level"],
+      [{ concurrency: 0 }, "concurrency"],
+      [{ blockSize: 1000 }, "blockSize"],
+    ] as const) {
+      try {
+        gzip(options);
+        expect.unreachable();
+      } catch (error) {
+        expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
+        expect((error as { details: { issues: { option: string }[] } }).details.issues[0]!.option).toBe(
+          option,
+        );
+      }
+    }
+  });
+});
