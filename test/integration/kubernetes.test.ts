@@ -603,6 +603,44 @@ describe("kubernetesSource + restoreKubernetes", () => {
     );
   });
 
+  it("streams as pages arrive: an unread stream stops the listing, and destroying it ends the run", async () => {
+    server.put({ apiVersion: "v1", kind: "Namespace", metadata: { name: "bulk" } });
+    const big = "x".repeat(64 << 10);
+    for (let i = 0; i < 200; i++) {
+      server.put({
+        apiVersion: "v1",
+        kind: "ConfigMap",
+        metadata: { name: `cm-${String(i).padStart(3, "0")}`, namespace: "bulk" },
+        data: { big },
+      });
+    }
+    const pages = () => server.requests.filter((r) => r.path === "/api/v1/namespaces/bulk/configmaps").length;
+    const source = kubernetesSource({
+      kubeConfig: kubeConfigFor(server.url),
+      namespaces: ["bulk"],
+      includeResources: ["configmaps"],
+      pageSize: 10,
+    });
+    // 200 objects of 64 KiB are 20 pages and 12.8 MiB; nobody reads, so listing must stall early.
+    const idle = await source.open({ signal: new AbortController().signal, startedAt: new Date() });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(pages()).toBeGreaterThan(0);
+    expect(pages()).toBeLessThan(6);
+    const stalledAt = pages();
+    idle.stream.destroy();
+    await expect(idle.details()).rejects.toBeDefined();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(pages()).toBe(stalledAt); // nothing more was asked for
+
+    // Read to the end: every page, every object, once.
+    server.requests.length = 0;
+    const full = await source.open({ signal: new AbortController().signal, startedAt: new Date() });
+    const entries = await readTar(await readAll(full.stream, 64 << 20));
+    expect(pages()).toBe(20);
+    expect(entries.filter((e) => e.name.startsWith("namespaces/bulk/core/configmaps/"))).toHaveLength(200);
+    expect((await full.details()).objects).toBe(201);
+  });
+
   it("honours a label selector", async () => {
     await seedShop(server, 3);
     const sink = memorySink();
