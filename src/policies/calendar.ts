@@ -21,6 +21,8 @@ export interface LocalTime {
 }
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
+const canonical = new Map<string, string>();
+const WALL_CLOCK = /^(\d{1,2})\/(\d{1,2})\/(\d{1,6}) (AD|BC), (\d{2}):(\d{2}):(\d{2})$/;
 
 function formatterFor(timeZone: string): Intl.DateTimeFormat {
   let formatter = formatters.get(timeZone);
@@ -47,8 +49,12 @@ function formatterFor(timeZone: string): Intl.DateTimeFormat {
  * @example assertTimeZone("europe/berlin") // "Europe/Berlin"
  */
 export function assertTimeZone(timeZone: string, option = "timeZone"): string {
+  const known = canonical.get(timeZone);
+  if (known) return known;
   try {
-    return formatterFor(timeZone).resolvedOptions().timeZone;
+    const name = formatterFor(timeZone).resolvedOptions().timeZone;
+    canonical.set(timeZone, name);
+    return name;
   } catch (error) {
     throw new StowageError("CONFIG_INVALID", `${option}: "${timeZone}" is not an IANA time zone`, {
       cause: error,
@@ -70,8 +76,17 @@ export function localTime(epochMs: number, timeZone = "UTC"): LocalTime {
       offsetMinutes: 0,
     };
   }
+  const formatter = formatterFor(timeZone);
+  // format() is several times faster than formatToParts(); its en-US shape is parsed when it
+  // matches ("11/21/2025 AD, 11:13:19") and formatToParts() is the fallback if an ICU differs.
+  const match = WALL_CLOCK.exec(formatter.format(epochMs));
   const fields: Record<string, string> = {};
-  for (const part of formatterFor(timeZone).formatToParts(epochMs)) fields[part.type] = part.value;
+  if (match) {
+    [, fields.month, fields.day, fields.year, fields.era, fields.hour, fields.minute, fields.second] =
+      match as unknown as string[];
+  } else {
+    for (const part of formatter.formatToParts(epochMs)) fields[part.type] = part.value;
+  }
   const yearOfEra = Number(fields.year);
   const year = fields.era === "BC" || fields.era === "B" ? 1 - yearOfEra : yearOfEra;
   const month = Number(fields.month);
@@ -118,8 +133,8 @@ function formatOffset(minutes: number): string {
  * Berlin on the last Sunday of October) is two buckets, one per real hour, not one two-hour
  * bucket. Days, weeks, months and years are wall-clock periods: a DST day has 23 or 25 hours.
  */
-export function bucketOf(epochMs: number, period: CalendarPeriod, timeZone = "UTC"): string {
-  const t = localTime(epochMs, timeZone);
+export function bucketOf(epochMs: number | LocalTime, period: CalendarPeriod, timeZone = "UTC"): string {
+  const t = typeof epochMs === "number" ? localTime(epochMs, timeZone) : epochMs;
   const year = pad(t.year, 4);
   switch (period) {
     case "hourly":

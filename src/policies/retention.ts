@@ -2,7 +2,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
-import { assertTimeZone, bucketOf, type CalendarPeriod } from "./calendar.js";
+import { assertTimeZone, bucketOf, type CalendarPeriod, type LocalTime, localTime } from "./calendar.js";
 import {
   compileRules,
   findingsOf,
@@ -217,6 +217,8 @@ function malformed(m: unknown): string | undefined {
 interface Entry {
   manifest: Manifest;
   time: number;
+  /** Wall-clock time in the plan's zone, computed on first use. */
+  local?: LocalTime;
   tier: string;
   reasons: string[];
   protect: boolean;
@@ -381,7 +383,8 @@ export function planRetention(
       const seen = new Set<string>();
       for (const e of entries) {
         if (left <= 0) break;
-        const bucket = bucketOf(e.time, period, timeZone);
+        e.local ??= localTime(e.time, timeZone);
+        const bucket = bucketOf(e.local, period);
         if (seen.has(bucket)) continue;
         seen.add(bucket);
         byRule.get(e)!.push(`${period} ${bucket}`);
