@@ -80,10 +80,10 @@ export function localTime(epochMs: number, timeZone = "UTC"): LocalTime {
   // format() is several times faster than formatToParts(); its en-US shape is parsed when it
   // matches ("11/21/2025 AD, 11:13:19") and formatToParts() is the fallback if an ICU differs.
   const match = WALL_CLOCK.exec(formatter.format(epochMs));
-  const fields: Record<string, string> = {};
+  const fields: Record<string, string | undefined> = {};
   if (match) {
-    [, fields.month, fields.day, fields.year, fields.era, fields.hour, fields.minute, fields.second] =
-      match as unknown as string[];
+    const [, month, day, year, era, hour, minute, second] = match;
+    Object.assign(fields, { month, day, year, era, hour, minute, second });
   } else {
     for (const part of formatter.formatToParts(epochMs)) fields[part.type] = part.value;
   }

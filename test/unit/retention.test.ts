@@ -14,8 +14,8 @@ const at = (iso: string, extra: Partial<Parameters<typeof fakeManifest>[0]> = {}
 
 /** `{ startedAt: reasons }` for kept and dropped backups. */
 function verdicts(plan: RetentionPlan) {
-  const out: Record<string, Record<string, string[]>> = { keep: {}, drop: {} };
-  for (const d of plan.decisions) out[d.action]![d.startedAt] = d.reasons;
+  const out: { keep: Record<string, string[]>; drop: Record<string, string[]> } = { keep: {}, drop: {} };
+  for (const d of plan.decisions) out[d.action][d.startedAt] = d.reasons;
   return out;
 }
 
