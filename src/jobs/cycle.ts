@@ -380,6 +380,7 @@ async function prune(
     audit: (entry: Parameters<AuditTrail["record"]>[0]) => Promise<void>;
     logger: Logger;
     timeZone?: string;
+    dryRun?: boolean;
   },
 ): Promise<RetentionResult> {
   const t0 = Date.now();
@@ -391,8 +392,13 @@ async function prune(
       invalid,
       ...(job.rules ? { rules: job.rules } : {}),
     });
-    const applied = await applyRetention({ sink, plan, signal: options.signal });
-    for (const d of applied.deleted) {
+    const applied = await applyRetention({
+      sink,
+      plan,
+      signal: options.signal,
+      dryRun: options.dryRun ?? false,
+    });
+    for (const d of options.dryRun ? [] : applied.deleted) {
       await options.audit({
         action: "delete",
         ...manifestFacts(d.manifest),
@@ -431,6 +437,60 @@ async function prune(
     options.logger.error({ job: job.name, target, code: e.code }, "retention failed");
     return { target, status: "failed", kept: 0, deleted: [], durationMs: Date.now() - t0, error: e };
   }
+}
+
+export interface PruneJobOptions {
+  signal?: AbortSignal;
+  /** @default () => new Date() */
+  now?: Date | (() => Date);
+  audit?: AuditTrail;
+  logger?: Logger;
+  /** Report what would be deleted, delete nothing. @default false */
+  dryRun?: boolean;
+  /** For calendar retention when the job has no zone. @default "UTC" */
+  timeZone?: string;
+}
+
+/**
+ * Applies a job's retention on its own, outside a run (`stowage prune`): on the primary sink and
+ * on every copy that has a policy. Deletions are audited (not in a dry run).
+ *
+ * @returns one result per sink with a policy; failures are in them, not thrown.
+ * @example const results = await pruneJob(job, { dryRun: true });
+ */
+export async function pruneJob(job: Job, options: PruneJobOptions = {}): Promise<RetentionResult[]> {
+  assertJobs([job], "pruneJob");
+  const logger = options.logger ?? silentLogger;
+  const now = clock(options.now);
+  const audit = async (entry: Parameters<AuditTrail["record"]>[0]) => {
+    await options.audit?.record(entry).catch((error: unknown) => {
+      logger.error({ job: job.name, code: errorCode(error) }, "audit log write failed");
+    });
+  };
+  const signal = options.signal ?? new AbortController().signal;
+  const targets = [
+    { target: "primary", sink: job.sink, policy: job.retention },
+    ...job.copies.map((c, i) => ({
+      target: c.name ?? job.copies[i]!.sink.kind,
+      sink: c.sink,
+      policy: c.retention,
+    })),
+  ];
+  const results: RetentionResult[] = [];
+  for (const t of targets) {
+    if (!t.policy) continue;
+    results.push(
+      await prune(job, t.sink, t.target, t.policy, {
+        signal,
+        now,
+        audit,
+        logger,
+        ...(options.timeZone ? { timeZone: options.timeZone } : {}),
+        dryRun: options.dryRun ?? false,
+      }),
+    );
+  }
+  return results;
 }
 
 /**

@@ -1,0 +1,49 @@
+import { z } from "zod";
+import { durationSchema, parseOptions } from "../core/options.js";
+import { validationRulesSchema } from "../policies/validation.js";
+import type { AuditTrail } from "./audit.js";
+import { assertJobs, isJob, type Job, timeZoneSchema } from "./job.js";
+import { isLogger, type Logger } from "./logger.js";
+
+export const stowageConfigSchema = z
+  .object({
+    /** The jobs, each from `defineJob`. */
+    jobs: z.array(z.custom<Job>(isJob, "expected a job from defineJob()")).min(1, "at least one job"),
+    /** Where every backup, copy, verify, restore and deletion is recorded. */
+    audit: z
+      .custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v && "flush" in v)
+      .optional(),
+    /** Jobs run at once by `stowage run`. @default 1 */
+    concurrency: z.number().int().min(1).max(64).default(1),
+    /** The zone cron patterns and calendar retention are read in, unless a job has its own. @default "UTC" */
+    timeZone: timeZoneSchema.default("UTC"),
+    /** For `stowage status`: rules for the compliance figures and the RPO (for all jobs or per job). */
+    status: z
+      .object({
+        rules: validationRulesSchema.optional(),
+        rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
+      })
+      .strict()
+      .optional(),
+    /** pino-compatible; the CLI logs nothing by default. */
+    logger: z.custom<Logger>(isLogger, "expected a logger with debug/info/warn/error").optional(),
+  })
+  .strict();
+
+export type StowageConfigInput = z.input<typeof stowageConfigSchema>;
+export type StowageConfig = z.output<typeof stowageConfigSchema>;
+
+/**
+ * The shape of a `stowage.config.(ts|mjs|js)` module's default export, checked when the config
+ * is loaded (and here, so a config fails where it is written).
+ *
+ * @throws {CONFIG_INVALID} naming each bad option; duplicate job names.
+ * @example
+ * // stowage.config.ts
+ * export default defineConfig({ jobs: [db, files], audit: auditLog({ path: "/var/log/stowage.jsonl" }) });
+ */
+export function defineConfig(config: StowageConfigInput): StowageConfig {
+  const parsed = parseOptions(stowageConfigSchema, config, "stowage config");
+  assertJobs(parsed.jobs, "stowage config");
+  return parsed;
+}
