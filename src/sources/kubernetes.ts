@@ -552,6 +552,8 @@ export interface KubernetesArchiveIndex {
     version: string;
     resource: string;
     kind: string;
+    singularName?: string;
+    shortNames?: string[];
     namespaced: boolean;
     count: number;
     ownedSkipped: number;
@@ -624,6 +626,8 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
             version: t.version,
             resource: t.resource,
             kind: t.kind,
+            ...(t.singularName ? { singularName: t.singularName } : {}),
+            ...(t.shortNames ? { shortNames: t.shortNames } : {}),
             namespaced: t.namespaced,
             count: 0,
             ownedSkipped: 0,
@@ -1186,17 +1190,25 @@ export async function restoreKubernetes(options: RestoreKubernetesOptions): Prom
     }
 
     // 2. Choose and order.
-    // Kinds come from the index (when there is one), so that "Deployment" matches as it does on backup.
-    const kinds = new Map<string, string>();
-    const indexed = (report.index as { resources?: Array<{ type?: unknown; kind?: unknown }> } | undefined)
-      ?.resources;
-    for (const r of Array.isArray(indexed) ? indexed : []) {
-      if (typeof r.type === "string" && typeof r.kind === "string") kinds.set(r.type, r.kind);
+    // Kinds and short names come from the index (when there is one), so that "Deployment" or
+    // "svc" match as they do on backup; without it, resource names still do.
+    const aliases = new Map<string, { kind: string; singularName?: string; shortNames?: string[] }>();
+    const indexed = (report.index as { resources?: unknown } | undefined)?.resources;
+    for (const r of Array.isArray(indexed) ? (indexed as Array<Record<string, unknown>>) : []) {
+      if (typeof r.type !== "string" || typeof r.kind !== "string") continue;
+      aliases.set(r.type, {
+        kind: r.kind,
+        ...(typeof r.singularName === "string" ? { singularName: r.singularName } : {}),
+        ...(Array.isArray(r.shortNames)
+          ? { shortNames: r.shortNames.filter((n): n is string => typeof n === "string") }
+          : {}),
+      });
     }
     const typeOf = (e: SpooledEntry) => ({
       group: e.group,
       resource: e.resource,
-      kind: kinds.get(typeName(e)) ?? "",
+      kind: "",
+      ...aliases.get(typeName(e)),
     });
     const named = (list: string[] | undefined, e: SpooledEntry) =>
       list?.some((p) => matchesResourceType(typeOf(e), p)) ?? false;

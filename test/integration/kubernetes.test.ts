@@ -3,7 +3,7 @@
  * over real sockets, with @kubernetes/client-node 1.4.0's KubeConfig and kubectl as an
  * independent client. Backups go through the real core: gzip + AES-256-GCM into a sink.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -601,6 +601,55 @@ describe("kubernetesSource + restoreKubernetes", () => {
     expect(server.requests.filter((r) => r.path === "/api/v1/namespaces" && r.method === "GET").length).toBe(
       2,
     );
+
+    // A restore can pick namespaces and types out of a whole-cluster backup.
+    server.wipe();
+    const kc = kubeConfigFor(server.url);
+    const other = await restoreKubernetes({
+      stream: await restore({ sink, manifest, keys }),
+      kubeConfig: kc,
+      namespaces: ["other"],
+    });
+    expect(other.results.map((r) => `${r.type}/${r.name}`).sort()).toEqual([
+      "configmaps/elsewhere",
+      "customresourcedefinitions.apiextensions.k8s.io/widgets.example.com",
+      "namespaces/other",
+    ]);
+    expect(server.get("clusterroles.rbac.authorization.k8s.io", undefined, "global-reader")).toBeUndefined();
+    const kinds = await restoreKubernetes({
+      stream: await restore({ sink, manifest, keys }),
+      kubeConfig: kc,
+      namespaces: ["shop"],
+      includeResources: ["Deployment", "svc"],
+    });
+    expect(kinds.results.map((r) => `${r.type}/${r.name}:${r.status}`).sort()).toEqual([
+      "deployments.apps/web:created",
+      "namespaces/shop:created",
+      "services/web:created",
+    ]);
+  });
+
+  it("a restore honours its signal and leaves no spool behind", async () => {
+    await seedShop(server, 2);
+    const sink = memorySink();
+    const manifest = await backupShop(sink);
+    server.wipe();
+    const spools = async () =>
+      (await readdir(tmpdir())).filter((n) => n.startsWith("stowage-k8s-restore-")).length;
+    const before = await spools();
+    const controller = new AbortController();
+    let patches = 0;
+    server.beforeResponse = (r) => {
+      if (r.method === "PATCH" && ++patches === 3) controller.abort();
+    };
+    const aborted = await restoreKubernetes({
+      stream: await restore({ sink, manifest, keys }),
+      kubeConfig: kubeConfigFor(server.url),
+      signal: controller.signal,
+    }).catch((e: unknown) => e);
+    expect(aborted).toMatchObject({ code: "ABORTED" });
+    expect(patches).toBe(3);
+    expect(await spools()).toBe(before);
   });
 
   it("streams as pages arrive: an unread stream stops the listing, and destroying it ends the run", async () => {
