@@ -64,7 +64,10 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     if (!report.ok) {
       const problem = report.problems[0]!;
       throw new StowageError(
-        problem.code === "NOT_FOUND" ? "NOT_FOUND" : "INTEGRITY_MISMATCH",
+        // A read that never started keeps its code (an archived artifact needs a restore request).
+        problem.code === "NOT_FOUND" || problem.code === "OBJECT_ARCHIVED"
+          ? problem.code
+          : "INTEGRITY_MISMATCH",
         `restore: ${problem.message}`,
         { details: { key: manifest.artifact.key, report } },
       );

@@ -290,7 +290,17 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     }
     // UploadPart
     if (method === "PUT") {
-      if (aborted.has(uploadId) || !exists) {
+      while (faults.holdParts) await new Promise<void>((r) => releaseHeld.push(r));
+      // A client that gave up while its part was held sends nothing more.
+      if (req.destroyed || res.destroyed) {
+        record.status = 499;
+        return;
+      }
+      const stillThere = await stat(folder).then(
+        () => true,
+        () => false,
+      );
+      if (aborted.has(uploadId) || !stillThere) {
         await drain(req);
         record.status = 404;
         sendError(res, 404, "NoSuchUpload", "The specified upload does not exist.");
@@ -302,7 +312,6 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
         sendError(res, 403, "AccessDenied", "Access Denied");
         return;
       }
-      while (faults.holdParts) await new Promise<void>((r) => releaseHeld.push(r));
       const meta = await uploadHeaders(record.bucket, uploadId);
       if (meta?.["x-amz-object-lock-mode"] && !hasChecksum(req.headers)) {
         await drain(req);
