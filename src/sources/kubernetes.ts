@@ -23,7 +23,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import tar from "tar-stream";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { z } from "zod";
-import { isStowageError, StowageError, throwIfAborted, wrapError } from "../core/errors.js";
+import { StowageError, throwIfAborted, wrapError } from "../core/errors.js";
 import { parseOptions, signalSchema } from "../core/options.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 import { VERSION } from "../core/version.js";
@@ -171,6 +171,8 @@ class KubeClient {
     });
     request.end(options.body);
     const [response] = (await once(request, "response")) as [http.IncomingMessage];
+    // From here a broken connection errors the response, which its reader sees.
+    request.on("error", () => undefined);
     return response;
   }
 
@@ -1422,10 +1424,9 @@ async function applyEntry(
     }
     return { ...result, status: outcome };
   } catch (error) {
+    // Not an answer from the server (it is gone, or the signal fired): the restore cannot go on.
     if (!(error instanceof KubeApiError)) {
-      if (isStowageError(error) || signal?.aborted)
-        throw wrapError(error, "RESTORE_FAILED", "restoreKubernetes", {}, signal);
-      return fail("RequestFailed", (error as Error).message, result.apiVersion, result.kind, name);
+      throw wrapError(error, "RESTORE_FAILED", `restoreKubernetes: applying ${path}`, {}, signal);
     }
     if (
       opts.dryRun &&

@@ -650,6 +650,16 @@ describe("kubernetesSource + restoreKubernetes", () => {
     expect(aborted).toMatchObject({ code: "ABORTED" });
     expect(patches).toBe(3);
     expect(await spools()).toBe(before);
+
+    // A server that is gone fails the restore (not each object), and cleans up too.
+    const dead = await KubeApiServer.start();
+    await dead.close();
+    const down = await restoreKubernetes({
+      stream: await restore({ sink, manifest, keys }),
+      kubeConfig: kubeConfigFor(dead.url),
+    }).catch((e: unknown) => e);
+    expect(down).toMatchObject({ code: "RESTORE_FAILED" });
+    expect(await spools()).toBe(before);
   });
 
   it("streams as pages arrive: an unread stream stops the listing, and destroying it ends the run", async () => {
