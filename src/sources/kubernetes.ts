@@ -648,7 +648,7 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
         }
         index.skipped.push(entry);
       };
-      /** Writes one object; false when it was passed over. */
+      /** Writes one object, or counts it as owned and passes it over. */
       const exportObject = async (t: KubernetesResourceType, raw: KubeObject): Promise<void> => {
         const row = tally(t);
         if (!opts.includeOwned && isControllerOwned(raw)) {
