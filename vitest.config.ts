@@ -14,7 +14,12 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", include: ["test/unit/**/*.test.ts"], testTimeout: 30_000 },
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+          testTimeout: 30_000,
+          sequence: { groupOrder: 0 },
+        },
       },
       {
         extends: true,
@@ -26,6 +31,8 @@ export default defineConfig({
           // Servers (PostgreSQL, S3, the Kubernetes API stand-in) are started per file; keep the
           // 2-core CI machine from running too many of them at once.
           maxWorkers: 2,
+          // Projects with different worker limits must run as separate groups: units first.
+          sequence: { groupOrder: 1 },
         },
       },
     ],
