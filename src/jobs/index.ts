@@ -14,12 +14,15 @@ export {
   readAuditLog,
   redactLocation,
 } from "./audit.js";
+export { defineConfig, type StowageConfig, type StowageConfigInput, stowageConfigSchema } from "./config.js";
 export {
   type CopyResult,
   type CycleResult,
   type JobError,
   type JobResult,
   type JobStage,
+  type PruneJobOptions,
+  pruneJob,
   type RetentionResult,
   type RunJobOptions,
   type RunJobsOptions,

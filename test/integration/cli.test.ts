@@ -1,0 +1,352 @@
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const repo = new URL("../..", import.meta.url).pathname;
+const tsx = join(repo, "node_modules/.bin/tsx");
+const cli = join(repo, "src/cli.ts");
+const src = (path: string) => JSON.stringify(join(repo, "src", path));
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI as a separate process (asynchronously), never throwing on a non-zero exit. */
+function stowage(args: string[], options: { cwd: string; env?: Record<string, string> }): Promise<Ran> {
+  return new Promise((resolve) => {
+    execFile(
+      tsx,
+      [cli, ...args],
+      { cwd: options.cwd, env: { ...process.env, ...options.env }, maxBuffer: 64 << 20 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+let work: string;
+const key = "a".repeat(64);
+const env = { STOWAGE_TEST_KEY: key };
+
+/** A config with an encrypted file-tree job, a JSON state job, and optionally a failing one. */
+function configText(dir: string, options: { failing?: boolean; rpo?: string } = {}) {
+  return `
+import { aes256gcm } from ${src("transforms/aes-256-gcm.ts")};
+import { gzip } from ${src("transforms/gzip.ts")};
+import { filesystemSink } from ${src("sinks/filesystem.ts")};
+import { bytesSource } from ${src("sources/bytes.ts")};
+import { directorySource } from ${src("sources/directory.ts")};
+import { auditLog, defineConfig, defineJob } from ${src("jobs/index.ts")};
+
+const key = process.env.STOWAGE_TEST_KEY;
+const local = filesystemSink({ root: ${JSON.stringify(join(dir, "backups"))} });
+const offsite = filesystemSink({ root: ${JSON.stringify(join(dir, "offsite"))} });
+const labels = { constitutional_hash: "cdd01ef066bc6cf2" };
+const rules = { requiredLabels: labels, maxAge: "1h" };
+
+export default defineConfig({
+  jobs: [
+    defineJob({
+      name: "files",
+      source: directorySource({ path: ${JSON.stringify(join(dir, "data"))} }),
+      transforms: [gzip(), aes256gcm({ key })],
+      keys: [{ key }],
+      sink: local,
+      copies: [{ sink: offsite, name: "offsite", retention: { keepLast: 3 } }],
+      retention: { keepLast: 2 },
+      labels,
+      rules,
+      drill: { target: { kind: "directory" }, check: ({ directory }) => Boolean(directory), rpo: "1h" },
+    }),
+    defineJob({
+      name: "state",
+      source: bytesSource({ data: '{"ok":true}', contentType: "application/json" }),
+      sink: local,
+      labels,
+      rules,
+    }),
+    ${
+      options.failing
+        ? `defineJob({ name: "broken", sink: local, source: { kind: "http", name: "api", open: async () => { throw new Error("refused"); } } }),`
+        : ""
+    }
+  ],
+  audit: auditLog({ path: ${JSON.stringify(join(dir, "audit.jsonl"))} }),
+  ${options.rpo ? `status: { rpo: ${JSON.stringify(options.rpo)} },` : ""}
+});
+`;
+}
+
+async function project(name: string, options: { failing?: boolean; rpo?: string } = {}) {
+  const dir = join(work, name);
+  await mkdir(join(dir, "data", "sub"), { recursive: true });
+  await writeFile(join(dir, "data", "a.txt"), "alpha\n".repeat(1000));
+  await writeFile(
+    join(dir, "data", "sub", "b.bin"),
+    Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251)),
+  );
+  await writeFile(join(dir, "stowage.config.ts"), configText(dir, options));
+  return dir;
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "stowage-cli-"));
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe("stowage CLI", () => {
+  it("run: exit 0 when every job succeeds, text by default, JSON with --json, quiet stderr off a TTY", async () => {
+    const dir = await project("ok");
+    const text = await stowage(["run"], { cwd: dir, env });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^ok +files /m);
+    expect(text.stdout).toMatch(/^ok +state /m);
+    expect(text.stdout).toContain("2/2 jobs succeeded");
+    expect(text.stderr).toBe(""); // no progress bar when stderr is not a terminal
+
+    const json = await stowage(["run", "--json", "--job", "files"], { cwd: dir, env });
+    expect(json.code).toBe(0);
+    const cycle = JSON.parse(json.stdout);
+    expect(cycle.ok).toBe(true);
+    expect(cycle.jobs).toHaveLength(1);
+    expect(cycle.jobs[0].copies[0]).toMatchObject({ target: "offsite", status: "succeeded" });
+    expect(cycle.jobs[0].manifest.labels.constitutional_hash).toBe("cdd01ef066bc6cf2");
+    // The key came from the environment; it is in no output and no audit line.
+    const audit = await readFile(join(dir, "audit.jsonl"), "utf8");
+    for (const out of [text.stdout, json.stdout, audit]) expect(out).not.toContain(key);
+    expect(
+      audit
+        .trimEnd()
+        .split("\n")
+        .map((l) => JSON.parse(l).action),
+    ).toEqual(["backup", "copy", "backup", "backup", "copy"]);
+  });
+
+  it("run: exit 1 when a job fails, and the other jobs still ran", async () => {
+    const dir = await project("failing", { failing: true });
+    const ran = await stowage(["run", "--json"], { cwd: dir, env });
+    expect(ran.code).toBe(1);
+    const cycle = JSON.parse(ran.stdout);
+    expect(cycle.jobs.map((j: { job: string; status: string }) => `${j.job}:${j.status}`)).toEqual([
+      "files:succeeded",
+      "state:succeeded",
+      "broken:failed",
+    ]);
+    expect(cycle.jobs[2].errors[0].code).toBe("SOURCE_FAILED");
+  });
+
+  it("exit 2 for a bad config, a missing config, an unknown command, flag or job", async () => {
+    const dir = join(work, "bad");
+    await mkdir(dir, { recursive: true });
+    await writeFile(
+      join(dir, "stowage.config.mjs"),
+      `import { defineJob } from ${JSON.stringify(`file://${join(repo, "src/jobs/job.ts")}`)};\n` +
+        "export const jobs = [];\n",
+    );
+    await writeFile(
+      join(dir, "invalid.config.ts"),
+      `import { defineJob } from ${src("jobs/index.ts")};
+import { memorySink } from ${src("sinks/memory.ts")};
+import { bytesSource } from ${src("sources/bytes.ts")};
+export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink: memorySink(), schedule: "sometimes" })];
+`,
+    );
+    const invalid = await stowage(["run", "--config", "invalid.config.ts"], { cwd: dir });
+    expect(invalid.code).toBe(2);
+    expect(invalid.stderr).toContain("CONFIG_INVALID");
+    expect(invalid.stderr).toContain("schedule");
+    const missing = await stowage(["run", "--config", "nope.ts"], { cwd: dir });
+    expect(missing.code).toBe(2);
+    const okDir = await project("usage");
+    expect((await stowage(["explode"], { cwd: okDir })).code).toBe(2);
+    expect((await stowage(["run", "--frobnicate"], { cwd: okDir })).code).toBe(2);
+    expect((await stowage(["run", "--job", "nope"], { cwd: okDir, env })).code).toBe(2);
+    expect((await stowage([], { cwd: okDir })).code).toBe(2);
+    expect((await stowage(["--help"], { cwd: okDir })).code).toBe(0);
+  });
+
+  it("status: text, --json and --prometheus; exit 1 when an RPO is breached", async () => {
+    const dir = await project("status");
+    expect((await stowage(["run", "--job", "state"], { cwd: dir, env })).code).toBe(0);
+    const text = await stowage(["status", "--job", "state"], { cwd: dir, env });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/state +ok/);
+    const json = JSON.parse(
+      (await stowage(["status", "--json", "--job", "state"], { cwd: dir, env })).stdout,
+    );
+    expect(json.jobs[0]).toMatchObject({ job: "state", status: "ok" });
+    expect(json.overall.backups).toBe(1);
+    const prom = await stowage(["status", "--prometheus", "--job", "state"], { cwd: dir, env });
+    expect(prom.code).toBe(0);
+    expect(prom.stdout).toMatch(/^stowage_last_backup_timestamp_seconds\{job="state"\} \d+/m);
+    expect(prom.stdout).toMatch(/^# TYPE \w+ gauge$/m);
+    // "files" has never run: it has no backup and breaches its RPO.
+    const all = await stowage(["status", "--json"], { cwd: dir, env });
+    expect(all.code).toBe(1);
+    expect(JSON.parse(all.stdout).jobs.find((j: { job: string }) => j.job === "files").status).toBe(
+      "failing",
+    );
+  });
+
+  it("verify: exit 0 for intact backups, 1 after a stored byte changes", async () => {
+    const dir = await project("verify");
+    expect((await stowage(["run", "--job", "files"], { cwd: dir, env })).code).toBe(0);
+    const ok = await stowage(["verify", "--json", "--job", "files"], { cwd: dir, env });
+    expect(ok.code).toBe(0);
+    const report = JSON.parse(ok.stdout);
+    expect(report.results.map((r: { sink: string; status: string }) => `${r.sink}:${r.status}`)).toEqual([
+      "primary:ok",
+      "offsite:ok",
+    ]);
+    expect(report.results[0].plainChecked).toBe(true);
+    const files = (await readdir(join(dir, "offsite"), { recursive: true })) as string[];
+    const artifact = join(dir, "offsite", files.find((f) => f.endsWith(".tar.gz.enc"))!);
+    const bytes = await readFile(artifact);
+    bytes[bytes.length >> 1] ^= 0x01;
+    await writeFile(artifact, bytes);
+    const bad = await stowage(["verify", "--json", "--job", "files"], { cwd: dir, env });
+    expect(bad.code).toBe(1);
+    const badReport = JSON.parse(bad.stdout);
+    expect(badReport.results[1]).toMatchObject({
+      sink: "offsite",
+      status: "failed",
+      problems: expect.arrayContaining(["INTEGRITY_MISMATCH"]),
+    });
+    const audit = (await readFile(join(dir, "audit.jsonl"), "utf8"))
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(audit.filter((e) => e.action === "verify").map((e) => e.result)).toEqual([
+      "ok",
+      "ok",
+      "ok",
+      "failed",
+    ]);
+  });
+
+  it("restore: --out writes the plain bytes, --extract rebuilds the folder, --from reads a copy", async () => {
+    const dir = await project("restore");
+    expect((await stowage(["run"], { cwd: dir, env })).code).toBe(0);
+    const out = await stowage(["restore", "--job", "state", "--out", "state.json"], { cwd: dir, env });
+    expect(out.code).toBe(0);
+    expect(await readFile(join(dir, "state.json"), "utf8")).toBe('{"ok":true}');
+    expect((await stat(join(dir, "state.json"))).mode & 0o777).toBe(0o600);
+    const toStdout = await stowage(["restore", "--job", "state", "--out", "-"], { cwd: dir, env });
+    expect(toStdout.stdout).toBe('{"ok":true}');
+    const ex = await stowage(["restore", "--job", "files", "--from", "offsite", "--extract", "restored"], {
+      cwd: dir,
+      env,
+    });
+    expect(ex.code).toBe(0);
+    expect(await readFile(join(dir, "restored", "a.txt"), "utf8")).toBe("alpha\n".repeat(1000));
+    expect(await readFile(join(dir, "restored", "sub", "b.bin"))).toEqual(
+      await readFile(join(dir, "data", "sub", "b.bin")),
+    );
+    // Without the key, the restore fails (exit 1) and leaves no half-written file behind.
+    const nokey = await stowage(["restore", "--job", "files", "--out", "x.tar"], {
+      cwd: dir,
+      env: { STOWAGE_TEST_KEY: "b".repeat(64) },
+    });
+    expect(nokey.code).toBe(1);
+    expect(nokey.stderr).toMatch(/DECRYPT_FAILED/);
+    const audit = (await readFile(join(dir, "audit.jsonl"), "utf8"))
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(audit.filter((e) => e.action === "restore").map((e) => `${e.result}:${e.error ?? ""}`)).toEqual([
+      "ok:",
+      "ok:",
+      "ok:",
+      "failed:DECRYPT_FAILED",
+    ]);
+  });
+
+  it("prune: --dry-run lists what would go; prune deletes it (per sink)", async () => {
+    const dir = await project("prune");
+    for (let i = 0; i < 4; i++)
+      expect((await stowage(["run", "--no-prune", "--job", "files"], { cwd: dir, env })).code).toBe(0);
+    const count = async (root: string) =>
+      ((await readdir(join(dir, root), { recursive: true })) as string[]).filter((f) =>
+        f.endsWith(".manifest.json"),
+      ).length;
+    expect([await count("backups"), await count("offsite")]).toEqual([4, 4]);
+    const dry = await stowage(["prune", "--dry-run", "--json"], { cwd: dir, env });
+    expect(dry.code).toBe(0);
+    const plan = JSON.parse(dry.stdout);
+    expect(
+      plan.jobs[0].results.map((r: { target: string; deleted: string[] }) => [r.target, r.deleted.length]),
+    ).toEqual([
+      ["primary", 2],
+      ["offsite", 1],
+    ]);
+    expect([await count("backups"), await count("offsite")]).toEqual([4, 4]);
+    expect((await stowage(["prune"], { cwd: dir, env })).code).toBe(0);
+    expect([await count("backups"), await count("offsite")]).toEqual([2, 3]);
+  });
+
+  it("drill: restores into a scratch folder, checks, reports RPO and RTO, and writes the report", async () => {
+    const dir = await project("drill");
+    expect((await stowage(["run", "--job", "files"], { cwd: dir, env })).code).toBe(0);
+    const ran = await stowage(["drill", "--job", "files", "--json", "--report", "drill.json"], {
+      cwd: dir,
+      env,
+    });
+    expect(ran.code).toBe(0);
+    const report = JSON.parse(ran.stdout);
+    expect(report).toMatchObject({ ok: true, job: "files", target: "directory", cleanup: { ok: true } });
+    expect(report.rpoMs).toBeGreaterThanOrEqual(0);
+    expect(report.rtoMs).toBeGreaterThanOrEqual(0);
+    expect(report.objectives.rpo.met).toBe(true);
+    expect(JSON.parse(await readFile(join(dir, "drill.json"), "utf8"))).toEqual(report);
+  });
+
+  it("keygen: the recipient encrypts, the identity (written 0600, not printed) restores", async () => {
+    const dir = await project("keygen");
+    const gen = await stowage(["keygen", "--out", "identity.txt", "--json"], { cwd: dir });
+    expect(gen.code).toBe(0);
+    const { recipient } = JSON.parse(gen.stdout);
+    expect(recipient).toMatch(/^stowage-pub1/);
+    const identityFile = await readFile(join(dir, "identity.txt"), "utf8");
+    const identity = identityFile.split("\n").find((l) => l.startsWith("STOWAGE-SECRET-KEY-1"))!;
+    expect(gen.stdout).not.toContain(identity);
+    expect((await stat(join(dir, "identity.txt"))).mode & 0o777).toBe(0o600);
+    // Refuses to overwrite an identity.
+    expect((await stowage(["keygen", "--out", "identity.txt"], { cwd: dir })).code).toBe(1);
+
+    await writeFile(
+      join(dir, "pub.config.ts"),
+      `import { aes256gcm } from ${src("transforms/aes-256-gcm.ts")};
+import { filesystemSink } from ${src("sinks/filesystem.ts")};
+import { bytesSource } from ${src("sources/bytes.ts")};
+import { defineJob } from ${src("jobs/index.ts")};
+export const jobs = [defineJob({
+  name: "sealed", source: bytesSource({ data: "for your eyes only" }),
+  transforms: [aes256gcm({ recipients: [process.env.RECIPIENT] })],
+  keys: process.env.IDENTITY ? [{ identity: process.env.IDENTITY }] : [],
+  sink: filesystemSink({ root: ${JSON.stringify(join(dir, "sealed"))} }),
+})];
+`,
+    );
+    const cfg = ["--config", "pub.config.ts"];
+    expect((await stowage(["run", ...cfg], { cwd: dir, env: { RECIPIENT: recipient } })).code).toBe(0);
+    const locked = await stowage(["restore", ...cfg, "--job", "sealed", "--out", "-"], {
+      cwd: dir,
+      env: { RECIPIENT: recipient },
+    });
+    expect(locked.code).toBe(1);
+    const opened = await stowage(["restore", ...cfg, "--job", "sealed", "--out", "-"], {
+      cwd: dir,
+      env: { RECIPIENT: recipient, IDENTITY: identity },
+    });
+    expect(opened.code).toBe(0);
+    expect(opened.stdout).toBe("for your eyes only");
+  });
+});
