@@ -210,7 +210,7 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
     const files = (await readdir(join(dir, "offsite"), { recursive: true })) as string[];
     const artifact = join(dir, "offsite", files.find((f) => f.endsWith(".tar.gz.enc"))!);
     const bytes = await readFile(artifact);
-    bytes[bytes.length >> 1] ^= 0x01;
+    bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x01;
     await writeFile(artifact, bytes);
     const bad = await stowage(["verify", "--json", "--job", "files"], { cwd: dir, env });
     expect(bad.code).toBe(1);
