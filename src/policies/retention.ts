@@ -156,7 +156,9 @@ const PERIODS: ReadonlyArray<[keyof ParsedRetentionPolicy, CalendarPeriod]> = [
 export const OBJECT_LOCK_LABELS = ["object-lock-until", "objectLockRetainUntil"] as const;
 
 /**
- * The S3 Object Lock retain-until date of a backup, if its manifest records one: a label
+ * The S3 Object Lock retain-until date of a backup, if its manifest records one. The S3 sink
+ * reports its lock date to `backup()`, which records it as the manifest's `retainUntil` (a hold
+ * planRetention honours anyway); this also reads it where other tools put it: a label
  * `object-lock-until` or `objectLockRetainUntil`, or a field `objectLock.retainUntil` /
  * `artifact.objectLock.retainUntil` / `artifact.objectLockRetainUntil` (ISO time).
  * An unreadable date is returned as NaN, which retention treats as locked.
@@ -287,7 +289,7 @@ export function planRetention(
   const o = parseOptions(planOptionsSchema, options, "planRetention");
   const timeZone = assertTimeZone(o.timeZone);
   const now = o.now.getTime();
-  const rules = compileRules(o.rules as ValidationRules | undefined, "planRetention");
+  const rules = compileRules(o.rules as ValidationRules | undefined, "planRetention", "rules");
   const maxAgeMs = p.maxAge === undefined ? undefined : parseDuration(p.maxAge, "maxAge");
   const withinMs = p.keepWithin === undefined ? undefined : parseDuration(p.keepWithin, "keepWithin");
   const counts = {

@@ -132,7 +132,7 @@ const worst = (a: HealthStatus, b: HealthStatus): HealthStatus =>
 export function summarize(manifests: readonly Manifest[], options: SummarizeOptions): StatusReport {
   const o = parseOptions(summarizeOptionsSchema, options, "summarize");
   const now = o.now.getTime();
-  const rules = compileRules(o.rules as ValidationRules | undefined, "summarize");
+  const rules = compileRules(o.rules as ValidationRules | undefined, "summarize", "rules");
   const rpoFor = (job: string): string | undefined =>
     typeof o.rpo === "string" ? o.rpo : (o.rpo?.[job] ?? rules.rules.maxAge);
 

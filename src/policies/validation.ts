@@ -90,8 +90,15 @@ export interface CompiledRules {
 }
 
 /** @internal Parses rules once per call; then many manifests are checked. @throws {CONFIG_INVALID} */
-export function compileRules(rules: ValidationRules | undefined, where: string): CompiledRules {
-  const parsed = parseOptions(validationRulesSchema, rules ?? {}, where);
+export function compileRules(
+  rules: ValidationRules | undefined,
+  where: string,
+  option?: string,
+): CompiledRules {
+  // Inside another function's options, a bad rule is named with its path: "rules.maxAge".
+  const parsed = option
+    ? parseOptions(z.object({ [option]: validationRulesSchema }), { [option]: rules ?? {} }, where)[option]!
+    : parseOptions(validationRulesSchema, rules ?? {}, where);
   return {
     rules: parsed,
     maxAgeMs: parsed.maxAge === undefined ? undefined : parseDuration(parsed.maxAge, "maxAge"),

@@ -443,3 +443,36 @@ describe("planRetention: calendar edge cases", () => {
     expect(onlyFuture.keep[0]!.reasons).toEqual(["newest valid", "max age 1d"]);
   });
 });
+
+describe("src/policies is pure", () => {
+  it("imports only zod, node-free core helpers and itself; reads no clock and no environment", async () => {
+    const { readdir, readFile } = await import("node:fs/promises");
+    const dir = new URL("../../src/policies/", import.meta.url);
+    const files = (await readdir(dir)).filter((f) => f.endsWith(".ts"));
+    // Every file in the folder is held to the rule, not only these.
+    expect(files).toEqual(
+      expect.arrayContaining(["calendar.ts", "index.ts", "retention.ts", "status.ts", "validation.ts"]),
+    );
+    const allowed = new Set(["zod", "../core/errors.js", "../core/manifest.js", "../core/options.js"]);
+    for (const file of files) {
+      const text = await readFile(new URL(file, dir), "utf8");
+      const imports = [...text.matchAll(/from\s+"([^"]+)"/g)].map((m) => m[1]!);
+      expect(
+        imports.filter((i) => !allowed.has(i) && !/^\.\/[a-z-]+\.js$/.test(i)),
+        file,
+      ).toEqual([]);
+      const code = text.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, ""); // comments may mention them
+      expect(code, file).not.toMatch(/Date\.now\(|new Date\(\s*\)|process\.|performance\.|Math\.random/);
+    }
+  });
+
+  it("names a bad rule by its path inside the options", () => {
+    const error = codeOf(() =>
+      plan([at("2026-11-20T00:00:00Z")], {}, "2026-11-21T00:00:00Z", { rules: { maxAge: "soon" } }),
+    );
+    expect(error).toEqual({
+      code: "CONFIG_INVALID",
+      details: { issues: [{ option: "rules.maxAge", problem: expect.any(String) }] },
+    });
+  });
+});
