@@ -85,6 +85,18 @@ function safeRelative(name: string): string {
   return parts.join("/");
 }
 
+/**
+ * A pax time ("1717400000.123456789") as a Date, rounded to the nearest millisecond without float
+ * arithmetic: `utimes` with that Date gives back the same nanoseconds a `utimes` with a Date gave
+ * the original.
+ */
+function paxTime(value: string | undefined): Date | undefined {
+  const match = value ? /^(\d{1,15})(?:\.(\d+))?$/.exec(value) : null;
+  if (!match) return undefined;
+  const ns = BigInt(match[1]!) * 1_000_000_000n + BigInt((match[2] ?? "").padEnd(9, "0").slice(0, 9));
+  return new Date(Number((ns + 500_000n) / 1_000_000n));
+}
+
 /** Counts what passes and fails if it is not exactly the declared size. */
 class ExactSize extends Transform {
   private seen = 0;
@@ -274,8 +286,7 @@ export async function extractTar(
       const rel = safeRelative(header.name);
       const mode = (header.mode ?? 0o644) & 0o777;
       const paxMtime = (header.pax as Record<string, string> | null | undefined)?.mtime;
-      const mtime =
-        paxMtime && /^\d+(\.\d+)?$/.test(paxMtime) ? new Date(Number(paxMtime) * 1000) : header.mtime;
+      const mtime = paxTime(paxMtime) ?? header.mtime;
       if (rel === "") {
         if (header.type !== "directory")
           throw refuse(header.name, "conflict", "an entry names the folder itself");
