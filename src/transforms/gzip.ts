@@ -92,7 +92,7 @@ class GzipBlockCodec implements BlockCodec {
   compress(block: Buffer, last: boolean, previous: Buffer | undefined): Promise<Buffer> {
     const options: zlib.ZlibOptions = {
       level: this.level,
-      chunkSize: 64 * 1024,
+      chunkSize: 256 * 1024,
       finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
       ...(previous && previous.length > 0 ? { dictionary: previous } : {}),
     };

@@ -1,0 +1,124 @@
+/**
+ * One measured stowage run, in a process of its own so its peak RSS is stowage's alone. bench/core.ts
+ * bundles this file with esbuild and runs it with plain `node` (what users run: compiled JS, no
+ * TypeScript loader in the process). Arguments: one JSON object in argv[2]; the key comes in the
+ * environment (STOWAGE_BENCH_KEY, hex), never in argv. Prints one JSON line with the result.
+ */
+import { createReadStream } from "node:fs";
+import { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { backup } from "../src/core/backup.js";
+import { listManifests } from "../src/core/catalog.js";
+import { restore } from "../src/core/restore.js";
+import type { Source, Transform } from "../src/core/types.js";
+import { filesystemSink } from "../src/sinks/filesystem.js";
+import { aes256gcm } from "../src/transforms/aes-256-gcm.js";
+import { gzip } from "../src/transforms/gzip.js";
+import { zstd } from "../src/transforms/zstd.js";
+
+export interface ChildArgs {
+  mode: "backup" | "restore";
+  /** backup: the plain data file to read. */
+  file?: string;
+  /** The filesystem sink's root. */
+  root: string;
+  job: string;
+  codec: "gzip" | "zstd";
+  level: number;
+}
+
+export interface ChildResult {
+  seconds: number;
+  plainBytes: number;
+  storedBytes: number;
+  peakRssMiB: number;
+  /** User + system CPU time of the whole process (all threads, including libuv's pool). */
+  cpuSeconds: number;
+  concurrency?: unknown;
+}
+
+function fileSource(path: string): Source {
+  return {
+    kind: "file",
+    name: path,
+    async open() {
+      return {
+        // 1 MiB reads: one read fills one compression block, which is then cut without a copy.
+        stream: createReadStream(path, { highWaterMark: 1 << 20 }),
+        contentType: "application/sql",
+        details: async () => ({}),
+      };
+    },
+  };
+}
+
+/** With STOWAGE_BENCH_TRACE=1, prints memory use every second to stderr (for finding leaks). */
+function traceMemory(): () => void {
+  if (process.env.STOWAGE_BENCH_TRACE !== "1") return () => undefined;
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  const timer = setInterval(() => {
+    const m = process.memoryUsage();
+    process.stderr.write(
+      `rss ${mib(m.rss)} heapUsed ${mib(m.heapUsed)} heapTotal ${mib(m.heapTotal)} external ${mib(m.external)} arrayBuffers ${mib(m.arrayBuffers)}\n`,
+    );
+  }, 1000);
+  return () => clearInterval(timer);
+}
+
+async function main(): Promise<void> {
+  const stopTrace = traceMemory();
+  const args = JSON.parse(process.argv[2] ?? "{}") as ChildArgs;
+  const key = process.env.STOWAGE_BENCH_KEY;
+  if (!key) throw new Error("STOWAGE_BENCH_KEY is not set");
+  const sink = filesystemSink({ root: args.root });
+  let result: Omit<ChildResult, "peakRssMiB" | "cpuSeconds">;
+  if (args.mode === "backup") {
+    const compression: Transform =
+      args.codec === "zstd" ? zstd({ level: args.level }) : gzip({ level: args.level });
+    const started = process.hrtime.bigint();
+    const manifest = await backup({
+      job: args.job,
+      source: fileSource(args.file!),
+      transforms: [compression, aes256gcm({ key })],
+      sink,
+    });
+    result = {
+      seconds: Number(process.hrtime.bigint() - started) / 1e9,
+      plainBytes: manifest.content.bytes,
+      storedBytes: manifest.artifact.bytes,
+      concurrency: manifest.transforms[0]?.concurrency,
+    };
+  } else {
+    const { manifests } = await listManifests(sink, { job: args.job });
+    const manifest = manifests.at(-1);
+    if (!manifest) throw new Error(`no backup of job ${args.job} under ${args.root}`);
+    const started = process.hrtime.bigint();
+    let plainBytes = 0;
+    // restore() checks the stored and plain SHA-256 and sizes as it streams; the bytes are dropped.
+    await pipeline(
+      await restore({ sink, manifest, keys: { key } }),
+      new Writable({
+        highWaterMark: 1 << 20,
+        write(chunk: Buffer, _encoding, callback) {
+          plainBytes += chunk.length;
+          callback();
+        },
+      }),
+    );
+    result = {
+      seconds: Number(process.hrtime.bigint() - started) / 1e9,
+      plainBytes,
+      storedBytes: manifest.artifact.bytes,
+    };
+  }
+  stopTrace();
+  const usage = process.resourceUsage();
+  const peakRssMiB = usage.maxRSS / 1024; // maxRSS is in KiB
+  const cpuSeconds = (usage.userCPUTime + usage.systemCPUTime) / 1e6;
+  process.stdout.write(`${JSON.stringify({ ...result, peakRssMiB, cpuSeconds } satisfies ChildResult)}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});
