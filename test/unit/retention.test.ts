@@ -3,6 +3,7 @@ import type { Manifest } from "../../src/core/manifest.js";
 import {
   bucketOf,
   isoWeek,
+  localTime,
   planRetention,
   type RetentionPlan,
   type RetentionPolicy,
@@ -474,5 +475,44 @@ describe("src/policies is pure", () => {
       code: "CONFIG_INVALID",
       details: { issues: [{ option: "rules.maxAge", problem: expect.any(String) }] },
     });
+  });
+});
+
+describe("localTime", () => {
+  it("agrees with Intl's formatToParts across zones, DST changes and centuries", () => {
+    const zones = [
+      "UTC",
+      "Europe/Berlin",
+      "America/New_York",
+      "Asia/Kolkata",
+      "Australia/Lord_Howe",
+      "Pacific/Chatham",
+    ];
+    const start = Date.parse("1970-01-01T00:00:00Z");
+    const end = Date.parse("2100-01-01T00:00:00Z");
+    for (const timeZone of zones) {
+      const reference = new Intl.DateTimeFormat("en-GB", {
+        timeZone,
+        hourCycle: "h23",
+        year: "numeric",
+        month: "numeric",
+        day: "numeric",
+        hour: "numeric",
+        minute: "numeric",
+      });
+      for (let i = 0; i < 400; i++) {
+        // A fixed, well-spread sequence of instants (no randomness: failures reproduce).
+        const ms = start + Math.floor((((i * 2_654_435_761) % 1_000_003) / 1_000_003) * (end - start));
+        const parts = Object.fromEntries(reference.formatToParts(ms).map((p) => [p.type, Number(p.value)]));
+        const t = localTime(ms, timeZone);
+        expect(
+          [t.year, t.month, t.day, t.hour, t.minute],
+          `${timeZone} ${new Date(ms).toISOString()}`,
+        ).toEqual([parts.year, parts.month, parts.day, parts.hour, parts.minute]);
+        // The offset turns the wall clock back into the instant (to the minute).
+        const wall = Date.UTC(t.year, t.month - 1, t.day, t.hour, t.minute);
+        expect(wall - t.offsetMinutes * 60_000).toBe(Math.floor(ms / 60_000) * 60_000);
+      }
+    }
   });
 });
