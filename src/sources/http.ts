@@ -859,9 +859,12 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
 const isReadable = (v: unknown): v is Readable =>
   typeof v === "object" && v !== null && typeof (v as Readable).pipe === "function";
 
+// A restore sends the state as the body, so `body` is not an option there.
+const { body: _body, ...restoreRequestShape } = requestShape;
+
 export const restoreHttpOptionsSchema = z
   .object({
-    ...requestShape,
+    ...restoreRequestShape,
     /** The state to send: usually `await restore({ sink, manifest })`. */
     stream: z.custom<Readable>(isReadable, "expected a Readable"),
     /**
