@@ -10,6 +10,7 @@ export {
   type ManifestListing,
   readManifest,
 } from "./core/catalog.js";
+export { type CopyBackupOptions, copyBackup } from "./core/copy.js";
 export {
   isAbortError,
   isStowageError,
