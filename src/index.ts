@@ -42,6 +42,16 @@ export {
   type VerifyReport,
   verify,
 } from "./core/restore.js";
+export {
+  type ApplyRetentionOptions,
+  type ApplyRetentionResult,
+  applyRetention,
+  type DeletedBackup,
+  type FailedDeletion,
+  type FindOrphansOptions,
+  findOrphans,
+  type OrphanReport,
+} from "./core/retention-apply.js";
 export { HashCounter, readAll } from "./core/streams.js";
 export type {
   BackupProgress,
@@ -59,6 +69,8 @@ export type {
   WrittenObject,
 } from "./core/types.js";
 export { VERSION } from "./core/version.js";
+// Pure policies over manifests (retention, validation, status); the list lives in policies/index.ts.
+export * from "./policies/index.js";
 export {
   type FilesystemSink,
   type FilesystemSinkOptions,
