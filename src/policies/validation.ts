@@ -16,6 +16,11 @@ export const validationRulesSchema = z
     requiredLabels: z.record(z.string().min(1), z.string()).optional(),
     /** The backup must have gone through an encryption transform. @default false */
     requireEncryption: z.boolean().default(false),
+    /**
+     * Recipients every backup must be encrypted to, by fingerprint (`recipientFingerprint(recipient)`
+     * or `keyFingerprint(key)`), e.g. the offline recovery key. Implies encryption.
+     */
+    requiredRecipients: z.array(z.string().regex(/^[0-9a-f]{16}$/, "a 16-hex-digit fingerprint")).optional(),
     /** The backup must have gone through a compression transform. @default false */
     requireCompression: z.boolean().default(false),
     /** The smallest plausible backup, in plain (uncompressed, unencrypted) bytes. */
@@ -49,6 +54,7 @@ export type RuleId =
   | "future-dated"
   | "required-label"
   | "encryption"
+  | "recipient"
   | "compression"
   | "min-size"
   | "max-age";
@@ -72,6 +78,7 @@ const KIND: Record<RuleId, FindingKind> = {
   compression: "validity",
   "min-size": "validity",
   "required-label": "compliance",
+  recipient: "compliance",
   "max-age": "freshness",
 };
 
@@ -171,6 +178,20 @@ function check(manifest: Manifest, c: CompiledRules, now: number): Finding[] {
   }
   if (rules.requireEncryption && !manifest.transforms.some((t) => t.role === "encryption")) {
     add("encryption", "not encrypted: no encryption transform was applied", "transforms");
+  }
+  if (rules.requiredRecipients) {
+    // Fingerprints an encryption record names: v2 `recipients[].id`, v1 `keyId`.
+    const named = new Set<string>();
+    for (const t of manifest.transforms.filter((t) => t.role === "encryption")) {
+      if (typeof t.keyId === "string") named.add(t.keyId);
+      if (Array.isArray(t.recipients)) {
+        for (const r of t.recipients as Array<{ id?: unknown }>)
+          if (typeof r?.id === "string") named.add(r.id);
+      }
+    }
+    for (const id of rules.requiredRecipients) {
+      if (!named.has(id)) add("recipient", `not encrypted to required recipient ${id}`, "transforms");
+    }
   }
   if (rules.requireCompression && !manifest.transforms.some((t) => t.role === "compression")) {
     add("compression", "not compressed: no compression transform was applied", "transforms");

@@ -206,3 +206,40 @@ describe("validateBackups", () => {
     });
   });
 });
+
+describe("requiredRecipients (issue 9: encrypted to the offline recovery key)", () => {
+  it("passes only when every required fingerprint is among the artifact's recipients", async () => {
+    const { aes256gcm, backup, bytesSource, generateKeyPair, keyFingerprint, memorySink, validateManifest } =
+      await import("../../src/index.js");
+    const recovery = generateKeyPair();
+    const service = generateKeyPair();
+    const rawKey = Buffer.alloc(32, 7);
+    const sink = memorySink();
+    const both = await backup({
+      job: "r",
+      source: bytesSource({ data: "x" }),
+      sink,
+      transforms: [aes256gcm({ recipients: [service.recipient, recovery.recipient] })],
+    });
+    const serviceOnly = await backup({
+      job: "r",
+      source: bytesSource({ data: "x" }),
+      sink,
+      transforms: [aes256gcm({ recipients: [service.recipient] })],
+    });
+    const raw = await backup({
+      job: "r",
+      source: bytesSource({ data: "x" }),
+      sink,
+      transforms: [aes256gcm({ key: rawKey })],
+    });
+    const now = { now: new Date() };
+    const rules = { requiredRecipients: [recovery.id] };
+    expect(validateManifest(both, rules, now)).toEqual([]);
+    expect(validateManifest(serviceOnly, rules, now).map((f) => [f.rule, f.kind])).toEqual([
+      ["recipient", "compliance"],
+    ]);
+    expect(validateManifest(raw, { requiredRecipients: [keyFingerprint(rawKey)] }, now)).toEqual([]);
+    expect(validateManifest(raw, rules, now).map((f) => f.rule)).toEqual(["recipient"]);
+  });
+});
