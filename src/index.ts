@@ -18,7 +18,12 @@ export {
   type StowageErrorCode,
   type StowageErrorOptions,
 } from "./core/errors.js";
-export { type ExtractTarOptions, type ExtractTarResult, extractTar } from "./core/extract-tar.js";
+export {
+  type ExtractRefusal,
+  type ExtractTarOptions,
+  type ExtractTarResult,
+  extractTar,
+} from "./core/extract-tar.js";
 export { artifactKey, assertSafeKey, newBackupId } from "./core/keys.js";
 export {
   MANIFEST_SUFFIX,
@@ -89,6 +94,16 @@ export {
   directorySource,
   directorySourceOptionsSchema,
 } from "./sources/directory.js";
+// Light sources (no SDK): also on their subpaths stowage/sources/http and stowage/sources/logs.
+export {
+  type HttpBundleSourceOptions,
+  type HttpSourceOptions,
+  httpBundleSource,
+  httpSource,
+  type RestoreHttpOptions,
+  restoreHttp,
+} from "./sources/http.js";
+export { type LogsSourceOptions, logsSource } from "./sources/logs.js";
 export {
   AES_FORMAT_VERSION,
   AES_LIMITS,
