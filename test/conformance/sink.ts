@@ -34,7 +34,11 @@ export interface ConformanceOptions {
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** Chunks of `data`, then an error once `failAt` bytes have gone out. */
-export function failingChunks(data: Buffer, failAt: number, chunk = 64 * 1024): () => AsyncIterable<Uint8Array> {
+export function failingChunks(
+  data: Buffer,
+  failAt: number,
+  chunk = 64 * 1024,
+): () => AsyncIterable<Uint8Array> {
   return async function* () {
     for (let i = 0; i < data.length; i += chunk) {
       const end = Math.min(i + chunk, data.length);
@@ -64,7 +68,11 @@ async function rejection(promise: Promise<unknown>): Promise<StowageError> {
   throw new Error("expected a rejection");
 }
 
-export function sinkConformance(name: string, setup: () => Promise<SinkFixture>, options: ConformanceOptions = {}) {
+export function sinkConformance(
+  name: string,
+  setup: () => Promise<SinkFixture>,
+  options: ConformanceOptions = {},
+) {
   const large = options.largeBytes ?? 24 * 1024 * 1024;
   describe(`sink conformance: ${name}`, () => {
     let fixture: SinkFixture;
@@ -122,7 +130,11 @@ export function sinkConformance(name: string, setup: () => Promise<SinkFixture>,
     it("lists by prefix in key order, nested keys included, other prefixes not", async () => {
       const keys = ["conf/list/b/2.bin", "conf/list/a.bin", "conf/list/b/1.bin", "conf/listother/x.bin"];
       for (const key of keys) await sink.write(key, Readable.from([Buffer.from(key)]));
-      expect(await listAll(sink, "conf/list/")).toEqual(["conf/list/a.bin", "conf/list/b/1.bin", "conf/list/b/2.bin"]);
+      expect(await listAll(sink, "conf/list/")).toEqual([
+        "conf/list/a.bin",
+        "conf/list/b/1.bin",
+        "conf/list/b/2.bin",
+      ]);
       expect(await listAll(sink, "conf/list")).toEqual([
         "conf/list/a.bin",
         "conf/list/b/1.bin",
@@ -166,7 +178,9 @@ export function sinkConformance(name: string, setup: () => Promise<SinkFixture>,
         })(),
         { objectMode: false },
       );
-      await expect(sink.write("conf/abort/object.bin", body, { signal: controller.signal })).rejects.toThrow();
+      await expect(
+        sink.write("conf/abort/object.bin", body, { signal: controller.signal }),
+      ).rejects.toThrow();
       expect(await listAll(sink, "conf/abort/")).toEqual([]);
       expect((await fixture.leftovers?.()) ?? []).toEqual([]);
     });
