@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
 import { listManifests } from "../../src/core/catalog.js";
 import { restore, verify } from "../../src/core/restore.js";
 import { readAll } from "../../src/core/streams.js";
@@ -265,5 +266,23 @@ describe("examples/tiered-backups.ts and examples/restore-drill.ts", () => {
     } finally {
       http.route("/api/v1/state", (_req, res) => json(res, 200, state));
     }
+  });
+});
+
+describe("examples/kubernetes", () => {
+  it("every CronJob forbids overlap, runs a CLI command of the image, and keeps secrets out of args", async () => {
+    const text = await readFile(join(repo, "examples/kubernetes/cronjob.yaml"), "utf8");
+    // biome-ignore lint/suspicious/noExplicitAny: a manifest is walked as plain data
+    const docs = parseAllDocuments(text).map((d) => d.toJS() as Record<string, any>);
+    const cronJobs = docs.filter((d) => d.kind === "CronJob");
+    expect(cronJobs.length).toBeGreaterThanOrEqual(2);
+    for (const cj of cronJobs) {
+      expect(cj.spec.concurrencyPolicy).toBe("Forbid");
+      const container = cj.spec.jobTemplate.spec.template.spec.containers[0];
+      expect(["run", "verify", "status", "restore", "prune", "drill"]).toContain(container.args[0]);
+      expect(container.args.join(" ")).not.toMatch(/KEY|PASSWORD|SECRET|TOKEN/i);
+    }
+    const dockerfile = await readFile(join(repo, "examples/kubernetes/Dockerfile"), "utf8");
+    expect(dockerfile).toMatch(/ENTRYPOINT .*dist\/cli\.js/);
   });
 });
