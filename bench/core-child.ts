@@ -32,7 +32,7 @@ export interface ChildResult {
   plainBytes: number;
   storedBytes: number;
   peakRssMiB: number;
-  /** User + system CPU time of the whole process (all threads, including libuv's pool). */
+  /** User + system CPU time of the whole process (all threads, including libuv's pool) while measured. */
   cpuSeconds: number;
   concurrency?: unknown;
 }
@@ -71,6 +71,7 @@ async function main(): Promise<void> {
   const key = process.env.STOWAGE_BENCH_KEY;
   if (!key) throw new Error("STOWAGE_BENCH_KEY is not set");
   const sink = filesystemSink({ root: args.root });
+  const cpuBefore = process.resourceUsage();
   let result: Omit<ChildResult, "peakRssMiB" | "cpuSeconds">;
   if (args.mode === "backup") {
     const compression: Transform =
@@ -114,7 +115,8 @@ async function main(): Promise<void> {
   stopTrace();
   const usage = process.resourceUsage();
   const peakRssMiB = usage.maxRSS / 1024; // maxRSS is in KiB
-  const cpuSeconds = (usage.userCPUTime + usage.systemCPUTime) / 1e6;
+  const cpuSeconds =
+    (usage.userCPUTime + usage.systemCPUTime - cpuBefore.userCPUTime - cpuBefore.systemCPUTime) / 1e6;
   process.stdout.write(`${JSON.stringify({ ...result, peakRssMiB, cpuSeconds } satisfies ChildResult)}\n`);
 }
 

@@ -4,6 +4,7 @@
  *
  *   --scale 0.05        sizes relative to the issues' (1 = 1 GiB and 4 GiB for core); default 1
  *   --only core,s3      run only these modules
+ *   --repeat 2          measure each row this many times, alternating the sides; keep the fastest
  *   --out FILE          also write the table and the machine as Markdown to FILE
  *
  * Benchmarks measure and report; they never fail a test run (the exit code is 0 unless a module
@@ -83,6 +84,7 @@ async function main(): Promise<void> {
       scale: { type: "string", default: "1" },
       only: { type: "string" },
       out: { type: "string" },
+      repeat: { type: "string", default: "1" },
     },
   });
   const scale = Number(values.scale);
@@ -101,7 +103,8 @@ async function main(): Promise<void> {
       continue;
     }
     const workDir = await mkdtemp(join(tmpdir(), `stowage-bench-${name}-`));
-    const options: BenchOptions = { workDir, scale };
+    // `repeat` is read by modules that support it (core); others ignore it.
+    const options: BenchOptions & { repeat: number } = { workDir, scale, repeat: Number(values.repeat) };
     process.stderr.write(`bench ${name}: running (scale ${scale}) in ${workDir}\n`);
     const moduleStarted = Date.now();
     try {
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
   }
 
   const output = [
-    `stowage benchmarks, scale ${scale}, ${Math.round((Date.now() - started) / 1000)} s`,
+    `stowage benchmarks, scale ${scale}, repeat ${values.repeat}, ${Math.round((Date.now() - started) / 1000)} s`,
     "",
     table(rows),
     "",
