@@ -12,14 +12,17 @@ for (const subpath of Object.keys(pkg.exports)) {
   entry[name] = `src/${name}.ts`;
 }
 
-export default defineConfig({
-  entry,
-  format: ["esm", "cjs"],
-  dts: true,
-  clean: true,
-  target: "node20",
-  platform: "node",
-  splitting: true,
-  sourcemap: false,
-  treeshake: true,
-});
+const common = { target: "node20", platform: "node", treeshake: true, sourcemap: false } as const;
+
+export default defineConfig([
+  {
+    ...common,
+    entry,
+    format: ["esm", "cjs"],
+    dts: true,
+    clean: false, // "npm run build" clears dist first: the two builds run in parallel
+    splitting: true,
+  },
+  // The `stowage` bin: ESM only (it uses import.meta), no types.
+  { ...common, entry: { cli: "src/cli.ts" }, format: ["esm"], dts: false, clean: false, splitting: false },
+]);

@@ -74,6 +74,9 @@ export type {
   WrittenObject,
 } from "./core/types.js";
 export { VERSION } from "./core/version.js";
+// Jobs, the backup cycle, the scheduler, audit trail and restore drills. Adapters with SDKs are
+// loaded only when a drill needs them.
+export * from "./jobs/index.js";
 // Pure policies over manifests (retention, validation, status); the list lives in policies/index.ts.
 export * from "./policies/index.js";
 export {

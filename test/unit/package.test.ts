@@ -19,8 +19,9 @@ function packagesReachedFrom(entry: string): Set<string> {
     if (seen.has(file)) return;
     seen.add(file);
     const text = readFileSync(file, "utf8");
-    // Static imports and re-exports only; `await import()` is how adapters load optional peers.
-    for (const match of text.matchAll(/^\s*(?:import|export)\b[^;]*?from\s+"([^"]+)"/gms)) {
+    // Static value imports and re-exports only: `import type` is erased, and `await import()` is
+    // how adapters load optional peers.
+    for (const match of text.matchAll(/^\s*(?:import|export)\b(?!\s+type\b)[^;]*?from\s+"([^"]+)"/gms)) {
       const spec = match[1]!;
       if (spec.startsWith(".")) visit(resolve(dirname(file), spec.replace(/\.js$/, ".ts")));
       else if (!spec.startsWith("node:"))
