@@ -266,6 +266,32 @@ describe("pgDumpSource → gzip → AES-256-GCM → filesystem, restored with re
     });
   }
 
+  it("takes the password from a passfile (PGPASSFILE) as well", async () => {
+    const passfile = join(work, "pgpass");
+    await writeFile(
+      passfile,
+      `# test\n${server.host}:${server.port}:*:${server.user}:${server.password.replace(/[\\:]/g, "\\$&")}\n`,
+      {
+        mode: 0o600,
+      },
+    );
+    const { password: _omitted, ...fields } = server.connection("shop");
+    const sink = filesystemSink({ root: join(work, "sink-passfile") });
+    const manifest = await backup({
+      job: "passfile",
+      source: pgDumpSource({
+        connection: { ...fields, passfile },
+        schemas: ["public"],
+        tables: ["invoices"],
+      }),
+      sink,
+    });
+    expect(manifest.source.details).toMatchObject({ database: "shop", tables: 4 });
+    const sql = (await readAll(await restore({ sink, manifest }))).toString("utf8");
+    expect(sql).toContain("CREATE TABLE public.invoices");
+    expect(sql).not.toContain("CREATE TABLE public.events");
+  });
+
   it("restores a custom dump over an existing database with clean (pg_restore --clean)", async () => {
     const sink = filesystemSink({ root: join(work, "sink-clean") });
     const manifest = await backup({
@@ -363,6 +389,42 @@ describe("pgQuerySource (COPY … TO STDOUT)", () => {
     } finally {
       await client.end();
     }
+  });
+
+  it("inlines params of every kind so that the server reads them back exactly", async () => {
+    const awkward = 'it\'s \\ a "test" $1 -- /* ünï 😀 \n\t\r';
+    const params = [
+      awkward,
+      42,
+      Buffer.from([0, 1, 92, 39, 255]),
+      { a: [1, "x'y"] },
+      [3, 4],
+      new Date("2026-01-02T03:04:05.678Z"),
+      null,
+      true,
+    ];
+    const sink = filesystemSink({ root: join(work, "sink-params") });
+    const manifest = await backup({
+      job: "params",
+      source: pgQuerySource({
+        connection: server.connection("shop"),
+        query:
+          "SELECT $1::text AS s, $2::int AS n, $3::bytea AS b, $4::jsonb AS j, $5::int[] AS a, $6::timestamptz AS t, $7::text AS z, $8::bool AS ok",
+        params,
+      }),
+      sink,
+    });
+    const [line] = (await readAll(await restore({ sink, manifest }))).toString("utf8").split("\n");
+    expect(JSON.parse(line as string)).toEqual({
+      s: awkward,
+      n: 42,
+      b: "\\x00015c27ff",
+      j: { a: [1, "x'y"] },
+      a: [3, 4],
+      t: "2026-01-02T03:04:05.678+00:00",
+      z: null,
+      ok: true,
+    });
   });
 
   it("fails with SOURCE_FAILED on a bad query and leaves nothing", async () => {
