@@ -150,7 +150,8 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
         done,
       );
     const plain = new HashCounter(() => report(false));
-    const stored = new HashCounter(() => report(false));
+    // With no transforms the stored bytes are the plain bytes: hash them once.
+    const stored = encoders.length === 0 ? plain : new HashCounter(() => report(false));
     let sourceDetails: Record<string, unknown> = {};
     const gate = new EndGate(async () => {
       try {
@@ -167,7 +168,8 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     }
     failure.watch(gate, "SINK_WRITE_FAILED", `backup ${job}: ${sink.kind} sink failed writing ${key}`);
 
-    const flowing = pipeline([output.stream, plain, ...encoders, stored, gate], {
+    const stages = encoders.length === 0 ? [plain] : [plain, ...encoders, stored];
+    const flowing = pipeline([output.stream, ...stages, gate], {
       signal: controller.signal,
     });
     const writing = sink

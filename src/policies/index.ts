@@ -23,6 +23,7 @@ export {
   type RetentionPolicy,
   retentionPolicySchema,
 } from "./retention.js";
+export { type SelectBackupOptions, selectBackup } from "./select.js";
 export {
   type BackupBrief,
   escapeLabelValue,
