@@ -12,7 +12,7 @@ import {
   serializeManifest,
 } from "./manifest.js";
 import { parseOptions, signalSchema } from "./options.js";
-import { EndGate, HashCounter, throttle } from "./streams.js";
+import { EndGate, HashCounter, settled, throttle } from "./streams.js";
 import type { BackupProgress, Sink, Source, SourceOutput, Transform } from "./types.js";
 import { VERSION } from "./version.js";
 
@@ -185,7 +185,10 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       });
     const [flowed, written] = await Promise.allSettled([flowing, writing]);
     if (flowed.status === "rejected" || written.status === "rejected") {
-      output.stream.destroy(); // pipeline has done so already; a source's cleanup must not depend on it
+      // pipeline has destroyed the source already; wait until it has released what it holds (a
+      // child process is reaped by then), so a rejected backup leaves nothing running.
+      output.stream.destroy();
+      await settled(output.stream);
       // A sink resolves only after the body ends, so this is a sink that broke its contract;
       // take the object away rather than leave a half-made backup behind.
       if (written.status === "fulfilled") await sink.delete([key]).catch(() => undefined);

@@ -113,3 +113,27 @@ export function throttle<T>(
     }
   };
 }
+
+/**
+ * Waits until a destroyed stream has closed, i.e. its `_destroy` has finished releasing what it
+ * held (a source's child process is reaped by then), but no longer than `limitMs`, so a source
+ * that never closes cannot hang its caller. (`finished()` is no help here: it settles at once for
+ * a stream already destroyed, before its `_destroy` is done; `events.once` would reject on the
+ * `'error'` emitted just before `'close'`.)
+ */
+export async function settled(stream: Readable, limitMs = 10_000): Promise<void> {
+  if (stream.closed) return;
+  let timer: NodeJS.Timeout | undefined;
+  let onClose: (() => void) | undefined;
+  try {
+    await new Promise<void>((resolve) => {
+      onClose = resolve;
+      stream.once("close", onClose);
+      timer = setTimeout(resolve, limitMs);
+      timer.unref();
+    });
+  } finally {
+    clearTimeout(timer);
+    if (onClose) stream.off("close", onClose);
+  }
+}

@@ -222,6 +222,37 @@ describe("backup()", () => {
     expect(inner.objects.size).toBe(0);
   });
 
+  it("rejects only after a failed source has released what it holds", async () => {
+    let released = false;
+    class SlowToRelease extends Readable {
+      override _read() {
+        this.push(randomBytes(64 * 1024));
+      }
+      override _destroy(error: Error | null, callback: (error?: Error | null) => void) {
+        // Like a child process that takes a moment to be killed and reaped.
+        setTimeout(() => {
+          released = true;
+          callback(error);
+        }, 200);
+      }
+    }
+    const controller = new AbortController();
+    const source: Source = {
+      kind: "slow",
+      name: "slow",
+      open: async () => ({
+        stream: new SlowToRelease(),
+        contentType: "application/octet-stream",
+        details: async () => ({}),
+      }),
+    };
+    setTimeout(() => controller.abort(), 20);
+    expect(await codeOf(backup({ job: "rel", source, sink: memorySink(), signal: controller.signal }))).toBe(
+      "ABORTED",
+    );
+    expect(released).toBe(true);
+  });
+
   it("removes the artifact when the manifest cannot be written", async () => {
     const inner = memorySink();
     const sink: Sink = {
