@@ -24,6 +24,8 @@ export interface BlockCodec {
   compress(block: Buffer, last: boolean, previous: Buffer | undefined): Promise<Buffer>;
   /** Bytes written after the last block, if any. Called once, after every block is out. */
   trailer(): Buffer | undefined;
+  /** Releases what the codec holds (reused compressors); called when the stream ends or fails. */
+  close?(): void;
 }
 
 export interface BlockParallelOptions {
@@ -118,6 +120,7 @@ export class BlockParallelEncoder extends Transform {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     // Compressions already on the thread pool finish on their own; their results are dropped.
+    this.codec.close?.();
     this.parts = [];
     this.slots.length = 0;
     this.previous = undefined;
@@ -161,6 +164,7 @@ export class BlockParallelEncoder extends Transform {
       this.flushCallback = undefined;
       const trailer = this.codec.trailer();
       if (trailer && trailer.length > 0) this.push(trailer);
+      this.codec.close?.();
       callback();
     }
   }
