@@ -226,7 +226,7 @@ describe("backup()", () => {
     let released = false;
     class SlowToRelease extends Readable {
       override _read() {
-        this.push(randomBytes(64 * 1024));
+        setImmediate(() => this.push(randomBytes(64 * 1024))); // paced like a real process's output
       }
       override _destroy(error: Error | null, callback: (error?: Error | null) => void) {
         // Like a child process that takes a moment to be killed and reaped.
