@@ -1,5 +1,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { Readable, Transform, type TransformCallback } from "node:stream";
+// The cap in settled() is a safety limit in real time, whatever a test does to the global clock.
+import { clearTimeout, setTimeout } from "node:timers";
 
 /**
  * A pass-through stage that hashes (SHA-256) and counts what flows through it. Chunks are passed

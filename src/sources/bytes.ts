@@ -1,17 +1,56 @@
 import { Readable } from "node:stream";
 import { z } from "zod";
 import { parseOptions } from "../core/options.js";
-import type { Source, SourceOutput } from "../core/types.js";
+import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
+/**
+ * Chunks from an (async) iterator as a byte stream. Unlike `Readable.from`, destroying it does not
+ * wait for a pending `next()` (a generator blocked in an `await`): the stream closes at once and
+ * the abandoned iterator is told to return whenever it can. It holds nothing else to release.
+ */
+class ChunkStream extends Readable {
+  private readonly source: Iterator<Uint8Array> | AsyncIterator<Uint8Array>;
+
+  constructor(chunks: Chunks) {
+    super({ highWaterMark: 1 << 20 });
+    this.source =
+      Symbol.asyncIterator in chunks
+        ? chunks[Symbol.asyncIterator]()
+        : (chunks as Iterable<Uint8Array>)[Symbol.iterator]();
+  }
+
+  override _read(): void {
+    Promise.resolve(this.source.next()).then(
+      (result) => {
+        if (this.destroyed) return;
+        if (result.done) this.push(null);
+        else this.push(Buffer.isBuffer(result.value) ? result.value : Buffer.from(result.value));
+      },
+      (error: unknown) => this.destroy(error instanceof Error ? error : new Error(String(error))),
+    );
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    Promise.resolve(this.source.return?.()).catch(() => undefined);
+    callback(error);
+  }
+}
+
 export const bytesSourceOptionsSchema = z
   .object({
-    /** The bytes, or a function returning a fresh (async) iterable of chunks for each run. */
+    /**
+     * The bytes, or a function returning a fresh (async) iterable of chunks for each run; it gets
+     * the run's AbortSignal.
+     */
     data: z.union([
       z.string(),
       z.instanceof(Uint8Array),
-      z.custom<() => Chunks>((v) => typeof v === "function", "expected a function returning chunks"),
+      z.custom<(signal: AbortSignal) => Chunks>(
+        (v) => typeof v === "function",
+        "expected a function returning chunks",
+      ),
     ]),
     /** @default "bytes" */
     name: z.string().default("bytes"),
@@ -36,11 +75,13 @@ export function bytesSource(options: BytesSourceOptions): Source {
     kind: "bytes",
     name: opts.name,
     sensitive: opts.sensitive,
-    async open(): Promise<SourceOutput> {
+    async open({ signal }: SourceContext): Promise<SourceOutput> {
       const chunks: Chunks =
-        typeof data === "function" ? data() : [typeof data === "string" ? Buffer.from(data, "utf8") : data];
+        typeof data === "function"
+          ? data(signal)
+          : [typeof data === "string" ? Buffer.from(data, "utf8") : data];
       return {
-        stream: Readable.from(chunks, { objectMode: false }),
+        stream: new ChunkStream(chunks),
         contentType: opts.contentType,
         details: async () => ({}),
       };
