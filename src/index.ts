@@ -125,3 +125,4 @@ export {
   recipientIds,
 } from "./transforms/aes-256-gcm.js";
 export { type GzipOptions, gzip, gzipOptionsSchema } from "./transforms/gzip.js";
+export { type ZstdOptions, zstd, zstdAvailable, zstdOptionsSchema } from "./transforms/zstd.js";
