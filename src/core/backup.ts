@@ -1,36 +1,23 @@
-import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
+import { writeManifest } from "./catalog.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
-import {
-  labelsSchema,
-  MANIFEST_VERSION,
-  type Manifest,
-  manifestKeyFor,
-  serializeManifest,
-} from "./manifest.js";
-import { parseOptions, signalSchema } from "./options.js";
+import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
+import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
-import type { BackupProgress, Sink, Source, SourceOutput, Transform } from "./types.js";
+import type { BackupProgress, SourceOutput } from "./types.js";
 import { VERSION } from "./version.js";
-
-const isSource = (v: unknown): v is Source =>
-  typeof v === "object" && v !== null && typeof (v as Source).open === "function";
-const isSink = (v: unknown): v is Sink =>
-  typeof v === "object" && v !== null && typeof (v as Sink).write === "function" && "capabilities" in v;
-const isTransform = (v: unknown): v is Transform =>
-  typeof v === "object" && v !== null && typeof (v as Transform).encode === "function";
 
 export const backupOptionsSchema = z
   .object({
     /** The job name; the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
     job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    source: z.custom<Source>(isSource, "expected a Source (an object with open())"),
+    source: sourceSchema,
     /** Applied in order on the way in (compress before you encrypt). @default [] */
-    transforms: z.array(z.custom<Transform>(isTransform, "expected a Transform")).default([]),
-    sink: z.custom<Sink>(isSink, "expected a Sink (an object with write() and capabilities)"),
+    transforms: z.array(transformSchema).default([]),
+    sink: sinkSchema,
     /** Free string labels kept in the manifest, e.g. { constitutional_hash: "…" }. @default {} */
     labels: labelsSchema.default({}),
     /** A storage class the sink declares in `capabilities.storageClasses`. */
@@ -232,23 +219,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       generator: { name: "stowage", version: VERSION },
     };
 
-    try {
-      throwIfAborted(signal, `backup ${job}`);
-      await sink.write(manifestKeyFor(key), Readable.from([serializeManifest(manifest)]), {
-        signal: controller.signal,
-        contentType: "application/json",
-      });
-    } catch (error) {
-      // Without its manifest the artifact is not a backup: remove it so the sink is as it was.
-      await sink.delete([key]).catch(() => undefined);
-      throw wrapError(
-        error,
-        "SINK_WRITE_FAILED",
-        `backup ${job}: writing the manifest failed`,
-        details,
-        signal,
-      );
-    }
+    await writeManifest(sink, manifest, { signal: controller.signal, what: `backup ${job}`, details });
     return manifest;
   } finally {
     signal?.removeEventListener("abort", forwardAbort);

@@ -1,5 +1,12 @@
-import { isStowageError, StowageError, wrapError } from "./errors.js";
-import { MANIFEST_SUFFIX, type Manifest, parseManifest } from "./manifest.js";
+import { Readable } from "node:stream";
+import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
+import {
+  MANIFEST_SUFFIX,
+  type Manifest,
+  manifestKeyFor,
+  parseManifest,
+  serializeManifest,
+} from "./manifest.js";
 import { readAll } from "./streams.js";
 import type { Sink } from "./types.js";
 
@@ -100,4 +107,36 @@ export async function listManifests(
   listing.manifests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   listing.invalid.sort((a, b) => (a.key < b.key ? -1 : 1));
   return listing;
+}
+
+/**
+ * The last step of every write of a backup (backup, copy, rekey): stores the manifest beside its
+ * artifact. Without its manifest an artifact is not a backup, so if this fails the artifact is
+ * deleted again and the sink is left as it was.
+ *
+ * @throws {SINK_WRITE_FAILED} naming `what`; {ABORTED} when `signal` fires.
+ */
+export async function writeManifest(
+  sink: Sink,
+  manifest: Manifest,
+  options: { signal?: AbortSignal; what: string; details?: Record<string, unknown> },
+): Promise<void> {
+  const { signal, what } = options;
+  const key = manifest.artifact.key;
+  try {
+    throwIfAborted(signal, what);
+    await sink.write(manifestKeyFor(key), Readable.from([serializeManifest(manifest)]), {
+      ...(signal ? { signal } : {}),
+      contentType: "application/json",
+    });
+  } catch (error) {
+    await sink.delete([key]).catch(() => undefined);
+    throw wrapError(
+      error,
+      "SINK_WRITE_FAILED",
+      `${what}: writing the manifest failed`,
+      options.details ?? { key },
+      signal,
+    );
+  }
 }

@@ -1,8 +1,9 @@
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { writeManifest } from "./catalog.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
-import { type Manifest, manifestKeyFor, parseManifest, serializeManifest } from "./manifest.js";
+import { type Manifest, parseManifest } from "./manifest.js";
 import { ExpectDigest } from "./streams.js";
 import type { Sink } from "./types.js";
 
@@ -128,22 +129,10 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
     },
     ...(retainUntil ? { retainUntil } : {}),
   };
-  try {
-    throwIfAborted(signal, "copyBackup");
-    await to.write(manifestKeyFor(key), Readable.from([serializeManifest(copied)]), {
-      ...(signal ? { signal } : {}),
-      contentType: "application/json",
-    });
-  } catch (error) {
-    // Without its manifest the artifact is not a backup: remove it so the destination is as it was.
-    await to.delete([key]).catch(() => undefined);
-    throw wrapError(
-      error,
-      "SINK_WRITE_FAILED",
-      `copyBackup: writing the manifest of ${key} to ${to.kind}`,
-      details,
-      signal,
-    );
-  }
+  await writeManifest(to, copied, {
+    ...(signal ? { signal } : {}),
+    what: `copyBackup of ${key} to ${to.kind}`,
+    details,
+  });
   return copied;
 }

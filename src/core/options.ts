@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { StowageError } from "./errors.js";
+import type { Sink, Source, Transform } from "./types.js";
 
 /**
  * Parses a factory's or a function's options at the boundary. Every bad option is named in the
@@ -51,3 +52,21 @@ export function parseDuration(value: string, option = "duration"): number {
 
 /** A zod check that a value is an AbortSignal (or absent). */
 export const signalSchema = z.custom<AbortSignal>((v) => v instanceof AbortSignal, "expected an AbortSignal");
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
+
+/** A Source, checked by shape (an object with `open()`), so users' own sources pass. */
+export const sourceSchema = z.custom<Source>(
+  (v) => isObject(v) && typeof v.open === "function",
+  "expected a Source (an object with open())",
+);
+/** A Sink, checked by shape (`write()` and declared `capabilities`). */
+export const sinkSchema = z.custom<Sink>(
+  (v) => isObject(v) && typeof v.write === "function" && "capabilities" in v,
+  "expected a Sink (an object with write() and capabilities)",
+);
+/** A Transform, checked by shape (an object with `encode()`). */
+export const transformSchema = z.custom<Transform>(
+  (v) => isObject(v) && typeof v.encode === "function",
+  "expected a Transform",
+);

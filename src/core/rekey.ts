@@ -1,4 +1,4 @@
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import {
@@ -8,17 +8,12 @@ import {
   type Recipient,
   type RecipientRecord,
 } from "../transforms/aes-256-gcm.js";
+import { writeManifest } from "./catalog.js";
 import { keyList } from "./codecs.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
 import { artifactKey, assertSafeKey, newBackupId } from "./keys.js";
-import {
-  type Manifest,
-  manifestKeyFor,
-  parseManifest,
-  serializeManifest,
-  type TransformRecord,
-} from "./manifest.js";
+import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "./manifest.js";
 import { parseOptions, signalSchema } from "./options.js";
 import { ExpectDigest, HashCounter } from "./streams.js";
 import type { DecryptionKey, Sink } from "./types.js";
@@ -207,22 +202,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
       transforms: [...manifest.transforms.slice(0, aesAt), record],
     };
 
-    try {
-      throwIfAborted(signal, "rekey");
-      await sink.write(manifestKeyFor(key), Readable.from([serializeManifest(next)]), {
-        signal: controller.signal,
-        contentType: "application/json",
-      });
-    } catch (error) {
-      await sink.delete([key]).catch(() => undefined);
-      throw wrapError(
-        error,
-        "SINK_WRITE_FAILED",
-        `rekey: writing the manifest of ${key} failed`,
-        details,
-        signal,
-      );
-    }
+    await writeManifest(sink, next, { signal: controller.signal, what: `rekey of ${key}`, details });
 
     if (!opts.keepOld && sink.capabilities.delete) {
       // The new backup is committed; check it is there whole before the old one goes.

@@ -3,21 +3,12 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { JOB_NAME_PATTERN } from "../core/keys.js";
 import { labelsSchema } from "../core/manifest.js";
-import { durationSchema, parseOptions } from "../core/options.js";
-import type { DecryptionKey, Sink, Source, Transform } from "../core/types.js";
+import { durationSchema, parseOptions, sinkSchema, sourceSchema, transformSchema } from "../core/options.js";
+import type { DecryptionKey } from "../core/types.js";
 import { type RetentionPolicy, retentionPolicySchema } from "../policies/retention.js";
 import { type ValidationRules, validationRulesSchema } from "../policies/validation.js";
 
 const JOB_BRAND = Symbol.for("stowage.job");
-
-const isSource = (v: unknown): v is Source =>
-  typeof v === "object" && v !== null && typeof (v as Source).open === "function";
-const isSink = (v: unknown): v is Sink =>
-  typeof v === "object" && v !== null && typeof (v as Sink).write === "function" && "capabilities" in v;
-const isTransform = (v: unknown): v is Transform =>
-  typeof v === "object" && v !== null && typeof (v as Transform).encode === "function";
-
-const sinkSchema = z.custom<Sink>(isSink, "expected a Sink (an object with write() and capabilities)");
 
 /** A cron pattern croner accepts (5 or 6 fields, or a nickname such as "@hourly"). */
 export const cronPatternSchema = z.string().refine(
@@ -67,9 +58,9 @@ export const jobSchema = z
   .object({
     /** The job name: the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
     name: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    source: z.custom<Source>(isSource, "expected a Source (an object with open())"),
+    source: sourceSchema,
     /** Applied in order (compress before you encrypt). @default [] */
-    transforms: z.array(z.custom<Transform>(isTransform, "expected a Transform")).default([]),
+    transforms: z.array(transformSchema).default([]),
     /** The primary sink. */
     sink: sinkSchema,
     /** When the scheduler runs the job: a cron pattern (croner syntax). Absent: only on demand. */
