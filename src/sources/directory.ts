@@ -1,13 +1,13 @@
 import { createReadStream } from "node:fs";
 import { lstat, opendir, readlink, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
 import tar from "tar-stream";
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { parseOptions } from "../core/options.js";
+import { packedTar } from "../core/pack-tar.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 export const directorySourceOptionsSchema = z
@@ -117,13 +117,9 @@ export function directorySource(options: DirectorySourceOptions): Source {
             }
           }
         }
-        pack.finalize();
       };
       const produced = produce();
-      produced.catch((error: unknown) => pack.destroy(error as Error));
-      // tar-stream's pack is a streamx stream; iterate it so Node's pipeline sees a Node Readable.
-      const stream = Readable.from(pack, { objectMode: false, highWaterMark: 1 << 20 });
-      stream.once("close", () => pack.destroy());
+      const stream = packedTar(pack, produced);
       return {
         stream,
         contentType: "application/x-tar",

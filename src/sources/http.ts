@@ -7,6 +7,7 @@ import tar from "tar-stream";
 import { z } from "zod";
 import { isStowageError, StowageError, type StowageErrorCode, throwIfAborted } from "../core/errors.js";
 import { parseOptions, signalSchema } from "../core/options.js";
+import { packedTar } from "../core/pack-tar.js";
 import { readAll } from "../core/streams.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
@@ -818,9 +819,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
         const r = results[i]!;
         if (entry.ok && r.ok) pack.entry({ ...header, name: entry.file }, r.fetched.body);
       }
-      pack.finalize();
-      const stream = Readable.from(pack, { objectMode: false, highWaterMark: 1 << 20 });
-      stream.once("close", () => pack.destroy());
+      const stream = packedTar(pack, Promise.resolve());
       const ok = entries.filter((e) => e.ok);
       return {
         stream,

@@ -10,6 +10,7 @@
  * (a backup must keep every field), they buffer pod logs whole, and they do not page generic
  * lists. Nothing here imports the package at run time.
  */
+
 import { once } from "node:events";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
@@ -25,6 +26,7 @@ import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { z } from "zod";
 import { StowageError, throwIfAborted, wrapError } from "../core/errors.js";
 import { parseOptions, signalSchema } from "../core/options.js";
+import { packedTar } from "../core/pack-tar.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 import { VERSION } from "../core/version.js";
 
@@ -888,12 +890,9 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
           }
         }
         await addEntry("index.json", `${JSON.stringify(index, null, 2)}\n`);
-        pack.finalize();
       };
       const produced = produce();
-      produced.catch((error: unknown) => pack.destroy(error as Error));
-      const stream = Readable.from(pack, { objectMode: false, highWaterMark: 1 << 20 });
-      stream.once("close", () => pack.destroy());
+      const stream = packedTar(pack, produced);
       return {
         stream,
         contentType: "application/x-tar",
@@ -1551,7 +1550,6 @@ export function kubernetesLogsSource(options: KubernetesLogsSourceOptions): Sour
             Readable.from([data]),
             pack.entry({ name: "index.json", size: data.length, mode: 0o644 }),
           );
-          pack.finalize();
         } finally {
           await rm(spool, { recursive: true, force: true });
         }
@@ -1594,9 +1592,7 @@ export function kubernetesLogsSource(options: KubernetesLogsSourceOptions): Sour
         logs.push({ pod, container, entry, bytes: size });
       };
       const produced = produce();
-      produced.catch((error: unknown) => pack.destroy(error as Error));
-      const stream = Readable.from(pack, { objectMode: false, highWaterMark: 1 << 20 });
-      stream.once("close", () => pack.destroy());
+      const stream = packedTar(pack, produced);
       return {
         stream,
         contentType: "application/x-tar",

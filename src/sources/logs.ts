@@ -1,6 +1,6 @@
 import { type FileHandle, open, stat } from "node:fs/promises";
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
-import { Readable, Transform, type TransformCallback } from "node:stream";
+import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
 import tar from "tar-stream";
@@ -8,6 +8,7 @@ import { glob } from "tinyglobby";
 import { z } from "zod";
 import { StowageError, throwIfAborted } from "../core/errors.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { packedTar } from "../core/pack-tar.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 /** A moment: a Date, an ISO 8601 date-time, or a duration before the run's start ("24h", "7d"). */
@@ -249,15 +250,10 @@ export function logsSource(options: LogsSourceOptions): Source {
             await handle?.close();
           }
         }
-        pack.finalize();
       };
       const produced = produce();
-      produced.catch((error: unknown) => pack.destroy(error as Error));
-      const stream = Readable.from(pack, { objectMode: false, highWaterMark: 1 << 20 });
-      stream.once("close", () => {
-        stop.abort();
-        pack.destroy();
-      });
+      const stream = packedTar(pack, produced);
+      stream.once("close", () => stop.abort());
       return {
         stream,
         contentType: "application/x-tar",
