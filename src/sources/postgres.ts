@@ -636,7 +636,31 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
       const env = toolEnvironment(conn, opts.connectTimeoutMs);
       const target = describeTarget(conn);
 
-      // 1. pg_dump exists and says its version (no server needed).
+      // 1 and 2 run together: pg_dump says its version (no server needed) while the server is
+      // asked for its version and the facts for the manifest. pg_dump's problems are reported first.
+      const factsPromise = (async () => {
+        const pg = await loadPg("pgDumpSource");
+        try {
+          const client = await connectClient(pg, conn, database, opts.connectTimeoutMs, signal);
+          try {
+            const { rows } = await client.query(
+              `SELECT current_setting('server_version_num')::int AS num,
+                      current_setting('server_version') AS version,
+                      pg_database_size(current_database())::text AS size,
+                      (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                          AND n.nspname NOT LIKE 'pg_toast%')::int AS tables`,
+            );
+            const row = rows[0] as { num: number; version: string; size: string; tables: number };
+            return { num: row.num, version: row.version, size: Number(row.size), tables: row.tables };
+          } finally {
+            await client.end().catch(() => undefined);
+          }
+        } catch (error) {
+          throw connectionError("SOURCE_FAILED", where, conn, database, error, signal);
+        }
+      })();
+      factsPromise.catch(() => undefined); // awaited below, after pg_dump's own checks
       const version = await runShort(opts.pgDumpPath, ["--version"], env, signal);
       throwIfAborted(signal, where);
       if (version.error || version.code !== 0) {
@@ -656,28 +680,7 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
         );
       }
 
-      // 2. The server answers, and facts for the manifest.
-      const pg = await loadPg("pgDumpSource");
-      let facts: { num: number; version: string; size: number; tables: number };
-      try {
-        const client = await connectClient(pg, conn, database, opts.connectTimeoutMs, signal);
-        try {
-          const { rows } = await client.query(
-            `SELECT current_setting('server_version_num')::int AS num,
-                    current_setting('server_version') AS version,
-                    pg_database_size(current_database())::text AS size,
-                    (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                        AND n.nspname NOT LIKE 'pg_toast%')::int AS tables`,
-          );
-          const row = rows[0] as { num: number; version: string; size: string; tables: number };
-          facts = { num: row.num, version: row.version, size: Number(row.size), tables: row.tables };
-        } finally {
-          await client.end().catch(() => undefined);
-        }
-      } catch (error) {
-        throw connectionError("SOURCE_FAILED", where, conn, database, error, signal);
-      }
+      const facts = await factsPromise;
       const serverVersion = facts.version.split(" ")[0] ?? facts.version;
 
       // 3. This pg_dump can dump that server.
