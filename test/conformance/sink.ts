@@ -10,14 +10,13 @@ import {
   backup,
   bytesSource,
   gzip,
-  isStowageError,
   listManifests,
   readAll,
   restore,
   type Sink,
-  type StowageError,
   verify,
 } from "../../src/index.js";
+import { keysOf, rejection } from "../support/expect-helpers.js";
 
 export interface SinkFixture {
   sink: Sink;
@@ -50,22 +49,6 @@ export function failingChunks(
       await new Promise((r) => setImmediate(r));
     }
   };
-}
-
-async function listAll(sink: Sink, prefix = ""): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const info of sink.list(prefix)) keys.push(info.key);
-  return keys;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<StowageError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isStowageError(error)) return error;
-    throw new Error(`expected a StowageError, got ${String(error)}`, { cause: error });
-  }
-  throw new Error("expected a rejection");
 }
 
 export function sinkConformance(
@@ -130,12 +113,12 @@ export function sinkConformance(
     it("lists by prefix in key order, nested keys included, other prefixes not", async () => {
       const keys = ["conf/list/b/2.bin", "conf/list/a.bin", "conf/list/b/1.bin", "conf/listother/x.bin"];
       for (const key of keys) await sink.write(key, Readable.from([Buffer.from(key)]));
-      expect(await listAll(sink, "conf/list/")).toEqual([
+      expect(await keysOf(sink, "conf/list/")).toEqual([
         "conf/list/a.bin",
         "conf/list/b/1.bin",
         "conf/list/b/2.bin",
       ]);
-      expect(await listAll(sink, "conf/list")).toEqual([
+      expect(await keysOf(sink, "conf/list")).toEqual([
         "conf/list/a.bin",
         "conf/list/b/1.bin",
         "conf/list/b/2.bin",
@@ -151,7 +134,7 @@ export function sinkConformance(
       await sink.write("conf/del/one.bin", Readable.from([Buffer.from("1")]));
       await sink.delete(["conf/del/one.bin", "conf/del/never-existed.bin"]);
       expect(await sink.stat("conf/del/one.bin")).toBeUndefined();
-      expect(await listAll(sink, "conf/del/")).toEqual([]);
+      expect(await keysOf(sink, "conf/del/")).toEqual([]);
     });
 
     it("leaves nothing when the body fails part-way (a fault at byte N)", async () => {
@@ -159,7 +142,7 @@ export function sinkConformance(
       const body = Readable.from(failingChunks(data, 2 * 1024 * 1024 + 17)(), { objectMode: false });
       await expect(sink.write("conf/fault/object.bin", body)).rejects.toThrow();
       expect(await sink.stat("conf/fault/object.bin")).toBeUndefined();
-      expect(await listAll(sink, "conf/fault/")).toEqual([]);
+      expect(await keysOf(sink, "conf/fault/")).toEqual([]);
       expect((await fixture.leftovers?.()) ?? []).toEqual([]);
     });
 
@@ -181,7 +164,7 @@ export function sinkConformance(
       await expect(
         sink.write("conf/abort/object.bin", body, { signal: controller.signal }),
       ).rejects.toThrow();
-      expect(await listAll(sink, "conf/abort/")).toEqual([]);
+      expect(await keysOf(sink, "conf/abort/")).toEqual([]);
       expect((await fixture.leftovers?.()) ?? []).toEqual([]);
     });
 
@@ -215,7 +198,7 @@ export function sinkConformance(
           }),
         );
         expect(error.code).toBe("SOURCE_FAILED");
-        expect(await listAll(sink, "conformance-fail/")).toEqual([]);
+        expect(await keysOf(sink, "conformance-fail/")).toEqual([]);
         expect((await fixture.leftovers?.()) ?? []).toEqual([]);
       });
 
@@ -239,7 +222,7 @@ export function sinkConformance(
           }),
         );
         expect(error.code).toBe("ABORTED");
-        expect(await listAll(sink, "conformance-abort/")).toEqual([]);
+        expect(await keysOf(sink, "conformance-abort/")).toEqual([]);
         expect((await fixture.leftovers?.()) ?? []).toEqual([]);
       });
     });

@@ -13,37 +13,19 @@ import {
   bytesSource,
   filesystemSink,
   gzip,
-  isStowageError,
   listManifests,
   type Manifest,
   readAll,
   restore,
-  type Sink,
-  type StowageError,
   verify,
 } from "../../src/index.js";
 import { glacierSink } from "../../src/sinks/glacier.js";
 import { type S3Sink, s3Sink } from "../../src/sinks/s3.js";
+import { keysOf, rejection } from "../support/expect-helpers.js";
 import { type S3TestServer, startS3Server } from "../support/s3-server.js";
 
 const MiB = 1024 * 1024;
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-async function rejection(promise: Promise<unknown>): Promise<StowageError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isStowageError(error)) return error;
-    throw new Error(`expected a StowageError, got ${String(error)}`, { cause: error });
-  }
-  throw new Error("expected a rejection");
-}
-
-async function keysOf(sink: Sink, prefix = ""): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const info of sink.list(prefix)) keys.push(info.key);
-  return keys;
-}
 
 describe("copyBackup between sinks", () => {
   let server: S3TestServer;

@@ -29,6 +29,7 @@ import {
   waitForRestore,
 } from "../../src/sinks/glacier.js";
 import { sinkConformance } from "../conformance/sink.js";
+import { rejection } from "../support/expect-helpers.js";
 import { type S3TestServer, startS3Server } from "../support/s3-server.js";
 
 const MiB = 1024 * 1024;
@@ -43,16 +44,6 @@ const server = () => {
 afterAll(async () => {
   await (await started)?.stop();
 });
-
-async function rejection(promise: Promise<unknown>): Promise<StowageError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isStowageError(error)) return error;
-    throw new Error(`expected a StowageError, got ${String(error)}`, { cause: error });
-  }
-  throw new Error("expected a rejection");
-}
 
 // The contract, in a bucket where cold objects stay readable (as s3rver itself behaves), so the
 // suite's read-backs run; the archive semantics are tested below.

@@ -15,16 +15,15 @@ import {
   backup,
   bytesSource,
   gzip,
-  isStowageError,
   listManifests,
   manifestKeyFor,
   readAll,
   restore,
-  type StowageError,
   verify,
 } from "../../src/index.js";
 import { type S3Sink, s3Sink } from "../../src/sinks/s3.js";
 import { sinkConformance } from "../conformance/sink.js";
+import { keysOf, rejection } from "../support/expect-helpers.js";
 import { type S3TestServer, startS3Server } from "../support/s3-server.js";
 
 const MiB = 1024 * 1024;
@@ -43,22 +42,6 @@ const localServer = () => {
 afterAll(async () => {
   await Promise.all([shared, local].map(async (s) => (await s)?.stop()));
 });
-
-async function rejection(promise: Promise<unknown>): Promise<StowageError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isStowageError(error)) return error;
-    throw new Error(`expected a StowageError, got ${String(error)}`, { cause: error });
-  }
-  throw new Error("expected a rejection");
-}
-
-async function keysOf(sink: S3Sink, prefix = ""): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const info of sink.list(prefix)) keys.push(info.key);
-  return keys;
-}
 
 /** `total` bytes in `chunk`-sized pieces of `data`, then `error` once `failAt` bytes have gone. */
 function chunksOf(data: Buffer, chunk = 256 * 1024, failAt?: number, error?: Error) {

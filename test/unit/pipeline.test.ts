@@ -27,25 +27,10 @@ import {
   verify,
 } from "../../src/index.js";
 import { failingChunks } from "../conformance/sink.js";
+import { codeOf, keysOf } from "../support/expect-helpers.js";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const key = randomBytes(32);
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isStowageError(error)) return error.code;
-    throw error;
-  }
-  throw new Error("expected a rejection");
-}
-
-async function keys(sink: Sink, prefix = ""): Promise<string[]> {
-  const out: string[] = [];
-  for await (const info of sink.list(prefix)) out.push(info.key);
-  return out;
-}
 
 const tempDirs: string[] = [];
 afterEach(async () => {
@@ -123,7 +108,7 @@ describe("backup()", () => {
     const sink = memorySink();
     const source = bytesSource({ data: "secret", sensitive: true });
     expect(await codeOf(backup({ job: "s", source, sink, transforms: [gzip()] }))).toBe("CONFIG_INVALID");
-    expect(await keys(sink)).toEqual([]);
+    expect(await keysOf(sink)).toEqual([]);
     await backup({ job: "s", source, sink, allowUnencrypted: true });
     await backup({ job: "s", source, sink, transforms: [aes256gcm({ key })] });
     expect((await listManifests(sink)).manifests).toHaveLength(2);
