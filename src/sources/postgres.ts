@@ -552,6 +552,18 @@ export function assertPgDumpCanDump(
 const RESERVED_DUMP_ARGS =
   /^(-f|--file|-F|--format|-d|--dbname|-h|--host|-p|--port|-U|--username|-W|--password|-w|--no-password)(=|$)|^-[fFdhpUWw]./;
 
+/** Extra command-line arguments, refusing the ones stowage sets itself. */
+const extraArgsSchema = z
+  .array(
+    z
+      .string()
+      .refine(
+        (a) => !RESERVED_DUMP_ARGS.test(a),
+        "sets a connection, file or format option stowage sets itself",
+      ),
+  )
+  .default([]);
+
 export const pgDumpSourceOptionsSchema = z
   .object({
     /** Where to connect: a URL or fields. The password goes to pg_dump by environment only. */
@@ -569,16 +581,7 @@ export const pgDumpSourceOptionsSchema = z
     /** Leave these tables out (`--exclude-table`). */
     excludeTables: z.array(z.string().min(1)).optional(),
     /** More pg_dump arguments, e.g. ["--no-owner", "-Z0"]; connection, file and format ones are refused. */
-    extraArgs: z
-      .array(
-        z
-          .string()
-          .refine(
-            (a) => !RESERVED_DUMP_ARGS.test(a),
-            "sets a connection, file or format option stowage sets itself",
-          ),
-      )
-      .default([]),
+    extraArgs: extraArgsSchema,
     /** How long to wait for the server to answer. @default 10000 */
     connectTimeoutMs: z.number().int().positive().default(10_000),
     /** Logical name for the manifest. @default the database name */
@@ -1065,16 +1068,7 @@ export const restorePostgresOptionsSchema = z
     /** @default "pg_restore" */
     pgRestorePath: z.string().min(1).default("pg_restore"),
     /** More arguments for psql / pg_restore, e.g. ["--no-owner"]. */
-    extraArgs: z
-      .array(
-        z
-          .string()
-          .refine(
-            (a) => !RESERVED_DUMP_ARGS.test(a),
-            "sets a connection, file or format option stowage sets itself",
-          ),
-      )
-      .default([]),
+    extraArgs: extraArgsSchema,
     /** The database to connect to for CREATE/DROP DATABASE. @default the connection's database, else "postgres" */
     maintenanceDatabase: z.string().min(1).optional(),
     /** @default 10000 */

@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Transform, type TransformCallback } from "node:stream";
+import { z } from "zod";
 
 /**
  * The codec-specific half of a {@link BlockParallelEncoder}: how one block is compressed (off the
@@ -232,3 +233,20 @@ export class BlockParallelEncoder extends Transform {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** The options every block-parallel codec takes (gzip, zstd). */
+export const blockParallelOptionsShape = {
+  /**
+   * Blocks compressed at once on libuv's thread pool.
+   * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
+   *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
+   */
+  concurrency: z.number().int().min(1).max(256).optional(),
+  /** Input bytes per block, 64 KiB-64 MiB. @default 1048576 (1 MiB) */
+  blockSize: z
+    .number()
+    .int()
+    .min(64 * 1024)
+    .max(64 << 20)
+    .default(1 << 20),
+};

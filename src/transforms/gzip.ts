@@ -3,7 +3,12 @@ import { z } from "zod";
 import type { TransformRecord } from "../core/manifest.js";
 import { parseOptions } from "../core/options.js";
 import type { Transform } from "../core/types.js";
-import { type BlockCodec, BlockParallelEncoder, defaultConcurrency } from "./block-parallel.js";
+import {
+  type BlockCodec,
+  BlockParallelEncoder,
+  blockParallelOptionsShape,
+  defaultConcurrency,
+} from "./block-parallel.js";
 
 /** deflate's window: the most a back-reference can reach, so the dictionary each block needs. */
 const WINDOW = 32 * 1024;
@@ -12,19 +17,7 @@ export const gzipOptionsSchema = z
   .object({
     /** zlib level 0-9. @default 6 */
     level: z.number().int().min(0).max(9).default(6),
-    /**
-     * Blocks compressed at once on libuv's thread pool.
-     * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
-     *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
-     */
-    concurrency: z.number().int().min(1).max(256).optional(),
-    /** Input bytes per block, 64 KiB-64 MiB. @default 1048576 (1 MiB) */
-    blockSize: z
-      .number()
-      .int()
-      .min(64 * 1024)
-      .max(64 << 20)
-      .default(1 << 20),
+    ...blockParallelOptionsShape,
   })
   .strict();
 export type GzipOptions = z.input<typeof gzipOptionsSchema>;

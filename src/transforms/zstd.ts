@@ -5,7 +5,12 @@ import { StowageError } from "../core/errors.js";
 import type { TransformRecord } from "../core/manifest.js";
 import { parseOptions } from "../core/options.js";
 import type { Transform } from "../core/types.js";
-import { type BlockCodec, BlockParallelEncoder, defaultConcurrency } from "./block-parallel.js";
+import {
+  type BlockCodec,
+  BlockParallelEncoder,
+  blockParallelOptionsShape,
+  defaultConcurrency,
+} from "./block-parallel.js";
 
 /** The parts of node:zlib's zstd API (Node >= 22.15 / 23.8) that stowage uses. */
 interface ZstdApi {
@@ -174,18 +179,7 @@ export const zstdOptionsSchema = z
   .object({
     /** zstd level 1-19 (the fast, low-memory ones; 20-22 need ultra mode). @default 3 */
     level: z.number().int().min(1).max(19).default(3),
-    /**
-     * Blocks compressed at once on libuv's thread pool.
-     * @default the number of cores, at most UV_THREADPOOL_SIZE − 1
-     */
-    concurrency: z.number().int().min(1).max(256).optional(),
-    /** Input bytes per block (one zstd frame each), 64 KiB-64 MiB. @default 1048576 (1 MiB) */
-    blockSize: z
-      .number()
-      .int()
-      .min(64 * 1024)
-      .max(64 << 20)
-      .default(1 << 20),
+    ...blockParallelOptionsShape,
   })
   .strict();
 export type ZstdOptions = z.input<typeof zstdOptionsSchema>;
