@@ -1,12 +1,11 @@
-import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { writeManifest } from "./catalog.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
-import { FirstFailure } from "./failure.js";
+import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
 import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
-import { EndGate, HashCounter, settled, throttle } from "./streams.js";
+import { EndGate, HashCounter, throttle } from "./streams.js";
 import type { BackupProgress, SourceOutput } from "./types.js";
 import { VERSION } from "./version.js";
 
@@ -153,46 +152,27 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     for (const [i, t] of transforms.entries()) {
       failure.watch(encoders[i]!, "TRANSFORM_FAILED", `backup ${job}: transform ${t.name} failed`);
     }
-    failure.watch(gate, "SINK_WRITE_FAILED", `backup ${job}: ${sink.kind} sink failed writing ${key}`);
 
     const stages = encoders.length === 0 ? [plain] : [plain, ...encoders, stored];
-    const flowing = pipeline([output.stream, ...stages, gate], {
-      signal: controller.signal,
-    });
-    const writing = sink
-      .write(key, gate, {
+    const written = await transfer({
+      streams: [output.stream, ...stages, gate],
+      sink,
+      key,
+      write: {
         signal: controller.signal,
         contentType: "application/octet-stream",
         storageClass: opts.storageClass,
-      })
-      .catch((error: unknown) => {
-        failure.note("SINK_WRITE_FAILED", `backup ${job}: ${sink.kind} sink failed writing ${key}`, error);
-        gate.destroy(error instanceof Error ? error : new Error(String(error)));
-        throw error;
-      });
-    const [flowed, written] = await Promise.allSettled([flowing, writing]);
-    if (flowed.status === "rejected" || written.status === "rejected") {
-      // pipeline has destroyed the source already; wait until it has released what it holds (a
-      // child process is reaped by then), so a rejected backup leaves nothing running.
-      output.stream.destroy();
-      await settled(output.stream);
-      // A sink resolves only after the body ends, so this is a sink that broke its contract;
-      // take the object away rather than leave a half-made backup behind.
-      if (written.status === "fulfilled") await sink.delete([key]).catch(() => undefined);
-      const fallback =
-        written.status === "rejected"
-          ? { code: "SINK_WRITE_FAILED" as const, what: `backup ${job}: sink failed`, error: written.reason }
-          : {
-              code: "SOURCE_FAILED" as const,
-              what: `backup ${job}: stream failed`,
-              error: (flowed as PromiseRejectedResult).reason,
-            };
-      throw failure.toError(fallback, details, signal);
-    }
+      },
+      failure,
+      writing: `backup ${job}: ${sink.kind} sink failed writing ${key}`,
+      unclaimed: { code: "SOURCE_FAILED", what: `backup ${job}: stream failed` },
+      details,
+      signal,
+    });
     report(true);
 
     // A sink that locks the object (S3 Object Lock) says until when; the manifest holds the later date.
-    const lockedUntil = written.value.retainUntil;
+    const lockedUntil = written.retainUntil;
     const holdUntil =
       lockedUntil && (!opts.retainUntil || lockedUntil > opts.retainUntil) ? lockedUntil : opts.retainUntil;
     const manifest: Manifest = {
@@ -205,11 +185,11 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       artifact: {
         sink: sink.kind,
         key,
-        location: written.value.location,
+        location: written.location,
         bytes: stored.bytes,
         sha256: stored.digest(),
-        ...((written.value.storageClass ?? opts.storageClass)
-          ? { storageClass: written.value.storageClass ?? opts.storageClass }
+        ...((written.storageClass ?? opts.storageClass)
+          ? { storageClass: written.storageClass ?? opts.storageClass }
           : {}),
       },
       content: { bytes: plain.bytes, sha256: plain.digest(), contentType: output.contentType },

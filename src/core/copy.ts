@@ -1,8 +1,7 @@
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { writeManifest } from "./catalog.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
-import { FirstFailure } from "./failure.js";
+import { FirstFailure, transfer } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
 import { ExpectDigest } from "./streams.js";
 import type { Sink } from "./types.js";
@@ -85,46 +84,36 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
       ),
   );
   failure.watch(raw, "SINK_READ_FAILED", `copyBackup: reading ${key} from ${from.kind}`);
-  failure.watch(check, "SINK_WRITE_FAILED", `copyBackup: writing ${key} to ${to.kind}`);
 
-  const flowing = pipeline(raw, check, signal ? { signal } : {});
-  const writing = to
-    .write(key, check, {
+  const written = await transfer({
+    streams: [raw, check],
+    sink: to,
+    key,
+    write: {
       ...(signal ? { signal } : {}),
       contentType: "application/octet-stream",
       ...(storageClass !== undefined ? { storageClass } : {}),
-    })
-    .catch((error: unknown) => {
-      failure.note("SINK_WRITE_FAILED", `copyBackup: writing ${key} to ${to.kind}`, error);
-      check.destroy(error instanceof Error ? error : new Error(String(error)));
-      throw error;
-    });
-  const [flowed, written] = await Promise.allSettled([flowing, writing]);
-  if (flowed.status === "rejected" || written.status === "rejected") {
-    raw.destroy();
-    // A sink resolves only after its body ended, so this one broke its contract: take it back.
-    if (written.status === "fulfilled") await to.delete([key]).catch(() => undefined);
-    const reason = written.status === "rejected" ? written.reason : (flowed as PromiseRejectedResult).reason;
-    throw failure.toError(
-      { code: "SINK_WRITE_FAILED", what: `copyBackup: copying ${key} to ${to.kind}`, error: reason },
-      details,
-      signal,
-    );
-  }
+    },
+    failure,
+    writing: `copyBackup: writing ${key} to ${to.kind}`,
+    unclaimed: { code: "SINK_WRITE_FAILED", what: `copyBackup: copying ${key} to ${to.kind}` },
+    details,
+    ...(signal ? { signal } : {}),
+  });
 
   const { storageClass: _previous, ...artifact } = manifest.artifact;
-  const lockedUntil = written.value.retainUntil?.toISOString();
+  const lockedUntil = written.retainUntil?.toISOString();
   const retainUntil =
     lockedUntil && (!manifest.retainUntil || Date.parse(lockedUntil) > Date.parse(manifest.retainUntil))
       ? lockedUntil
       : manifest.retainUntil;
-  const newClass = written.value.storageClass ?? storageClass;
+  const newClass = written.storageClass ?? storageClass;
   const copied: Manifest = {
     ...manifest,
     artifact: {
       ...artifact,
       sink: to.kind,
-      location: written.value.location,
+      location: written.location,
       ...(newClass ? { storageClass: newClass } : {}),
     },
     ...(retainUntil ? { retainUntil } : {}),

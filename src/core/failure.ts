@@ -1,5 +1,8 @@
-import type { Stream } from "node:stream";
+import type { Duplex, Readable, Stream } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { type StowageError, type StowageErrorCode, wrapError } from "./errors.js";
+import { settled } from "./streams.js";
+import type { Sink, WriteOptions, WrittenObject } from "./types.js";
 
 /**
  * Remembers which stage of a pipeline failed first. When one stage errors, `pipeline` destroys
@@ -26,4 +29,54 @@ export class FirstFailure {
     const { code, what, error } = this.first ?? fallback;
     return wrapError(error, code, what, details, signal);
   }
+}
+
+export interface TransferOptions {
+  /** The bytes in, then the stages they pass through; the sink reads the last one. */
+  streams: [Readable, ...Duplex[]];
+  sink: Sink;
+  key: string;
+  /** Passed to `sink.write`; its signal also stops the pipeline. */
+  write: WriteOptions;
+  /** The failure record the caller's stages are already watched by. */
+  failure: FirstFailure;
+  /** Names the sink's side in errors, e.g. "backup db: s3 sink failed writing db/…". */
+  writing: string;
+  /** What to call a failure no stage claimed when the sink did not fail (e.g. SOURCE_FAILED). */
+  unclaimed: { code: StowageErrorCode; what: string };
+  details: Record<string, unknown>;
+  /** The caller's signal, so an abort is reported as ABORTED. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Streams bytes through their stages into `sink.write(key)`, all or nothing: the one mechanism
+ * behind backup, copy and rekey. On failure the input is destroyed and waited for (so a source's
+ * process or handle is released), an object a misbehaving sink committed anyway is deleted, and
+ * the first stage that failed names the error.
+ */
+export async function transfer(options: TransferOptions): Promise<WrittenObject> {
+  const { streams, sink, key, failure, writing: what } = options;
+  const input = streams[0];
+  const body = streams.at(-1) as Readable;
+  failure.watch(body, "SINK_WRITE_FAILED", what);
+  const flowing = pipeline(streams, options.write.signal ? { signal: options.write.signal } : {});
+  const writing = sink.write(key, body, options.write).catch((error: unknown) => {
+    failure.note("SINK_WRITE_FAILED", what, error);
+    body.destroy(error instanceof Error ? error : new Error(String(error)));
+    throw error;
+  });
+  const [flowed, written] = await Promise.allSettled([flowing, writing]);
+  if (flowed.status === "fulfilled" && written.status === "fulfilled") return written.value;
+  // pipeline has destroyed the input already; wait until it has released what it holds.
+  input.destroy();
+  await settled(input);
+  // A sink resolves only after the body ends, so one that resolved broke its contract: take the
+  // object away rather than leave half of it behind.
+  if (written.status === "fulfilled") await sink.delete([key]).catch(() => undefined);
+  const fallback =
+    written.status === "rejected"
+      ? { code: "SINK_WRITE_FAILED" as const, what, error: written.reason }
+      : { ...options.unclaimed, error: (flowed as PromiseRejectedResult).reason };
+  throw failure.toError(fallback, options.details, options.signal);
 }

@@ -1,5 +1,4 @@
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import {
   createRekeyStream,
@@ -11,7 +10,7 @@ import {
 import { writeManifest } from "./catalog.js";
 import { keyList } from "./codecs.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
-import { FirstFailure } from "./failure.js";
+import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, newBackupId } from "./keys.js";
 import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "./manifest.js";
 import { parseOptions, signalSchema } from "./options.js";
@@ -145,36 +144,27 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
     failure.watch(raw, "SINK_READ_FAILED", `rekey: reading ${old} failed`);
     failure.watch(storedCheck, "INTEGRITY_MISMATCH", `rekey: ${old}`);
     failure.watch(rekeying, "DECRYPT_FAILED", `rekey: ${old}`);
-    failure.watch(written, "SINK_WRITE_FAILED", `rekey: ${sink.kind} sink failed writing ${key}`);
 
-    const flowing = pipeline([raw, storedCheck, rekeying, written], { signal: controller.signal });
     const storageClass =
       manifest.artifact.storageClass &&
       sink.capabilities.storageClasses?.includes(manifest.artifact.storageClass)
         ? manifest.artifact.storageClass
         : undefined;
-    const writing = sink
-      .write(key, written, {
+    const wrote = await transfer({
+      streams: [raw, storedCheck, rekeying, written],
+      sink,
+      key,
+      write: {
         signal: controller.signal,
         contentType: "application/octet-stream",
         ...(storageClass ? { storageClass } : {}),
-      })
-      .catch((error: unknown) => {
-        failure.note("SINK_WRITE_FAILED", `rekey: ${sink.kind} sink failed writing ${key}`, error);
-        written.destroy(error instanceof Error ? error : new Error(String(error)));
-        throw error;
-      });
-    const [flowed, wrote] = await Promise.allSettled([flowing, writing]);
-    if (flowed.status === "rejected" || wrote.status === "rejected") {
-      raw.destroy();
-      if (wrote.status === "fulfilled") await sink.delete([key]).catch(() => undefined);
-      const reason = wrote.status === "rejected" ? wrote.reason : (flowed as PromiseRejectedResult).reason;
-      throw failure.toError(
-        { code: "SINK_WRITE_FAILED", what: `rekey: ${old}`, error: reason },
-        details,
-        signal,
-      );
-    }
+      },
+      failure,
+      writing: `rekey: ${sink.kind} sink failed writing ${key}`,
+      unclaimed: { code: "SINK_WRITE_FAILED", what: `rekey: ${old}` },
+      details,
+      signal,
+    });
 
     const previous = manifest.transforms[aesAt]!;
     const record: TransformRecord = {
@@ -192,12 +182,10 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
       artifact: {
         sink: sink.kind,
         key,
-        location: wrote.value.location,
+        location: wrote.location,
         bytes: written.bytes,
         sha256: written.digest(),
-        ...((wrote.value.storageClass ?? storageClass)
-          ? { storageClass: wrote.value.storageClass ?? storageClass }
-          : {}),
+        ...((wrote.storageClass ?? storageClass) ? { storageClass: wrote.storageClass ?? storageClass } : {}),
       },
       transforms: [...manifest.transforms.slice(0, aesAt), record],
     };
