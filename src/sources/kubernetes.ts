@@ -704,6 +704,23 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
           token = page.metadata?.continue || undefined;
         } while (token);
       };
+      /** Lists every object of a type (in one namespace, or cluster-wide) and exports each. */
+      const exportAll = (
+        t: KubernetesResourceType,
+        namespace: string | undefined,
+        selector: string | undefined,
+      ) =>
+        listAll(
+          t,
+          namespace,
+          async (items) => {
+            for (const item of items) {
+              throwIfAborted(signal, "kubernetes source");
+              await exportObject(t, item);
+            }
+          },
+          selector,
+        );
 
       const produce = async () => {
         try {
@@ -762,14 +779,7 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
         // CRDs first. With cluster resources, all of them; else those of custom resources found.
         if (crdType && crdsWanted) {
           if (includeCluster && (!opts.includeResources || named(opts.includeResources, crdType))) {
-            await listAll(
-              crdType,
-              undefined,
-              async (items) => {
-                for (const item of items) await exportObject(crdType, item);
-              },
-              undefined,
-            );
+            await exportAll(crdType, undefined, undefined);
           } else {
             const names = new Map<string, string>(); // "widgets.example.com" -> CRD name
             await listAll(
@@ -826,14 +836,7 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
         // Then the Namespace objects of what is backed up.
         if (nsType && namespacesWanted) {
           if (opts.namespaces === "all") {
-            await listAll(
-              nsType,
-              undefined,
-              async (items) => {
-                for (const item of items) await exportObject(nsType, item);
-              },
-              undefined,
-            );
+            await exportAll(nsType, undefined, undefined);
           } else {
             for (const ns of opts.namespaces) {
               try {
@@ -876,17 +879,7 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
         );
         for (const t of ordered) {
           for (const ns of t.namespaced ? scopes : [undefined]) {
-            await listAll(
-              t,
-              ns,
-              async (items) => {
-                for (const item of items) {
-                  throwIfAborted(signal, "kubernetes source");
-                  await exportObject(t, item);
-                }
-              },
-              opts.labelSelector,
-            );
+            await exportAll(t, ns, opts.labelSelector);
           }
         }
         await addEntry("index.json", `${JSON.stringify(index, null, 2)}\n`);

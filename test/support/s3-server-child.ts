@@ -26,20 +26,8 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 // @ts-expect-error s3rver ships no types
 import S3rver from "s3rver";
-
-interface RequestRecord {
-  method: string;
-  bucket: string;
-  key: string;
-  op: string;
-  partNumber?: number;
-  bytes?: number;
-  storageClass?: string;
-  lockMode?: string;
-  lockRetainUntil?: string;
-  contentMd5: boolean;
-  status?: number;
-}
+// Type only: erased, so the child does not load its parent module.
+import type { RequestRecord } from "./s3-server.js";
 
 interface RestoreState {
   ongoing: boolean;
