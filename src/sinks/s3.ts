@@ -15,6 +15,7 @@ import {
   type S3Client,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
+import type { MiddlewareStack } from "@smithy/types";
 import { z } from "zod";
 import { isStowageError, notFound, StowageError, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
@@ -242,6 +243,32 @@ interface UploadSettings {
 const md5 = (b: Buffer) => createHash("md5").update(b).digest("base64");
 
 /**
+ * Sends a command's body without `Expect: 100-continue`. The SDK adds that header to every body
+ * of 2 MiB or more and then sends the request on a fresh, non-keep-alive connection (Node cannot
+ * reuse a socket whose body was never sent), so a multipart upload would pay a TCP connection, a
+ * TLS handshake and a round trip for every part. Our bodies are Buffers held in memory, so a
+ * request the server refuses costs at most one part's bytes and is retried from memory; measured
+ * against the local S3 server, the header cost about 15% of upload throughput. The client's own
+ * settings are untouched: this applies to the sink's commands only.
+ */
+function withoutExpectContinue<C extends UploadPartCommand | PutObjectCommand>(command: C): C {
+  const stack = command.middlewareStack as MiddlewareStack<object, object>;
+  stack.add(
+    (next) => (args) => {
+      const { headers } = args.request as { headers?: Record<string, string> };
+      if (headers) {
+        delete headers.Expect;
+        delete headers.expect;
+      }
+      return next(args);
+    },
+    // After the S3 client's own addExpectContinueMiddleware (build step, normal priority).
+    { step: "build", priority: "low", name: "stowageWithoutExpectContinue" },
+  );
+  return command;
+}
+
+/**
  * Streams `body` into one object. A body that ends within the first part is one PutObject of a
  * Buffer of known length; anything longer is a multipart upload with at most `queueSize` parts in
  * memory, completed only after the body has ended. On any failure the in-flight parts are
@@ -296,14 +323,16 @@ async function putStream(
     const bytes = buffer.bytes();
     const sending = client
       .send(
-        new UploadPartCommand({
-          ...common,
-          UploadId: uploadId,
-          PartNumber: number,
-          Body: bytes,
-          ContentLength: bytes.length,
-          ...(settings.contentMd5 ? { ContentMD5: md5(bytes) } : {}),
-        }),
+        withoutExpectContinue(
+          new UploadPartCommand({
+            ...common,
+            UploadId: uploadId,
+            PartNumber: number,
+            Body: bytes,
+            ContentLength: bytes.length,
+            ...(settings.contentMd5 ? { ContentMD5: md5(bytes) } : {}),
+          }),
+        ),
         { abortSignal: partsController.signal },
       )
       .then(
@@ -366,12 +395,14 @@ async function putStream(
       // The whole body fitted in one part: one PutObject of a Buffer of known length.
       const bytes = part.bytes();
       await client.send(
-        new PutObjectCommand({
-          ...params,
-          Body: bytes,
-          ContentLength: bytes.length,
-          ...(settings.contentMd5 ? { ContentMD5: md5(bytes) } : {}),
-        }),
+        withoutExpectContinue(
+          new PutObjectCommand({
+            ...params,
+            Body: bytes,
+            ContentLength: bytes.length,
+            ...(settings.contentMd5 ? { ContentMD5: md5(bytes) } : {}),
+          }),
+        ),
         { abortSignal: partsController.signal },
       );
       return;

@@ -85,6 +85,10 @@ describe("s3Sink multipart streaming", () => {
     expect(log.filter((r) => r.method === "POST" && r.op === "uploads")).toHaveLength(1);
     expect(log.filter((r) => r.method === "POST" && r.op === "uploadId" && r.status === 200)).toHaveLength(1);
     expect(log.filter((r) => r.method === "PUT" && r.op === "")).toHaveLength(0); // never a PutObject
+    // Parts go without Expect: 100-continue, over kept-alive connections (the SDK would open a new
+    // one for every part that carried the header): at most queueSize (3) and a spare, not 13.
+    expect(parts.some((p) => p.expectContinue)).toBe(false);
+    expect(new Set(parts.map((p) => p.clientPort)).size).toBeLessThanOrEqual(4);
     expect(manifest.artifact.bytes).toBe(64 * MiB);
     expect(manifest.artifact.location).toBe(`s3://${bucket}/${manifest.artifact.key}`);
     expect(manifest.artifact.storageClass).toBe("STANDARD");

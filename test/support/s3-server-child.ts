@@ -207,6 +207,8 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
       ? { lockRetainUntil: String(req.headers["x-amz-object-lock-retain-until-date"]) }
       : {}),
     contentMd5: "content-md5" in req.headers,
+    expectContinue: String(req.headers.expect ?? "").toLowerCase() === "100-continue",
+    clientPort: req.socket.remotePort ?? 0,
   };
   log.push(record);
   const id = objectId(record.bucket, key);

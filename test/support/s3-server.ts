@@ -38,6 +38,10 @@ export interface RequestRecord {
   lockMode?: string;
   lockRetainUntil?: string;
   contentMd5: boolean;
+  /** The request carried `Expect: 100-continue`. */
+  expectContinue: boolean;
+  /** The client's port: requests with the same one came over the same (kept-alive) connection. */
+  clientPort: number;
   status?: number;
 }
 
