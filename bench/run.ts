@@ -103,7 +103,7 @@ async function main(): Promise<void> {
       continue;
     }
     const workDir = await mkdtemp(join(tmpdir(), `stowage-bench-${name}-`));
-    // `repeat` is read by modules that support it (core); others ignore it.
+    // `repeat` is read by the modules that support it (core, s3); others ignore it.
     const options: BenchOptions & { repeat: number } = { workDir, scale, repeat: Number(values.repeat) };
     process.stderr.write(`bench ${name}: running (scale ${scale}) in ${workDir}\n`);
     const moduleStarted = Date.now();

@@ -1,6 +1,6 @@
 /**
  * Child process of bench/s3.ts: one stowage backup of a file to the S3 server, in a fresh process
- * so its peak RSS (VmHWM) is stowage's alone. Reports { ms, baselineRss, peakRss } over IPC.
+ * so its peak RSS (VmHWM) is stowage's alone. Reports { ms, baselineRss, peakRss, bytes, cpu } over IPC.
  */
 import { createReadStream } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -22,6 +22,7 @@ const sink = s3Sink({ client, bucket, prefix: "stowage", partSize, queueSize });
 const hwm = async () =>
   Number(/VmHWM:\s+(\d+) kB/.exec(await readFile("/proc/self/status", "utf8"))?.[1] ?? 0) * 1024;
 const baselineRss = process.memoryUsage().rss;
+const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 const manifest = await backup({
   job: "bench",
@@ -29,5 +30,12 @@ const manifest = await backup({
   sink,
 });
 const ms = performance.now() - t0;
-process.send?.({ ms, baselineRss, peakRss: await hwm(), bytes: manifest.artifact.bytes });
+const usage = process.cpuUsage(cpu0);
+process.send?.({
+  ms,
+  baselineRss,
+  peakRss: await hwm(),
+  bytes: manifest.artifact.bytes,
+  cpu: { user: usage.user / 1e6, system: usage.system / 1e6 },
+});
 client.destroy();
