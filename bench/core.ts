@@ -142,7 +142,7 @@ const sizeName = (bytes: number) =>
 export async function run(options: BenchOptions): Promise<BenchRow[]> {
   const { workDir, scale } = options;
   /** Runs of each measurement; the fastest is kept. `--repeat` in bench/run.ts. @default 1 */
-  const repeat = Math.max(1, (options as BenchOptions & { repeat?: number }).repeat ?? 1);
+  const repeat = Math.max(1, options.repeat ?? 1);
   const small = Math.max(1 << 20, Math.round((GiB * scale) / (1 << 20)) * (1 << 20));
   const large = 4 * small;
   const rows: BenchRow[] = [];

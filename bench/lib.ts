@@ -27,4 +27,9 @@ export interface BenchOptions {
   workDir: string;
   /** Scale factor: 1 = the sizes the issues name; smaller for a quick look. */
   scale: number;
+  /**
+   * Rounds of each measurement (`--repeat`), alternating the sides; the fastest of each side
+   * counts. Unset: the module's own default (core 1, postgres 5, s3 3).
+   */
+  repeat?: number;
 }

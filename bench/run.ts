@@ -5,6 +5,7 @@
  *   --scale 0.05        sizes relative to the issues' (1 = 1 GiB and 4 GiB for core); default 1
  *   --only core,s3      run only these modules
  *   --repeat 2          measure each row this many times, alternating the sides; keep the fastest
+ *                       (default: each module's own, see BenchOptions.repeat)
  *   --out FILE          also write the table and the machine as Markdown to FILE
  *
  * Benchmarks measure and report; they never fail a test run (the exit code is 0 unless a module
@@ -84,10 +85,14 @@ async function main(): Promise<void> {
       scale: { type: "string", default: "1" },
       only: { type: "string" },
       out: { type: "string" },
-      repeat: { type: "string", default: "1" },
+      repeat: { type: "string" },
     },
   });
   const scale = Number(values.scale);
+  const repeat = values.repeat === undefined ? undefined : Number(values.repeat);
+  if (repeat !== undefined && !(Number.isInteger(repeat) && repeat >= 1)) {
+    throw new Error(`--repeat must be a whole number of at least 1, got ${values.repeat}`);
+  }
   if (!(scale > 0)) throw new Error(`--scale must be a positive number, got ${values.scale}`);
   const only = values.only?.split(",").map((s) => s.trim());
   const info = machine();
@@ -103,8 +108,7 @@ async function main(): Promise<void> {
       continue;
     }
     const workDir = await mkdtemp(join(tmpdir(), `stowage-bench-${name}-`));
-    // `repeat` is read by the modules that support it (core, s3); others ignore it.
-    const options: BenchOptions & { repeat: number } = { workDir, scale, repeat: Number(values.repeat) };
+    const options: BenchOptions = { workDir, scale, ...(repeat ? { repeat } : {}) };
     process.stderr.write(`bench ${name}: running (scale ${scale}) in ${workDir}\n`);
     const moduleStarted = Date.now();
     try {
@@ -120,7 +124,7 @@ async function main(): Promise<void> {
   }
 
   const output = [
-    `stowage benchmarks, scale ${scale}, repeat ${values.repeat}, ${Math.round((Date.now() - started) / 1000)} s`,
+    `stowage benchmarks, scale ${scale}, repeat ${values.repeat ?? "each module's default"}, ${Math.round((Date.now() - started) / 1000)} s`,
     "",
     table(rows),
     "",

@@ -38,11 +38,11 @@ async function writeRandomFile(path: string, bytes: number): Promise<void> {
   }
 }
 
-export async function run(options: BenchOptions & { repeat?: number }): Promise<BenchRow[]> {
+export async function run(options: BenchOptions): Promise<BenchRow[]> {
   const bytes = Math.max(16 * MiB, Math.round(1024 * MiB * options.scale));
   const partSize = 8 * MiB;
   const queueSize = 4;
-  const rounds = Math.max(1, options.repeat ?? 1);
+  const rounds = Math.max(1, options.repeat ?? 3);
   const file = join(options.workDir, "s3-bench.bin");
   const server = await startS3Server({ local: true });
   try {
