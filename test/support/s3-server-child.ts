@@ -209,7 +209,11 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     contentMd5: "content-md5" in req.headers,
     expectContinue: String(req.headers.expect ?? "").toLowerCase() === "100-continue",
     clientPort: req.socket.remotePort ?? 0,
+    startedAt: performance.now(),
   };
+  res.once("finish", () => {
+    record.ms = performance.now() - record.startedAt;
+  });
   log.push(record);
   const id = objectId(record.bucket, key);
   const uploadId = q.get("uploadId") ?? "";

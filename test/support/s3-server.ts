@@ -42,6 +42,10 @@ export interface RequestRecord {
   expectContinue: boolean;
   /** The client's port: requests with the same one came over the same (kept-alive) connection. */
   clientPort: number;
+  /** When the front received the request (the server process's performance.now()). */
+  startedAt: number;
+  /** How long until the response was sent, in ms (unset while it is in flight). */
+  ms?: number;
   status?: number;
 }
 
