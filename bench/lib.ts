@@ -33,3 +33,25 @@ export interface BenchOptions {
    */
   repeat?: number;
 }
+
+/**
+ * Runs each of `sides` once a round for `rounds` rounds, each after `settle()` (so every side
+ * starts from the same state), in an order that rotates from round to round, so that no side
+ * always runs first or always after the same neighbour.
+ */
+export async function inRotation(
+  rounds: number,
+  sides: ReadonlyArray<() => Promise<unknown>>,
+  settle: () => Promise<unknown>,
+): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < sides.length; i++) {
+      await settle();
+      await sides[(round + i) % sides.length]!();
+    }
+  }
+}
+
+/** The median (the upper one of an even count). */
+export const median = (xs: readonly number[]): number =>
+  [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { startPostgres } from "../test/support/postgres.js";
-import type { BenchOptions, BenchRow } from "./lib.js";
+import { type BenchOptions, type BenchRow, inRotation, median } from "./lib.js";
 
 const CHILD_ENV = "STOWAGE_BENCH_PG_CHILD";
 const execFileAsync = promisify(execFile);
@@ -242,17 +242,13 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
       async () => stowage.push(await runChild(command!.args, config, server.password)),
       async () => bare.push(await runChild(command!.args, { ...config, bare: true }, server.password)),
     ];
-    // Every side starts from the same state: the previous side's output deleted and on disk
-    // (`sync`), so no side pays for another's write-back. The order rotates from round to round.
-    for (let round = 0; round < rounds; round++) {
-      for (let i = 0; i < sides.length; i++) {
-        await rm(anchorFile, { force: true });
-        await rm(config.root, { recursive: true, force: true });
-        await execFileAsync("sync");
-        await sides[(round + i) % sides.length]!();
-      }
-    }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    // Every side starts with the previous side's output deleted and on disk (`sync`), so that no
+    // side pays for another's write-back.
+    await inRotation(rounds, sides, async () => {
+      await rm(anchorFile, { force: true });
+      await rm(config.root, { recursive: true, force: true });
+      await execFileAsync("sync");
+    });
     const medianRatio = median(anchorTimes) / median(stowage.map((r) => r.seconds));
     const bareBest = Math.min(...bare.map((r) => r.seconds));
     const anchor = Math.min(...anchorTimes);

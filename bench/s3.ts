@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { startS3Server } from "../test/support/s3-server.js";
-import type { BenchOptions, BenchRow } from "./lib.js";
+import { type BenchOptions, type BenchRow, inRotation, median } from "./lib.js";
 
 const MiB = 1024 * 1024;
 const execFileAsync = promisify(execFile);
@@ -94,20 +94,32 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
     const settle = async () => {
       await cli(["s3", "rm", "--recursive", "--only-show-errors", `s3://${bucket}/`]);
       await execFileAsync("sync");
+      await server.local?.clearRequests();
     };
     const anchorTimes: number[] = [];
     const results: UploadResult[] = [];
-    for (let round = 0; round < rounds; round++) {
-      const sides = [
-        async () => anchorTimes.push(await anchorRun()),
-        async () => results.push(await stowageRun()),
-      ];
-      if (round % 2 === 1) sides.reverse();
-      for (const side of sides) {
-        await settle();
-        await side();
-      }
-    }
+    // How long the server took to assemble each side's object (CompleteMultipartUpload), from its
+    // request log: the part of the time neither client can change.
+    const assembly: Record<"anchor" | "stowage", number[]> = { anchor: [], stowage: [] };
+    const assembled = async (side: keyof typeof assembly) => {
+      const requests = (await server.local?.requests()) ?? [];
+      const complete = requests.find((r) => r.method === "POST" && r.op === "uploadId");
+      if (complete?.ms !== undefined) assembly[side].push(complete.ms / 1000);
+    };
+    await inRotation(
+      rounds,
+      [
+        async () => {
+          anchorTimes.push(await anchorRun());
+          await assembled("anchor");
+        },
+        async () => {
+          results.push(await stowageRun());
+          await assembled("stowage");
+        },
+      ],
+      settle,
+    );
     const t0 = performance.now();
     await cli(["s3", "ls", `s3://${bucket}/none/`]).catch(() => undefined);
     const cliStartMs = performance.now() - t0;
@@ -133,7 +145,9 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
         pass: ratio >= 1.0 && growth <= bound && results.every((r) => r.bytes === bytes),
         peakRssMiB: Math.round(peakRss / MiB),
         note:
-          `best of ${rounds} alternating rounds (aws s3 cp: ${list(anchorTimes.map(mbps))} MB/s; stowage: ${list(results.map((r) => mbps(r.ms)))} MB/s); ` +
+          `best of ${rounds} alternating rounds (aws s3 cp: ${list(anchorTimes.map(mbps))} MB/s; stowage: ${list(results.map((r) => mbps(r.ms)))} MB/s; ` +
+          `median ratio ${(median(results.map((r) => mbps(r.ms))) / median(anchorTimes.map(mbps))).toFixed(3)}); ` +
+          `the server's assembly of the object took ${list(assembly.anchor)} s (CLI) and ${list(assembly.stowage)} s (stowage); ` +
           `the CLI's time includes its start-up (an empty \`aws s3 ls\` takes ${(cliStartMs / 1000).toFixed(2)} s), stowage's is backup() in a running process; ` +
           `stowage's CPU in its best round ${best.cpu.user.toFixed(2)} s user + ${best.cpu.system.toFixed(2)} s system; ` +
           `peak RSS ${Math.round(peakRss / MiB)} MiB, growth during the upload at most ${Math.round(growth / MiB)} MiB (bound ${Math.round(bound / MiB)} MiB)`,
