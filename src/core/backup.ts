@@ -1,12 +1,23 @@
+import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { writeManifest } from "./catalog.js";
+import { backupThroughFile, canBackupThroughFile } from "./direct.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
 import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
 import { EndGate, HashCounter, throttle } from "./streams.js";
-import type { BackupProgress, SourceOutput } from "./types.js";
+import type {
+  BackupProgress,
+  Sink,
+  Source,
+  SourceContext,
+  SourceOutput,
+  Transform,
+  WriteOptions,
+  WrittenObject,
+} from "./types.js";
 import { VERSION } from "./version.js";
 
 export const backupOptionsSchema = z
@@ -48,6 +59,11 @@ const EXTENSIONS: Record<string, string> = {
  * All or nothing: the sink commits only after the source has ended *and* reported success
  * (`details()`), and the manifest is written only after the artifact. A failure or abort at any
  * byte leaves neither, and the source's process or handle is released.
+ *
+ * With no transforms, a source that runs another process (`pgDumpSource`) and a sink on a local
+ * disk (`filesystemSink`), the process writes straight into the sink's file and stowage hashes the
+ * file as it grows ({@link backupThroughFile}): the same guarantees, without the bytes passing
+ * through this process.
  *
  * @returns the manifest that was written.
  * @throws {CONFIG_INVALID} bad options (each named), a sensitive source without encryption, or a
@@ -95,81 +111,50 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
   const forwardAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", forwardAbort, { once: true });
   try {
-    let output: SourceOutput;
-    try {
-      output = await source.open({ signal: controller.signal, startedAt });
-    } catch (error) {
-      throw wrapError(error, "SOURCE_FAILED", `backup ${job}: source ${what.source} failed`, what, signal);
-    }
-
-    const extension =
-      (output.extension ?? EXTENSIONS[output.contentType] ?? ".bin") +
-      transforms.map((t) => t.extension).join("");
-    const key = artifactKey(job, id, extension);
-    assertSafeKey(key, `backup ${job}`);
-    const details = { ...what, key };
-
-    const failure = new FirstFailure();
-    let encoders: import("node:stream").Duplex[];
-    try {
-      encoders = await Promise.all(transforms.map((t) => t.encode()));
-    } catch (error) {
-      output.stream.destroy();
-      throw wrapError(
-        error,
-        "TRANSFORM_FAILED",
-        `backup ${job}: a transform failed to start`,
-        details,
-        signal,
-      );
-    }
-
+    const context = { signal: controller.signal, startedAt };
+    const write = {
+      signal: controller.signal,
+      contentType: "application/octet-stream",
+      storageClass: opts.storageClass,
+    };
+    const keyFor = (output: { contentType: string; extension?: string }) => {
+      const extension =
+        (output.extension ?? EXTENSIONS[output.contentType] ?? ".bin") +
+        transforms.map((t) => t.extension).join("");
+      const key = artifactKey(job, id, extension);
+      assertSafeKey(key, `backup ${job}`);
+      return key;
+    };
     const progress = throttle<BackupProgress>(250, (p) => opts.onProgress?.(p));
-    const report = (done: boolean) =>
-      progress(
-        {
-          bytesRead: plain.bytes,
-          bytesWritten: stored.bytes,
-          elapsedMs: Date.now() - startedAt.getTime(),
-          done,
-        },
-        done,
-      );
-    const plain = new HashCounter(() => report(false));
-    // With no transforms the stored bytes are the plain bytes: hash them once.
-    const stored = encoders.length === 0 ? plain : new HashCounter(() => report(false));
-    let sourceDetails: Record<string, unknown> = {};
-    const gate = new EndGate(async () => {
-      try {
-        sourceDetails = await output.details();
-      } catch (error) {
-        failure.note("SOURCE_FAILED", `backup ${job}: source ${what.source} failed`, error);
-        throw error;
-      }
-    });
+    const report = (bytesRead: number, bytesWritten: number, done = false) =>
+      progress({ bytesRead, bytesWritten, elapsedMs: Date.now() - startedAt.getTime(), done }, done);
 
-    failure.watch(output.stream, "SOURCE_FAILED", `backup ${job}: source ${what.source} failed`);
-    for (const [i, t] of transforms.entries()) {
-      failure.watch(encoders[i]!, "TRANSFORM_FAILED", `backup ${job}: transform ${t.name} failed`);
-    }
-
-    const stages = encoders.length === 0 ? [plain] : [plain, ...encoders, stored];
-    const written = await transfer({
-      streams: [output.stream, ...stages, gate],
-      sink,
-      key,
-      write: {
-        signal: controller.signal,
-        contentType: "application/octet-stream",
-        storageClass: opts.storageClass,
-      },
-      failure,
-      writing: `backup ${job}: ${sink.kind} sink failed writing ${key}`,
-      unclaimed: { code: "SOURCE_FAILED", what: `backup ${job}: stream failed` },
-      details,
-      signal,
-    });
-    report(true);
+    const run = canBackupThroughFile(source, sink, transforms)
+      ? await backupThroughFile({
+          source,
+          sink,
+          context,
+          write,
+          keyFor,
+          onBytes: (bytes) => report(bytes, bytes),
+          what: `backup ${job}`,
+          details: what,
+          signal,
+        })
+      : await backupThroughStreams({
+          job,
+          what,
+          source,
+          transforms,
+          sink,
+          context,
+          write,
+          keyFor,
+          report,
+          signal,
+        });
+    const { key, written, sourceDetails } = run;
+    report(run.content.bytes, run.artifact.bytes, true);
 
     // A sink that locks the object (S3 Object Lock) says until when; the manifest holds the later date.
     const lockedUntil = written.retainUntil;
@@ -186,22 +171,118 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
         sink: sink.kind,
         key,
         location: written.location,
-        bytes: stored.bytes,
-        sha256: stored.digest(),
+        ...run.artifact,
         ...((written.storageClass ?? opts.storageClass)
           ? { storageClass: written.storageClass ?? opts.storageClass }
           : {}),
       },
-      content: { bytes: plain.bytes, sha256: plain.digest(), contentType: output.contentType },
+      content: { ...run.content, contentType: run.contentType },
       transforms: transforms.map((t) => t.describe()),
       labels: opts.labels,
       ...(holdUntil ? { retainUntil: holdUntil.toISOString() } : {}),
       generator: { name: "stowage", version: VERSION },
     };
 
-    await writeManifest(sink, manifest, { signal: controller.signal, what: `backup ${job}`, details });
+    await writeManifest(sink, manifest, {
+      signal: controller.signal,
+      what: `backup ${job}`,
+      details: { ...what, key },
+    });
     return manifest;
   } finally {
     signal?.removeEventListener("abort", forwardAbort);
   }
+}
+
+interface StreamsRun {
+  job: string;
+  what: { job: string; source: string };
+  source: Source;
+  transforms: Transform[];
+  sink: Sink;
+  context: SourceContext;
+  write: WriteOptions;
+  keyFor(output: SourceOutput): string;
+  report(bytesRead: number, bytesWritten: number): void;
+  signal?: AbortSignal;
+}
+
+type Digest = { bytes: number; sha256: string };
+
+/**
+ * The general path: source → SHA-256 of the plain bytes → transforms in order → SHA-256 and size
+ * of the stored bytes → `sink.write`, committed only after the source has reported success.
+ */
+async function backupThroughStreams(run: StreamsRun): Promise<{
+  key: string;
+  contentType: string;
+  written: WrittenObject;
+  content: Digest;
+  artifact: Digest;
+  sourceDetails: Record<string, unknown>;
+}> {
+  const { job, what, source, transforms, sink, signal } = run;
+  let output: SourceOutput;
+  try {
+    output = await source.open(run.context);
+  } catch (error) {
+    throw wrapError(error, "SOURCE_FAILED", `backup ${job}: source ${what.source} failed`, what, signal);
+  }
+  let key: string;
+  try {
+    key = run.keyFor(output);
+  } catch (error) {
+    output.stream.destroy();
+    throw error;
+  }
+  const details = { ...what, key };
+
+  const failure = new FirstFailure();
+  let encoders: Duplex[];
+  try {
+    encoders = await Promise.all(transforms.map((t) => t.encode()));
+  } catch (error) {
+    output.stream.destroy();
+    throw wrapError(error, "TRANSFORM_FAILED", `backup ${job}: a transform failed to start`, details, signal);
+  }
+
+  const report = () => run.report(plain.bytes, stored.bytes);
+  const plain = new HashCounter(report);
+  // With no transforms the stored bytes are the plain bytes: hash them once.
+  const stored = encoders.length === 0 ? plain : new HashCounter(report);
+  let sourceDetails: Record<string, unknown> = {};
+  const gate = new EndGate(async () => {
+    try {
+      sourceDetails = await output.details();
+    } catch (error) {
+      failure.note("SOURCE_FAILED", `backup ${job}: source ${what.source} failed`, error);
+      throw error;
+    }
+  });
+
+  failure.watch(output.stream, "SOURCE_FAILED", `backup ${job}: source ${what.source} failed`);
+  for (const [i, t] of transforms.entries()) {
+    failure.watch(encoders[i]!, "TRANSFORM_FAILED", `backup ${job}: transform ${t.name} failed`);
+  }
+
+  const stages = encoders.length === 0 ? [plain] : [plain, ...encoders, stored];
+  const written = await transfer({
+    streams: [output.stream, ...stages, gate],
+    sink,
+    key,
+    write: run.write,
+    failure,
+    writing: `backup ${job}: ${sink.kind} sink failed writing ${key}`,
+    unclaimed: { code: "SOURCE_FAILED", what: `backup ${job}: stream failed` },
+    details,
+    signal,
+  });
+  return {
+    key,
+    contentType: output.contentType,
+    written,
+    content: { bytes: plain.bytes, sha256: plain.digest() },
+    artifact: { bytes: stored.bytes, sha256: stored.digest() },
+    sourceDetails,
+  };
 }

@@ -1,3 +1,4 @@
+import type { FileHandle } from "node:fs/promises";
 import type { Duplex, Readable } from "node:stream";
 import type { TransformRecord } from "./manifest.js";
 
@@ -15,6 +16,20 @@ export interface SourceOutput {
    * waits for it before the sink commits, so a source that fails late still leaves nothing.
    */
   details(): Promise<Record<string, unknown>>;
+}
+
+/**
+ * What {@link Source.openToFile} hands back. The bytes go straight into the file, so there is no
+ * stream: `finished` says when the writer is done and whether it succeeded.
+ */
+export interface FileSourceOutput extends Omit<SourceOutput, "stream"> {
+  /**
+   * Resolves once everything has been written and the writer succeeded (e.g. pg_dump exited 0
+   * without reporting an error); rejects with the source's failure, or ABORTED after `stop()`.
+   */
+  finished: Promise<void>;
+  /** Stops the writer (kills and reaps the child) and resolves once it is gone; idempotent. */
+  stop(): Promise<void>;
 }
 
 /** Context handed to {@link Source.open}. */
@@ -39,6 +54,16 @@ export interface Source {
    */
   sensitive?: boolean;
   open(context: SourceContext): Promise<SourceOutput>;
+  /**
+   * Optional fast path for a source whose bytes come from another process: start it writing
+   * straight into `fd`, an open file, so that the bytes never pass through this process (what a
+   * shell's `> file` does). `backup()` takes this path only when there are no transforms and the
+   * sink offers {@link Sink.openFile}; it hashes the file as it grows and commits it when the
+   * writer has finished. The writer must only append: bytes are hashed once, as they land, so a
+   * writer that seeks back and rewrites (pg_dump's custom format does) must not offer this. A
+   * source must release its process on `stop()` and on `context.signal`.
+   */
+  openToFile?(fd: number, context: SourceContext): Promise<FileSourceOutput>;
 }
 
 /** Keys handed to decoders; see `aes256gcm`. */
@@ -111,6 +136,21 @@ export interface SinkCapabilities {
 }
 
 /**
+ * A temporary file from {@link Sink.openFile} that another process writes into; `commit` makes it
+ * an object, as `write` would have.
+ */
+export interface SinkFile {
+  /** Open for reading and writing; the core reads it back to hash what was written. */
+  readonly handle: FileHandle;
+  /** Tells the sink how far the file has grown, so that it can write pages out as it goes. */
+  grown(bytes: number): void;
+  /** Makes the file the object at `key`: durably, all or nothing, like `write`. */
+  commit(key: string, options?: WriteOptions): Promise<WrittenObject>;
+  /** Closes and removes the temporary file, if it is still there; never throws. */
+  discard(): Promise<void>;
+}
+
+/**
  * Where artifacts and manifests are kept. `write` is all or nothing: it resolves only after the
  * body has ended and the object is durably committed; if the body errors or the signal fires,
  * nothing is left under `key` (nor anywhere the sink's `list` would show).
@@ -127,6 +167,11 @@ export interface Sink {
   list(prefix: string, options?: ReadOptions): AsyncIterable<ObjectInfo>;
   /** Deletes the keys; a missing key is not an error. */
   delete(keys: readonly string[], options?: ReadOptions): Promise<void>;
+  /**
+   * Optional, for sinks on a local disk: a temporary file that a source's process can write into
+   * directly (see {@link Source.openToFile}); the artifact then never passes through this process.
+   */
+  openFile?(options?: WriteOptions): Promise<SinkFile>;
 }
 
 /** A progress event, emitted at most a few times a second and once at the end. */

@@ -8,7 +8,7 @@ import { z } from "zod";
 import { notFound, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import { parseOptions } from "../core/options.js";
-import type { ObjectInfo, ReadOptions, Sink, WriteOptions, WrittenObject } from "../core/types.js";
+import type { ObjectInfo, ReadOptions, Sink, SinkFile, WriteOptions, WrittenObject } from "../core/types.js";
 
 export const filesystemSinkOptionsSchema = z
   .object({
@@ -42,24 +42,41 @@ async function syncFolder(path: string): Promise<void> {
 }
 
 /**
+ * Asks the kernel to write a growing file's pages out every 32 MiB while writing goes on
+ * (write-behind), so that the fsync before the rename has little left to do and a large backup
+ * does not end with seconds of flushing. Failures here are left to that final fsync, which
+ * reports them.
+ */
+class WriteBehind {
+  /** Settles when the last sync it started has. */
+  flushed: Promise<void> = Promise.resolve();
+  private synced = 0;
+
+  constructor(private readonly handle: FileHandle) {}
+
+  grown(bytes: number): void {
+    if (bytes - this.synced < WRITE_BEHIND_BYTES) return;
+    this.synced = bytes;
+    this.flushed = this.flushed.then(() => this.handle.datasync()).catch(() => undefined);
+  }
+}
+
+/**
  * Writes a stream into an open file in batches of at least 1 MiB (one `writev` of the chunks
  * gathered, not copied), so that a source delivering 10 KiB reads (a child's pipe) costs one
- * trip to the thread pool per MiB instead of one per read. Every 32 MiB it asks the kernel to
- * write the file's pages out while writing goes on (write-behind), so that the fsync before the
- * rename has little left to do and a large backup does not end with seconds of flushing; failures
- * there are left to that final fsync, which reports them. Holds at most one batch in memory
- * beyond the one being written. The caller closes the handle (a FileHandle closes only after its
+ * trip to the thread pool per MiB instead of one per read, with {@link WriteBehind}. Holds at most
+ * one batch in memory beyond the one being written. The caller closes the handle (a FileHandle closes only after its
  * pending operations, so no write or sync outlives it).
  */
 class FileWriter extends Writable {
-  /** Settles when the last write-behind sync has. */
-  flushed: Promise<void> = Promise.resolve();
+  readonly behind: WriteBehind;
   private batch: Buffer[] = [];
   private batchBytes = 0;
-  private unsynced = 0;
+  private written = 0;
 
   constructor(private readonly handle: FileHandle) {
     super({ highWaterMark: BATCH_BYTES });
+    this.behind = new WriteBehind(handle);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -76,7 +93,7 @@ class FileWriter extends Writable {
   private async writeBatch(): Promise<void> {
     let buffers = this.batch;
     let left = this.batchBytes;
-    this.unsynced += left;
+    this.written += left;
     this.batch = [];
     this.batchBytes = 0;
     while (left > 0) {
@@ -85,10 +102,7 @@ class FileWriter extends Writable {
       left -= bytesWritten;
       if (left > 0) buffers = unwritten(buffers, bytesWritten);
     }
-    if (this.unsynced >= WRITE_BEHIND_BYTES) {
-      this.unsynced = 0;
-      this.flushed = this.flushed.then(() => this.handle.datasync()).catch(() => undefined);
-    }
+    this.behind.grown(this.written);
   }
 }
 
@@ -148,6 +162,24 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
     }
   };
   const keyOf = (path: string) => relative(root, path).split(sep).join("/");
+  const tempName = (name: string) => `.${name}${TEMP_MARKER}${randomBytes(6).toString("hex")}`;
+  /**
+   * The end of every write: the file's data on disk, the file renamed to its key, and the folder
+   * (so the new name) on disk. Closes the handle whatever happens.
+   */
+  const commit = async (handle: FileHandle, flushed: Promise<void>, temp: string, key: string) => {
+    const path = pathOf(key);
+    try {
+      await flushed;
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await mkdir(dirname(path), { recursive: true, mode: opts.dirMode });
+    await rename(temp, path);
+    await syncFolder(dirname(path));
+    return { key, location: pathToFileURL(path).href };
+  };
 
   /** Every file under `dir`, recursively; `wantTemp` picks temporary files or committed ones. */
   async function* walk(dir: string, wantTemp: boolean): AsyncGenerator<string> {
@@ -199,28 +231,61 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
     async write(key: string, body: Readable, options: WriteOptions = {}): Promise<WrittenObject> {
       const path = pathOf(key);
       const folder = dirname(path);
-      const temp = join(folder, `.${basename(path)}${TEMP_MARKER}${randomBytes(6).toString("hex")}`);
+      const temp = join(folder, tempName(basename(path)));
       try {
         throwIfAborted(options.signal, `filesystem sink: writing ${key}`);
         const handle = await openTemp(folder, temp);
+        let writer: FileWriter;
         try {
-          const writer = new FileWriter(handle);
+          writer = new FileWriter(handle);
           await pipeline(body, writer, options.signal ? { signal: options.signal } : {});
-          await writer.flushed;
-          await handle.sync();
-        } finally {
+          throwIfAborted(options.signal, `filesystem sink: writing ${key}`);
+        } catch (error) {
           await handle.close();
+          throw error;
         }
-        throwIfAborted(options.signal, `filesystem sink: writing ${key}`);
-        await rename(temp, path);
-        await syncFolder(folder);
-        return { key, location: pathToFileURL(path).href };
+        return await commit(handle, writer.behind.flushed, temp, key);
       } catch (error) {
         body.destroy();
         await unlink(temp).catch(() => undefined);
         await removeEmptyFolders(folder);
         throw error;
       }
+    },
+
+    /**
+     * A temporary file in the root, opened for reading and writing, that `commit(key)` renames to
+     * its key after an fsync (and the folder's), as `write` does.
+     */
+    async openFile(options: WriteOptions = {}): Promise<SinkFile> {
+      throwIfAborted(options.signal, "filesystem sink: opening a file");
+      const temp = join(root, tempName("direct"));
+      await mkdir(root, { recursive: true, mode: opts.dirMode });
+      const handle = await open(temp, "wx+", opts.fileMode);
+      const behind = new WriteBehind(handle);
+      let settled = false;
+      const discard = async () => {
+        settled = true;
+        await handle.close().catch(() => undefined);
+        await unlink(temp).catch(() => undefined);
+      };
+      return {
+        handle,
+        grown: (bytes) => behind.grown(bytes),
+        async commit(key, commitOptions = {}) {
+          if (settled) throw new Error("filesystem sink: this file was already committed or discarded");
+          try {
+            throwIfAborted(commitOptions.signal, `filesystem sink: writing ${key}`);
+            settled = true;
+            return await commit(handle, behind.flushed, temp, key);
+          } catch (error) {
+            await discard();
+            await removeEmptyFolders(dirname(pathOf(key)));
+            throw error;
+          }
+        },
+        discard,
+      };
     },
 
     async read(key: string, options: ReadOptions = {}): Promise<Readable> {

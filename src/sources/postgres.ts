@@ -21,7 +21,7 @@ import {
   throwIfAborted,
 } from "../core/errors.js";
 import { parseOptions, signalSchema } from "../core/options.js";
-import type { Source, SourceContext, SourceOutput } from "../core/types.js";
+import type { FileSourceOutput, Source, SourceContext, SourceOutput } from "../core/types.js";
 
 // ---------------------------------------------------------------------------------------------
 // Connection
@@ -631,133 +631,177 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
   const redact = redactor(conn);
   const where = `pgDumpSource(${database})`;
 
+  /** Steps 1–3: the checks before pg_dump runs; returns what running it needs. */
+  const prepare = async (signal: AbortSignal) => {
+    throwIfAborted(signal, where);
+    const env = toolEnvironment(conn, opts.connectTimeoutMs);
+    const target = describeTarget(conn);
+
+    // 1 and 2 run together: pg_dump says its version (no server needed) while the server is
+    // asked for its version and the facts for the manifest. pg_dump's problems are reported first.
+    const factsPromise = (async () => {
+      const pg = await loadPg("pgDumpSource");
+      try {
+        const client = await connectClient(pg, conn, database, opts.connectTimeoutMs, signal);
+        try {
+          const { rows } = await client.query(
+            `SELECT current_setting('server_version_num')::int AS num,
+                    current_setting('server_version') AS version,
+                    pg_database_size(current_database())::text AS size,
+                    (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                        AND n.nspname NOT LIKE 'pg_toast%')::int AS tables`,
+          );
+          const row = rows[0] as { num: number; version: string; size: string; tables: number };
+          return { num: row.num, version: row.version, size: Number(row.size), tables: row.tables };
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      } catch (error) {
+        throw connectionError("SOURCE_FAILED", where, conn, database, error, signal);
+      }
+    })();
+    factsPromise.catch(() => undefined); // awaited below, after pg_dump's own checks
+    const version = await runShort(opts.pgDumpPath, ["--version"], env, signal);
+    throwIfAborted(signal, where);
+    if (version.error || version.code !== 0) {
+      const missing = version.error?.code === "ENOENT";
+      throw coded(
+        "SOURCE_FAILED",
+        missing
+          ? `${where}: pg_dump not found at "${opts.pgDumpPath}" (install postgresql-client or set pgDumpPath)`
+          : `${where}: "${opts.pgDumpPath} --version" failed: ${version.error?.message ?? `exit ${version.code ?? version.signal}`} ${lastLines(version.stderr)}`,
+        redact,
+        {
+          ...target,
+          pgDumpPath: opts.pgDumpPath,
+          ...(version.error?.code ? { errno: version.error.code } : {}),
+        },
+        version.error,
+      );
+    }
+
+    const facts = await factsPromise;
+    const serverVersion = facts.version.split(" ")[0] ?? facts.version;
+
+    // 3. This pg_dump can dump that server.
+    let compat: ReturnType<typeof assertPgDumpCanDump>;
+    try {
+      compat = assertPgDumpCanDump(version.stdout, facts.num, serverVersion);
+    } catch (error) {
+      const e = error as StowageError;
+      throw coded("SOURCE_FAILED", `${where}: ${e.message}`, redact, { ...target, ...e.details });
+    }
+    throwIfAborted(signal, where);
+
+    // pg_dump's arguments, for step 4.
+    const args = [
+      `--format=${opts.format === "plain" ? "p" : "c"}`,
+      "--no-password",
+      ...toolConnectionArgs(conn, database),
+      ...(opts.schemas ?? []).flatMap((s) => ["--schema", s]),
+      ...(opts.tables ?? []).flatMap((t) => ["--table", t]),
+      ...(opts.excludeTables ?? []).flatMap((t) => ["--exclude-table", t]),
+      ...opts.extraArgs,
+    ];
+    const details: PgDumpDetails = {
+      serverVersion,
+      pgDumpVersion: compat.pgDumpVersion,
+      database,
+      format: opts.format,
+      databaseBytes: facts.size,
+      tables: facts.tables,
+      host: conn.host,
+      port: conn.port,
+    };
+    return { env, args, target, details };
+  };
+
+  /** Step 4: pg_dump itself, its stdout a pipe or an open file; `judge` reads its exit. */
+  const run = (prepared: Awaited<ReturnType<typeof prepare>>, stdout: "pipe" | number) => {
+    const { env, args, target } = prepared;
+    const child = spawn(opts.pgDumpPath, args, { env, stdio: ["ignore", stdout, "pipe"] });
+    const exit = closed(child);
+    const stderr = new Tail();
+    child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk));
+    const judge = (result: Exit): Error | undefined => {
+      const tail = redact(stderr.toString());
+      const reported = /^pg_dump: (error|fatal):|^(ERROR|FATAL): /m.test(tail);
+      if (!result.error && result.code === 0 && !result.signal && !reported) return undefined;
+      const how = result.error
+        ? `could not run: ${result.error.message}`
+        : result.signal
+          ? `was killed by ${result.signal}`
+          : result.code !== 0
+            ? `exited with code ${result.code}`
+            : "reported an error";
+      return coded("SOURCE_FAILED", `${where}: pg_dump ${how}${tail ? `: ${lastLines(tail)}` : ""}`, redact, {
+        ...target,
+        exitCode: result.code,
+        signal: result.signal,
+        stderr: tail,
+      });
+    };
+    return { child, exit, judge };
+  };
+  const contentType = opts.format === "plain" ? "application/sql" : "application/x-postgresql-custom";
+  const extension = opts.format === "plain" ? ".sql" : ".dump";
+
+  /**
+   * pg_dump writes straight into `fd`, as `pg_dump > file` would; see {@link Source.openToFile}.
+   * Plain format only: into a file it can seek, pg_dump writes a custom archive's table of contents
+   * again at the end, with offsets, over bytes already hashed; only a plain dump is append-only.
+   */
+  const openToFile = async (fd: number, { signal }: SourceContext): Promise<FileSourceOutput> => {
+    const prepared = await prepare(signal);
+    const { child, exit, judge } = run(prepared, fd);
+    let stopped = false;
+    const stop = async () => {
+      stopped = true;
+      await stopChild(child);
+    };
+    const onAbort = () => void stop();
+    signal.addEventListener("abort", onAbort, { once: true });
+    const outcome = exit.then((result) => {
+      signal.removeEventListener("abort", onAbort);
+      if (stopped) throw new StowageError("ABORTED", `${where}: stopped before pg_dump finished`);
+      const error = judge(result);
+      if (error) throw error;
+    });
+    outcome.catch(() => undefined); // the core awaits it; never an unhandled rejection
+    return {
+      contentType,
+      extension,
+      finished: outcome,
+      stop,
+      details: async () => {
+        await outcome;
+        return { ...prepared.details };
+      },
+    };
+  };
+
   return {
     kind: "postgres",
     name: opts.name ?? database,
     async open({ signal }: SourceContext): Promise<SourceOutput> {
-      throwIfAborted(signal, where);
-      const env = toolEnvironment(conn, opts.connectTimeoutMs);
-      const target = describeTarget(conn);
-
-      // 1 and 2 run together: pg_dump says its version (no server needed) while the server is
-      // asked for its version and the facts for the manifest. pg_dump's problems are reported first.
-      const factsPromise = (async () => {
-        const pg = await loadPg("pgDumpSource");
-        try {
-          const client = await connectClient(pg, conn, database, opts.connectTimeoutMs, signal);
-          try {
-            const { rows } = await client.query(
-              `SELECT current_setting('server_version_num')::int AS num,
-                      current_setting('server_version') AS version,
-                      pg_database_size(current_database())::text AS size,
-                      (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                          AND n.nspname NOT LIKE 'pg_toast%')::int AS tables`,
-            );
-            const row = rows[0] as { num: number; version: string; size: string; tables: number };
-            return { num: row.num, version: row.version, size: Number(row.size), tables: row.tables };
-          } finally {
-            await client.end().catch(() => undefined);
-          }
-        } catch (error) {
-          throw connectionError("SOURCE_FAILED", where, conn, database, error, signal);
-        }
-      })();
-      factsPromise.catch(() => undefined); // awaited below, after pg_dump's own checks
-      const version = await runShort(opts.pgDumpPath, ["--version"], env, signal);
-      throwIfAborted(signal, where);
-      if (version.error || version.code !== 0) {
-        const missing = version.error?.code === "ENOENT";
-        throw coded(
-          "SOURCE_FAILED",
-          missing
-            ? `${where}: pg_dump not found at "${opts.pgDumpPath}" (install postgresql-client or set pgDumpPath)`
-            : `${where}: "${opts.pgDumpPath} --version" failed: ${version.error?.message ?? `exit ${version.code ?? version.signal}`} ${lastLines(version.stderr)}`,
-          redact,
-          {
-            ...target,
-            pgDumpPath: opts.pgDumpPath,
-            ...(version.error?.code ? { errno: version.error.code } : {}),
-          },
-          version.error,
-        );
-      }
-
-      const facts = await factsPromise;
-      const serverVersion = facts.version.split(" ")[0] ?? facts.version;
-
-      // 3. This pg_dump can dump that server.
-      let compat: ReturnType<typeof assertPgDumpCanDump>;
-      try {
-        compat = assertPgDumpCanDump(version.stdout, facts.num, serverVersion);
-      } catch (error) {
-        const e = error as StowageError;
-        throw coded("SOURCE_FAILED", `${where}: ${e.message}`, redact, { ...target, ...e.details });
-      }
-      throwIfAborted(signal, where);
-
-      // 4. pg_dump itself.
-      const args = [
-        `--format=${opts.format === "plain" ? "p" : "c"}`,
-        "--no-password",
-        ...toolConnectionArgs(conn, database),
-        ...(opts.schemas ?? []).flatMap((s) => ["--schema", s]),
-        ...(opts.tables ?? []).flatMap((t) => ["--table", t]),
-        ...(opts.excludeTables ?? []).flatMap((t) => ["--exclude-table", t]),
-        ...opts.extraArgs,
-      ];
-      const child = spawn(opts.pgDumpPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
-      const exit = closed(child);
-      const stderr = new Tail();
-      child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
-      const judge = (result: Exit): Error | undefined => {
-        const tail = redact(stderr.toString());
-        const reported = /^pg_dump: (error|fatal):|^(ERROR|FATAL): /m.test(tail);
-        if (!result.error && result.code === 0 && !result.signal && !reported) return undefined;
-        const how = result.error
-          ? `could not run: ${result.error.message}`
-          : result.signal
-            ? `was killed by ${result.signal}`
-            : result.code !== 0
-              ? `exited with code ${result.code}`
-              : "reported an error";
-        return coded(
-          "SOURCE_FAILED",
-          `${where}: pg_dump ${how}${tail ? `: ${lastLines(tail)}` : ""}`,
-          redact,
-          {
-            ...target,
-            exitCode: result.code,
-            signal: result.signal,
-            stderr: tail,
-          },
-        );
-      };
+      const prepared = await prepare(signal);
+      const { child, exit, judge } = run(prepared, "pipe");
       const stream = new ChildOutput(child, exit, judge);
       const onAbort = () => stream.destroy(new StowageError("ABORTED", `${where}: aborted`));
       signal.addEventListener("abort", onAbort, { once: true });
       stream.once("close", () => signal.removeEventListener("abort", onAbort));
-
-      const details: PgDumpDetails = {
-        serverVersion,
-        pgDumpVersion: compat.pgDumpVersion,
-        database,
-        format: opts.format,
-        databaseBytes: facts.size,
-        tables: facts.tables,
-        host: conn.host,
-        port: conn.port,
-      };
       return {
         stream,
-        contentType: opts.format === "plain" ? "application/sql" : "application/x-postgresql-custom",
-        extension: opts.format === "plain" ? ".sql" : ".dump",
+        contentType,
+        extension,
         details: async () => {
           await stream.done;
-          return { ...details };
+          return { ...prepared.details };
         },
       };
     },
+    ...(opts.format === "plain" ? { openToFile } : {}),
   };
 }
 

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -313,6 +314,157 @@ describe("pgDumpSource → gzip → AES-256-GCM → filesystem, restored with re
     await server.query("DELETE FROM invoices WHERE no > 1000", "clean_target");
     await once(); // the second run drops and recreates what the dump holds
     expect(await fingerprint("clean_target")).toEqual(sourceFingerprint);
+  });
+});
+
+describe("no transforms into the filesystem sink: pg_dump writes straight into the sink's file", () => {
+  /** A filesystem sink that counts the files it hands out, so a test knows which path ran. */
+  const countingSink = (root: string) => {
+    const sink = filesystemSink({ root: join(work, root) });
+    const openFile = sink.openFile?.bind(sink);
+    const calls = { openFile: 0 };
+    sink.openFile = (options) => {
+      calls.openFile++;
+      return (openFile as NonNullable<typeof openFile>)(options);
+    };
+    return { sink, calls };
+  };
+  const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
+
+  it("stores what pg_dump > file stores, hashed right, and restores it", async () => {
+    const { sink, calls } = countingSink("direct-plain");
+    const progress: number[] = [];
+    // pg_dump ≥ 15.14 fences a plain dump with a random \restrict key; fix it to compare bytes.
+    const help = (await run(realPgDump, ["--help"])).stdout;
+    const restrictKey = help.includes("--restrict-key") ? "--restrict-key=stowagetest" : "";
+    const manifest = await backup({
+      job: "direct",
+      source: pgDumpSource({
+        connection: server.connection("shop"),
+        extraArgs: restrictKey ? [restrictKey] : [],
+      }),
+      sink,
+      onProgress: (p) => progress.push(p.bytesRead),
+    });
+    seen.push(manifest);
+    expect(calls.openFile).toBe(1);
+    const stored = await readFile(join(sink.root, ...manifest.artifact.key.split("/")));
+    const anchor = join(work, "direct-anchor.sql");
+    await run("sh", ["-c", `"${realPgDump}" --no-password ${restrictKey} --dbname "$URL" > "${anchor}"`], {
+      env: { ...process.env, URL: server.url("shop"), PGPASSWORD: server.password },
+    });
+    expect(stored.equals(await readFile(anchor))).toBe(true); // byte for byte
+    expect(manifest.artifact).toMatchObject({ bytes: stored.length, sha256: sha256(stored) });
+    expect(manifest.content).toMatchObject({ bytes: stored.length, sha256: sha256(stored) });
+    expect(manifest.artifact.key.endsWith(".sql")).toBe(true);
+    expect(manifest.source.details).toMatchObject({ database: "shop", format: "plain", tables: 4 });
+    expect(progress.at(-1)).toBe(stored.length);
+    expect(await listAll(sink)).toEqual([manifest.artifact.key, expect.stringMatching(/manifest/)]);
+
+    await restorePostgres({
+      stream: await restore({ sink, manifest }),
+      format: "plain",
+      connection: server.connection(),
+      database: "restored_direct",
+      createDatabase: true,
+    });
+    expect(await fingerprint("restored_direct")).toEqual(sourceFingerprint);
+  });
+
+  it("a custom archive goes through the stream (pg_dump would rewrite its head in a file)", async () => {
+    const { sink, calls } = countingSink("direct-custom");
+    const manifest = await backup({
+      job: "direct-custom",
+      source: pgDumpSource({ connection: server.connection("shop"), format: "custom" }),
+      sink,
+    });
+    expect(calls.openFile).toBe(0);
+    const stored = await readFile(join(sink.root, ...manifest.artifact.key.split("/")));
+    expect(manifest.artifact.sha256).toBe(sha256(stored));
+  });
+
+  describe("failures leave no artifact, no manifest and no temporary file", () => {
+    let n = 0;
+    const attempt = async (source: Source, options: { signal?: AbortSignal; onBytes?: () => void } = {}) => {
+      const { sink, calls } = countingSink(`direct-fail-${++n}`);
+      let fired = false;
+      const error = await failure(
+        backup({
+          job: "direct-fail",
+          source,
+          sink,
+          signal: options.signal,
+          onProgress: (p) => {
+            if (!fired && p.bytesRead > 0 && options.onBytes) {
+              fired = true;
+              options.onBytes();
+            }
+          },
+        }),
+      );
+      expect(calls.openFile).toBe(1);
+      expect(await listAll(sink)).toEqual([]);
+      return error;
+    };
+    /** Writes a line, then waits: a pg_dump caught in the middle of its work. */
+    const stalled = () => wrapper("stalled", `echo "-- the start of a dump"\nexec sleep 30`);
+
+    it("pg_dump SIGKILLed half-way", async () => {
+      const probe = await stalled();
+      let pid = 0;
+      const error = await attempt(
+        pgDumpSource({ connection: server.connection("shop"), pgDumpPath: probe.path }),
+        {
+          onBytes: () => {
+            pid = Number(readFileSync(probe.pidFile, "utf8"));
+            process.kill(pid, "SIGKILL");
+          },
+        },
+      );
+      expect(pid).toBeGreaterThan(0);
+      expect(error.code).toBe("SOURCE_FAILED");
+      expect(error.details.signal).toBe("SIGKILL");
+    });
+
+    it("abort mid-dump kills and reaps pg_dump", async () => {
+      const probe = await stalled();
+      const controller = new AbortController();
+      let pid = 0;
+      const error = await attempt(
+        pgDumpSource({ connection: server.connection("shop"), pgDumpPath: probe.path }),
+        {
+          signal: controller.signal,
+          onBytes: () => {
+            pid = Number(readFileSync(probe.pidFile, "utf8"));
+            controller.abort();
+          },
+        },
+      );
+      expect(error.code).toBe("ABORTED");
+      expect(pid).toBeGreaterThan(0);
+      expect(isGone(pid)).toBe(true); // killed and reaped by the time backup() rejects
+    });
+
+    it("pg_dump exits non-zero", async () => {
+      const error = await attempt(
+        pgDumpSource({ connection: server.connection("shop"), tables: ["no_such_table"] }),
+      );
+      expect(error.code).toBe("SOURCE_FAILED");
+      expect(error.details.exitCode).toBe(1);
+      expect(String(error.details.stderr)).toMatch(/no matching tables/);
+    });
+
+    it("pg_dump writes everything and exits 0 but reports an error", async () => {
+      const liar = await wrapper(
+        "liar-direct",
+        `${realPgDump} "$@"\necho "pg_dump: error: simulated" >&2\nexit 0`,
+      );
+      const error = await attempt(
+        pgDumpSource({ connection: server.connection("shop"), pgDumpPath: liar.path }),
+      );
+      expect(error.code).toBe("SOURCE_FAILED");
+      expect(error.details.exitCode).toBe(0);
+    });
   });
 });
 

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -40,4 +40,61 @@ describe("filesystem sink batching", () => {
       await rm(root, { recursive: true, force: true });
     }
   });
+});
+
+describe("filesystem sink files for another process to write (openFile)", () => {
+  const withRoot = async (body: (root: string) => Promise<void>) => {
+    const root = await mkdtemp(join(tmpdir(), "stowage-fs-"));
+    try {
+      await body(root);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  };
+  const keys = async (listing: AsyncIterable<{ key: string }>) => {
+    const out: string[] = [];
+    for await (const info of listing) out.push(info.key);
+    return out;
+  };
+  const temporaries = (sink: ReturnType<typeof filesystemSink>) => keys(sink.temporaryFiles());
+
+  it("commits what was written through the handle under its key, private, and leaves no temporary", () =>
+    withRoot(async (root) => {
+      const sink = filesystemSink({ root });
+      const file = await sink.openFile?.();
+      if (!file) throw new Error("the filesystem sink offers openFile");
+      expect(await temporaries(sink)).toHaveLength(1); // visible as a temporary, not as an object
+      expect(await keys(sink.list(""))).toEqual([]);
+      const parts = Array.from({ length: 20 }, () => randomBytes(2 << 20)); // 40 MiB: past write-behind
+      let written = 0;
+      for (const part of parts) {
+        await file.handle.write(part, 0, part.length, written);
+        written += part.length;
+        file.grown(written);
+      }
+      const object = await file.commit("job/2026/11/29/a.sql");
+      expect(object.key).toBe("job/2026/11/29/a.sql");
+      const path = join(root, "job", "2026", "11", "29", "a.sql");
+      expect((await readFile(path)).equals(Buffer.concat(parts))).toBe(true);
+      expect((await stat(path)).mode & 0o777).toBe(0o600);
+      expect(await temporaries(sink)).toEqual([]);
+      await expect(file.commit("job/again.sql")).rejects.toThrow();
+    }));
+
+  it("discard, and a commit after an abort, leave nothing", () =>
+    withRoot(async (root) => {
+      const sink = filesystemSink({ root });
+      const dropped = await sink.openFile?.();
+      await dropped?.handle.write(Buffer.from("half a dump"));
+      await dropped?.discard();
+      const aborted = await sink.openFile?.();
+      await aborted?.handle.write(Buffer.from("half a dump"));
+      const controller = new AbortController();
+      controller.abort();
+      await expect(aborted?.commit("job/x.sql", { signal: controller.signal })).rejects.toMatchObject({
+        code: "ABORTED",
+      });
+      expect(await temporaries(sink)).toEqual([]);
+      expect(await keys(sink.list(""))).toEqual([]);
+    }));
 });
