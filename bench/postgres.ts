@@ -278,7 +278,7 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
         pass: ratio >= 1 / TARGET_RATIO && peak <= TARGET_RSS_MIB && sameBytes,
         peakRssMiB: Math.round(peak * 10) / 10,
         note:
-          `dump ${(dumpBytes / 1e6).toFixed(0)} MB; after VACUUM FREEZE and an untimed warm-up dump, after VACUUM FREEZE and an untimed warm-up dump, best of ${rounds} rounds in rotating order, sync before each side ` +
+          `dump ${(dumpBytes / 1e6).toFixed(0)} MB; after VACUUM FREEZE and an untimed warm-up dump, best of ${rounds} rounds in rotating order, sync before each side ` +
           `(pg_dump > file: ${anchorTimes.map((t) => t.toFixed(2)).join(", ")} s; stowage: ${stowage.map((r) => r.seconds.toFixed(2)).join(", ")} s); ` +
           `median ratio ${medianRatio.toFixed(3)}; CPU of the stowage process ${stowage.map((r) => r.cpu.toFixed(2)).join(", ")} s, of the bare pipe ${bare.map((r) => r.cpu.toFixed(2)).join(", ")} s; stowage fsyncs its file and writes a manifest, the anchor does neither; stowage child ${command.how}, ` +
           `its RSS with the modules loaded but no backup: ${baseline.maxRssMiB.toFixed(1)} MiB` +
