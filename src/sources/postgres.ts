@@ -611,10 +611,16 @@ export interface PgDumpDetails extends Record<string, unknown> {
  * with the (redacted) stderr tail in the message and `details.stderr`. Destroying the stream or
  * aborting kills pg_dump (SIGTERM, then SIGKILL) and reaps it. Memory: one 1 MiB buffer.
  *
+ * A plain dump backed up with no transforms into a sink with a local file (`filesystemSink`) is
+ * written by pg_dump straight into that file, as `pg_dump > file` would, and hashed as it grows
+ * ({@link Source.openToFile}); the rules above hold all the same.
+ *
  * @default format "plain", pgDumpPath "pg_dump", connectTimeoutMs 10000
  * @throws {CONFIG_INVALID} on bad options (each named), when called.
  * @throws {SOURCE_FAILED} the server does not answer or refuses the login, the database is
  *   unknown, pg_dump is missing or older than the server, or pg_dump fails.
+ * @throws {SINK_WRITE_FAILED} when pg_dump, writing straight into the sink's file, cannot write
+ *   (a full disk).
  * @throws {UNSUPPORTED} when the optional peer `pg` is not installed.
  * @example
  * await backup({
@@ -735,7 +741,10 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
           : result.code !== 0
             ? `exited with code ${result.code}`
             : "reported an error";
-      return coded("SOURCE_FAILED", `${where}: pg_dump ${how}${tail ? `: ${lastLines(tail)}` : ""}`, redact, {
+      // Writing into the sink's own file, pg_dump's failure to write (a full disk) is the sink's.
+      const sinkFull = typeof stdout === "number" && /could not write to output file/.test(tail);
+      const code = sinkFull ? "SINK_WRITE_FAILED" : "SOURCE_FAILED";
+      return coded(code, `${where}: pg_dump ${how}${tail ? `: ${lastLines(tail)}` : ""}`, redact, {
         ...target,
         exitCode: result.code,
         signal: result.signal,

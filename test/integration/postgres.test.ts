@@ -454,6 +454,18 @@ describe("no transforms into the filesystem sink: pg_dump writes straight into t
       expect(String(error.details.stderr)).toMatch(/no matching tables/);
     });
 
+    it("pg_dump cannot write into the file (a full disk): the sink's failure", async () => {
+      const full = await wrapper(
+        "full",
+        `echo "-- the start"\necho "pg_dump: error: could not write to output file: No space left on device" >&2\nexit 1`,
+      );
+      const error = await attempt(
+        pgDumpSource({ connection: server.connection("shop"), pgDumpPath: full.path }),
+      );
+      expect(error.code).toBe("SINK_WRITE_FAILED");
+      expect(error.details.exitCode).toBe(1);
+    });
+
     it("pg_dump writes everything and exits 0 but reports an error", async () => {
       const liar = await wrapper(
         "liar-direct",
