@@ -29,7 +29,7 @@ export interface BenchOptions {
   scale: number;
   /**
    * Rounds of each measurement (`--repeat`), alternating the sides; the fastest of each side
-   * counts. Unset: the module's own default (core 1, postgres 7, s3 5).
+   * counts. Unset: the module's own default (core 1, postgres 11, s3 5).
    */
   repeat?: number;
 }

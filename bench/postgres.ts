@@ -190,7 +190,7 @@ async function pgDumpToFile(
 /** @param options.scale 1 = a ~500 MB database; 0.1 for a quick look. */
 export async function run(options: BenchOptions): Promise<BenchRow[]> {
   const scale = options.scale > 0 ? options.scale : 1;
-  const rounds = Math.max(1, options.repeat ?? 7);
+  const rounds = Math.max(1, options.repeat ?? 11);
   const work = join(options.workDir, "postgres");
   await mkdir(work, { recursive: true });
   const server = await startPostgres();
