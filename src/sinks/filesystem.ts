@@ -64,9 +64,9 @@ class WriteBehind {
 /**
  * Writes a stream into an open file in batches of at least 1 MiB (one `writev` of the chunks
  * gathered, not copied), so that a source delivering 10 KiB reads (a child's pipe) costs one
- * trip to the thread pool per MiB instead of one per read, with {@link WriteBehind}. Holds at most
- * one batch in memory beyond the one being written. The caller closes the handle (a FileHandle closes only after its
- * pending operations, so no write or sync outlives it).
+ * trip to the thread pool per MiB instead of one per read, with {@link WriteBehind}. Holds at
+ * most one batch in memory beyond the one being written. The caller closes the handle (a
+ * FileHandle closes only after its pending operations, so no write or sync outlives it).
  */
 class FileWriter extends Writable {
   readonly behind: WriteBehind;
