@@ -90,7 +90,10 @@ export async function backupThroughFile(options: ThroughFileOptions): Promise<Th
   let key: string | undefined;
   try {
     key = options.keyFor(output);
-    const digest = await follow(file, output, context.signal, options.onBytes);
+    const readBack = `${sink.kind} sink failed reading back what was written to ${key}`;
+    const digest = await follow(file, output, context.signal, options.onBytes, (error) =>
+      fail("SINK_WRITE_FAILED", readBack, error, { ...options.details, key }),
+    );
     const sourceDetails = await output.details();
     stage = { code: "SINK_WRITE_FAILED", message: `${sink.kind} sink failed writing ${key}` };
     const written = await file.commit(key, options.write);
@@ -105,15 +108,9 @@ export async function backupThroughFile(options: ThroughFileOptions): Promise<Th
   } catch (error) {
     await output.stop();
     await file.discard();
-    const failure = error instanceof ReadBackError ? error : undefined;
-    throw failure
-      ? fail("SINK_WRITE_FAILED", `${sink.kind} sink failed reading back what was written`, failure.cause)
-      : fail(stage.code, stage.message, error, key ? { ...options.details, key } : options.details);
+    throw fail(stage.code, stage.message, error, key ? { ...options.details, key } : options.details);
   }
 }
-
-/** A failure reading the sink's file back, told apart from the source's own failures. */
-class ReadBackError extends Error {}
 
 /**
  * Reads the file as the writer grows it, hashing every byte, until the writer has finished and
@@ -124,6 +121,8 @@ async function follow(
   output: FileSourceOutput,
   signal: AbortSignal,
   onBytes: (bytes: number) => void,
+  /** The error for a failed read of the file, told apart from the source's own failures. */
+  readFailed: (error: unknown) => Error,
 ): Promise<{ bytes: number; sha256: string }> {
   const state: { ended: boolean; error?: unknown } = { ended: false };
   output.finished.then(
@@ -142,7 +141,7 @@ async function follow(
     try {
       return (await file.handle.read(buffer, 0, buffer.length, position)).bytesRead;
     } catch (error) {
-      throw new ReadBackError("read back failed", { cause: error });
+      throw readFailed(error);
     }
   };
   for (;;) {
