@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, write, writeSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -326,6 +326,88 @@ describe("backup()", () => {
     expect(consumed).toBeGreaterThan(25 << 20);
     // Each stage buffers about 1 MiB (its high-water marks); 25 MiB of data never piles up.
     expect(maxAhead).toBeLessThan(12 << 20);
+  });
+});
+
+describe("backup() into the sink's own file (Source.openToFile, Sink.openFile)", () => {
+  /**
+   * A source that writes `parts` into the file it is given, as a child process would: the first
+   * before it returns (so the core starts behind), the rest after.
+   */
+  const writingSource = ([first, ...rest]: Buffer[], failWith?: Error): Source => ({
+    kind: "writer",
+    name: "parts",
+    open: () => Promise.reject(new Error("this test wants the file path")),
+    async openToFile(fd) {
+      let position = writeSync(fd, first!);
+      const written = (async () => {
+        for (const part of rest) {
+          await new Promise<void>((resolve, reject) =>
+            write(fd, part, 0, part.length, position, (error) => (error ? reject(error) : resolve())),
+          );
+          position += part.length;
+        }
+        if (failWith) throw failWith;
+      })();
+      written.catch(() => undefined);
+      return {
+        contentType: "application/sql",
+        finished: written,
+        stop: async () => undefined,
+        details: async () => ({ parts: rest.length }),
+      };
+    },
+  });
+
+  it("hashes every byte the writer wrote, and gives the event loop a turn after every MiB", async () => {
+    const root = await mkdtemp(join(tmpdir(), "stowage-direct-"));
+    tempDirs.push(root);
+    // 24 MiB in the file before the core first reads, then a tail: it has to catch up.
+    const parts = [randomBytes(24 << 20), randomBytes(12345)];
+    let running = true;
+    let turns = 0;
+    const tick = () => {
+      turns++;
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    // The turn each read of the file was made in, seen where the core reports its progress.
+    const turnOfRead: number[] = [];
+    const disk = filesystemSink({ root });
+    const sink: Sink = {
+      ...disk,
+      async openFile(options) {
+        const file = await disk.openFile!(options);
+        return {
+          ...file,
+          grown: (bytes) => {
+            turnOfRead.push(turns);
+            file.grown(bytes);
+          },
+        };
+      },
+    };
+    const manifest = await backup({ job: "direct", source: writingSource(parts), sink });
+    running = false;
+    const data = Buffer.concat(parts);
+    expect(manifest.content).toMatchObject({ bytes: data.length, sha256: sha(data) });
+    expect(manifest.artifact).toMatchObject({ bytes: data.length, sha256: sha(data) });
+    expect(manifest.source.details).toEqual({ parts: 1 });
+    expect(readFileSync(join(root, manifest.artifact.key)).equals(data)).toBe(true);
+    // Each MiB of the 24 it had to catch up on was read in a turn of its own.
+    expect(new Set(turnOfRead.slice(0, 24)).size).toBe(24);
+  });
+
+  it("keeps nothing when the writer fails after writing", async () => {
+    const root = await mkdtemp(join(tmpdir(), "stowage-direct-"));
+    tempDirs.push(root);
+    const failed = backup({
+      job: "direct",
+      source: writingSource([randomBytes(3 << 20)], new Error("exit 1")),
+      sink: filesystemSink({ root }),
+    });
+    expect(await codeOf(failed)).toBe("SOURCE_FAILED");
+    expect(await readdir(root, { recursive: true })).toEqual([]);
   });
 });
 
