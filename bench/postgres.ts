@@ -220,11 +220,6 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
     await server.query("VACUUM (FREEZE, ANALYZE) items", database);
     await pgDumpToFile(server, database, join(work, "warm-up.sql"));
     await rm(join(work, "warm-up.sql"), { force: true });
-    // Freshly inserted rows get their hint bits set by the first scan, which writes the table
-    // again: freeze them now and dump once untimed, so that no side pays for it.
-    await server.query("VACUUM (FREEZE, ANALYZE) items", database);
-    await pgDumpToFile(server, database, join(work, "warm-up.sql"));
-    await rm(join(work, "warm-up.sql"), { force: true });
     const [{ size }] = (await server.query<{ size: string }>(
       "SELECT pg_database_size(current_database())::text AS size",
       database,
