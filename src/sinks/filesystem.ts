@@ -44,20 +44,35 @@ async function syncFolder(path: string): Promise<void> {
 /**
  * Asks the kernel to write a growing file's pages out every 32 MiB while writing goes on
  * (write-behind), so that the fsync before the rename has little left to do and a large backup
- * does not end with seconds of flushing. Failures here are left to that final fsync, which
- * reports them.
+ * does not end with seconds of flushing. A failed write-behind sync is kept and fails `sync()`:
+ * Linux reports a failed write-back to one sync of an open file only, so the final fsync alone
+ * could succeed after pages written earlier were lost.
+ * @internal exported for its unit test
  */
-class WriteBehind {
-  /** Settles when the last sync it started has. */
-  flushed: Promise<void> = Promise.resolve();
+export class WriteBehind {
+  private flushed: Promise<void> = Promise.resolve();
+  private failure: { error: unknown } | undefined;
   private synced = 0;
 
-  constructor(private readonly handle: FileHandle) {}
+  constructor(private readonly handle: Pick<FileHandle, "datasync" | "sync">) {}
 
   grown(bytes: number): void {
     if (bytes - this.synced < WRITE_BEHIND_BYTES) return;
     this.synced = bytes;
-    this.flushed = this.flushed.then(() => this.handle.datasync()).catch(() => undefined);
+    this.flushed = this.flushed
+      .then(() => this.handle.datasync())
+      .catch((error: unknown) => {
+        this.failure ??= { error };
+      });
+  }
+
+  /**
+   * Makes the whole file durable: the final fsync starts at once, beside a write-behind sync
+   * still running, and fails if it or any write-behind sync failed.
+   */
+  async sync(): Promise<void> {
+    await Promise.all([this.flushed, this.handle.sync()]);
+    if (this.failure) throw this.failure.error;
   }
 }
 
@@ -167,11 +182,10 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
    * The end of every write: the file's data on disk, the file renamed to its key, and the folder
    * (so the new name) on disk. Closes the handle whatever happens.
    */
-  const commit = async (handle: FileHandle, flushed: Promise<void>, temp: string, key: string) => {
+  const commit = async (handle: FileHandle, behind: WriteBehind, temp: string, key: string) => {
     const path = pathOf(key);
     try {
-      await flushed;
-      await handle.sync();
+      await behind.sync();
     } finally {
       await handle.close();
     }
@@ -244,7 +258,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
           await handle.close();
           throw error;
         }
-        return await commit(handle, writer.behind.flushed, temp, key);
+        return await commit(handle, writer.behind, temp, key);
       } catch (error) {
         body.destroy();
         await unlink(temp).catch(() => undefined);
@@ -277,7 +291,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
           try {
             throwIfAborted(commitOptions.signal, `filesystem sink: writing ${key}`);
             settled = true;
-            return await commit(handle, behind.flushed, temp, key);
+            return await commit(handle, behind, temp, key);
           } catch (error) {
             await discard();
             await removeEmptyFolders(dirname(pathOf(key)));

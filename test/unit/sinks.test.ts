@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { filesystemSink, memorySink } from "../../src/index.js";
+import { WriteBehind } from "../../src/sinks/filesystem.js";
 import { sinkConformance } from "../conformance/sink.js";
 
 sinkConformance("memory", async () => ({ sink: memorySink() }));
@@ -97,4 +98,41 @@ describe("filesystem sink files for another process to write (openFile)", () => 
       expect(await temporaries(sink)).toEqual([]);
       expect(await keys(sink.list(""))).toEqual([]);
     }));
+});
+
+describe("filesystem sink write-behind", () => {
+  /** A file whose syncs are recorded, and whose first write-behind sync fails like a lost write-back. */
+  const file = (failFirstDatasync: boolean) => {
+    const calls: string[] = [];
+    let datasyncs = 0;
+    return {
+      calls,
+      handle: {
+        datasync: async () => {
+          calls.push("datasync");
+          if (failFirstDatasync && datasyncs++ === 0) throw Object.assign(new Error("EIO"), { code: "EIO" });
+        },
+        sync: async () => {
+          calls.push("sync");
+        },
+      },
+    };
+  };
+
+  it("syncs every 32 MiB as the file grows, then fsyncs once at the end", async () => {
+    const { calls, handle } = file(false);
+    const behind = new WriteBehind(handle);
+    for (let mib = 1; mib <= 100; mib++) behind.grown(mib << 20);
+    await behind.sync();
+    // At 32, 64 and 96 MiB; the final fsync runs beside the last of them.
+    expect([...calls].sort()).toEqual(["datasync", "datasync", "datasync", "sync"]);
+  });
+
+  it("fails the final sync when a write-behind sync failed, though the final fsync itself succeeds", async () => {
+    const { calls, handle } = file(true);
+    const behind = new WriteBehind(handle);
+    for (let mib = 1; mib <= 70; mib++) behind.grown(mib << 20);
+    await expect(behind.sync()).rejects.toMatchObject({ code: "EIO" });
+    expect(calls).toContain("sync");
+  });
 });
