@@ -155,14 +155,33 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
    * Creates the folder and the temporary file. A concurrent `delete` may remove the folder it just
    * emptied between the two steps; then the folder is made again, once.
    */
-  const openTemp = async (folder: string, temp: string, retry = true): Promise<FileHandle> => {
-    await mkdir(folder, { recursive: true, mode: opts.dirMode });
+  const openTemp = async (
+    folder: string,
+    temp: string,
+    retry = true,
+  ): Promise<{ handle: FileHandle; made: string[] }> => {
+    const made = await makeFolder(folder);
     try {
-      return await open(temp, "wx", opts.fileMode);
+      return { handle: await open(temp, "wx", opts.fileMode), made };
     } catch (error) {
       if (retry && isMissing(error)) return openTemp(folder, temp, false);
       throw error;
     }
+  };
+  /**
+   * Makes `folder` and any missing parents, and returns the folders whose entries that changed
+   * (the parent of each folder made): a new folder is on disk only once its parent has been
+   * synced, so the commit syncs them with the object's own folder.
+   */
+  const makeFolder = async (folder: string): Promise<string[]> => {
+    const first = await mkdir(folder, { recursive: true, mode: opts.dirMode });
+    if (first === undefined) return [];
+    const changed: string[] = [];
+    for (let dir = folder; dirname(dir) !== dir; dir = dirname(dir)) {
+      changed.push(dirname(dir));
+      if (dir === first) break;
+    }
+    return changed;
   };
   /** Removes `dir` and its parents while they are empty, up to (not including) the root. */
   const removeEmptyFolders = async (dir: string) => {
@@ -182,16 +201,24 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
    * The end of every write: the file's data on disk, the file renamed to its key, and the folder
    * (so the new name) on disk. Closes the handle whatever happens.
    */
-  const commit = async (handle: FileHandle, behind: WriteBehind, temp: string, key: string) => {
+  const commit = async (
+    handle: FileHandle,
+    behind: WriteBehind,
+    temp: string,
+    key: string,
+    made: string[],
+  ) => {
     const path = pathOf(key);
     try {
       await behind.sync();
     } finally {
       await handle.close();
     }
-    await mkdir(dirname(path), { recursive: true, mode: opts.dirMode });
+    const folder = dirname(path);
+    const changed = [folder, ...made, ...(await makeFolder(folder))];
     await rename(temp, path);
-    await syncFolder(dirname(path));
+    // Synced together, the new name and any new folders on its way cost about one journal commit.
+    await Promise.all([...new Set(changed)].map(syncFolder));
     return { key, location: pathToFileURL(path).href };
   };
 
@@ -248,7 +275,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
       const temp = join(folder, tempName(basename(path)));
       try {
         throwIfAborted(options.signal, `filesystem sink: writing ${key}`);
-        const handle = await openTemp(folder, temp);
+        const { handle, made } = await openTemp(folder, temp);
         let writer: FileWriter;
         try {
           writer = new FileWriter(handle);
@@ -258,7 +285,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
           await handle.close();
           throw error;
         }
-        return await commit(handle, writer.behind, temp, key);
+        return await commit(handle, writer.behind, temp, key, made);
       } catch (error) {
         body.destroy();
         await unlink(temp).catch(() => undefined);
@@ -274,7 +301,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
     async openFile(options: WriteOptions = {}): Promise<SinkFile> {
       throwIfAborted(options.signal, "filesystem sink: opening a file");
       const temp = join(root, tempName("direct"));
-      await mkdir(root, { recursive: true, mode: opts.dirMode });
+      const made = await makeFolder(root);
       const handle = await open(temp, "wx+", opts.fileMode);
       const behind = new WriteBehind(handle);
       let settled = false;
@@ -291,7 +318,7 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
           try {
             throwIfAborted(commitOptions.signal, `filesystem sink: writing ${key}`);
             settled = true;
-            return await commit(handle, behind, temp, key);
+            return await commit(handle, behind, temp, key, made);
           } catch (error) {
             await discard();
             await removeEmptyFolders(dirname(pathOf(key)));
