@@ -668,7 +668,10 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
       }
     })();
     factsPromise.catch(() => undefined); // awaited below, after pg_dump's own checks
-    const version = await runShort(opts.pgDumpPath, ["--version"], env, signal);
+    // With the dump's connection options after it (pg_dump reads only its first argument when
+    // that is --version): Debian's pg_wrapper picks which installed pg_dump runs from them.
+    const connectionArgs = toolConnectionArgs(conn, database);
+    const version = await runShort(opts.pgDumpPath, ["--version", ...connectionArgs], env, signal);
     throwIfAborted(signal, where);
     if (version.error || version.code !== 0) {
       const missing = version.error?.code === "ENOENT";
@@ -704,7 +707,7 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
     const args = [
       `--format=${opts.format === "plain" ? "p" : "c"}`,
       "--no-password",
-      ...toolConnectionArgs(conn, database),
+      ...connectionArgs,
       ...(opts.schemas ?? []).flatMap((s) => ["--schema", s]),
       ...(opts.tables ?? []).flatMap((t) => ["--table", t]),
       ...(opts.excludeTables ?? []).flatMap((t) => ["--exclude-table", t]),
