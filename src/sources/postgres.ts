@@ -636,6 +636,16 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
   const database = conn.database;
   const redact = redactor(conn);
   const where = `pgDumpSource(${database})`;
+  // pg_dump's arguments: no secret among them (the password goes by environment or passfile).
+  const args = [
+    `--format=${opts.format === "plain" ? "p" : "c"}`,
+    "--no-password",
+    ...toolConnectionArgs(conn, database),
+    ...(opts.schemas ?? []).flatMap((s) => ["--schema", s]),
+    ...(opts.tables ?? []).flatMap((t) => ["--table", t]),
+    ...(opts.excludeTables ?? []).flatMap((t) => ["--exclude-table", t]),
+    ...opts.extraArgs,
+  ];
 
   /** Steps 1–3: the checks before pg_dump runs; returns what running it needs. */
   const prepare = async (signal: AbortSignal) => {
@@ -668,10 +678,10 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
       }
     })();
     factsPromise.catch(() => undefined); // awaited below, after pg_dump's own checks
-    // With the dump's connection options after it (pg_dump reads only its first argument when
-    // that is --version): Debian's pg_wrapper picks which installed pg_dump runs from them.
-    const connectionArgs = toolConnectionArgs(conn, database);
-    const version = await runShort(opts.pgDumpPath, ["--version", ...connectionArgs], env, signal);
+    // With the dump's own arguments after it (pg_dump reads only its first argument when that is
+    // --version): Debian's pg_wrapper picks which installed pg_dump runs from them (--host, --port,
+    // --cluster), so this is the pg_dump that will dump.
+    const version = await runShort(opts.pgDumpPath, ["--version", ...args], env, signal);
     throwIfAborted(signal, where);
     if (version.error || version.code !== 0) {
       const missing = version.error?.code === "ENOENT";
@@ -702,17 +712,6 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
       throw coded("SOURCE_FAILED", `${where}: ${e.message}`, redact, { ...target, ...e.details });
     }
     throwIfAborted(signal, where);
-
-    // pg_dump's arguments, for step 4.
-    const args = [
-      `--format=${opts.format === "plain" ? "p" : "c"}`,
-      "--no-password",
-      ...connectionArgs,
-      ...(opts.schemas ?? []).flatMap((s) => ["--schema", s]),
-      ...(opts.tables ?? []).flatMap((t) => ["--table", t]),
-      ...(opts.excludeTables ?? []).flatMap((t) => ["--exclude-table", t]),
-      ...opts.extraArgs,
-    ];
     const details: PgDumpDetails = {
       serverVersion,
       pgDumpVersion: compat.pgDumpVersion,
@@ -723,12 +722,12 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
       host: conn.host,
       port: conn.port,
     };
-    return { env, args, target, details };
+    return { env, target, details };
   };
 
   /** Step 4: pg_dump itself, its stdout a pipe or an open file; `judge` reads its exit. */
   const run = (prepared: Awaited<ReturnType<typeof prepare>>, stdout: "pipe" | number) => {
-    const { env, args, target } = prepared;
+    const { env, target } = prepared;
     const child = spawn(opts.pgDumpPath, args, { env, stdio: ["ignore", stdout, "pipe"] });
     const exit = closed(child);
     const stderr = new Tail();
