@@ -169,8 +169,8 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
     }
   };
   /**
-   * Makes `folder` and any missing parents, and returns the folders whose entries that changed
-   * (the parent of each folder made): a new folder is on disk only once its parent has been
+   * Makes `folder` and any missing parents, and returns the folders whose entries changed (the
+   * parent of each folder made): a new folder is on disk only once its parent has been
    * synced, so the commit syncs them with the object's own folder.
    */
   const makeFolder = async (folder: string): Promise<string[]> => {
@@ -199,7 +199,8 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
   const tempName = (name: string) => `.${name}${TEMP_MARKER}${randomBytes(6).toString("hex")}`;
   /**
    * The end of every write: the file's data on disk, the file renamed to its key, and the folder
-   * (so the new name) on disk. Closes the handle whatever happens.
+   * (so the new name) on disk, with the parent of every folder made for it. Closes the handle
+   * whatever happens.
    */
   const commit = async (
     handle: FileHandle,
