@@ -1,7 +1,7 @@
 import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { writeManifest } from "./catalog.js";
-import { backupThroughFile, canBackupThroughFile } from "./direct.js";
+import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direct.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
@@ -16,7 +16,6 @@ import type {
   SourceOutput,
   Transform,
   WriteOptions,
-  WrittenObject,
 } from "./types.js";
 import { VERSION } from "./version.js";
 
@@ -207,20 +206,11 @@ interface StreamsRun {
   signal?: AbortSignal;
 }
 
-type Digest = { bytes: number; sha256: string };
-
 /**
  * The general path: source → SHA-256 of the plain bytes → transforms in order → SHA-256 and size
  * of the stored bytes → `sink.write`, committed only after the source has reported success.
  */
-async function backupThroughStreams(run: StreamsRun): Promise<{
-  key: string;
-  contentType: string;
-  written: WrittenObject;
-  content: Digest;
-  artifact: Digest;
-  sourceDetails: Record<string, unknown>;
-}> {
+async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
   const { job, what, source, transforms, sink, signal } = run;
   let output: SourceOutput;
   try {

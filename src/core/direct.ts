@@ -36,12 +36,14 @@ export interface ThroughFileOptions {
   signal?: AbortSignal;
 }
 
-export interface ThroughFileResult {
+/** What either of `backup()`'s paths hands back for the manifest. */
+export interface BackupRun {
   key: string;
   contentType: string;
   written: WrittenObject;
-  /** With no transforms, the stored bytes are the plain bytes. */
+  /** The plain bytes, as the source gave them. */
   content: { bytes: number; sha256: string };
+  /** The stored bytes; with no transforms, the plain bytes. */
   artifact: { bytes: number; sha256: string };
   sourceDetails: Record<string, unknown>;
 }
@@ -61,7 +63,7 @@ export const canBackupThroughFile = (source: Source, sink: Sink, transforms: rea
  * finished successfully and every byte it wrote has been hashed; on any failure or abort the
  * process is stopped and reaped and the temporary file removed. Memory: one 1 MiB buffer.
  */
-export async function backupThroughFile(options: ThroughFileOptions): Promise<ThroughFileResult> {
+export async function backupThroughFile(options: ThroughFileOptions): Promise<BackupRun> {
   const { source, sink, context, what, signal } = options;
   const { openToFile } = source;
   const { openFile } = sink;
@@ -76,18 +78,19 @@ export async function backupThroughFile(options: ThroughFileOptions): Promise<Th
   } catch (error) {
     throw fail("SINK_WRITE_FAILED", `${sink.kind} sink failed to open a file`, error);
   }
+  const sourceFailed = {
+    code: "SOURCE_FAILED",
+    message: `source ${source.kind}:${source.name} failed`,
+  } as const;
   let output: FileSourceOutput;
   try {
     output = await openToFile.call(source, file.handle.fd, context);
   } catch (error) {
     await file.discard();
-    throw fail("SOURCE_FAILED", `source ${source.kind}:${source.name} failed`, error);
+    throw fail(sourceFailed.code, sourceFailed.message, error);
   }
 
-  let stage: { code: StowageErrorCode; message: string } = {
-    code: "SOURCE_FAILED",
-    message: `source ${source.kind}:${source.name} failed`,
-  };
+  let stage: { code: StowageErrorCode; message: string } = sourceFailed;
   let key: string | undefined;
   try {
     key = options.keyFor(output);

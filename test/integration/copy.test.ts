@@ -2,7 +2,7 @@
  * copyBackup across real sinks: filesystem → S3 offsite → Glacier archive, over the local S3
  * server (its request log shows multipart uploads were aborted, not just hidden).
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, open, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,11 +21,10 @@ import {
 } from "../../src/index.js";
 import { glacierSink } from "../../src/sinks/glacier.js";
 import { type S3Sink, s3Sink } from "../../src/sinks/s3.js";
-import { keysOf, rejection } from "../support/expect-helpers.js";
+import { keysOf, rejection, sha } from "../support/expect-helpers.js";
 import { type S3TestServer, startS3Server } from "../support/s3-server.js";
 
 const MiB = 1024 * 1024;
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 describe("copyBackup between sinks", () => {
   let server: S3TestServer;

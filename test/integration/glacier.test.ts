@@ -4,7 +4,7 @@
  * InvalidObjectState until restored) with a "the hours have passed" hook and a movable clock.
  * Always local: a real archive takes hours to restore.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -29,12 +29,11 @@ import {
   waitForRestore,
 } from "../../src/sinks/glacier.js";
 import { sinkConformance } from "../conformance/sink.js";
-import { rejection } from "../support/expect-helpers.js";
+import { rejection, sha } from "../support/expect-helpers.js";
 import { type S3TestServer, startS3Server } from "../support/s3-server.js";
 
 const MiB = 1024 * 1024;
 const DAY = 86_400_000;
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 let started: Promise<S3TestServer> | undefined;
 const server = () => {

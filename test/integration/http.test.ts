@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { inspect } from "node:util";
@@ -17,11 +16,11 @@ import {
   type StowageError,
 } from "../../src/index.js";
 import { httpBundleSource, httpSource, restoreHttp } from "../../src/sources/http.js";
+import { sha } from "../support/expect-helpers.js";
 import { json, startHttpServer, type TestHttpServer } from "../support/http.js";
 
 const HASH = "cdd01ef066bc6cf2";
 const STATE = { constitutional_hash: HASH, policies: [{ id: 1, rule: "allow" }], version: 7 };
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const fast = { retryDelayMs: 10, maxRetryDelayMs: 50 };
 
 let server: TestHttpServer;

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -26,6 +26,7 @@ import {
 } from "../../src/index.js";
 import { selectBackup } from "../../src/policies/select.js";
 import { pgDumpSource, pgQuerySource, restorePostgres } from "../../src/sources/postgres.js";
+import { sha } from "../support/expect-helpers.js";
 import { freePort, startPostgres, type TestPostgres } from "../support/postgres.js";
 
 const run = promisify(execFile);
@@ -361,8 +362,6 @@ describe("pgDumpSource → gzip → AES-256-GCM → filesystem, restored with re
 });
 
 describe("no transforms into the filesystem sink: pg_dump writes straight into the sink's file", () => {
-  const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
-
   it("stores what pg_dump > file stores, hashed right, and restores it", async () => {
     const { sink, calls } = countingSink("direct-plain");
     const progress: number[] = [];
@@ -386,8 +385,8 @@ describe("no transforms into the filesystem sink: pg_dump writes straight into t
       env: { ...process.env, URL: server.url("shop"), PGPASSWORD: server.password },
     });
     expect(stored.equals(await readFile(anchor))).toBe(true); // byte for byte
-    expect(manifest.artifact).toMatchObject({ bytes: stored.length, sha256: sha256(stored) });
-    expect(manifest.content).toMatchObject({ bytes: stored.length, sha256: sha256(stored) });
+    expect(manifest.artifact).toMatchObject({ bytes: stored.length, sha256: sha(stored) });
+    expect(manifest.content).toMatchObject({ bytes: stored.length, sha256: sha(stored) });
     expect(manifest.artifact.key.endsWith(".sql")).toBe(true);
     expect(manifest.source.details).toMatchObject({ database: "shop", format: "plain", tables: 4 });
     expect(progress.at(-1)).toBe(stored.length);
@@ -412,7 +411,7 @@ describe("no transforms into the filesystem sink: pg_dump writes straight into t
     });
     expect(calls.openFile).toBe(0);
     const stored = await readFile(join(sink.root, ...manifest.artifact.key.split("/")));
-    expect(manifest.artifact.sha256).toBe(sha256(stored));
+    expect(manifest.artifact.sha256).toBe(sha(stored));
   });
 
   describe("failures leave no artifact, no manifest and no temporary file", () => {

@@ -4,7 +4,7 @@
  * process). Tests that need the local server's request log or fault switches use a second,
  * local server, so they run (and can fail) everywhere.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,11 +23,10 @@ import {
 } from "../../src/index.js";
 import { type S3Sink, s3Sink } from "../../src/sinks/s3.js";
 import { sinkConformance } from "../conformance/sink.js";
-import { keysOf, rejection } from "../support/expect-helpers.js";
+import { keysOf, rejection, sha } from "../support/expect-helpers.js";
 import { type S3TestServer, startS3Server } from "../support/s3-server.js";
 
 const MiB = 1024 * 1024;
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 let shared: Promise<S3TestServer> | undefined;
 let local: Promise<S3TestServer> | undefined;

@@ -1,4 +1,5 @@
 /** Small helpers the test files share for asserting on failures and on what a sink holds. */
+import { createHash } from "node:crypto";
 import { isStowageError, type Sink, type StowageError } from "../../src/index.js";
 
 /** The StowageError a promise rejects with; fails the test if it resolves or rejects otherwise. */
@@ -23,3 +24,6 @@ export async function keysOf(sink: Sink, prefix = ""): Promise<string[]> {
   for await (const info of sink.list(prefix)) keys.push(info.key);
   return keys;
 }
+
+/** The SHA-256 of some bytes, in hex, as manifests record it. */
+export const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
   aes256gcm,
@@ -13,8 +13,8 @@ import {
 } from "../../src/index.js";
 import { aes256gcmV1, keyFingerprint } from "../../src/transforms/aes-256-gcm.js";
 import { codeOf, decrypt, encrypt } from "../support/aes-helpers.js";
+import { sha } from "../support/expect-helpers.js";
 
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const key = randomBytes(32);
 const C = 1024; // small chunks keep the tamper matrix fast
 const V2_RAW_HEADER = 12 + 3 + 72 + 32;

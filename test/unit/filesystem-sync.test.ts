@@ -35,23 +35,23 @@ afterEach(async () => {
   for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
 });
 
+/** A sink whose root does not exist yet, in a fresh folder `base`. */
+async function freshSink() {
+  const base = await mkdtemp(join(tmpdir(), "stowage-fsync-"));
+  roots.push(base);
+  const root = join(base, "root");
+  return { base, root, sink: filesystemSink({ root }) };
+}
+
+/** Every folder from `base` down to the key's folder job/2026/11/29. */
+const everyFolder = (base: string, root: string) =>
+  new Set([base, root, ...["job", "job/2026", "job/2026/11", "job/2026/11/29"].map((f) => join(root, f))]);
+
 describe("filesystem sink: folders it makes are on disk before a write resolves", () => {
   it("syncs the object's folder and the parent of every folder it made", async () => {
-    const base = await mkdtemp(join(tmpdir(), "stowage-fsync-"));
-    roots.push(base);
-    const root = join(base, "root");
-    const sink = filesystemSink({ root });
+    const { base, root, sink } = await freshSink();
     await sink.write("job/2026/11/29/a.sql", Readable.from([Buffer.from("x")]));
-    expect(new Set(foldersSynced)).toEqual(
-      new Set([
-        base,
-        root,
-        join(root, "job"),
-        join(root, "job/2026"),
-        join(root, "job/2026/11"),
-        join(root, "job/2026/11/29"),
-      ]),
-    );
+    expect(new Set(foldersSynced)).toEqual(everyFolder(base, root));
 
     // The folders exist now: the next write syncs only its own folder.
     foldersSynced.length = 0;
@@ -60,22 +60,10 @@ describe("filesystem sink: folders it makes are on disk before a write resolves"
   });
 
   it("does the same for a file a process wrote into (openFile)", async () => {
-    const base = await mkdtemp(join(tmpdir(), "stowage-fsync-"));
-    roots.push(base);
-    const root = join(base, "root");
-    const sink = filesystemSink({ root });
+    const { base, root, sink } = await freshSink();
     const file = await sink.openFile!();
     await file.handle.write("z");
     await file.commit("job/2026/11/29/c.sql");
-    expect(new Set(foldersSynced)).toEqual(
-      new Set([
-        base,
-        root,
-        join(root, "job"),
-        join(root, "job/2026"),
-        join(root, "job/2026/11"),
-        join(root, "job/2026/11/29"),
-      ]),
-    );
+    expect(new Set(foldersSynced)).toEqual(everyFolder(base, root));
   });
 });

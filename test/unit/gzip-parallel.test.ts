@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { type Duplex, Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import * as zlib from "node:zlib";
@@ -16,9 +16,9 @@ import {
   type Transform,
 } from "../../src/index.js";
 import { createParallelGzip, type DeflateBlock } from "../../src/transforms/gzip.js";
+import { sha } from "../support/expect-helpers.js";
 
 const BLOCK = 64 * 1024; // the smallest block size, so tests cross many block boundaries quickly
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** Text that compresses about 4:1, with no period a compressor could lock onto. */
 function textData(size: number, seed = 1): Buffer<ArrayBuffer> {

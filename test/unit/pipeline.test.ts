@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { readFileSync, write, writeSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -27,9 +27,8 @@ import {
   verify,
 } from "../../src/index.js";
 import { failingChunks } from "../conformance/sink.js";
-import { codeOf, keysOf } from "../support/expect-helpers.js";
+import { codeOf, keysOf, sha } from "../support/expect-helpers.js";
 
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const key = randomBytes(32);
 
 const tempDirs: string[] = [];

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { rekey } from "../../src/core/rekey.js";
@@ -19,8 +19,7 @@ import {
 } from "../../src/index.js";
 import { aes256gcmV1, generateKeyPair, recipientIds } from "../../src/transforms/aes-256-gcm.js";
 import { codeOf } from "../support/aes-helpers.js";
-
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+import { sha } from "../support/expect-helpers.js";
 
 async function listing(sink: Sink): Promise<Map<string, string>> {
   const out = new Map<string, string>();

@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { filesystemSink, memorySink } from "../../src/index.js";
 import { WriteBehind } from "../../src/sinks/filesystem.js";
 import { sinkConformance } from "../conformance/sink.js";
+import { keysOf } from "../support/expect-helpers.js";
 
 sinkConformance("memory", async () => ({ sink: memorySink() }));
 
@@ -52,20 +53,23 @@ describe("filesystem sink files for another process to write (openFile)", () => 
       await rm(root, { recursive: true, force: true });
     }
   };
-  const keys = async (listing: AsyncIterable<{ key: string }>) => {
-    const out: string[] = [];
-    for await (const info of listing) out.push(info.key);
-    return out;
+  const temporaries = async (sink: ReturnType<typeof filesystemSink>) => {
+    const keys: string[] = [];
+    for await (const info of sink.temporaryFiles()) keys.push(info.key);
+    return keys;
   };
-  const temporaries = (sink: ReturnType<typeof filesystemSink>) => keys(sink.temporaryFiles());
+  const openFile = async (sink: ReturnType<typeof filesystemSink>) => {
+    const file = await sink.openFile?.();
+    if (!file) throw new Error("the filesystem sink offers openFile");
+    return file;
+  };
 
   it("commits what was written through the handle under its key, private, and leaves no temporary", () =>
     withRoot(async (root) => {
       const sink = filesystemSink({ root });
-      const file = await sink.openFile?.();
-      if (!file) throw new Error("the filesystem sink offers openFile");
+      const file = await openFile(sink);
       expect(await temporaries(sink)).toHaveLength(1); // visible as a temporary, not as an object
-      expect(await keys(sink.list(""))).toEqual([]);
+      expect(await keysOf(sink)).toEqual([]);
       const parts = Array.from({ length: 20 }, () => randomBytes(2 << 20)); // 40 MiB: past write-behind
       let written = 0;
       for (const part of parts) {
@@ -85,18 +89,18 @@ describe("filesystem sink files for another process to write (openFile)", () => 
   it("discard, and a commit after an abort, leave nothing", () =>
     withRoot(async (root) => {
       const sink = filesystemSink({ root });
-      const dropped = await sink.openFile?.();
-      await dropped?.handle.write(Buffer.from("half a dump"));
-      await dropped?.discard();
-      const aborted = await sink.openFile?.();
-      await aborted?.handle.write(Buffer.from("half a dump"));
+      const dropped = await openFile(sink);
+      await dropped.handle.write(Buffer.from("half a dump"));
+      await dropped.discard();
+      const aborted = await openFile(sink);
+      await aborted.handle.write(Buffer.from("half a dump"));
       const controller = new AbortController();
       controller.abort();
-      await expect(aborted?.commit("job/x.sql", { signal: controller.signal })).rejects.toMatchObject({
+      await expect(aborted.commit("job/x.sql", { signal: controller.signal })).rejects.toMatchObject({
         code: "ABORTED",
       });
       expect(await temporaries(sink)).toEqual([]);
-      expect(await keys(sink.list(""))).toEqual([]);
+      expect(await keysOf(sink)).toEqual([]);
     }));
 });
 

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
@@ -15,8 +15,8 @@ import {
   type Transform,
 } from "../../src/index.js";
 import { ZstdFrameSplitter, zstd, zstdAvailable, zstdDecoder } from "../../src/transforms/zstd.js";
+import { sha } from "../support/expect-helpers.js";
 
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const available = zstdAvailable();
 
 function textData(size: number, seed = 1): Buffer<ArrayBuffer> {
