@@ -35,6 +35,20 @@ export default defineConfig({
           sequence: { groupOrder: 1 },
         },
       },
+      {
+        extends: true,
+        test: {
+          name: "faults",
+          // Hostile testing through the public API, one file a port; ends with the line
+          // "faults: N injected, N clean, N leftovers, N secrets".
+          include: ["test/faults/**/*.test.ts"],
+          globalSetup: ["test/faults/summary.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          maxWorkers: 2,
+          sequence: { groupOrder: 2 },
+        },
+      },
     ],
   },
 });
