@@ -172,6 +172,35 @@ export interface Sink {
    * directly (see {@link Source.openToFile}); the artifact then never passes through this process.
    */
   openFile?(options?: WriteOptions): Promise<SinkFile>;
+  /**
+   * Optional, for sinks where an interrupted write leaves something `list` does not show
+   * (a filesystem's temporary files, S3's open multipart uploads): those under `prefix` that no
+   * live writer owns any more. A sink that can tell liveness (a heartbeat, a lock) uses it; one that
+   * cannot reports only leftovers that started before `now - olderThanMs`.
+   */
+  leftovers?(prefix: string, options: LeftoverOptions): AsyncIterable<Leftover>;
+  /** Removes leftovers that `leftovers` reported; one already gone is not an error. */
+  removeLeftovers?(leftovers: readonly Leftover[], options?: ReadOptions): Promise<void>;
+}
+
+/** Something an interrupted write left in a sink that its `list` does not show. */
+export interface Leftover {
+  /** What it is: "temporary-file", "multipart-upload", ... */
+  kind: string;
+  /** The key it belongs to: the temporary file's own key, or the object key an upload was for. */
+  key: string;
+  /** The sink's handle for removing it: the temporary file's key, a multipart upload's id, ... */
+  id: string;
+  /** When its write began, by the sink's clock. */
+  startedAt: Date;
+}
+
+/** Options of {@link Sink.leftovers}. */
+export interface LeftoverOptions extends ReadOptions {
+  /** For sinks that cannot tell a live writer from a dead one: only leftovers older than this. */
+  olderThanMs: number;
+  /** The reference time for `olderThanMs`. */
+  now: Date;
 }
 
 /** A progress event, emitted at most a few times a second and once at the end. */
