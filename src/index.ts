@@ -63,6 +63,8 @@ export type {
   DecodeContext,
   DecryptionKey,
   ObjectInfo,
+  Leftover,
+  LeftoverOptions,
   ReadOptions,
   Sink,
   SinkCapabilities,
