@@ -1,10 +1,11 @@
 /**
- * stowage's retention against restic's own golden vectors (../shared/data/restic-retention.json,
- * extracted from restic's internal/data/snapshot_policy_test.go). Where stowage means the same as
+ * stowage's retention against restic's own golden vectors (test/fixtures/restic-retention.json,
+ * extracted from restic's internal/data/snapshot_policy_test.go, BSD-2-Clause: see
+ * test/fixtures/README.md). Where stowage means the same as
  * restic it must keep the same backups for the same reasons; where it deliberately differs, the
  * difference is asserted here so that it cannot drift unnoticed.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { Manifest } from "../../src/core/manifest.js";
@@ -46,13 +47,9 @@ interface Vectors {
   cases: ResticCase[];
 }
 
-const path =
-  process.env.STOWAGE_RESTIC_VECTORS ??
-  fileURLToPath(new URL("../../../shared/data/restic-retention.json", import.meta.url));
-if (!existsSync(path)) {
-  throw new Error(`restic golden vectors not found at ${path} (set STOWAGE_RESTIC_VECTORS)`);
-}
-const vectors = JSON.parse(readFileSync(path, "utf8")) as Vectors;
+const vectors = JSON.parse(
+  readFileSync(fileURLToPath(new URL("../fixtures/restic-retention.json", import.meta.url)), "utf8"),
+) as Vectors;
 
 // Ties: restic keeps input order among equal times (the earlier-listed counts as newer); stowage
 // orders equal times by id. Ids whose suffix falls with the input index reproduce restic's order.
