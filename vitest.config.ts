@@ -10,6 +10,10 @@ export default defineConfig({
     ],
   },
   test: {
+    // CI runs the README's `npm test` unchanged and reads the results from this file.
+    ...(process.env.STOWAGE_TEST_REPORT
+      ? { reporters: ["default", ["json", { outputFile: process.env.STOWAGE_TEST_REPORT }]] }
+      : {}),
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true" },
     projects: [
       {

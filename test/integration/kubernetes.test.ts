@@ -1,7 +1,7 @@
 /**
  * The Kubernetes adapters against a Kubernetes-API-speaking server (test/support/kube-api-server.ts)
- * over real sockets, with @kubernetes/client-node 1.4.0's KubeConfig and kubectl as an
- * independent client. Backups go through the real core: gzip + AES-256-GCM into a sink.
+ * over real sockets, with the KubeConfig of the @kubernetes/client-node this runtime's users get
+ * (1.x on Node 20, 2.x from Node 22.19 on) and kubectl as an independent client. Backups go through the real core: gzip + AES-256-GCM into a sink.
  */
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -29,7 +29,15 @@ import {
   restoreKubernetes,
 } from "../../src/sources/kubernetes.js";
 import { KubeApiServer } from "../support/kube-api-server.js";
-import { kubeConfigFor, kubectl, makeTar, readTar, seedShop, TRICKY_DATA } from "../support/kube-fixtures.js";
+import {
+  kubeClient,
+  kubeConfigFor,
+  kubectl,
+  makeTar,
+  readTar,
+  seedShop,
+  TRICKY_DATA,
+} from "../support/kube-fixtures.js";
 
 let server: KubeApiServer;
 const key = generateKey().toString("hex");
@@ -47,6 +55,15 @@ beforeEach(() => {
   server.wipe();
   server.requests.length = 0;
   server.beforeResponse = undefined;
+});
+
+describe("the client-node a user of this runtime installs", () => {
+  it("is the one these tests build their KubeConfig with: 2.x where it loads, 1.x on Node 20", () => {
+    const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
+    const loads2 = major > 22 || (major === 22 && minor >= 19);
+    expect(kubeClient.major).toBe(loads2 ? 2 : 1);
+    expect(kubeConfigFor(server.url)).toBeInstanceOf(kubeClient.module.KubeConfig);
+  });
 });
 
 async function plainTar(sink: Sink, manifest: Manifest): Promise<Buffer> {

@@ -3,20 +3,43 @@
  * the way a controller-managed cluster looks, tar helpers, and kubectl as an independent client.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { promisify } from "node:util";
-import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import type * as KubeClient from "@kubernetes/client-node";
 import tar from "tar-stream";
 import type { KubeApiServer } from "./kube-api-server.js";
 
 const run = promisify(execFile);
+const require = createRequire(import.meta.url);
+
+/**
+ * The `@kubernetes/client-node` that `npm install @kubernetes/client-node` gives a user of this
+ * runtime, so that each runtime tests the adapter with the client its users have: 2.x where it
+ * loads (it brings undici 8, which needs Node ≥ 22.19), 1.x on older Node, where 2.x crashes at
+ * import. The devDependencies hold both: 1.x as itself, 2.x as `kubernetes-client-node-2`.
+ */
+export const kubeClient = await (async () => {
+  const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
+  const wants2 = major > 22 || (major === 22 && minor >= 19);
+  // A name in a variable, so that the type checker does not load 2.x's types (they need a newer
+  // @types/node than the one this package is built against); both majors share the API used here.
+  const name = wants2 ? "kubernetes-client-node-2" : "@kubernetes/client-node";
+  const module = (await import(name)) as typeof KubeClient;
+  const { version } = JSON.parse(
+    await readFile(join(dirname(require.resolve(`${name}/package.json`)), "package.json"), "utf8"),
+  ) as { version: string };
+  return { module, version, major: Number(version.split(".")[0]) };
+})();
+
+type KubeConfig = KubeClient.KubeConfig;
 
 /** A KubeConfig for the test server (plain http needs skipTLSVerify in client-node 1.x). */
 export function kubeConfigFor(url: string, token?: string): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new kubeClient.module.KubeConfig();
   kc.loadFromOptions({
     clusters: [{ name: "test", server: url, skipTLSVerify: true }],
     users: [{ name: "stowage", ...(token ? { token } : {}) }],
@@ -71,7 +94,7 @@ export async function seedShop(server: KubeApiServer, configMaps = 5): Promise<v
   server.put(CRD, "kubectl");
 
   // Through the official client, as a user's tooling would.
-  const core = kubeConfigFor(server.url).makeApiClient(CoreV1Api);
+  const core = kubeConfigFor(server.url).makeApiClient(kubeClient.module.CoreV1Api);
   await core.createNamespacedConfigMap({
     namespace: "shop",
     body: {

@@ -14,7 +14,7 @@ const scanned = ["src", "test", "scripts", "bench", "examples", ".ci", "vitest.c
 const textFile = /\.(ts|mts|cts|js|mjs|cjs|json|sh|ya?ml)$|(^|\/)run$/;
 
 /** Relative path literals in `text` that, resolved from `fromDir`, lead outside `top`. */
-export function pathsLeaving(text: string, fromDir: string, top: string): string[] {
+function pathsLeaving(text: string, fromDir: string, top: string): string[] {
   const out: string[] = [];
   for (const match of text.matchAll(/(?<![\w.])((?:\.\.\/)+[\w.@/-]*)/g)) {
     const literal = match[1]!;
