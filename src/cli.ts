@@ -31,14 +31,9 @@ import { defineConfig, type StowageConfig } from "./jobs/config.js";
 import { type CycleResult, pruneJob, type RetentionResult, runJobs } from "./jobs/cycle.js";
 import { type DrillReport, restoreDrill } from "./jobs/drill.js";
 import type { Job } from "./jobs/job.js";
+import { formatPrometheus } from "./policies/prometheus.js";
 import { selectBackup } from "./policies/select.js";
-import {
-  formatBytes,
-  formatDuration,
-  formatPrometheus,
-  formatStatusText,
-  summarize,
-} from "./policies/status.js";
+import { formatBytes, formatDuration, formatStatusText, summarize } from "./policies/status.js";
 import { generateKeyPair } from "./transforms/aes-256-gcm.js";
 
 /** Exit codes. */

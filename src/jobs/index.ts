@@ -53,6 +53,7 @@ export {
   type ValidationRules,
 } from "./job.js";
 export { isLogger, type Logger, silentLogger } from "./logger.js";
+export { type PromClientLike, type StatusCollectorOptions, statusCollector } from "./metrics.js";
 export {
   type Scheduler,
   type SchedulerEvent,

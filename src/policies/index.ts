@@ -11,6 +11,14 @@ export {
   localTime,
 } from "./calendar.js";
 export {
+  escapeLabelValue,
+  formatPrometheus,
+  JOB_LABEL,
+  type MetricFamily,
+  type MetricSample,
+  statusMetrics,
+} from "./prometheus.js";
+export {
   lockedUntil,
   OBJECT_LOCK_LABELS,
   type ParsedRetentionPolicy,
@@ -26,10 +34,8 @@ export {
 export { type SelectBackupOptions, selectBackup } from "./select.js";
 export {
   type BackupBrief,
-  escapeLabelValue,
   formatBytes,
   formatDuration,
-  formatPrometheus,
   formatStatusText,
   type HealthStatus,
   type JobStatus,

@@ -186,7 +186,7 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
     expect(json.overall.backups).toBe(1);
     const prom = await stowage(["status", "--prometheus", "--job", "state"], { cwd: dir, env });
     expect(prom.code).toBe(0);
-    expect(prom.stdout).toMatch(/^stowage_last_backup_timestamp_seconds\{job="state"\} \d+/m);
+    expect(prom.stdout).toMatch(/^stowage_last_backup_timestamp_seconds\{backup_job="state"\} \d+/m);
     expect(prom.stdout).toMatch(/^# TYPE \w+ gauge$/m);
     // "files" has never run: it has no backup and breaches its RPO.
     const all = await stowage(["status", "--json"], { cwd: dir, env });

@@ -204,7 +204,7 @@ describe("examples/tiered-backups.ts and examples/restore-drill.ts", () => {
       work,
     );
     expect(prom.code).toBe(0);
-    expect(prom.stdout).toMatch(/^stowage_last_backup_timestamp_seconds\{job="kubernetes"\} /m);
+    expect(prom.stdout).toMatch(/^stowage_last_backup_timestamp_seconds\{backup_job="kubernetes"\} /m);
   });
 
   it("the monthly restore drill restores every tier into scratch targets, checks them and reports RPO/RTO", async () => {

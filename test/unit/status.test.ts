@@ -271,27 +271,27 @@ describe("formatPrometheus", () => {
     const families = parseExposition(formatPrometheus(report()));
     const value = (name: string, labels: Record<string, string>) =>
       families.get(name)?.samples.find((s) => JSON.stringify(s.labels) === JSON.stringify(labels))?.value;
-    expect(value("stowage_last_backup_timestamp_seconds", { job: "app-db" })).toBe(
+    expect(value("stowage_last_backup_timestamp_seconds", { backup_job: "app-db" })).toBe(
       Date.parse("2026-11-21T11:55:00Z") / 1000,
     );
-    expect(value("stowage_last_valid_backup_timestamp_seconds", { job: "k8s" })).toBe(
+    expect(value("stowage_last_valid_backup_timestamp_seconds", { backup_job: "k8s" })).toBe(
       Date.parse("2026-11-21T04:00:00Z") / 1000,
     );
-    expect(value("stowage_last_backup_age_seconds", { job: "app-db" })).toBe(300);
-    expect(value("stowage_backups_total", { job: "app-db" })).toBe(3);
-    expect(value("stowage_backups_total", { job: "audit" })).toBe(0);
-    expect(value("stowage_backup_bytes", { job: "app-db", kind: "stored" })).toBe(3003);
-    expect(value("stowage_backup_bytes", { job: "app-db", kind: "plain" })).toBe(12003);
-    expect(value("stowage_rpo_breached", { job: "k8s" })).toBe(1);
-    expect(value("stowage_rpo_breached", { job: "app-db" })).toBe(0);
-    expect(value("stowage_rpo_seconds", { job: "k8s" })).toBe(21600);
-    expect(value("stowage_invalid_manifests", { job: "app-db" })).toBe(1);
-    expect(value("stowage_compliance_ratio", { job: "k8s" })).toBe(0.5);
-    expect(value("stowage_job_healthy", { job: "app-db" })).toBe(0);
+    expect(value("stowage_last_backup_age_seconds", { backup_job: "app-db" })).toBe(300);
+    expect(value("stowage_backups", { backup_job: "app-db" })).toBe(3);
+    expect(value("stowage_backups", { backup_job: "audit" })).toBe(0);
+    expect(value("stowage_backup_bytes", { backup_job: "app-db", kind: "stored" })).toBe(3003);
+    expect(value("stowage_backup_bytes", { backup_job: "app-db", kind: "plain" })).toBe(12003);
+    expect(value("stowage_rpo_breached", { backup_job: "k8s" })).toBe(1);
+    expect(value("stowage_rpo_breached", { backup_job: "app-db" })).toBe(0);
+    expect(value("stowage_rpo_seconds", { backup_job: "k8s" })).toBe(21600);
+    expect(value("stowage_invalid_manifests", { backup_job: "app-db" })).toBe(1);
+    expect(value("stowage_compliance_ratio", { backup_job: "k8s" })).toBe(0.5);
+    expect(value("stowage_job_healthy", { backup_job: "app-db" })).toBe(0);
     expect(value("stowage_status_timestamp_seconds", {})).toBe(now.getTime() / 1000);
     // A job that never ran has no last-backup sample (absent, not 0) and no RPO when it has none.
-    expect(value("stowage_last_backup_timestamp_seconds", { job: "audit" })).toBeUndefined();
-    expect(value("stowage_rpo_breached", { job: "logs" })).toBeUndefined();
+    expect(value("stowage_last_backup_timestamp_seconds", { backup_job: "audit" })).toBeUndefined();
+    expect(value("stowage_rpo_breached", { backup_job: "logs" })).toBeUndefined();
   });
 
   it("escapes label values: backslash, double quote and newline", () => {
@@ -300,9 +300,9 @@ describe("formatPrometheus", () => {
     const text = formatPrometheus(
       summarize([fakeManifest({ job: odd, startedAt: "2026-11-21T11:00:00Z" })], { now }),
     );
-    expect(text).toContain('stowage_backups_total{job="we\\"ird\\\\job\\nname"} 1\n');
+    expect(text).toContain('stowage_backups{backup_job="we\\"ird\\\\job\\nname"} 1\n');
     const families = parseExposition(text);
-    expect(families.get("stowage_backups_total")!.samples[0]!.labels.job).toBe(odd);
+    expect(families.get("stowage_backups")!.samples[0]!.labels.backup_job).toBe(odd);
   });
 
   it("with no jobs, still a valid exposition with the report time", () => {
