@@ -53,6 +53,15 @@ export function parseDuration(value: string, option = "duration"): number {
 /** A zod check that a value is an AbortSignal (or absent). */
 export const signalSchema = z.custom<AbortSignal>((v) => v instanceof AbortSignal, "expected an AbortSignal");
 
+/**
+ * A zod check for bytes: any `Uint8Array`, a `Buffer` included. (`z.instanceof(Uint8Array)` infers
+ * `Uint8Array<ArrayBuffer>`, which a `Buffer<ArrayBufferLike>` does not fit under TypeScript 5.7+.)
+ */
+export const bytesSchema = z.custom<Uint8Array>(
+  (v) => v instanceof Uint8Array,
+  "expected bytes (a Buffer or Uint8Array)",
+);
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
 
 /** A Source, checked by shape (an object with `open()`), so users' own sources pass. */

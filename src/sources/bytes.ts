@@ -1,6 +1,6 @@
 import { Readable } from "node:stream";
 import { z } from "zod";
-import { parseOptions } from "../core/options.js";
+import { bytesSchema, parseOptions } from "../core/options.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
@@ -46,7 +46,7 @@ export const bytesSourceOptionsSchema = z
      */
     data: z.union([
       z.string(),
-      z.instanceof(Uint8Array),
+      bytesSchema,
       z.custom<(signal: AbortSignal) => Chunks>(
         (v) => typeof v === "function",
         "expected a function returning chunks",

@@ -43,7 +43,7 @@ import { Transform as NodeTransform, type TransformCallback } from "node:stream"
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import type { Manifest, TransformRecord } from "../core/manifest.js";
-import { parseOptions } from "../core/options.js";
+import { bytesSchema, parseOptions } from "../core/options.js";
 import type { DecodeContext, DecryptionKey, Transform } from "../core/types.js";
 
 const MAGIC = Buffer.from("STOWAGE", "ascii");
@@ -348,7 +348,7 @@ const NO_SALT = Buffer.alloc(0);
 // Options.
 
 const keyInputSchema = z.union([
-  z.instanceof(Uint8Array).refine((k) => k.length === 32, "a raw key must be 32 bytes"),
+  bytesSchema.refine((k) => k.length === 32, "a raw key must be 32 bytes"),
   z
     .string()
     .refine(
