@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Transform as NodeTransform, Readable } from "node:stream";
@@ -102,7 +102,10 @@ async function fingerprint(database: string): Promise<Record<string, string>> {
 async function listAll(sink: FilesystemSink): Promise<string[]> {
   const keys: string[] = [];
   for await (const o of sink.list("")) keys.push(o.key);
-  for await (const o of sink.temporaryFiles()) keys.push(`tmp:${o.key}`);
+  // Temporary files and their owner records, by name: what a failed run must not leave.
+  for (const path of (await readdir(sink.root, { recursive: true }).catch(() => [])) as string[]) {
+    if (path.includes(".stowage-tmp-")) keys.push(`tmp:${path}`);
+  }
   return keys;
 }
 
