@@ -536,12 +536,14 @@ export function filesystemSink(options: FilesystemSinkOptions): FilesystemSink {
         }
         return await commit(handle, writer.behind, temp, key, made, owner);
       } catch (error) {
-        body.destroy();
         if (checked) {
           await unlink(temp).catch(() => undefined);
           await owner?.release();
           await removeEmptyFolders(folder);
         }
+        // Destroyed last, just before the rejection: the caller learns of the sink's failure
+        // before the stages before it report the premature close of their output.
+        body.destroy();
         throw error;
       }
     },
