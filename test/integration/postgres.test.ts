@@ -9,6 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { inspect, promisify } from "node:util";
 import { from as copyFrom } from "pg-copy-streams";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { childrenDieWithParent } from "../../src/core/child-process.js";
 import {
   aes256gcm,
   backup,
@@ -896,6 +897,12 @@ describe("restorePostgres failures", () => {
       }),
     );
     expect(error.code).toBe("CONFIG_INVALID");
+  });
+});
+
+describe("child processes", () => {
+  it("are tied to this process here: setpriv --pdeathsig is found and works (else pg_dump could outlive it)", async () => {
+    expect(await childrenDieWithParent()).toBe(true);
   });
 });
 
