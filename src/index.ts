@@ -65,6 +65,7 @@ export type {
   Leftover,
   LeftoverOptions,
   ObjectInfo,
+  OpenFileOptions,
   ReadOptions,
   Sink,
   SinkCapabilities,

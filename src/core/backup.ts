@@ -134,6 +134,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
           sink,
           context,
           write,
+          prefix: artifactKey(job, id, ""),
           keyFor,
           onBytes: (bytes) => report(bytes, bytes),
           what: `backup ${job}`,

@@ -25,6 +25,11 @@ export interface ThroughFileOptions {
   /** The run's own context; its signal stops the source. */
   context: SourceContext;
   write: WriteOptions;
+  /**
+   * What the artifact's key will start with (`<job>/<day>/<id>`): the sink keeps its temporary file
+   * there, under the job's prefix, where a sweep of the job finds it if this process dies.
+   */
+  prefix: string;
   /** The artifact's key, from what the source says it produces. */
   keyFor(output: { contentType: string; extension?: string }): string;
   /** Called as bytes are hashed. */
@@ -74,7 +79,7 @@ export async function backupThroughFile(options: ThroughFileOptions): Promise<Ba
 
   let file: SinkFile;
   try {
-    file = await openFile.call(sink, options.write);
+    file = await openFile.call(sink, { ...options.write, prefix: options.prefix });
   } catch (error) {
     throw fail("SINK_WRITE_FAILED", `${sink.kind} sink failed to open a file`, error);
   }

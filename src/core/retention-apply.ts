@@ -3,7 +3,7 @@ import type { RetentionDecision, RetentionPlan } from "../policies/retention.js"
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "./manifest.js";
 import { durationSchema, parseDuration, parseOptions, signalSchema } from "./options.js";
-import type { ObjectInfo, ReadOptions, Sink } from "./types.js";
+import type { Leftover, ObjectInfo, Sink } from "./types.js";
 
 /** A backup that {@link applyRetention} deleted (or, with `dryRun`, would delete). */
 export interface DeletedBackup {
@@ -33,18 +33,15 @@ export interface ApplyRetentionResult {
   dryRun: boolean;
   deleted: DeletedBackup[];
   failed: FailedDeletion[];
-  /** Leftovers of earlier interrupted runs that this run removed (artifacts without manifest, temp files). */
+  /**
+   * Leftovers of earlier interrupted runs that this run removed (with `dryRun`, would remove):
+   * the keys of artifacts without a manifest and of what the sink's `leftovers` reported
+   * (temporary files, the object keys of open multipart uploads).
+   */
   orphans: string[];
   /** Backups the plan keeps. */
   kept: number;
 }
-
-/** An object a sink may hold only while it is being written: temp files, or (S3) nothing. */
-interface WithTemporaryFiles {
-  temporaryFiles(options?: ReadOptions): AsyncIterable<ObjectInfo>;
-}
-const hasTemporaryFiles = (sink: Sink): sink is Sink & WithTemporaryFiles =>
-  typeof (sink as Partial<WithTemporaryFiles>).temporaryFiles === "function";
 
 const applyOptionsSchema = z
   .object({
@@ -60,8 +57,9 @@ const applyOptionsSchema = z
     signal: signalSchema.optional(),
     dryRun: z.boolean().default(false),
     /**
-     * Remove leftovers of interrupted runs under the plan's jobs that are older than this; false
-     * to skip. Younger ones may belong to a backup whose manifest is being written right now.
+     * Remove leftovers of interrupted runs under the plan's jobs (see {@link findOrphans}): artifacts
+     * without a manifest older than this — a younger one may be a backup whose manifest is being
+     * written right now — and what the sink's `leftovers` reports; false to skip.
      */
     orphans: z
       .union([z.literal(false), z.object({ olderThan: durationSchema }).strict()])
@@ -112,6 +110,41 @@ async function deleteKeys(
     if (one) failed.set(key, one);
   }
   return failed;
+}
+
+/**
+ * Removes leftovers in one call; if it fails, one by one, so that one that cannot be removed
+ * leaves the others removed (it stays for the next run). Returns those removed; aborts are thrown.
+ */
+async function removeLeftovers(
+  sink: Sink,
+  leftovers: Leftover[],
+  signal: AbortSignal | undefined,
+): Promise<Leftover[]> {
+  if (leftovers.length === 0 || !sink.removeLeftovers) return [];
+  const attempt = async (batch: Leftover[]) => {
+    throwIfAborted(signal, "applyRetention");
+    try {
+      await sink.removeLeftovers!(batch, signal ? { signal } : {});
+      return true;
+    } catch (error) {
+      if (signal?.aborted || isAbortError(error)) {
+        throw wrapError(
+          error,
+          "ABORTED",
+          `applyRetention: removing leftovers from ${sink.kind} sink`,
+          {},
+          signal,
+        );
+      }
+      return false;
+    }
+  };
+  if (await attempt(leftovers)) return leftovers;
+  if (leftovers.length === 1) return [];
+  const removed: Leftover[] = [];
+  for (const leftover of leftovers) if (await attempt([leftover])) removed.push(leftover);
+  return removed;
 }
 
 const describe = (d: RetentionDecision): DeletedBackup => ({
@@ -201,6 +234,7 @@ export async function applyRetention(options: ApplyRetentionOptions): Promise<Ap
       const now = o.now ?? new Date(plan.now);
       const jobs = [...new Set(plan.decisions.map((d) => d.job))].sort();
       const keys: string[] = [];
+      const leftovers: Leftover[] = [];
       for (const job of jobs) {
         const found = await findOrphans(sink, {
           olderThan: o.orphans.olderThan,
@@ -208,15 +242,20 @@ export async function applyRetention(options: ApplyRetentionOptions): Promise<Ap
           prefix: `${job}/`,
           ...(signal ? { signal } : {}),
         });
-        keys.push(...found.artifacts.map((a) => a.key), ...found.temporary.map((t) => t.key));
+        keys.push(...found.artifacts.map((a) => a.key));
+        leftovers.push(...found.temporary);
       }
       if (dryRun) {
-        result.orphans = keys;
+        result.orphans = [...keys, ...leftovers.map((l) => l.key)];
       } else {
         for (let i = 0; i < keys.length; i += o.batchSize) {
           const batch = keys.slice(i, i + o.batchSize);
           const errors = await deleteKeys(sink, batch, signal);
           result.orphans.push(...batch.filter((k) => !errors.has(k)));
+        }
+        for (let i = 0; i < leftovers.length; i += o.batchSize) {
+          const removed = await removeLeftovers(sink, leftovers.slice(i, i + o.batchSize), signal);
+          result.orphans.push(...removed.map((l) => l.key));
         }
       }
     }
@@ -231,7 +270,11 @@ export async function applyRetention(options: ApplyRetentionOptions): Promise<Ap
 
 const orphanOptionsSchema = z
   .object({
-    /** Only leftovers older than this (by the sink's last-modified time) are reported. */
+    /**
+     * Only artifacts without a manifest older than this (by the sink's last-modified time) are
+     * reported; handed to the sink's `leftovers` as `olderThanMs`, which applies it only to what
+     * it cannot tell alive or dead by itself.
+     */
     olderThan: durationSchema,
     /** The reference time. @default new Date() */
     now: z.date().optional(),
@@ -246,8 +289,12 @@ export type FindOrphansOptions = z.input<typeof orphanOptionsSchema>;
 export interface OrphanReport {
   /** Backup artifacts with no manifest beside them (an interrupted delete or backup). */
   artifacts: ObjectInfo[];
-  /** Temporary files of interrupted writes (filesystem sinks; keys relative to the root). */
-  temporary: ObjectInfo[];
+  /**
+   * What interrupted writes left that the sink's `list` does not show, as its `leftovers` reports
+   * them (a filesystem sink's temporary files whose writer is gone, an S3 sink's abandoned
+   * multipart uploads); empty for a sink without `leftovers`.
+   */
+  temporary: Leftover[];
   /** Manifests whose artifact is missing: should never happen; reported, not deleted. */
   danglingManifests: string[];
 }
@@ -256,10 +303,12 @@ export interface OrphanReport {
 const ARTIFACT_NAME = /(^|\/)\d{8}T\d{9}Z-[0-9a-f]{8}[^/]*$/;
 
 /**
- * Lists what interrupted runs leave in a sink: artifacts whose manifest is missing, temporary
- * files (for sinks that have them: a filesystem sink's `temporaryFiles()`), both only when older
- * than `olderThan` — a younger artifact may be a backup whose manifest is being written — and
- * manifests whose artifact is missing. Only objects named like stowage artifacts
+ * Lists what interrupted runs leave in a sink: artifacts whose manifest is missing, only when
+ * older than `olderThan` — a younger artifact may be a backup whose manifest is being written —;
+ * what the sink's `leftovers` reports under `prefix` (for sinks that have it: temporary files
+ * whose writer is gone, abandoned multipart uploads; the sink decides what is abandoned, by
+ * liveness where it can tell and by `olderThan` where it cannot); and manifests whose artifact is
+ * missing. Only objects named like stowage artifacts
  * (`…/<backup id>.<ext>`) count, so other files that share the sink are never called orphans.
  *
  * @throws {CONFIG_INVALID} for bad options. {SINK_READ_FAILED} when listing fails. {ABORTED}.
@@ -268,7 +317,8 @@ const ARTIFACT_NAME = /(^|\/)\d{8}T\d{9}Z-[0-9a-f]{8}[^/]*$/;
 export async function findOrphans(sink: Sink, options: FindOrphansOptions): Promise<OrphanReport> {
   const o = parseOptions(orphanOptionsSchema, options, "findOrphans");
   const { signal, prefix } = o;
-  const cutoff = (o.now ?? new Date()).getTime() - parseDuration(o.olderThan, "olderThan");
+  const now = o.now ?? new Date();
+  const cutoff = now.getTime() - parseDuration(o.olderThan, "olderThan");
   const report: OrphanReport = { artifacts: [], temporary: [], danglingManifests: [] };
   const objects = new Map<string, ObjectInfo>();
   const manifests = new Set<string>();
@@ -290,9 +340,10 @@ export async function findOrphans(sink: Sink, options: FindOrphansOptions): Prom
     for (const key of manifests) {
       if (!objects.has(key.slice(0, -MANIFEST_SUFFIX.length))) report.danglingManifests.push(key);
     }
-    if (hasTemporaryFiles(sink)) {
-      for await (const info of sink.temporaryFiles(listOptions)) {
-        if (info.key.startsWith(prefix) && info.lastModified.getTime() < cutoff) report.temporary.push(info);
+    if (sink.leftovers) {
+      const olderThanMs = parseDuration(o.olderThan, "olderThan");
+      for await (const leftover of sink.leftovers(prefix, { ...listOptions, olderThanMs, now })) {
+        report.temporary.push(leftover);
       }
     }
   } catch (error) {

@@ -135,6 +135,16 @@ export interface SinkCapabilities {
   delete: boolean;
 }
 
+/** Options of {@link Sink.openFile}. */
+export interface OpenFileOptions extends WriteOptions {
+  /**
+   * What the key the file will be committed as starts with, e.g. `"app-db/2026/11/29/<backup id>"`:
+   * the sink keeps the temporary file beside it, so that a sweep of the job's prefix finds it.
+   * @default "" (the sink's top)
+   */
+  prefix?: string;
+}
+
 /**
  * A temporary file from {@link Sink.openFile} that another process writes into; `commit` makes it
  * an object, as `write` would have.
@@ -171,7 +181,7 @@ export interface Sink {
    * Optional, for sinks on a local disk: a temporary file that a source's process can write into
    * directly (see {@link Source.openToFile}); the artifact then never passes through this process.
    */
-  openFile?(options?: WriteOptions): Promise<SinkFile>;
+  openFile?(options?: OpenFileOptions): Promise<SinkFile>;
   /**
    * Optional, for sinks where an interrupted write leaves something `list` does not show
    * (a filesystem's temporary files, S3's open multipart uploads): those under `prefix` that no

@@ -5,14 +5,14 @@
  * Passwords reach the child processes through `PGPASSWORD` (or a passfile named by `PGPASSFILE`),
  * never through argv, and are redacted from every message and detail this module produces.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
+import type { ChildProcess, ChildProcessByStdio } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { Readable, Writable } from "node:stream";
 import { finished, pipeline } from "node:stream/promises";
 import type { Client as PgClient } from "pg";
 import { z } from "zod";
+import { type ChildExit, hasExited, spawnChild, stopChild } from "../core/child-process.js";
 import {
   isAbortError,
   isStowageError,
@@ -359,43 +359,7 @@ function connectionError(
 // Child processes
 // ---------------------------------------------------------------------------------------------
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** A spawn failure (e.g. ENOENT). */
-  error?: NodeJS.ErrnoException;
-}
-
-/** Resolves once the child has exited (and so been reaped) and its stdio has closed. */
-function closed(child: ChildProcess): Promise<Exit> {
-  return once(child, "close").then(
-    ([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }),
-    (error: NodeJS.ErrnoException) => ({ code: null, signal: null, error }),
-  );
-}
-
-const hasExited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
-
-/**
- * Stops a child: SIGTERM, SIGKILL after `graceMs`, and waits until it has been reaped. Its stdio is
- * closed first: a child blocked writing to a pipe nobody reads would never see its signal handled.
- */
-async function stopChild(child: ChildProcess, graceMs = 2000): Promise<void> {
-  child.stdin?.destroy();
-  child.stdout?.destroy();
-  child.stderr?.destroy();
-  if (child.pid === undefined || hasExited(child)) return;
-  const exited = once(child, "exit").catch(() => undefined);
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => {
-    if (!hasExited(child)) child.kill("SIGKILL");
-  }, graceMs);
-  try {
-    await exited;
-  } finally {
-    clearTimeout(timer);
-  }
-}
+type Exit = ChildExit;
 
 /** Runs a short command and collects its output (bounded), e.g. `pg_dump --version`. */
 async function runShort(
@@ -404,14 +368,17 @@ async function runShort(
   env: NodeJS.ProcessEnv,
   signal: AbortSignal | undefined,
 ): Promise<Exit & { stdout: string; stderr: string }> {
-  const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"] });
-  const exit = closed(child);
+  const { child, exit } = await spawnChild<ChildProcessByStdio<null, Readable, Readable>>(command, args, {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const stdout = new Tail(65536);
   const stderr = new Tail(65536);
   child.stdout.on("data", (c: Buffer) => stdout.push(c));
   child.stderr.on("data", (c: Buffer) => stderr.push(c));
   const stop = () => void stopChild(child);
   signal?.addEventListener("abort", stop, { once: true });
+  if (signal?.aborted) stop(); // fired while the child was being spawned
   try {
     const result = await exit;
     return { ...result, stdout: stdout.toString(), stderr: stderr.toString() };
@@ -726,10 +693,12 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
   };
 
   /** Step 4: pg_dump itself, its stdout a pipe or an open file; `judge` reads its exit. */
-  const run = (prepared: Awaited<ReturnType<typeof prepare>>, stdout: "pipe" | number) => {
+  const run = async (prepared: Awaited<ReturnType<typeof prepare>>, stdout: "pipe" | number) => {
     const { env, target } = prepared;
-    const child = spawn(opts.pgDumpPath, args, { env, stdio: ["ignore", stdout, "pipe"] });
-    const exit = closed(child);
+    const { child, exit } = await spawnChild(opts.pgDumpPath, args, {
+      env,
+      stdio: ["ignore", stdout, "pipe"],
+    });
     const stderr = new Tail();
     child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk));
     const judge = (result: Exit): Error | undefined => {
@@ -765,7 +734,7 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
    */
   const openToFile = async (fd: number, { signal }: SourceContext): Promise<FileSourceOutput> => {
     const prepared = await prepare(signal);
-    const { child, exit, judge } = run(prepared, fd);
+    const { child, exit, judge } = await run(prepared, fd);
     let stopped = false;
     const stop = async () => {
       stopped = true;
@@ -773,6 +742,7 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
     };
     const onAbort = () => void stop();
     signal.addEventListener("abort", onAbort, { once: true });
+    if (signal.aborted) onAbort(); // fired while pg_dump was being spawned
     const outcome = exit.then((result) => {
       signal.removeEventListener("abort", onAbort);
       if (stopped) throw new StowageError("ABORTED", `${where}: stopped before pg_dump finished`);
@@ -797,11 +767,12 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
     name: opts.name ?? database,
     async open({ signal }: SourceContext): Promise<SourceOutput> {
       const prepared = await prepare(signal);
-      const { child, exit, judge } = run(prepared, "pipe");
+      const { child, exit, judge } = await run(prepared, "pipe");
       const stream = new ChildOutput(child, exit, judge);
       const onAbort = () => stream.destroy(new StowageError("ABORTED", `${where}: aborted`));
       signal.addEventListener("abort", onAbort, { once: true });
       stream.once("close", () => signal.removeEventListener("abort", onAbort));
+      if (signal.aborted) onAbort(); // fired while pg_dump was being spawned
       return {
         stream,
         contentType,
@@ -1247,8 +1218,10 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
             ...toolConnectionArgs(conn, database),
             ...opts.extraArgs,
           ];
-    const child = spawn(tool, args, { env, stdio: ["pipe", "ignore", "pipe"] });
-    const exit = closed(child);
+    const { child, exit } = await spawnChild<ChildProcessByStdio<Writable, null, Readable>>(tool, args, {
+      env,
+      stdio: ["pipe", "ignore", "pipe"],
+    });
     const stderr = new Tail();
     child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
     child.stdin.on("error", () => undefined); // EPIPE when the tool stops early: its exit says why

@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Transform as NodeTransform, Readable } from "node:stream";
@@ -9,6 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { inspect, promisify } from "node:util";
 import { from as copyFrom } from "pg-copy-streams";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { childrenDieWithParent } from "../../src/core/child-process.js";
 import {
   aes256gcm,
   backup,
@@ -102,7 +103,10 @@ async function fingerprint(database: string): Promise<Record<string, string>> {
 async function listAll(sink: FilesystemSink): Promise<string[]> {
   const keys: string[] = [];
   for await (const o of sink.list("")) keys.push(o.key);
-  for await (const o of sink.temporaryFiles()) keys.push(`tmp:${o.key}`);
+  // Temporary files and their owner records, by name: what a failed run must not leave.
+  for (const path of (await readdir(sink.root, { recursive: true }).catch(() => [])) as string[]) {
+    if (path.includes(".stowage-tmp-")) keys.push(`tmp:${path}`);
+  }
   return keys;
 }
 
@@ -893,6 +897,12 @@ describe("restorePostgres failures", () => {
       }),
     );
     expect(error.code).toBe("CONFIG_INVALID");
+  });
+});
+
+describe("child processes", () => {
+  it("are tied to this process here: setpriv --pdeathsig is found and works (else pg_dump could outlive it)", async () => {
+    expect(await childrenDieWithParent()).toBe(true);
   });
 });
 

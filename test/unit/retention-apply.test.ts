@@ -15,6 +15,7 @@ import { applyRetention, findOrphans } from "../../src/core/retention-apply.js";
 import { readAll } from "../../src/core/streams.js";
 import type { Sink } from "../../src/core/types.js";
 import { planRetention, type RetentionPolicy } from "../../src/policies/index.js";
+import { thisMachine } from "../../src/sinks/filesystem/owner.js";
 import { type FilesystemSink, filesystemSink, TEMP_MARKER } from "../../src/sinks/filesystem.js";
 import { memorySink } from "../../src/sinks/memory.js";
 import { bytesSource } from "../../src/sources/bytes.js";
@@ -337,5 +338,68 @@ describe("findOrphans", () => {
     });
     const error = await findOrphans(memory, { olderThan: "1 hour" }).catch((e: unknown) => e);
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
+  });
+});
+
+describe("the sweep goes through the sink's leftovers()", () => {
+  it("removes a dead writer's temporary file at once, and never a live writer's, whatever the clock", async () => {
+    const [m] = await makeBackups("app-db", 1);
+    const folder = m!.artifact.key.split("/").slice(0, -1).join("/");
+    // A live writer: a file open for pg_dump, stalled for two days.
+    const live = await sink.openFile({ prefix: `${folder}/20261129T000000000Z-00000001` });
+    const liveFiles = (await filesOnDisk()).filter((f) => f.includes(TEMP_MARKER));
+    for (const f of liveFiles) await utimes(join(root, f), later(), new Date(Date.now() - 2 * 86_400_000));
+    // A dead writer: its record names a process that does not exist on this machine.
+    const dead = `${folder}/.20261129T000000000Z-0badf00d.sql${TEMP_MARKER}abc123`;
+    await writeFile(join(root, dead), "half a dump");
+    await writeFile(
+      join(root, `${dead}.owner`),
+      JSON.stringify({ v: 1, ...(await thisMachine()), pid: 4_194_304, startedAt: "", heartbeatMs: 30_000 }),
+    );
+
+    const found = await findOrphans(sink, { olderThan: "1h", prefix: "app-db/" });
+    expect(found.temporary.map((t) => [t.kind, t.key])).toEqual([["temporary-file", dead]]);
+    const now = new Date(Date.now() + 3 * 86_400_000); // a sweeper whose clock is days ahead
+    const result = await applyRetention({
+      sink,
+      plan: await planFor(sink, {}, now),
+      now,
+      orphans: { olderThan: "0s" },
+    });
+    expect(result.orphans).toEqual([dead]);
+    expect((await filesOnDisk()).filter((f) => f.includes(TEMP_MARKER)).sort()).toEqual(liveFiles.sort());
+    await live.discard();
+    expect((await filesOnDisk()).filter((f) => f.includes(TEMP_MARKER))).toEqual([]);
+  });
+
+  it("reports and removes any sink's leftovers (here a sink with uploads), dry runs only report", async () => {
+    const memory = memorySink();
+    await makeBackups("app-db", 1, memory);
+    const upload = {
+      kind: "multipart-upload",
+      key: "app-db/2026/x.sql",
+      id: "upload-1",
+      startedAt: new Date(0),
+    };
+    const asked: Array<{ prefix: string; olderThanMs: number }> = [];
+    const removed: string[] = [];
+    const withUploads: Sink = {
+      ...memory,
+      async *leftovers(prefix, options) {
+        asked.push({ prefix, olderThanMs: options.olderThanMs });
+        if ("app-db/2026/x.sql".startsWith(prefix) && !removed.includes(upload.id)) yield upload;
+      },
+      async removeLeftovers(leftovers) {
+        removed.push(...leftovers.map((l) => l.id));
+      },
+    };
+    const found = await findOrphans(withUploads, { olderThan: "1h", prefix: "app-db/" });
+    expect(found.temporary).toEqual([upload]);
+    expect(asked).toEqual([{ prefix: "app-db/", olderThanMs: 3_600_000 }]);
+    const plan = await planFor(withUploads, {}, later());
+    expect((await applyRetention({ sink: withUploads, plan, dryRun: true })).orphans).toEqual([upload.key]);
+    expect(removed).toEqual([]);
+    expect((await applyRetention({ sink: withUploads, plan })).orphans).toEqual([upload.key]);
+    expect(removed).toEqual([upload.id]);
   });
 });
