@@ -1206,7 +1206,10 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
             "-v",
             "ON_ERROR_STOP=1",
             "--no-password",
-            ...(opts.singleTransaction ? ["--single-transaction"] : []),
+            // Not --single-transaction: psql would take the end of its input for the end of the
+            // dump and COMMIT, and when this process dies the kernel closes psql's stdin a moment
+            // before psql itself is killed. The feed below writes BEGIN and COMMIT itself, and
+            // COMMIT only once the whole dump has been read and checked.
             ...toolConnectionArgs(conn, database),
             ...opts.extraArgs,
           ]
@@ -1229,6 +1232,8 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
     // Feeds the tool's stdin. On failure, kill first and close stdin after: closing first would
     // let psql see a clean end of input and commit a partial dump.
     const toolGone = new Error("the restore tool exited before reading the whole dump");
+    const ownTransaction = format === "plain" && opts.singleTransaction;
+    if (ownTransaction) child.stdin.write("BEGIN;\n");
     const feed = new Writable({
       highWaterMark: 1 << 20,
       write(chunk: Buffer, _encoding, callback) {
@@ -1243,7 +1248,9 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
         child.stdin.on("close", go);
       },
       final(callback) {
-        child.stdin.end();
+        // Reached only when the dump ended cleanly (restore's checks passed): now it may commit.
+        if (ownTransaction) child.stdin.end("\nCOMMIT;\n");
+        else child.stdin.end();
         callback();
       },
       destroy(error, callback) {

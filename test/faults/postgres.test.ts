@@ -17,7 +17,7 @@ import { basename, dirname, join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
-import { afterAll, beforeAll, describe } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   aes256gcm,
   applyRetention,
@@ -40,6 +40,7 @@ const SMALL_DB = "faults_pg_small";
 const key = randomBytes(32).toString("hex");
 const repo = fileURLToPath(new URL("../..", import.meta.url));
 const childScript = fileURLToPath(new URL("./support/backup-child.ts", import.meta.url));
+const restoreChildScript = fileURLToPath(new URL("./support/restore-child.ts", import.meta.url));
 
 let server: TestPostgres;
 const roots: string[] = [];
@@ -506,4 +507,58 @@ describe("the password never reaches pg_dump's argv", () => {
       texts: argvSeen,
     };
   });
+});
+
+describe("the host process SIGKILLed mid-restore: psql commits nothing", () => {
+  // Not a `fault()`: a killed host has no error to check, only what it left in the database.
+  it("SIGKILL while psql reads a plain dump in one transaction: the half-read dump is rolled back", async () => {
+    const target = "faults_pg_restore_target";
+    await server.query(`DROP DATABASE IF EXISTS ${target} WITH (FORCE)`);
+    await server.query(`CREATE DATABASE ${target}`);
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        restoreChildScript,
+        JSON.stringify({
+          connection: { host: server.host, port: server.port, user: server.user, database: target },
+          database: target,
+        }),
+      ],
+      {
+        cwd: repo,
+        env: { ...process.env, STOWAGE_FAULT_PG_PASSWORD: server.password },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    children.push(child);
+    const output: string[] = [];
+    child.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
+    try {
+      await until(`the first part fed (child said: ${output.join("")})`, 60_000, async () => {
+        const said = (child.stdout!.read() as Buffer | null)?.toString() ?? "";
+        output.push(said);
+        return output.join("").includes("fed") ? true : undefined;
+      });
+      // psql has run the CREATE TABLE inside its transaction; then its host dies. When its stdin
+      // closes, psql must not take the end of input for the end of the dump and commit.
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+      const psqls = async () =>
+        (await processesNamed("psql")).filter((p) => p.includes(` --port ${server.port} `));
+      const end = Date.now() + 5000;
+      while ((await psqls()).length > 0 && Date.now() < end) await delay(50);
+      const survivors = await psqls();
+      const rows = await server.query<{ committed: boolean }>(
+        "SELECT to_regclass('public.half_restored') IS NOT NULL AS committed",
+        target,
+      );
+      expect(survivors).toEqual([]);
+      expect(rows[0]?.committed).toBe(false);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 120_000);
 });
