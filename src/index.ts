@@ -43,6 +43,7 @@ export {
   type DigestCheck,
   type RestoreOptions,
   restore,
+  restoredManifest,
   type VerifyOptions,
   type VerifyReport,
   verify,

@@ -110,7 +110,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
   const forwardAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", forwardAbort, { once: true });
   try {
-    const context = { signal: controller.signal, startedAt };
+    const context = { signal: controller.signal, startedAt, job };
     const write = {
       signal: controller.signal,
       contentType: "application/octet-stream",

@@ -20,11 +20,22 @@ import { PassThrough, type Readable, Transform, type TransformCallback } from "n
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
+import type { Manifest } from "./manifest.js";
+import { restoredManifest } from "./restore.js";
 
 export interface ExtractTarOptions {
   signal?: AbortSignal;
-  /** Refuse the archive once its files add up to more than this many bytes. @default unlimited */
+  /**
+   * Refuse the archive once its files add up to more than this many bytes.
+   * @default the plain size the manifest declares (`content.bytes`): of `manifest`, or of the
+   *   stream's own when it came from `restore()`; else unlimited
+   */
   maxBytes?: number;
+  /**
+   * The manifest of the backup being unpacked, for a stream that did not come straight from
+   * `restore()` (one piped through something else); it sets the default `maxBytes`.
+   */
+  manifest?: { content: Pick<Manifest["content"], "bytes"> };
 }
 
 export interface ExtractTarResult {
@@ -57,7 +68,7 @@ export type ExtractRefusal =
   | "truncated"
   /** A header that does not parse (bad checksum, unknown format). */
   | "corrupt"
-  /** The files add up to more than `maxBytes`. */
+  /** The files add up to more than `maxBytes` (by default what the manifest declares). */
   | "too-large"
   /** An entry would replace a folder, or a folder a file, or a control character is in a name. */
   | "conflict";
@@ -202,7 +213,8 @@ function classify(error: unknown): StowageError | undefined {
  *   {@link ExtractRefusal} (`"path-traversal"`, `"link-escape"`, `"truncated"`, …) and
  *   `details.entry` the entry's name; a {@link StowageError} from the stream itself (e.g.
  *   `INTEGRITY_MISMATCH` from `restore`) passes through with its own code.
- * @throws {CONFIG_INVALID} when the target is a non-empty folder.
+ * @throws {CONFIG_INVALID} when the target is a non-empty folder, a symlink or not a folder:
+ *   checked before a byte is read.
  * @throws {ABORTED} when `signal` fires.
  * @example await extractTar(await restore({ sink, manifest, keys }), "/tmp/restored");
  */
@@ -213,6 +225,21 @@ export async function extractTar(
 ): Promise<ExtractTarResult> {
   const { signal } = options;
   const target = resolve(directory);
+  const maxBytes = options.maxBytes ?? (options.manifest ?? restoredManifest(stream))?.content.bytes;
+  // The target itself is never followed: a symlink there would be replaced (or written through),
+  // and a file there could not become the folder. Refuse both before reading a byte.
+  const self = await lstat(target).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === "ENOENT") return undefined;
+    stream.destroy();
+    throw wrapError(e, "CONFIG_INVALID", `extractTar: cannot use ${target}`);
+  });
+  if (self && !self.isDirectory()) {
+    stream.destroy();
+    const problem = self.isSymbolicLink() ? "is a symlink" : "is not a folder";
+    throw new StowageError("CONFIG_INVALID", `extractTar: the target ${target} ${problem}`, {
+      details: { issues: [{ option: "directory", problem }] },
+    });
+  }
   const existing = await readdir(target).catch((e: NodeJS.ErrnoException) => {
     if (e.code === "ENOENT") return undefined;
     stream.destroy();
@@ -312,8 +339,8 @@ export async function extractTar(
         case "file":
         case "contiguous-file": {
           const size = header.size ?? 0;
-          if (options.maxBytes !== undefined && result.bytes + size > options.maxBytes) {
-            throw refuse(header.name, "too-large", `the archive exceeds maxBytes (${options.maxBytes})`);
+          if (maxBytes !== undefined && result.bytes + size > maxBytes) {
+            throw refuse(header.name, "too-large", `the archive exceeds maxBytes (${maxBytes})`);
           }
           const dest = await clear(rel, header.name);
           // O_EXCL: never opens an existing path, so never follows a link someone put there.

@@ -27,24 +27,32 @@ export function artifactKey(job: string, id: string, extension: string): string 
 }
 
 /**
- * Refuses keys that could escape a sink's root or confuse a file system: empty, absolute, with
- * `..` or `.` segments, empty segments, backslashes or control characters (NUL included).
+ * Why a key could escape a sink's root or confuse a file system, or `undefined` for a safe one:
+ * empty, absolute, with `..` or `.` segments, empty segments, backslashes or control characters
+ * (NUL included).
+ */
+export function unsafeKeyProblem(key: unknown): string | undefined {
+  return typeof key !== "string" || key.length === 0
+    ? "is empty"
+    : key.length > 1024
+      ? "is longer than 1024 characters"
+      : key.startsWith("/")
+        ? "is absolute"
+        : // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+          /[\u0000-\u001f\u007f\\]/.test(key)
+          ? "contains a control character or a backslash"
+          : key.split("/").some((s) => s === ".." || s === "." || s === "")
+            ? "has an empty, '.' or '..' segment"
+            : undefined;
+}
+
+/**
+ * Refuses keys that could escape a sink's root or confuse a file system (see
+ * {@link unsafeKeyProblem}).
  * @throws {CONFIG_INVALID}
  */
 export function assertSafeKey(key: string, where: string): void {
-  const problem =
-    typeof key !== "string" || key.length === 0
-      ? "is empty"
-      : key.length > 1024
-        ? "is longer than 1024 characters"
-        : key.startsWith("/")
-          ? "is absolute"
-          : // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-            /[\u0000-\u001f\u007f\\]/.test(key)
-            ? "contains a control character or a backslash"
-            : key.split("/").some((s) => s === ".." || s === "." || s === "")
-              ? "has an empty, '.' or '..' segment"
-              : undefined;
+  const problem = unsafeKeyProblem(key);
   if (problem) {
     throw new StowageError("CONFIG_INVALID", `${where}: key ${JSON.stringify(key)} ${problem}`, {
       details: { key, issues: [{ option: "key", problem }] },

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { StowageError } from "./errors.js";
+import { unsafeKeyProblem } from "./keys.js";
 
 /** The manifest schema versions this build reads. Written manifests use the last one. */
 export const SUPPORTED_MANIFEST_VERSIONS = [1] as const;
@@ -47,7 +48,11 @@ export const manifestSchema = z.object({
   }),
   artifact: z.object({
     sink: z.string().min(1),
-    key: z.string().min(1),
+    /** Relative to the sink's root; an absolute key or one with `..` makes the manifest invalid. */
+    key: z.string().superRefine((key, ctx) => {
+      const problem = unsafeKeyProblem(key);
+      if (problem) ctx.addIssue({ code: "custom", message: `unsafe key: ${problem}` });
+    }),
     location: z.string().min(1),
     bytes: byteCount,
     sha256: sha256Hex,

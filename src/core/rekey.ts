@@ -88,7 +88,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
   const { sink, signal } = opts;
   const manifest = parseManifest(opts.manifest, "rekey: manifest");
   const { recipients, records } = parseRecipients(opts.recipients as Recipient[], opts.scrypt);
-  const keys = keyList(opts.identities as DecryptionKey | DecryptionKey[]);
+  const keys = keyList(opts.identities as DecryptionKey | DecryptionKey[], "rekey", "identities");
   const old = manifest.artifact.key;
 
   const aesAt = manifest.transforms.findIndex((t) => t.name === "aes-256-gcm");

@@ -4,7 +4,7 @@ import { decodersFor, keyList } from "./codecs.js";
 import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
-import { digestError, ExpectDigest, HashCounter } from "./streams.js";
+import { type ByteCap, digestError, ExpectDigest, HashCounter } from "./streams.js";
 import type { DecryptionKey, Sink, Transform } from "./types.js";
 
 export interface RestoreOptions {
@@ -42,12 +42,56 @@ const mismatch =
   };
 
 /**
+ * The cap that stops a stream as soon as it is longer than the manifest says: a decompression
+ * bomb or an artifact with bytes appended never releases (or fills a disk with) more than declared.
+ */
+const sizeCap = (which: "stored" | "plain", manifest: Manifest): ByteCap => {
+  const expected = which === "stored" ? manifest.artifact : manifest.content;
+  const key = manifest.artifact.key;
+  return {
+    bytes: expected.bytes,
+    error: (seen) =>
+      new StowageError(
+        "INTEGRITY_MISMATCH",
+        `${key}: ${which} bytes exceed the manifest's ${expected.bytes} B (${seen} B and more); stopped there`,
+        {
+          details: {
+            key,
+            which,
+            reason: "too-long",
+            expected: { bytes: expected.bytes, sha256: expected.sha256 },
+            actual: { bytes: seen },
+          },
+        },
+      ),
+  };
+};
+
+/** The manifest of each stream {@link restore} returned, so a consumer can learn its sizes. */
+const restoredFrom = new WeakMap<Readable, Manifest>();
+
+/**
+ * The manifest a stream returned by {@link restore} comes from, or `undefined` for any other
+ * stream. `extractTar` uses it to default its byte limit to the declared plain size.
+ */
+export function restoredManifest(stream: Readable): Manifest | undefined {
+  return restoredFrom.get(stream);
+}
+
+/**
  * The plain bytes of a backup: reads the artifact and undoes the manifest's transforms, last
  * first, checking the stored and plain SHA-256 and sizes as they stream. A mismatch or failed
  * authentication errors the stream (`INTEGRITY_MISMATCH`, `DECRYPT_FAILED`); destroying the
- * returned stream releases the sink's read.
+ * returned stream releases the sink's read. Sizes are enforced while streaming: the stream fails
+ * as soon as the stored bytes pass `artifact.bytes` or the plain bytes pass `content.bytes`
+ * (`INTEGRITY_MISMATCH`, `details.reason: "too-long"`), before the excess is released, so a
+ * decompression bomb cannot fill a disk. The stream carries its manifest (see
+ * {@link restoredManifest}), and `extractTar` limits itself to the declared plain size.
  *
  * @throws {NOT_FOUND} the artifact is missing. {@link StowageError} codes arrive on the stream too.
+ * @throws {MANIFEST_INVALID} a manifest that does not parse, e.g. an unsafe `artifact.key`.
+ * @throws {CONFIG_INVALID} a `keys` entry of the wrong shape (a bare string or Buffer), named
+ *   `keys[i]` and never quoted.
  * @throws {INTEGRITY_MISMATCH} with `verifyFirst`, before any byte is released.
  * @example
  * await pipeline(await restore({ sink, manifest, keys: [{ key }] }), createWriteStream("db.sql"));
@@ -55,7 +99,7 @@ const mismatch =
 export async function restore(options: RestoreOptions): Promise<Readable> {
   const manifest = parseManifest(options.manifest, "restore: manifest");
   const { sink, signal } = options;
-  const keys = keyList(options.keys);
+  const keys = keyList(options.keys, "restore");
   const encrypted = manifest.transforms.some((t) => t.role === "encryption");
   throwIfAborted(signal, "restore");
 
@@ -84,9 +128,12 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     failure.watch(decoder, "TRANSFORM_FAILED", `restore: decoding ${key} (${name}) failed`);
   }
   // The stored digest is settled at the very end, once the decoders have seen every chunk.
-  const storedHash = new HashCounter();
-  const plainCheck = new ExpectDigest(manifest.content, mismatch("plain", manifest), () =>
-    digestError(storedHash, manifest.artifact, mismatch("stored", manifest)),
+  const storedHash = new HashCounter(undefined, sizeCap("stored", manifest));
+  const plainCheck = new ExpectDigest(
+    manifest.content,
+    mismatch("plain", manifest),
+    () => digestError(storedHash, manifest.artifact, mismatch("stored", manifest)),
+    sizeCap("plain", manifest),
   );
   const flowing = pipeline([raw, storedHash, ...decoders, plainCheck], signal ? { signal } : {});
   flowing.catch(() => undefined); // the error is surfaced through the generator below
@@ -99,7 +146,9 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
       throw failure.toError({ code: "RESTORE_FAILED", what: `restore: ${key}`, error }, { key }, signal);
     }
   }
-  return Readable.from(plaintext(), { objectMode: false, highWaterMark: 1 << 20 });
+  const stream = Readable.from(plaintext(), { objectMode: false, highWaterMark: 1 << 20 });
+  restoredFrom.set(stream, manifest);
+  return stream;
 }
 
 async function readArtifact(sink: Sink, manifest: Manifest, signal?: AbortSignal): Promise<Readable> {
@@ -152,13 +201,16 @@ export interface VerifyReport {
  * keys (or when nothing is encrypted) a trial restore that decrypts, decompresses and checks the
  * plain size and SHA-256. It reports mismatches; it does not throw them.
  *
- * @throws {ABORTED} when `signal` fires; {MANIFEST_INVALID} for a manifest that does not parse.
+ * Reading stops as soon as either side is longer than the manifest says.
+ *
+ * @throws {ABORTED} when `signal` fires; {MANIFEST_INVALID} for a manifest that does not parse;
+ *   {CONFIG_INVALID} for a `keys` entry of the wrong shape.
  * @example const report = await verify({ sink, manifest, keys: [{ key }] }); if (!report.ok) alert(report.problems)
  */
 export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   const manifest = parseManifest(options.manifest, "verify: manifest");
   const { sink, signal } = options;
-  const keys = keyList(options.keys);
+  const keys = keyList(options.keys, "verify");
   const encrypted = manifest.transforms.some((t) => t.role === "encryption");
   const decode = (options.decode ?? true) && (!encrypted || keys.length > 0);
   const key = manifest.artifact.key;
@@ -184,8 +236,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     return report;
   }
 
-  const storedHash = new HashCounter();
-  const plainHash = new HashCounter();
+  const storedHash = new HashCounter(undefined, sizeCap("stored", manifest));
+  const plainHash = new HashCounter(undefined, sizeCap("plain", manifest));
   const stages: Duplex[] = [storedHash];
   if (decode) {
     try {

@@ -3,20 +3,35 @@ import { Readable, Transform, type TransformCallback } from "node:stream";
 // The cap in settled() is a safety limit in real time, whatever a test does to the global clock.
 import { clearTimeout, setTimeout } from "node:timers";
 
+/** A byte cap for a {@link HashCounter}: the chunk that would pass `bytes` errors the stream instead. */
+export interface ByteCap {
+  bytes: number;
+  /** The error for a stream that reached `seen` bytes, more than the cap. */
+  error: (seen: number) => Error;
+}
+
 /**
  * A pass-through stage that hashes (SHA-256) and counts what flows through it. Chunks are passed
- * on as they are, without copying.
+ * on as they are, without copying. With a `cap`, the first chunk past it errors the stream and
+ * is not passed on (restore stops a decompression bomb at the manifest's size this way).
  */
 export class HashCounter extends Transform {
   bytes = 0;
   private readonly hash: Hash = createHash("sha256");
   private hex: string | undefined;
 
-  constructor(private readonly onBytes?: (bytes: number) => void) {
+  constructor(
+    private readonly onBytes?: (bytes: number) => void,
+    private readonly cap?: ByteCap,
+  ) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.cap && this.bytes + chunk.length > this.cap.bytes) {
+      callback(this.cap.error(this.bytes + chunk.length));
+      return;
+    }
     this.hash.update(chunk);
     this.bytes += chunk.length;
     this.onBytes?.(this.bytes);
@@ -73,8 +88,9 @@ export class ExpectDigest extends HashCounter {
     private readonly expected: { bytes: number; sha256: string },
     private readonly onMismatch: (actual: { bytes: number; sha256: string }) => Error,
     private readonly first?: () => Error | undefined,
+    cap?: ByteCap,
   ) {
-    super();
+    super(undefined, cap);
   }
 
   override _flush(callback: TransformCallback): void {

@@ -35,6 +35,8 @@ export interface FileSourceOutput extends Omit<SourceOutput, "stream"> {
 /** Context handed to {@link Source.open}. */
 export interface SourceContext {
   signal: AbortSignal;
+  /** The job the run belongs to, for a source to name in its errors. */
+  job?: string;
   /** When the run started; sources use it for relative windows such as "the last 24h". */
   startedAt: Date;
 }

@@ -1,11 +1,11 @@
-import { createReadStream } from "node:fs";
-import { lstat, opendir, readlink, stat } from "node:fs/promises";
+import { lstat, open, opendir, readlink, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
 import tar from "tar-stream";
 import { z } from "zod";
-import { StowageError } from "../core/errors.js";
+import { isStowageError, StowageError } from "../core/errors.js";
 import { parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
@@ -43,14 +43,20 @@ async function* walkTree(
 ): AsyncGenerator<Entry> {
   const dir = rel ? join(root, rel) : root;
   const names: string[] = [];
-  for await (const dirent of await opendir(dir)) names.push(dirent.name);
+  try {
+    for await (const dirent of await opendir(dir)) names.push(dirent.name);
+  } catch (error) {
+    throw unreadable(root, rel || ".", error);
+  }
   names.sort();
   for (const name of names) {
     if (signal.aborted) throw new StowageError("ABORTED", "directory source: aborted");
     const childRel = rel ? `${rel}/${name}` : name;
     if (skip(childRel)) continue;
     const abs = join(root, childRel);
-    const info = await lstat(abs);
+    const info = await lstat(abs).catch((error: unknown) => {
+      throw unreadable(root, childRel, error);
+    });
     const base = { rel: childRel, abs, mode: info.mode & 0o7777, mtime: info.mtime };
     if (info.isDirectory()) {
       yield { ...base, type: "directory", size: 0 };
@@ -66,13 +72,105 @@ async function* walkTree(
   }
 }
 
+function unreadable(root: string, rel: string, error: unknown): StowageError {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "ENOENT"
+    ? fileFailed(root, rel, "was removed while the folder was packed", { reason: "vanished" }, error)
+    : fileFailed(root, rel, `cannot be read (${code ?? "error"})`, { reason: "unreadable" }, error);
+}
+
+/**
+ * Counts what passes and fails with `short()` when the file ends before its listed size: before
+ * the tar entry sees the end, so the named error (not tar-stream's bare "Size mismatch") is the one
+ * that destroys the archive.
+ */
+class Counter extends Transform {
+  bytes = 0;
+  constructor(
+    private readonly expected: number,
+    private readonly short: (seen: number) => Error,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+  override _flush(callback: TransformCallback): void {
+    callback(this.bytes === this.expected ? null : this.short(this.bytes));
+  }
+}
+
+/** SOURCE_FAILED naming the file (relative to the folder) and what happened to it. */
+function fileFailed(
+  root: string,
+  rel: string,
+  problem: string,
+  extra: Record<string, unknown>,
+  cause?: unknown,
+) {
+  return new StowageError("SOURCE_FAILED", `directory source ${root}: ${rel} ${problem}`, {
+    ...(cause !== undefined ? { cause } : {}),
+    details: { path: root, file: rel, ...extra },
+  });
+}
+
+/**
+ * Streams one file's first `size` bytes into its tar entry. A file that shrank, grew or vanished
+ * since it was listed fails the backup, naming it: a torn file is worse than no backup.
+ */
+async function packFile(root: string, entry: Entry, target: NodeJS.WritableStream): Promise<void> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(entry.abs, "r");
+  } catch (error) {
+    throw unreadable(root, entry.rel, error);
+  }
+  const counter = new Counter(entry.size, (seen) =>
+    fileFailed(
+      root,
+      entry.rel,
+      `shrank while it was packed (${seen} of the ${entry.size} bytes seen when listed)`,
+      { reason: "changed-while-read", expected: entry.size, actual: seen },
+    ),
+  );
+  try {
+    const file = handle.createReadStream({
+      start: 0,
+      end: entry.size - 1,
+      highWaterMark: 1 << 20,
+      autoClose: false,
+    });
+    try {
+      await pipeline(file, counter, target);
+    } catch (error) {
+      if (isStowageError(error)) throw error;
+      throw fileFailed(root, entry.rel, "could not be packed", { reason: "unreadable" }, error);
+    }
+    const now = await handle.stat();
+    if (now.size !== entry.size) {
+      throw fileFailed(
+        root,
+        entry.rel,
+        `${now.size > entry.size ? "grew" : "shrank"} while it was packed (${entry.size} bytes when listed, ${now.size} after)`,
+        { reason: "changed-while-read", expected: entry.size, actual: now.size },
+      );
+    }
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
 /**
  * A folder streamed as a tar (USTAR with pax headers): relative paths, modes, mtimes, symlinks as
  * links. Entries are in sorted order, so the same tree gives the same tar. A file is read up to the
- * size seen when it was reached; one that shrinks while read fails the backup rather than store a
- * torn file. Memory: one read buffer at a time.
+ * size seen when it was reached; one that shrinks, grows or vanishes while the folder is packed
+ * fails the backup rather than store a torn file, naming the file (`details.file`, `details.reason`
+ * `"changed-while-read"` or `"vanished"`). Exclude files that are appended to all the time (live
+ * logs), or back them up with the logs source. Memory: one read buffer at a time.
  *
- * @throws {CONFIG_INVALID} on bad options; {SOURCE_FAILED} when `path` is not a readable folder.
+ * @throws {CONFIG_INVALID} on bad options; {SOURCE_FAILED} when `path` is not a readable folder,
+ *   or a file changed, vanished or could not be read while packed.
  * @example directorySource({ path: "/srv/app/uploads", exclude: ["**\/*.tmp"] })
  */
 export function directorySource(options: DirectorySourceOptions): Source {
@@ -101,19 +199,20 @@ export function directorySource(options: DirectorySourceOptions): Source {
             pack.entry({ ...header, type: "directory" });
           } else if (entry.type === "symlink") {
             counts.symlinks++;
-            pack.entry({ ...header, type: "symlink", linkname: await readlink(entry.abs) });
+            pack.entry({
+              ...header,
+              type: "symlink",
+              linkname: await readlink(entry.abs).catch((error: unknown) => {
+                throw unreadable(root, entry.rel, error);
+              }),
+            });
           } else {
             counts.files++;
             counts.bytes += entry.size;
             if (entry.size === 0) {
               pack.entry({ ...header, type: "file", size: 0 }, Buffer.alloc(0));
             } else {
-              const file = createReadStream(entry.abs, {
-                start: 0,
-                end: entry.size - 1,
-                highWaterMark: 1 << 20,
-              });
-              await pipeline(file, pack.entry({ ...header, type: "file", size: entry.size }));
+              await packFile(root, entry, pack.entry({ ...header, type: "file", size: entry.size }));
             }
           }
         }

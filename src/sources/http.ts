@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { tmpdir } from "node:os";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -10,6 +11,8 @@ import { parseOptions, signalSchema } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
 import { readAll } from "../core/streams.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
+import { JsonScanner, JsonSyntaxError, type ScannedValue } from "./http/json-scan.js";
+import { Spool } from "./http/spool.js";
 
 /** Header names whose values are always treated as secret (compared case-insensitively). */
 export const DEFAULT_SECRET_HEADERS: readonly string[] = [
@@ -22,8 +25,17 @@ export const DEFAULT_SECRET_HEADERS: readonly string[] = [
 /** Query parameters whose values are redacted from recorded URLs unless listed otherwise. */
 const SECRET_PARAM = /token|key|secret|pass|sig|auth|credential|session|code/i;
 
-/** What the response buffer may hold at most, unless `maxBytes` says otherwise: 64 MiB. */
+/** The most bytes read from one response, unless `maxBytes` says otherwise: 64 MiB. */
 export const DEFAULT_HTTP_MAX_BYTES = 64 * 1024 * 1024;
+
+/** The largest JSON body parsed whole in memory, unless `maxParseBytes` says otherwise: 64 MiB. */
+export const DEFAULT_HTTP_MAX_PARSE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The ceiling for `maxParseBytes`: a parse holds the body about three times over (bytes, string,
+ * value), and V8 cannot make a string much over 512 MiB at all.
+ */
+export const MAX_HTTP_PARSE_BYTES = 256 * 1024 * 1024;
 
 const isZodSchema = (v: unknown): v is z.ZodType =>
   typeof v === "object" && v !== null && typeof (v as z.ZodType).safeParse === "function";
@@ -75,7 +87,10 @@ const requestShape = {
   retryDelayMs: z.number().int().min(0).default(500),
   /** Cap on one backoff delay, a `Retry-After` included. @default 30000 */
   maxRetryDelayMs: z.number().int().min(0).default(30_000),
-  /** The most bytes read from one response (the body is held in memory to be checked). @default 64 MiB */
+  /**
+   * The most bytes read from one response; a larger one fails with reason `"too-large"`. The body
+   * goes to a temporary file, not to memory, so this bounds disk use: raise it freely. @default 64 MiB
+   */
   maxBytes: z.number().int().positive().default(DEFAULT_HTTP_MAX_BYTES),
   /** More header names to treat as secret, besides {@link DEFAULT_SECRET_HEADERS}. @default [] */
   secretHeaders: z.array(z.string().min(1)).default([]),
@@ -91,9 +106,27 @@ const requestShape = {
   followRedirects: z.boolean().default(false),
 };
 
+/** Options of the source only: how a fetched body is kept and checked. */
+const sourceShape = {
+  /**
+   * The largest JSON body parsed whole in memory (needed by `expect.schema`). A larger body is
+   * checked by a streaming scanner instead, in constant memory: its JSON syntax and
+   * `expect.requiredFields` (values up to 64 KiB each); with `expect.schema` it is refused with
+   * reason `"too-large-to-validate"`. At most {@link MAX_HTTP_PARSE_BYTES}. @default 64 MiB
+   */
+  maxParseBytes: z.number().int().positive().max(MAX_HTTP_PARSE_BYTES).default(DEFAULT_HTTP_MAX_PARSE_BYTES),
+  /**
+   * Folder for the temporary file each response is spooled to while it is fetched and checked:
+   * mode 0600 in a fresh 0700 folder, unlinked as soon as it is open (so nothing is left even if
+   * the process dies) and closed when the backup ends, fails or is aborted. @default os.tmpdir()
+   */
+  spoolDir: z.string().min(1).optional(),
+};
+
 export const httpSourceOptionsSchema = z
   .object({
     ...requestShape,
+    ...sourceShape,
     /** What the response must look like before it is kept. @default any 2xx */
     expect: httpExpectSchema.default({}),
     /** Logical name for the manifest. @default the URL's host and path */
@@ -113,7 +146,11 @@ export type HttpFailureReason =
   | "content-type"
   | "json"
   | "schema"
-  | "required-fields";
+  | "required-fields"
+  /** A JSON body over `maxParseBytes` while `expect.schema` needs it whole. */
+  | "too-large-to-validate"
+  /** The temporary file the body is spooled to could not be written (a full disk). */
+  | "spool";
 
 // ————————————————————————————————————————————————————— secrets and URLs
 
@@ -217,7 +254,8 @@ function scrubbedCause(error: unknown, secrets: readonly string[], depth = 0): u
 interface Exchange {
   status: number;
   contentType: string | undefined;
-  body: Buffer;
+  /** Bytes of the response body (in the spool, if one was given). */
+  bytes: number;
   attempts: number;
 }
 
@@ -232,6 +270,21 @@ class AttemptFailure extends Error {
   ) {
     super(message, options);
   }
+}
+
+/** A full disk or a broken temporary folder: not the server's fault, so not retried. */
+const spoolFailed = (error: unknown): never => {
+  throw new AttemptFailure("spool", "writing the body to a temporary file failed", false, {}, undefined, {
+    cause: error,
+  });
+};
+
+/** ABORTED naming the request (the URL as displayed: no credentials, no secret query values). */
+function aborted(where: string, method: string, p: Prepared, cause: unknown): StowageError {
+  return new StowageError("ABORTED", scrub(`${where}: ${method} ${p.display}: aborted`, p.secrets), {
+    cause: scrubbedCause(cause, p.secrets),
+    details: { url: p.display, method },
+  });
 }
 
 /** `Retry-After` as milliseconds from now: delay-seconds or an HTTP date; undefined if neither. */
@@ -252,10 +305,16 @@ function backoff(failures: number, p: Prepared, retryAfterMs: number | undefined
 const is2xx = (s: number) => s >= 200 && s < 300;
 const retryableStatus = (s: number) => s === 429 || s >= 500;
 
+/**
+ * One request. The response body goes into `spool` (emptied first) or, without one, is counted and
+ * dropped: it is never held in memory.
+ */
 async function attempt(
   p: Prepared,
   request: { method: string; body?: Buffer | string; accept: (status: number) => boolean },
   signal: AbortSignal | undefined,
+  where: string,
+  spool: Spool | undefined,
 ): Promise<Omit<Exchange, "attempts">> {
   const controller = new AbortController();
   let timedOut = false;
@@ -268,7 +327,7 @@ async function attempt(
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   const failed = (error: unknown, reading: boolean): never => {
     if (error instanceof AttemptFailure) throw error;
-    if (signal?.aborted) throw new StowageError("ABORTED", "http: aborted", { cause: signal.reason });
+    if (signal?.aborted) throw aborted(where, request.method, p, signal.reason);
     if (timedOut) {
       throw new AttemptFailure("timeout", `no complete response within ${p.timeoutMs} ms`, true);
     }
@@ -317,9 +376,9 @@ async function attempt(
         { status, maxBytes: p.maxBytes },
       );
     }
-    const parts: Buffer[] = [];
     let total = 0;
     try {
+      if (spool) await spool.reset().catch(spoolFailed);
       reader = response.body?.getReader();
       while (reader) {
         const { done, value } = await reader.read();
@@ -331,7 +390,8 @@ async function attempt(
             maxBytes: p.maxBytes,
           });
         }
-        parts.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+        // Awaiting the write is the backpressure: the next chunk is read once this one is on disk.
+        if (spool) await spool.write(value).catch(spoolFailed);
       }
     } catch (error) {
       return failed(error, true);
@@ -347,7 +407,7 @@ async function attempt(
         { status },
       );
     }
-    return { status, contentType, body: Buffer.concat(parts, total) };
+    return { status, contentType, bytes: total };
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener("abort", forward);
@@ -367,18 +427,19 @@ async function exchange(
   signal: AbortSignal | undefined,
   codeFor: (reason: HttpFailureReason) => StowageErrorCode,
   where: string,
+  spool?: Spool,
 ): Promise<Exchange> {
   for (let attempts = 1; ; attempts++) {
-    throwIfAborted(signal, where);
+    if (signal?.aborted) throw aborted(where, request.method, p, signal.reason);
     try {
-      return { ...(await attempt(p, request, signal)), attempts };
+      return { ...(await attempt(p, request, signal, where, spool)), attempts };
     } catch (error) {
       if (!(error instanceof AttemptFailure)) throw error;
       if (error.retryable && attempts <= p.retries) {
         try {
           await sleep(backoff(attempts, p, error.retryAfterMs), undefined, signal ? { signal } : {});
         } catch (cause) {
-          throw new StowageError("ABORTED", `${where}: aborted`, { cause });
+          throw aborted(where, request.method, p, cause);
         }
         continue;
       }
@@ -430,11 +491,42 @@ interface Difference {
   problem: string;
 }
 
-/** Checks a fetched response against `expect`; returns what differed (empty when it passes). */
-function differences(
-  expect: z.output<typeof httpExpectSchema>,
+type Expect = z.output<typeof httpExpectSchema>;
+
+/** The required field's value as found: absent, a value, or present but too large to compare. */
+function compareField(field: string, expected: unknown, found: ScannedValue, out: Difference[]): void {
+  if (!found.found) {
+    out.push({ expectation: "required-fields", field, expected, problem: "missing" });
+  } else if ("tooLarge" in found) {
+    out.push({
+      expectation: "required-fields",
+      field,
+      expected,
+      actual: "(too large to compare)",
+      problem: "differs (its value is too large to compare while streaming)",
+    });
+  } else if (!isDeepStrictEqual(found.value, expected)) {
+    out.push({
+      expectation: "required-fields",
+      field,
+      expected,
+      actual: preview(found.value),
+      problem: "differs",
+    });
+  }
+}
+
+/**
+ * Checks a fetched response against `expect`; returns what differed (empty when it passes). A JSON
+ * body up to `maxParseBytes` is parsed whole; a larger one is scanned as it is read back from the
+ * spool, in constant memory (syntax and required fields; a schema cannot be checked that way).
+ */
+async function differences(
+  expect: Expect,
   fetched: Exchange,
-): { differences: Difference[]; json: boolean } {
+  spool: Spool,
+  maxParseBytes: number,
+): Promise<{ differences: Difference[]; json: boolean }> {
   const type = mediaType(fetched.contentType);
   const out: Difference[] = [];
   if (expect.contentType !== undefined) {
@@ -453,10 +545,45 @@ function differences(
   const json =
     expect.json ?? (expect.schema !== undefined || expect.requiredFields !== undefined || isJsonType(type));
   if (!json) return { differences: out, json };
+  const fields = Object.entries(expect.requiredFields ?? {});
+
+  if (spool.bytes > maxParseBytes) {
+    if (expect.schema) {
+      out.push({
+        expectation: "too-large-to-validate",
+        expected: { maxParseBytes },
+        actual: { bytes: spool.bytes },
+        problem: `the body (${spool.bytes} B) is larger than maxParseBytes (${maxParseBytes} B), and expect.schema needs it whole in memory; raise maxParseBytes (at most ${MAX_HTTP_PARSE_BYTES}) or check requiredFields instead`,
+      });
+      return { differences: out, json };
+    }
+    // Each field is looked up as a top-level key first, then as a dotted path, as `lookup` does.
+    const paths = fields.flatMap(([field]) => [[field], field.split(".")]);
+    const limits = fields.flatMap(([, expected]) => {
+      const limit = Math.max(1 << 16, 8 * (JSON.stringify(expected)?.length ?? 0));
+      return [limit, limit];
+    });
+    const scanner = new JsonScanner(paths, limits);
+    try {
+      for await (const chunk of spool.chunks()) scanner.write(chunk);
+      scanner.end();
+    } catch (error) {
+      if (!(error instanceof JsonSyntaxError)) throw error;
+      out.push({ expectation: "json", problem: `the body is not valid JSON (${error.message})` });
+      return { differences: out, json };
+    }
+    for (const [i, [field, expected]] of fields.entries()) {
+      const top = scanner.get(2 * i);
+      compareField(field, expected, top.found ? top : scanner.get(2 * i + 1), out);
+    }
+    return { differences: out, json };
+  }
+
   let data: unknown;
   try {
-    data = JSON.parse(fetched.body.toString("utf8"));
-  } catch {
+    data = JSON.parse((await spool.readAll()).toString("utf8"));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
     out.push({ expectation: "json", problem: "the body is not valid JSON" });
     return { differences: out, json };
   }
@@ -472,19 +599,9 @@ function differences(
       }
     }
   }
-  for (const [field, expected] of Object.entries(expect.requiredFields ?? {})) {
+  for (const [field, expected] of fields) {
     const found = lookup(data, field);
-    if (!found.found) {
-      out.push({ expectation: "required-fields", field, expected, problem: "missing" });
-    } else if (!isDeepStrictEqual(found.value, expected)) {
-      out.push({
-        expectation: "required-fields",
-        field,
-        expected,
-        actual: preview(found.value),
-        problem: "differs",
-      });
-    }
+    compareField(field, expected, found.found ? { found: true, value: found.value } : { found: false }, out);
   }
   return { differences: out, json };
 }
@@ -492,71 +609,105 @@ function differences(
 // ————————————————————————————————————————————————————— the source
 
 interface Fetched extends Exchange {
+  /** The body, on disk; whoever holds a Fetched closes it (its stream does, once read). */
+  spool: Spool;
   contentType: string;
   sha256: string;
   json: boolean;
 }
 
+/**
+ * Fetches into a fresh spool and checks the response against `expect`. On success the caller owns
+ * the spool; on any failure it is closed here.
+ */
 async function fetchChecked(
   opts: HttpSourceParsed,
   p: Prepared,
   signal: AbortSignal | undefined,
   where: string,
 ): Promise<Fetched> {
-  const wanted = opts.expect.status;
-  const fetched = await exchange(
-    p,
-    {
-      method: opts.method,
-      ...(opts.body !== undefined ? { body: opts.body } : {}),
-      accept: (s) => (wanted ? wanted.includes(s) : is2xx(s)),
-    },
-    signal,
-    (reason) => (reason === "status" ? "SOURCE_VALIDATION_FAILED" : "SOURCE_FAILED"),
-    where,
-  ).catch((error: unknown) => {
-    if (isStowageError(error, "SOURCE_VALIDATION_FAILED")) {
-      const actual = error.details.status;
-      error.details.differences = [
-        { expectation: "status", expected: wanted ?? "2xx", actual, problem: "status" },
-      ];
-    }
-    throw error;
-  });
-  const checked = differences(opts.expect, fetched);
-  if (checked.differences.length > 0) {
-    const list = checked.differences
-      .map((d) => (d.field ? `${d.expectation} ${d.field}: ${d.problem}` : `${d.expectation}: ${d.problem}`))
-      .join("; ");
-    throw new StowageError(
-      "SOURCE_VALIDATION_FAILED",
-      scrub(
-        `${where}: ${opts.method} ${p.display}: the response failed its expectations: ${list}`,
-        p.secrets,
-      ),
+  const dir = opts.spoolDir ?? tmpdir();
+  let spool: Spool;
+  try {
+    spool = await Spool.create(dir);
+  } catch (error) {
+    throw new StowageError("SOURCE_FAILED", `${where}: cannot create a temporary file in ${dir}`, {
+      cause: error,
+      details: { reason: "spool", spoolDir: dir },
+    });
+  }
+  try {
+    const wanted = opts.expect.status;
+    const fetched = await exchange(
+      p,
       {
-        details: scrubDeep(
-          {
-            url: p.display,
-            method: opts.method,
-            status: fetched.status,
-            attempts: fetched.attempts,
-            reason: checked.differences[0]!.expectation,
-            differences: checked.differences,
-          },
+        method: opts.method,
+        ...(opts.body !== undefined ? { body: opts.body } : {}),
+        accept: (s) => (wanted ? wanted.includes(s) : is2xx(s)),
+      },
+      signal,
+      (reason) => (reason === "status" ? "SOURCE_VALIDATION_FAILED" : "SOURCE_FAILED"),
+      where,
+      spool,
+    ).catch((error: unknown) => {
+      if (isStowageError(error, "SOURCE_VALIDATION_FAILED")) {
+        const actual = error.details.status;
+        error.details.differences = [
+          { expectation: "status", expected: wanted ?? "2xx", actual, problem: "status" },
+        ];
+      }
+      throw error;
+    });
+    let checked: Awaited<ReturnType<typeof differences>>;
+    try {
+      checked = await differences(opts.expect, fetched, spool, opts.maxParseBytes);
+    } catch (error) {
+      throw new StowageError(
+        "SOURCE_FAILED",
+        scrub(`${where}: ${opts.method} ${p.display}: reading the spooled body back failed`, p.secrets),
+        { cause: error, details: { url: p.display, method: opts.method, reason: "spool" } },
+      );
+    }
+    if (checked.differences.length > 0) {
+      const list = checked.differences
+        .map((d) =>
+          d.field ? `${d.expectation} ${d.field}: ${d.problem}` : `${d.expectation}: ${d.problem}`,
+        )
+        .join("; ");
+      throw new StowageError(
+        "SOURCE_VALIDATION_FAILED",
+        scrub(
+          `${where}: ${opts.method} ${p.display}: the response failed its expectations: ${list}`,
           p.secrets,
         ),
-      },
-    );
+        {
+          details: scrubDeep(
+            {
+              url: p.display,
+              method: opts.method,
+              status: fetched.status,
+              attempts: fetched.attempts,
+              reason: checked.differences[0]!.expectation,
+              differences: checked.differences,
+            },
+            p.secrets,
+          ),
+        },
+      );
+    }
+    return {
+      ...fetched,
+      spool,
+      contentType: checked.json
+        ? "application/json"
+        : (mediaType(fetched.contentType) ?? "application/octet-stream"),
+      sha256: spool.sha256(),
+      json: checked.json,
+    };
+  } catch (error) {
+    await spool.close();
+    throw error;
   }
-  return {
-    ...fetched,
-    contentType: checked.json
-      ? "application/json"
-      : (mediaType(fetched.contentType) ?? "application/octet-stream"),
-    sha256: createHash("sha256").update(fetched.body).digest("hex"),
-    json: checked.json,
-  };
 }
 
 function defaultName(url: string): string {
@@ -566,9 +717,16 @@ function defaultName(url: string): string {
 
 /**
  * A service's state from its backup endpoint, e.g. `GET /api/v1/backup` with a compliance header,
- * kept only when it meets `expect`. The whole response is read into memory (at most `maxBytes`,
- * 64 MiB by default) and checked *before* a byte is handed to the pipeline, so a response that
- * fails leaves no artifact and no manifest. Retries connection errors, timeouts, cut bodies, 5xx
+ * kept only when it meets `expect`. The whole response is fetched and checked *before* a byte is
+ * handed to the pipeline, so a response that fails leaves no artifact and no manifest.
+ *
+ * Memory stays bounded whatever the body's size: the response is spooled to a temporary file
+ * (`spoolDir`, 0600, unlinked as soon as it is open, closed on every path) while it is hashed and
+ * counted, checked from there, and the kept artifact is streamed from it. At most `maxBytes` are
+ * read (64 MiB by default; a limit on disk use, not memory). A JSON body up to `maxParseBytes`
+ * (64 MiB by default, at most 256 MiB) is parsed whole for `expect.schema`; a larger one is checked
+ * by a streaming scanner (JSON syntax and `expect.requiredFields`), or refused with reason
+ * `"too-large-to-validate"` when `expect.schema` needs it whole. Retries connection errors, timeouts, cut bodies, 5xx
  * and 429 with exponential backoff and jitter, honouring `Retry-After` (seconds or an HTTP date,
  * capped by `maxRetryDelayMs`); never other 4xx. Uses Node's built-in `fetch`.
  *
@@ -579,10 +737,12 @@ function defaultName(url: string): string {
  *
  * @throws {CONFIG_INVALID} on bad options, each named.
  * @throws {SOURCE_VALIDATION_FAILED} (from `backup`) when the status, content type, JSON, schema or
- *   required fields differ; `details.differences` says what (`details.reason` the first).
+ *   required fields differ, or a body over `maxParseBytes` meets a schema (`"too-large-to-validate"`);
+ *   `details.differences` says what (`details.reason` the first).
  * @throws {SOURCE_FAILED} on connection errors, timeouts, a body that ends early (after the
- *   retries), or a body over `maxBytes`; `details.reason` is an {@link HttpFailureReason}.
- * @throws {ABORTED} when the backup's signal fires.
+ *   retries), a body over `maxBytes`, or a temporary file that cannot be written (`"spool"`);
+ *   `details.reason` is an {@link HttpFailureReason}.
+ * @throws {ABORTED} when the backup's signal fires, naming the job, the source and the URL.
  * @example
  * await backup({
  *   job: "policy-service",
@@ -601,17 +761,18 @@ export function httpSource(options: HttpSourceOptions): Source {
   return {
     kind: "http",
     name,
-    async open({ signal }: SourceContext): Promise<SourceOutput> {
-      const fetched = await fetchChecked(opts, p, signal, `http source ${name}`);
+    async open({ signal, job }: SourceContext): Promise<SourceOutput> {
+      const where = job ? `backup ${job}: http source ${name}` : `http source ${name}`;
+      const fetched = await fetchChecked(opts, p, signal, where);
       return {
-        stream: Readable.from([fetched.body], { objectMode: false }),
+        stream: fetched.spool.stream(where),
         contentType: fetched.contentType,
         ...(fetched.json ? { extension: ".json" } : {}),
         details: async () => ({
           url: p.display,
           method: opts.method,
           status: fetched.status,
-          bytes: fetched.body.length,
+          bytes: fetched.bytes,
           sha256: fetched.sha256,
           attempts: fetched.attempts,
           contentType: fetched.contentType,
@@ -721,7 +882,8 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
   return {
     kind: "http-bundle",
     name: opts.name,
-    async open({ signal, startedAt }: SourceContext): Promise<SourceOutput> {
+    async open({ signal, startedAt, job }: SourceContext): Promise<SourceOutput> {
+      const prefix = job ? `backup ${job}: ` : "";
       // Our own controller: in all-or-nothing mode the first failure stops the rest.
       const controller = new AbortController();
       const forward = () => controller.abort(signal.reason);
@@ -729,126 +891,152 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
       const results: Array<{ ok: true; fetched: Fetched } | { ok: false; error: StowageError } | undefined> =
         opts.services.map(() => undefined);
       let firstFailure: { index: number; error: StowageError } | undefined;
+      // Every response kept so far is a spool file to close, whatever happens next.
+      const closeAll = () =>
+        Promise.all(results.map((r) => (r?.ok ? r.fetched.spool.close() : undefined))).then(() => undefined);
+      let handedOver = false;
       try {
-        let next = 0;
-        const worker = async () => {
-          while (next < opts.services.length && !controller.signal.aborted) {
-            const i = next++;
-            const service = opts.services[i]!;
-            try {
-              const fetched = await fetchChecked(
-                service,
-                prepared[i]!,
-                controller.signal,
-                `http bundle ${service.name}`,
-              );
-              results[i] = { ok: true, fetched };
-            } catch (error) {
-              if (signal.aborted) throw error;
-              if (controller.signal.aborted) return; // stopped by another service's failure
-              const wrapped = isStowageError(error)
-                ? error
-                : new StowageError(
-                    "SOURCE_FAILED",
-                    scrub(`http bundle ${service.name}: ${String(error)}`, allSecrets),
-                  );
-              results[i] = { ok: false, error: wrapped };
-              if (opts.mode === "all-or-nothing") {
-                firstFailure ??= { index: i, error: wrapped };
-                controller.abort();
+        return await assemble();
+      } finally {
+        if (!handedOver) await closeAll();
+      }
+
+      async function assemble(): Promise<SourceOutput> {
+        try {
+          let next = 0;
+          const worker = async () => {
+            while (next < opts.services.length && !controller.signal.aborted) {
+              const i = next++;
+              const service = opts.services[i]!;
+              try {
+                const fetched = await fetchChecked(
+                  service,
+                  prepared[i]!,
+                  controller.signal,
+                  `${prefix}http bundle ${opts.name}: service ${service.name}`,
+                );
+                results[i] = { ok: true, fetched };
+              } catch (error) {
+                if (signal.aborted) throw error;
+                if (controller.signal.aborted) return; // stopped by another service's failure
+                const wrapped = isStowageError(error)
+                  ? error
+                  : new StowageError(
+                      "SOURCE_FAILED",
+                      scrub(`http bundle ${service.name}: ${String(error)}`, allSecrets),
+                    );
+                results[i] = { ok: false, error: wrapped };
+                if (opts.mode === "all-or-nothing") {
+                  firstFailure ??= { index: i, error: wrapped };
+                  controller.abort();
+                }
               }
             }
+          };
+          await Promise.all(Array.from({ length: Math.min(opts.concurrency, opts.services.length) }, worker));
+        } finally {
+          signal.removeEventListener("abort", forward);
+        }
+        throwIfAborted(signal, `http bundle ${opts.name}`);
+
+        const failed = results.flatMap((r, i) =>
+          r && !r.ok
+            ? [{ name: opts.services[i]!.name, code: r.error.code, reason: r.error.details.reason }]
+            : [],
+        );
+        if (firstFailure) {
+          const { error, index } = firstFailure;
+          throw new StowageError(
+            error.code,
+            `http bundle ${opts.name}: service ${opts.services[index]!.name} failed (all-or-nothing): ${error.message}`,
+            { cause: error, details: { ...error.details, service: opts.services[index]!.name, failed } },
+          );
+        }
+        if (failed.length === opts.services.length) {
+          const codes = new Set(failed.map((f) => f.code));
+          throw new StowageError(
+            codes.size === 1 ? failed[0]!.code : "SOURCE_FAILED",
+            `http bundle ${opts.name}: every service failed`,
+            { details: { failed } },
+          );
+        }
+
+        const entries: HttpBundleEntry[] = opts.services.map((service, i) => {
+          const r = results[i]!;
+          const base = { name: service.name, url: prepared[i]!.display, method: service.method };
+          if (!r.ok) {
+            const reason =
+              typeof r.error.details.reason === "string" ? { reason: r.error.details.reason } : {};
+            return { ...base, ok: false, error: { code: r.error.code, ...reason, message: r.error.message } };
+          }
+          const f = r.fetched;
+          return {
+            ...base,
+            ok: true,
+            file: `${service.name}${EXTENSION[f.contentType] ?? ".bin"}`,
+            status: f.status,
+            contentType: f.contentType,
+            bytes: f.bytes,
+            sha256: f.sha256,
+            attempts: f.attempts,
+          };
+        });
+        const index: HttpBundleIndex = scrubDeep(
+          { format: HTTP_BUNDLE_FORMAT, version: 1, mode: opts.mode, services: entries },
+          allSecrets,
+        );
+
+        const pack = tar.pack();
+        const header = { mode: 0o644, mtime: startedAt, type: "file" as const };
+        // Each body streams from its spool into its entry, one at a time: memory holds no body.
+        const produce = async () => {
+          try {
+            pack.entry({ ...header, name: "index.json" }, Buffer.from(`${JSON.stringify(index, null, 2)}\n`));
+            for (const [i, entry] of entries.entries()) {
+              const r = results[i]!;
+              if (!entry.ok || !r.ok) continue;
+              await pipeline(
+                r.fetched.spool.stream(`${prefix}http bundle ${opts.name}: service ${entry.name}`),
+                pack.entry({ ...header, name: entry.file, size: r.fetched.bytes }),
+              );
+            }
+          } finally {
+            await closeAll();
           }
         };
-        await Promise.all(Array.from({ length: Math.min(opts.concurrency, opts.services.length) }, worker));
-      } finally {
-        signal.removeEventListener("abort", forward);
-      }
-      throwIfAborted(signal, `http bundle ${opts.name}`);
-
-      const failed = results.flatMap((r, i) =>
-        r && !r.ok
-          ? [{ name: opts.services[i]!.name, code: r.error.code, reason: r.error.details.reason }]
-          : [],
-      );
-      if (firstFailure) {
-        const { error, index } = firstFailure;
-        throw new StowageError(
-          error.code,
-          `http bundle ${opts.name}: service ${opts.services[index]!.name} failed (all-or-nothing): ${error.message}`,
-          { cause: error, details: { ...error.details, service: opts.services[index]!.name, failed } },
-        );
-      }
-      if (failed.length === opts.services.length) {
-        const codes = new Set(failed.map((f) => f.code));
-        throw new StowageError(
-          codes.size === 1 ? failed[0]!.code : "SOURCE_FAILED",
-          `http bundle ${opts.name}: every service failed`,
-          { details: { failed } },
-        );
-      }
-
-      const entries: HttpBundleEntry[] = opts.services.map((service, i) => {
-        const r = results[i]!;
-        const base = { name: service.name, url: prepared[i]!.display, method: service.method };
-        if (!r.ok) {
-          const reason = typeof r.error.details.reason === "string" ? { reason: r.error.details.reason } : {};
-          return { ...base, ok: false, error: { code: r.error.code, ...reason, message: r.error.message } };
-        }
-        const f = r.fetched;
+        const stream = packedTar(pack, produce());
+        stream.once("close", () => void closeAll());
+        handedOver = true;
+        const ok = entries.filter((e) => e.ok);
         return {
-          ...base,
-          ok: true,
-          file: `${service.name}${EXTENSION[f.contentType] ?? ".bin"}`,
-          status: f.status,
-          contentType: f.contentType,
-          bytes: f.body.length,
-          sha256: f.sha256,
-          attempts: f.attempts,
+          stream,
+          contentType: "application/x-tar",
+          details: async () => ({
+            mode: opts.mode,
+            services: entries.length,
+            succeeded: ok.length,
+            bytes: ok.reduce((sum, e) => sum + (e.ok ? e.bytes : 0), 0),
+            failed,
+            results: entries.map((e) =>
+              e.ok
+                ? {
+                    name: e.name,
+                    url: e.url,
+                    status: e.status,
+                    bytes: e.bytes,
+                    sha256: e.sha256,
+                    attempts: e.attempts,
+                  }
+                : {
+                    name: e.name,
+                    url: e.url,
+                    error: e.error.code,
+                    ...(e.error.reason ? { reason: e.error.reason } : {}),
+                  },
+            ),
+          }),
         };
-      });
-      const index: HttpBundleIndex = scrubDeep(
-        { format: HTTP_BUNDLE_FORMAT, version: 1, mode: opts.mode, services: entries },
-        allSecrets,
-      );
-
-      const pack = tar.pack();
-      const header = { mode: 0o644, mtime: startedAt, type: "file" as const };
-      pack.entry({ ...header, name: "index.json" }, Buffer.from(`${JSON.stringify(index, null, 2)}\n`));
-      for (const [i, entry] of entries.entries()) {
-        const r = results[i]!;
-        if (entry.ok && r.ok) pack.entry({ ...header, name: entry.file }, r.fetched.body);
       }
-      const stream = packedTar(pack, Promise.resolve());
-      const ok = entries.filter((e) => e.ok);
-      return {
-        stream,
-        contentType: "application/x-tar",
-        details: async () => ({
-          mode: opts.mode,
-          services: entries.length,
-          succeeded: ok.length,
-          bytes: ok.reduce((sum, e) => sum + (e.ok ? e.bytes : 0), 0),
-          failed,
-          results: entries.map((e) =>
-            e.ok
-              ? {
-                  name: e.name,
-                  url: e.url,
-                  status: e.status,
-                  bytes: e.bytes,
-                  sha256: e.sha256,
-                  attempts: e.attempts,
-                }
-              : {
-                  name: e.name,
-                  url: e.url,
-                  error: e.error.code,
-                  ...(e.error.reason ? { reason: e.error.reason } : {}),
-                },
-          ),
-        }),
-      };
     },
   };
 }

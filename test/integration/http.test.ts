@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { inspect } from "node:util";
@@ -386,6 +387,113 @@ async function untar(data: Buffer): Promise<Map<string, Buffer>> {
   await feeding;
   return files;
 }
+
+describe("httpSource with a body larger than memory should hold", () => {
+  const MiB = 1 << 20;
+  const BODY = 300 * MiB;
+  // 1 MiB strings in an array under a required field: valid JSON, generated as it is sent.
+  const filler = Buffer.from(`"${"q".repeat(MiB - 3)}",`);
+  const head = Buffer.from(`{"constitutional_hash":"${HASH}","data":[`);
+  const tail = Buffer.from('"end"]}');
+  const count = Math.floor((BODY - head.length - tail.length) / filler.length);
+  const length = head.length + count * filler.length + tail.length;
+
+  it("spools a 300 MB JSON body, checks its required field while streaming, and keeps it byte for byte, in bounded memory", async () => {
+    server.route("/huge", async (_req, res) => {
+      res.writeHead(200, { "Content-Type": "application/json", "Content-Length": String(length) });
+      const parts = [head, ...Array.from({ length: count }, () => filler), tail];
+      for (const part of parts) {
+        if (res.destroyed) return;
+        if (!res.write(part)) await new Promise((r) => res.once("drain", r));
+      }
+      res.end();
+    });
+    const expected = createHash("sha256");
+    expected.update(head);
+    for (let i = 0; i < count; i++) expected.update(filler);
+    expected.update(tail);
+
+    // A sink that hashes and drops what it is given: the test measures the source, not a disk.
+    let stored = 0;
+    const hash = createHash("sha256");
+    const sink = {
+      ...memorySink(),
+      async write(key: string, body: Readable) {
+        if (key.endsWith(".manifest.json")) return { key, location: `null://${key}` };
+        for await (const chunk of body) {
+          hash.update(chunk as Buffer);
+          stored += (chunk as Buffer).length;
+        }
+        return { key, location: `null://${key}` };
+      },
+      async stat() {
+        return undefined;
+      },
+    } as unknown as MemorySink;
+
+    global.gc?.();
+    const base = process.memoryUsage();
+    let peakRss = base.rss;
+    let peakHeap = base.heapUsed;
+    const sampler = setInterval(() => {
+      const now = process.memoryUsage();
+      peakRss = Math.max(peakRss, now.rss);
+      peakHeap = Math.max(peakHeap, now.heapUsed);
+    }, 10);
+    try {
+      const manifest = await backup({
+        job: "huge",
+        sink,
+        source: httpSource({
+          url: `${server.url}/huge`,
+          maxBytes: 512 * MiB,
+          timeoutMs: 120_000,
+          expect: { requiredFields: { constitutional_hash: HASH } },
+        }),
+      });
+      expect(manifest.content.bytes).toBe(length);
+      expect(manifest.source.details).toMatchObject({ bytes: length });
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(stored).toBe(length);
+    expect(hash.digest("hex")).toBe(expected.digest("hex"));
+    // The body is 300 MB; the process must not grow by anything near it.
+    expect(peakRss - base.rss).toBeLessThan(100 * MiB);
+    expect(peakHeap - base.heapUsed).toBeLessThan(64 * MiB);
+  }, 300_000);
+
+  it("refuses a body over maxParseBytes when a zod schema needs it whole", async () => {
+    const error = await failedBackup(
+      httpSource({
+        url: `${server.url}/big`,
+        maxParseBytes: 1000,
+        expect: { schema: z.object({ constitutional_hash: z.literal(HASH) }) },
+      }),
+    );
+    expect(error.code).toBe("SOURCE_VALIDATION_FAILED");
+    expect(error.details.reason).toBe("too-large-to-validate");
+  });
+
+  it("checks required fields of a body over maxParseBytes while streaming it", async () => {
+    const kept = await runBackup(
+      httpSource({
+        url: `${server.url}/big`,
+        maxParseBytes: 1000,
+        expect: { requiredFields: { constitutional_hash: HASH } },
+      }),
+    );
+    expect(kept.manifest.content.contentType).toBe("application/json");
+    const refused = await failedBackup(
+      httpSource({
+        url: `${server.url}/big`,
+        maxParseBytes: 1000,
+        expect: { requiredFields: { constitutional_hash: "other" } },
+      }),
+    );
+    expect(refused.details.reason).toBe("required-fields");
+  });
+});
 
 describe("httpBundleSource", () => {
   const services = () => [

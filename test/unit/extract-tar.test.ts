@@ -23,6 +23,7 @@ type Headers = Partial<Header> & { name: string; pax?: Record<string, string> };
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   backup,
+  bytesSource,
   directorySource,
   extractTar,
   gzip,
@@ -241,6 +242,54 @@ describe("extractTar refuses malicious archives and leaves nothing", () => {
       reason: "too-large",
     });
     await expectNothingLeft(target);
+  });
+
+  it("limits itself to the plain size the manifest declares, by default", async () => {
+    const archive = await tarOf([file("a.txt", "a".repeat(4 << 20))]);
+    const sink = memorySink();
+    const manifest = await backup({
+      job: "x",
+      source: bytesSource({ data: new Uint8Array(archive) }),
+      sink,
+      transforms: [gzip()],
+    });
+    // A manifest that declares less than the archive's files hold: refused at the header, before
+    // restore's own check would stop the stream at the declared size.
+    const lying = { ...manifest, content: { ...manifest.content, bytes: 3 << 20 } };
+    const target = join(work, "target");
+    expect(
+      await refusal(extractTar(await restore({ sink, manifest: lying, verifyFirst: false }), target)),
+    ).toEqual({ code: "RESTORE_FAILED", reason: "too-large" });
+    await expectNothingLeft(target);
+    // The same through a stream that is not restore's own, given the manifest.
+    expect(
+      await refusal(
+        extractTar(Readable.from([archive]), target, { manifest: { content: { bytes: 3 << 20 } } }),
+      ),
+    ).toEqual({ code: "RESTORE_FAILED", reason: "too-large" });
+    await expectNothingLeft(target);
+  });
+
+  it("refuses a target that is a symlink or a file before reading a byte", async () => {
+    const archive = await tarOf([file("a.txt")]);
+    const target = join(work, "target");
+    await mkdir(join(work, "empty"));
+    await symlink(join(work, "empty"), target);
+    let reads = 0;
+    const stream = new Readable({
+      read() {
+        reads++;
+        this.push(archive);
+        this.push(null);
+      },
+    });
+    expect(await refusal(extractTar(stream, target))).toEqual({ code: "CONFIG_INVALID", reason: undefined });
+    expect(reads).toBe(0);
+    expect(await readdir(join(work, "empty"))).toEqual([]);
+    await rm(target);
+    await writeFile(target, "a file");
+    expect((await refusal(extractTar(Readable.from([archive]), target))).code).toBe("CONFIG_INVALID");
+    expect(await readFile(target, "utf8")).toBe("a file");
   });
 
   it("stops with ABORTED when the signal fires, and leaves nothing", async () => {

@@ -27,7 +27,7 @@ import {
   verify,
 } from "../../src/index.js";
 import { failingChunks } from "../conformance/sink.js";
-import { codeOf, keysOf, sha } from "../support/expect-helpers.js";
+import { codeOf, keysOf, rejection, sha } from "../support/expect-helpers.js";
 
 const key = randomBytes(32);
 
@@ -454,6 +454,58 @@ describe("restore() and verify()", () => {
     const lying = { ...manifest, content: { ...manifest.content, sha256: "0".repeat(64) } };
     const stream = await restore({ sink, manifest: lying, keys: [{ key }] });
     expect(await codeOf(readAll(stream))).toBe("INTEGRITY_MISMATCH");
+  });
+
+  it("stops as soon as the plain bytes pass what the manifest declares (a decompression bomb)", async () => {
+    const sink = memorySink();
+    const data = Buffer.alloc(16 << 20);
+    const manifest = await backup({ job: "r", source: bytesSource({ data }), sink, transforms: [gzip()] });
+    const lying = { ...manifest, content: { ...manifest.content, bytes: 1 << 20 } };
+    let released = 0;
+    const error = await rejection(
+      (async () => {
+        for await (const chunk of await restore({ sink, manifest: lying })) released += chunk.length;
+      })(),
+    );
+    expect(error.code).toBe("INTEGRITY_MISMATCH");
+    expect(error.details).toMatchObject({ which: "plain", reason: "too-long" });
+    expect(released).toBeLessThanOrEqual(1 << 20);
+    const report = await verify({ sink, manifest: lying });
+    expect(report.problems.map((p) => p.code)).toContain("INTEGRITY_MISMATCH");
+  });
+
+  it("stops as soon as the stored bytes pass what the manifest declares", async () => {
+    const { sink, manifest, object } = await stored([aes256gcm({ key })]);
+    object.data = Buffer.concat([object.data, Buffer.alloc(8 << 20)]);
+    const error = await rejection(readAll(await restore({ sink, manifest, keys: [{ key }] })));
+    expect(error.code).toBe("INTEGRITY_MISMATCH");
+    expect(error.details).toMatchObject({ which: "stored", reason: "too-long" });
+  });
+
+  it("reports an unsafe artifact key in a manifest as MANIFEST_INVALID naming artifact.key", async () => {
+    const { sink, manifest } = await stored();
+    for (const bad of ["../../etc/passwd", "/etc/passwd"]) {
+      const error = await rejection(
+        restore({ sink, manifest: { ...manifest, artifact: { ...manifest.artifact, key: bad } } }),
+      );
+      expect(error.code).toBe("MANIFEST_INVALID");
+      expect(error.details.issues).toEqual([expect.objectContaining({ field: "artifact.key" })]);
+    }
+  });
+
+  it("refuses keys of the wrong shape up front, naming the entry and never quoting it", async () => {
+    const { sink, manifest } = await stored([aes256gcm({ key })]);
+    const identity = "STOWAGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
+    for (const keys of [[identity], [key], [{ key }, "a passphrase of sorts"]]) {
+      const error = await rejection(restore({ sink, manifest, keys: keys as never }));
+      expect(error.code).toBe("CONFIG_INVALID");
+      const option = keys.length === 2 ? "keys[1]" : "keys[0]";
+      expect(error.details.issues).toEqual([expect.objectContaining({ option })]);
+      const text = JSON.stringify({ m: error.message, d: error.details });
+      expect(text).not.toContain(identity);
+      expect(text).not.toContain(key.toString("hex"));
+    }
+    expect(await codeOf(verify({ sink, manifest, keys: [key as never] }))).toBe("CONFIG_INVALID");
   });
 
   it("releases the sink's read when the consumer stops early", async () => {
