@@ -123,8 +123,8 @@ const isUnder = (base: string, path: string) => {
  * compressed files included. A file that grows while it is read (an active log) is read up to the
  * size it had when opened, and `details.grew` lists it; one that shrinks (truncated or rotated
  * with copytruncate mid-read) fails the backup rather than store a torn file. Symlinked files are
- * followed and stored as files when the file they lead to lies under `baseDir` too. Memory: one read buffer; one open file at a time, closed when the
- * stream ends, fails or is destroyed.
+ * followed and stored as files when the file they lead to lies under `baseDir` too. Memory: one
+ * read buffer; one open file at a time, closed when the stream ends, fails or is destroyed.
  *
  * Details: `files`, `bytes`, `window` (`since`/`until` as ISO strings or null), `baseDir`,
  * `patterns`, `outsideWindow` (matched but left out), and `grew` (`[{ path, bytesAtOpen, bytesNow }]`).
