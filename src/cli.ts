@@ -12,15 +12,16 @@
  * folder) default-exports `defineConfig({ jobs, audit?, ... })`, a list of jobs, or a function
  * returning either; a named `jobs` export works too. A TypeScript config is loaded through tsx.
  */
+import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, realpathSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
-import { resolve } from "node:path";
+import { link, open, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
 import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { listManifests } from "./core/catalog.js";
-import { isStowageError, StowageError } from "./core/errors.js";
+import { isStowageError, StowageError, wrapError } from "./core/errors.js";
 import { extractTar } from "./core/extract-tar.js";
 import type { Manifest } from "./core/manifest.js";
 import { restore, verify } from "./core/restore.js";
@@ -50,6 +51,7 @@ Commands:
   verify    re-read the latest backup of each job in each sink and check it (--all: every backup)
   status    the status report (--json, or --prometheus for the exposition text)
   restore   restore a job's latest backup (--at <time>) to --out <file|-> or --extract <dir>
+            (an existing --out file is replaced only with --force)
   prune     apply retention now (--dry-run to only show what would go)
   drill     restore drill of a job into its scratch target (--report <file> writes the JSON)
   keygen    a new key pair for write-only backups (--out <file> keeps the identity out of stdout)
@@ -61,8 +63,10 @@ Options:
   --no-progress     no progress bar (it is shown only on a terminal anyway)
   --no-prune        run: skip retention
   --from <copy>     verify/restore/drill: use this copy's sink instead of the primary
+  --force           restore: replace an existing --out file (atomically, once the restore is whole)
 
 Exit codes: 0 all good, 1 some job failed, 2 bad command line or config.
+With --json, a failure is printed as {"ok": false, "error": {"code", "message", ...}}.
 `;
 
 class UsageError extends Error {}
@@ -90,6 +94,7 @@ const OPTIONS = {
   out: { type: "string", short: "o" },
   extract: { type: "string" },
   report: { type: "string" },
+  force: { type: "boolean", default: false },
   concurrency: { type: "string" },
   help: { type: "boolean", short: "h", default: false },
   version: { type: "boolean", short: "v", default: false },
@@ -105,11 +110,30 @@ function parseFlags(argv: string[]) {
   }
 }
 
+/** The config module's path: `--config`, else the first default name that exists. */
+function configFile(path: string | undefined, cwd: string): string | undefined {
+  return path ? resolve(cwd, path) : CONFIG_NAMES.map((n) => resolve(cwd, n)).find((p) => existsSync(p));
+}
+
+/**
+ * The environment variables the config module reads (`process.env.NAME`, `process.env["NAME"]`)
+ * that are unset or empty: a key taken from an unset variable surfaces as an option error of the
+ * adapter (e.g. `aes256gcm`: "give exactly one of key, passphrase or recipients"), which cannot
+ * know the variable's name. Names only, never values.
+ */
+async function unsetVariables(file: string | undefined): Promise<string[]> {
+  if (!file) return [];
+  const text = await readFile(file, "utf8").catch(() => "");
+  const names = new Set<string>();
+  for (const m of text.matchAll(/process\.env(?:\.([A-Za-z_]\w*)|\[\s*["'`]([^"'`\]]+)["'`]\s*\])/g)) {
+    names.add((m[1] ?? m[2])!);
+  }
+  return [...names].filter((name) => !process.env[name]);
+}
+
 /** Loads and checks the config module. @throws {CONFIG_INVALID} */
 export async function loadConfig(path: string | undefined, cwd: string): Promise<StowageConfig> {
-  const file = path
-    ? resolve(cwd, path)
-    : CONFIG_NAMES.map((n) => resolve(cwd, n)).find((p) => existsSync(p));
+  const file = configFile(path, cwd);
   if (!file || !existsSync(file)) {
     throw new StowageError(
       "CONFIG_INVALID",
@@ -399,6 +423,8 @@ async function cmdRestore(config: StowageConfig, flags: Flags, io: Io): Promise<
     throw new UsageError("restore needs one of --out <file|-> or --extract <dir>");
   const [job] = selectJobs(config, [name]);
   const sink = sinkOf(job!, flags.from);
+  const outPath = flags.out && flags.out !== "-" ? resolve(io.cwd, flags.out) : undefined;
+  if (outPath) await checkOut(outPath, flags.force);
   const { manifests } = await listManifests(sink, { job: name, signal: io.signal });
   const manifest = selectBackup(manifests, { job: name, ...(flags.at ? { at: flags.at } : {}) });
   if (!manifest) {
@@ -445,10 +471,10 @@ async function cmdRestore(config: StowageConfig, flags: Flags, io: Io): Promise<
       await pipeline(plain, meter, io.stdout, { signal: io.signal, end: false });
       summary = "to stdout";
     } else {
-      const path = resolve(io.cwd, flags.out!);
-      await pipeline(plain, meter, createWriteStream(path, { mode: 0o600, flags: "wx" }), {
-        signal: io.signal,
-      });
+      const path = outPath!;
+      await writeAtomically(path, flags.force, io.signal, (out) =>
+        pipeline(plain, meter, out, { signal: io.signal }),
+      );
       summary = `to ${path}`;
     }
     bar.done();
@@ -487,6 +513,66 @@ async function cmdRestore(config: StowageConfig, flags: Flags, io: Io): Promise<
     }).catch(() => undefined);
     await config.audit?.flush().catch(() => undefined);
     throw error;
+  }
+}
+
+/** An option that names an existing file or folder: CONFIG_INVALID, nothing was run. */
+function outExists(path: string, problem: string): StowageError {
+  return new StowageError("CONFIG_INVALID", `--out ${path} ${problem}`, {
+    details: { path, issues: [{ option: "--out", problem }] },
+  });
+}
+
+/** Refuses an --out that exists (unless `force`) or is a folder, before anything is restored. */
+async function checkOut(path: string, force: boolean): Promise<void> {
+  const info = await stat(path).catch(() => undefined);
+  if (info?.isDirectory()) throw outExists(path, "is a folder; give a file name (or --extract <dir>)");
+  if (info && !force) throw outExists(path, "exists; give --force to replace it");
+}
+
+/**
+ * Writes a file whole or not at all: `write` fills a temporary file (0600) beside `path`, which is
+ * synced and then renamed over `path` (`force`) or hard-linked to it (which refuses an existing
+ * file, so a file that appeared meanwhile is not replaced). On any failure the temporary file is
+ * removed and `path` is as it was.
+ * @throws {CONFIG_INVALID} `path` exists and `force` is not set.
+ * @throws {RESTORE_FAILED} the file could not be written; the error of `write` as it is.
+ */
+async function writeAtomically(
+  path: string,
+  force: boolean,
+  signal: AbortSignal,
+  write: (out: Writable) => Promise<void>,
+): Promise<void> {
+  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.stowage-tmp`);
+  const fail = (error: unknown) =>
+    isStowageError(error)
+      ? error
+      : wrapError(error, "RESTORE_FAILED", `restore: writing ${path}`, { path }, signal);
+  let placed = false;
+  try {
+    try {
+      await write(createWriteStream(temp, { flags: "wx", mode: 0o600 }));
+      const handle = await open(temp, "r+");
+      await handle.sync().finally(() => handle.close());
+      if (force) await rename(temp, path);
+      else {
+        await link(temp, path).catch(async (error: NodeJS.ErrnoException) => {
+          // A filesystem without hard links: check, then rename (a race remains, a narrow one).
+          if (error.code === "EEXIST" || existsSync(path)) throw error;
+          await rename(temp, path);
+        });
+      }
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") {
+        throw outExists(path, "exists; give --force to replace it");
+      }
+      throw fail(error);
+    }
+    placed = true;
+  } finally {
+    // After a link the temporary name goes; after a failure, the temporary file does.
+    if (!placed || !force) await unlink(temp).catch(() => undefined);
   }
 }
 
@@ -566,6 +652,9 @@ async function cmdKeygen(flags: Flags, io: Io): Promise<number> {
     await writeFile(path, `# stowage identity for recipient ${pair.recipient}\n${pair.identity}\n`, {
       mode: 0o600,
       flag: "wx",
+    }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== "EEXIST") throw error;
+      throw outExists(path, "exists; an identity file is never replaced");
     });
     if (flags.json)
       print(io, JSON.stringify({ recipient: pair.recipient, id: pair.id, identityFile: path }, null, 2));
@@ -629,19 +718,47 @@ export async function main(argv: string[], io: Io): Promise<number> {
         return await cmdDrill(config, flags, io);
     }
   } catch (error) {
-    if (error instanceof UsageError) {
-      io.stderr.write(`stowage: ${error.message}\n`);
-      return EXIT.badConfig;
-    }
-    const code = isStowageError(error) ? error.code : "UNKNOWN";
-    io.stderr.write(`stowage: ${code}: ${(error as Error).message ?? String(error)}\n`);
-    for (const issue of (isStowageError(error)
-      ? (error.details.issues as Array<{ option: string; problem: string }>)
-      : undefined) ?? []) {
-      io.stderr.write(`  ${issue.option}: ${issue.problem}\n`);
-    }
-    return code === "CONFIG_INVALID" ? EXIT.badConfig : EXIT.failed;
+    return await reportError(error, command, flags, io);
   }
+}
+
+type Issue = { option: string; problem: string };
+
+/**
+ * Prints a failure: `stowage: CODE: message` and one line per issue on stderr; with `--json` also
+ * `{ "ok": false, "error": { code, message, issues?, unsetVariables? } }` on stdout (on stderr
+ * instead when stdout carries a restore). Resolves to the exit code: 2 for a bad command line or
+ * config (nothing was run), 1 otherwise.
+ */
+async function reportError(error: unknown, command: string, flags: Flags, io: Io): Promise<number> {
+  const usage = error instanceof UsageError;
+  const code = usage ? "USAGE" : isStowageError(error) ? error.code : "UNKNOWN";
+  const message = error instanceof Error ? error.message : String(error);
+  const issues = (isStowageError(error) ? (error.details.issues as Issue[] | undefined) : undefined) ?? [];
+  // A config error may come from a key read from a variable that is not set: name the variable.
+  const fromConfig =
+    command !== "keygen" &&
+    (code === "CONFIG_INVALID" || code === "DECRYPT_FAILED") &&
+    !issues.some((i) => i.option.startsWith("--"));
+  const unset = fromConfig ? await unsetVariables(configFile(flags.config, io.cwd)) : [];
+  io.stderr.write(usage ? `stowage: ${message}\n` : `stowage: ${code}: ${message}\n`);
+  for (const issue of issues) io.stderr.write(`  ${issue.option}: ${issue.problem}\n`);
+  for (const name of unset) {
+    io.stderr.write(`  the config reads the environment variable ${name}, which is not set\n`);
+  }
+  if (flags.json) {
+    const body = {
+      ok: false,
+      error: {
+        code,
+        message,
+        ...(issues.length > 0 ? { issues } : {}),
+        ...(unset.length > 0 ? { unsetVariables: unset } : {}),
+      },
+    };
+    (command === "restore" && flags.out === "-" ? io.stderr : io.stdout).write(`${JSON.stringify(body)}\n`);
+  }
+  return usage || code === "CONFIG_INVALID" ? EXIT.badConfig : EXIT.failed;
 }
 
 /** True when this file is the process's entry point (the bin), not an import. */
@@ -665,6 +782,9 @@ if (isEntryPoint()) {
   };
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
+  // Until main() settles: a run whose work stops without settling (the event loop drained) must
+  // not exit 0.
+  process.exitCode = EXIT.failed;
   main(process.argv.slice(2), {
     stdout: process.stdout,
     stderr: process.stderr,

@@ -7,7 +7,7 @@ import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
 import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
-import { EndGate, HashCounter, throttle } from "./streams.js";
+import { EndGate, HashCounter, settled, throttle } from "./streams.js";
 import type {
   BackupProgress,
   Sink,
@@ -224,6 +224,7 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
     key = run.keyFor(output);
   } catch (error) {
     output.stream.destroy();
+    await settled(output.stream);
     throw error;
   }
   const details = { ...what, key };
@@ -233,7 +234,9 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
   try {
     encoders = await Promise.all(transforms.map((t) => t.encode()));
   } catch (error) {
+    // Released before the error is thrown, as on every other failure (a process reaped, a file closed).
     output.stream.destroy();
+    await settled(output.stream);
     throw wrapError(error, "TRANSFORM_FAILED", `backup ${job}: a transform failed to start`, details, signal);
   }
 

@@ -1,4 +1,4 @@
-import { type FileHandle, open, stat } from "node:fs/promises";
+import { type FileHandle, open, realpath, stat } from "node:fs/promises";
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -106,7 +106,15 @@ class ExpectSize extends Transform {
 interface Candidate {
   abs: string;
   rel: string;
+  /** The file itself, links resolved: what is opened. */
+  real?: string;
 }
+
+/** Whether `path` lies under the folder `base` (both absolute). */
+const isUnder = (base: string, path: string) => {
+  const rel = relative(base, path);
+  return rel !== "" && rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+};
 
 /**
  * Log files as a tar: every file matched by `paths` (and not by `exclude`) whose modification
@@ -115,14 +123,14 @@ interface Candidate {
  * compressed files included. A file that grows while it is read (an active log) is read up to the
  * size it had when opened, and `details.grew` lists it; one that shrinks (truncated or rotated
  * with copytruncate mid-read) fails the backup rather than store a torn file. Symlinked files are
- * followed and stored as files. Memory: one read buffer; one open file at a time, closed when the
- * stream ends, fails or is destroyed.
+ * followed and stored as files when the file they lead to lies under `baseDir` too. Memory: one
+ * read buffer; one open file at a time, closed when the stream ends, fails or is destroyed.
  *
  * Details: `files`, `bytes`, `window` (`since`/`until` as ISO strings or null), `baseDir`,
  * `patterns`, `outsideWindow` (matched but left out), and `grew` (`[{ path, bytesAtOpen, bytesNow }]`).
  *
  * @throws {CONFIG_INVALID} on bad options, each named; from `open`, when a match lies outside
- *   `baseDir` or `since` is not before `until`.
+ *   `baseDir` (or is a link to a file outside it) or `since` is not before `until`.
  * @throws {SOURCE_FAILED} (from `backup`) when more than `maxFiles` files match, a file cannot be
  *   read, or a file shrinks while read (`details.reason`: `"too-many-files"`, `"shrank"`).
  * @throws {ABORTED} when the backup's signal fires.
@@ -180,10 +188,23 @@ export function logsSource(options: LogsSourceOptions): Source {
       // checked before a byte is produced.
       const inWindow: Candidate[] = [];
       let outsideWindow = 0;
+      const realBase = await realpath(baseDir).catch(() => baseDir);
       for (const candidate of candidates) {
         throwIfAborted(signal, "logs source");
         const info = await stat(candidate.abs).catch(() => undefined);
         if (!info?.isFile()) continue; // vanished (rotated away) since the glob, or not a file
+        // A link is followed only to a file under baseDir: a link planted in a log folder must not
+        // carry another file (a key, /etc/shadow) into the backup.
+        const real = await realpath(candidate.abs).catch(() => undefined);
+        if (real === undefined) continue;
+        if (!isUnder(realBase, real)) {
+          throw new StowageError(
+            "CONFIG_INVALID",
+            `logsSource: ${candidate.abs} is a link to ${real}, outside baseDir ${baseDir}`,
+            { details: { issues: [{ option: "baseDir", problem: `does not contain ${real}` }] } },
+          );
+        }
+        candidate.real = real;
         const t = info.mtime.getTime();
         if ((since && t < since.getTime()) || (until && t >= until.getTime())) outsideWindow++;
         else inWindow.push(candidate);
@@ -212,11 +233,11 @@ export function logsSource(options: LogsSourceOptions): Source {
         }
       };
       const packAll = async () => {
-        for (const { abs, rel } of inWindow) {
+        for (const { abs, rel, real } of inWindow) {
           throwIfAborted(stop.signal, "logs source");
           let handle: FileHandle | undefined;
           try {
-            handle = await open(abs, "r");
+            handle = await open(real ?? abs, "r");
             const info = await handle.stat({ bigint: true });
             const size = Number(info.size);
             const header = {

@@ -318,8 +318,11 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
     const identity = identityFile.split("\n").find((l) => l.startsWith("STOWAGE-SECRET-KEY-1"))!;
     expect(gen.stdout).not.toContain(identity);
     expect((await stat(join(dir, "identity.txt"))).mode & 0o777).toBe(0o600);
-    // Refuses to overwrite an identity.
-    expect((await stowage(["keygen", "--out", "identity.txt"], { cwd: dir })).code).toBe(1);
+    // Refuses to overwrite an identity: a bad --out, nothing was done.
+    const again = await stowage(["keygen", "--out", "identity.txt", "--json"], { cwd: dir });
+    expect(again.code).toBe(2);
+    expect(JSON.parse(again.stdout).error.code).toBe("CONFIG_INVALID");
+    expect(await readFile(join(dir, "identity.txt"), "utf8")).toBe(identityFile);
 
     await writeFile(
       join(dir, "pub.config.ts"),
@@ -348,5 +351,71 @@ export const jobs = [defineJob({
     });
     expect(opened.code).toBe(0);
     expect(opened.stdout).toBe("for your eyes only");
+  });
+
+  it("a key variable that is not set: exit 2, CONFIG_INVALID naming the variable, no value printed", async () => {
+    const dir = await project("unset-key");
+    const { STOWAGE_TEST_KEY: _, ...without } = process.env;
+    const ran = await new Promise<Ran>((resolve) => {
+      execFile(tsx, [cli, "run", "--json"], { cwd: dir, env: without }, (error, stdout, stderr) =>
+        resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
+      );
+    });
+    expect(ran.code).toBe(2);
+    const { ok, error } = JSON.parse(ran.stdout);
+    expect(ok).toBe(false);
+    expect(error.code).toBe("CONFIG_INVALID");
+    expect(error.unsetVariables).toEqual(["STOWAGE_TEST_KEY"]);
+    expect(ran.stderr).toContain("STOWAGE_TEST_KEY");
+    expect(await readdir(dir)).not.toContain("backups");
+  });
+
+  it("restore --out onto an existing file: exit 2 CONFIG_INVALID; --force replaces it whole, or not at all", async () => {
+    const dir = await project("restore-exists");
+    expect((await stowage(["run"], { cwd: dir, env })).code).toBe(0);
+    await writeFile(join(dir, "state.json"), "precious");
+    const refused = await stowage(["restore", "--job", "state", "--out", "state.json", "--json"], {
+      cwd: dir,
+      env,
+    });
+    expect(refused.code).toBe(2);
+    const { error } = JSON.parse(refused.stdout);
+    expect(error.code).toBe("CONFIG_INVALID");
+    expect(error.issues.map((i: { option: string }) => i.option)).toEqual(["--out"]);
+    expect(await readFile(join(dir, "state.json"), "utf8")).toBe("precious");
+
+    // A failing restore (wrong key) with --force leaves the file as it was and no temporary file.
+    await writeFile(join(dir, "files.tar"), "precious too");
+    const before = (await readdir(dir)).sort();
+    const failed = await stowage(["restore", "--job", "files", "--out", "files.tar", "--force", "--json"], {
+      cwd: dir,
+      env: { STOWAGE_TEST_KEY: "b".repeat(64) },
+    });
+    expect(failed.code).toBe(1);
+    expect(JSON.parse(failed.stdout).error.code).toBe("DECRYPT_FAILED");
+    expect(await readFile(join(dir, "files.tar"), "utf8")).toBe("precious too");
+    expect((await readdir(dir)).sort()).toEqual(before);
+
+    const forced = await stowage(["restore", "--job", "state", "--out", "state.json", "--force"], {
+      cwd: dir,
+      env,
+    });
+    expect(forced.code).toBe(0);
+    expect(await readFile(join(dir, "state.json"), "utf8")).toBe('{"ok":true}');
+    expect((await stat(join(dir, "state.json"))).mode & 0o777).toBe(0o600);
+    expect((await readdir(dir)).sort()).toEqual(before);
+  });
+
+  it("a restore that fails leaves no file at --out", async () => {
+    const dir = await project("restore-fails");
+    expect((await stowage(["run", "--job", "files"], { cwd: dir, env })).code).toBe(0);
+    const before = (await readdir(dir)).sort();
+    const failed = await stowage(["restore", "--job", "files", "--out", "new.tar", "--json"], {
+      cwd: dir,
+      env: { STOWAGE_TEST_KEY: "b".repeat(64) },
+    });
+    expect(failed.code).toBe(1);
+    expect(JSON.parse(failed.stdout).error.code).toBe("DECRYPT_FAILED");
+    expect((await readdir(dir)).sort()).toEqual(before);
   });
 });

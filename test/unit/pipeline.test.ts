@@ -10,6 +10,7 @@ import {
   type BackupProgress,
   backup,
   bytesSource,
+  copyBackup,
   filesystemSink,
   gzip,
   isStowageError,
@@ -582,5 +583,98 @@ describe("manifests", () => {
     expect(isStowageError(foreign, "ABORTED")).toBe(true);
     expect(isStowageError(new Error("x"))).toBe(false);
     expect(isStowageError(new StowageError("NOT_FOUND", "x"), "ABORTED")).toBe(false);
+  });
+});
+
+/**
+ * A memory sink whose write passes on a body that fails past `limit` bytes, as a disk that fills
+ * up does: the inner write reads a stream that reads the body with `for await` and throws.
+ */
+function failsWritingAfter(limit: number): {
+  sink: Sink;
+  inner: ReturnType<typeof memorySink>;
+  error: Error;
+} {
+  const inner = memorySink();
+  const error = Object.assign(new Error("no space left"), { code: "ENOSPC" });
+  const sink: Sink = {
+    ...inner,
+    async write(k, body, options) {
+      let seen = 0;
+      async function* capped() {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          seen += chunk.length;
+          if (seen > limit) throw error;
+          yield chunk;
+        }
+      }
+      return inner.write(k, Readable.from(capped()), options);
+    },
+  };
+  return { sink, inner, error };
+}
+
+describe("a sink that fails mid-write", () => {
+  const data = randomBytes(3 << 20);
+
+  for (const [label, transforms] of [
+    ["no transforms", () => []],
+    ["gzip + aes-256-gcm", () => [gzip(), aes256gcm({ key })]],
+  ] as const) {
+    for (const limit of [0, 1 << 20]) {
+      it(`is blamed, not reported as ABORTED (${label}, after ${limit} bytes)`, async () => {
+        const { sink, inner, error } = failsWritingAfter(limit);
+        const failure = await rejection(
+          backup({ job: "f", source: bytesSource({ data }), transforms: transforms(), sink }),
+        );
+        expect(failure.code).toBe("SINK_WRITE_FAILED");
+        expect(failure.cause).toBe(error);
+        expect(await keysOf(inner)).toEqual([]);
+      });
+    }
+  }
+
+  it("copyBackup blames the destination that stopped reading", async () => {
+    const from = memorySink();
+    const manifest = await backup({ job: "c", source: bytesSource({ data }), sink: from });
+    const { sink: to, inner, error } = failsWritingAfter(1 << 20);
+    const failure = await rejection(copyBackup({ manifest, from, to }));
+    expect(failure.code).toBe("SINK_WRITE_FAILED");
+    expect(failure.cause).toBe(error);
+    expect(await keysOf(inner)).toEqual([]);
+  });
+
+  it("is still ABORTED when the caller's signal fired", async () => {
+    const controller = new AbortController();
+    const inner = memorySink();
+    const sink: Sink = {
+      ...inner,
+      async write(k, body, options) {
+        for await (const _ of body as AsyncIterable<Buffer>) {
+          controller.abort();
+          throw new Error("stopped because the caller aborted");
+        }
+        return inner.write(k, Readable.from([]), options);
+      },
+    };
+    const code = await codeOf(
+      backup({ job: "a", source: bytesSource({ data }), sink, signal: controller.signal }),
+    );
+    expect(code).toBe("ABORTED");
+    expect(await keysOf(inner)).toEqual([]);
+  });
+
+  it("a sink that stops reading without an error of its own is SINK_WRITE_FAILED, not ABORTED", async () => {
+    const inner = memorySink();
+    const sink: Sink = {
+      ...inner,
+      async write(k, body) {
+        (body as Readable).destroy();
+        return { key: k, location: `memory://${k}` } as Awaited<ReturnType<Sink["write"]>>;
+      },
+    };
+    const code = await codeOf(backup({ job: "s", source: bytesSource({ data }), sink }));
+    expect(code).toBe("SINK_WRITE_FAILED");
+    expect(await keysOf(inner)).toEqual([]);
   });
 });
