@@ -61,6 +61,7 @@ export { HashCounter, readAll } from "./core/streams.js";
 export type {
   BackupProgress,
   DecodeContext,
+  Decoder,
   DecryptionKey,
   Leftover,
   LeftoverOptions,

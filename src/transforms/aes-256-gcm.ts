@@ -44,7 +44,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import type { Manifest, TransformRecord } from "../core/manifest.js";
 import { bytesSchema, parseOptions } from "../core/options.js";
-import type { DecodeContext, DecryptionKey, Transform } from "../core/types.js";
+import type { DecodeContext, Decoder, DecryptionKey, Transform } from "../core/types.js";
 
 const MAGIC = Buffer.from("STOWAGE", "ascii");
 /** The format version this build writes. It reads 1 and 2. */
@@ -1139,18 +1139,9 @@ class DecryptStream extends NodeTransform {
 // Factories.
 
 /** The decoding half alone: what `restore` uses when it meets an "aes-256-gcm" record. */
-export const aesDecoder: Transform = {
+export const aesDecoder: Decoder = {
   name: "aes-256-gcm",
-  role: "encryption",
-  extension: ".enc",
-  encode: () => {
-    throw new StowageError(
-      "CONFIG_INVALID",
-      "aes-256-gcm: this decoder cannot encrypt; use aes256gcm({ recipients })",
-    );
-  },
   decode: (_record: TransformRecord, context: DecodeContext) => new DecryptStream(context.keys),
-  describe: () => ({ name: "aes-256-gcm", role: "encryption" }),
 };
 
 /**
@@ -1195,6 +1186,8 @@ export function aes256gcm(options: Aes256GcmOptions): Transform {
   };
   return {
     ...aesDecoder,
+    role: "encryption",
+    extension: ".enc",
     encode: () => new EncryptStream(makeHeader, parsed.chunkSize),
     describe: () => structuredClone(record),
   };
@@ -1247,6 +1240,8 @@ export function aes256gcmV1(options: {
   };
   return {
     ...aesDecoder,
+    role: "encryption",
+    extension: ".enc",
     encode: () => new EncryptStream(makeHeader, chunkSize),
     describe: () => ({ ...record }),
   };
