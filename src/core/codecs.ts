@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
-import { aesDecoder } from "../transforms/aes-256-gcm.js";
+// From the module that holds it, not the entry: the entry also exports `rekey`, which imports this.
+import { aesDecoder } from "../transforms/aes-256-gcm/chunks.js";
 import { gzip } from "../transforms/gzip.js";
 import { zstdDecoder } from "../transforms/zstd.js";
 import { StowageError, wrapError } from "./errors.js";

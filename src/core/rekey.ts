@@ -1,12 +1,8 @@
 import type { Readable } from "node:stream";
 import { z } from "zod";
-import {
-  createRekeyStream,
-  type HeaderInfo,
-  parseRecipients,
-  type Recipient,
-  type RecipientRecord,
-} from "../transforms/aes-256-gcm.js";
+import { createRekeyStream, type HeaderInfo } from "../transforms/aes-256-gcm/chunks.js";
+import type { RecipientRecord } from "../transforms/aes-256-gcm/keys.js";
+import { parseRecipients, type Recipient } from "../transforms/aes-256-gcm/options.js";
 import { writeManifest } from "./catalog.js";
 import { keyList } from "./codecs.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";

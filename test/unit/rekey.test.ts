@@ -17,7 +17,8 @@ import {
   type StowageError,
   verify,
 } from "../../src/index.js";
-import { aes256gcmV1, generateKeyPair, recipientIds } from "../../src/transforms/aes-256-gcm.js";
+import { aes256gcmV1 } from "../../src/transforms/aes-256-gcm/transform.js";
+import { generateKeyPair, recipientIds } from "../../src/transforms/aes-256-gcm.js";
 import { codeOf } from "../support/aes-helpers.js";
 import { sha } from "../support/expect-helpers.js";
 
