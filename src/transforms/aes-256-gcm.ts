@@ -39,4 +39,5 @@ export {
   recipientFingerprint,
 } from "./aes-256-gcm/keys.js";
 export { type Aes256GcmOptions, aes256gcmOptionsSchema, type Recipient } from "./aes-256-gcm/options.js";
+export { type RekeyOptions, rekey, rekeyOptionsSchema } from "./aes-256-gcm/rekey.js";
 export { aes256gcm, recipientIds } from "./aes-256-gcm/transform.js";
