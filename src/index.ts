@@ -38,7 +38,6 @@ export {
   transformRecordSchema,
 } from "./core/manifest.js";
 export { durationSchema, parseDuration, parseOptions } from "./core/options.js";
-export { type RekeyOptions, rekey, rekeyOptionsSchema } from "./core/rekey.js";
 export {
   type DigestCheck,
   type RestoreOptions,
@@ -62,6 +61,7 @@ export { HashCounter, readAll } from "./core/streams.js";
 export type {
   BackupProgress,
   DecodeContext,
+  Decoder,
   DecryptionKey,
   Leftover,
   LeftoverOptions,
@@ -125,8 +125,11 @@ export {
   type Recipient,
   type RecipientRecord,
   type RecipientType,
+  type RekeyOptions,
   recipientFingerprint,
   recipientIds,
+  rekey,
+  rekeyOptionsSchema,
 } from "./transforms/aes-256-gcm.js";
 export { type GzipOptions, gzip, gzipOptionsSchema } from "./transforms/gzip.js";
 export { type ZstdOptions, zstd, zstdAvailable, zstdOptionsSchema } from "./transforms/zstd.js";

@@ -5,15 +5,15 @@ import { isStowageError, StowageError, throwIfAborted, wrapError } from "./error
 import { FirstFailure } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
 import { type ByteCap, digestError, ExpectDigest, HashCounter } from "./streams.js";
-import type { DecryptionKey, Sink, Transform } from "./types.js";
+import type { Decoder, DecryptionKey, Sink } from "./types.js";
 
 export interface RestoreOptions {
   sink: Sink;
   manifest: Manifest;
   /** Keys for encrypted artifacts: raw keys (matched by fingerprint) and/or passphrases. */
   keys?: DecryptionKey | readonly DecryptionKey[];
-  /** Your own transforms, for manifests that name them; built-ins need not be listed. */
-  transforms?: readonly Transform[];
+  /** Your own transforms, or just their decoders, for manifests that name them; not the built-ins. */
+  transforms?: readonly Decoder[];
   /**
    * Re-read and hash the artifact before releasing any byte. Encrypted artifacts authenticate
    * every chunk as they stream, so this defaults to on only for unencrypted ones, whose
@@ -172,7 +172,7 @@ export interface VerifyOptions {
   manifest: Manifest;
   /** With keys (or for an unencrypted artifact), also decode and check the plain bytes. */
   keys?: DecryptionKey | readonly DecryptionKey[];
-  transforms?: readonly Transform[];
+  transforms?: readonly Decoder[];
   /** Set false to check only the stored bytes even where decoding is possible. @default true */
   decode?: boolean;
   signal?: AbortSignal;

@@ -74,23 +74,30 @@ export type DecryptionKey =
   | { passphrase: string }
   | { identity: string };
 
-/** Context handed to {@link Transform.decode}. */
+/** Context handed to {@link Decoder.decode}. */
 export interface DecodeContext {
   keys: readonly DecryptionKey[];
 }
 
-/** One reversible stage between the source and the sink. */
-export interface Transform {
-  /** Stable name recorded in the manifest, e.g. "gzip", "aes-256-gcm". */
+/**
+ * The decoding half of a stage: all that `restore` and `verify` need to undo a stage that a
+ * manifest names. Every {@link Transform} is one; a decoder alone cannot write backups.
+ */
+export interface Decoder {
+  /** The name manifests record for the stage, e.g. "gzip", "aes-256-gcm". */
   name: string;
+  /** A fresh stream that undoes the stage, configured from what the manifest recorded. */
+  decode(record: TransformRecord, context: DecodeContext): Duplex | Promise<Duplex>;
+}
+
+/** One reversible stage between the source and the sink. */
+export interface Transform extends Decoder {
   /** What the stage does, so validation can require "compressed" or "encrypted". */
   role: "compression" | "encryption" | "other";
   /** Appended to the artifact key, e.g. ".gz", ".enc". */
   extension: string;
   /** A fresh stream for one artifact. */
   encode(): Duplex | Promise<Duplex>;
-  /** A fresh stream that undoes `encode`, configured from what the manifest recorded. */
-  decode(record: TransformRecord, context: DecodeContext): Duplex | Promise<Duplex>;
   /** What the manifest records: enough to reverse the stage (level, cipher, key id, chunk size). */
   describe(): TransformRecord;
 }

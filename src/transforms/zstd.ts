@@ -4,7 +4,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import type { TransformRecord } from "../core/manifest.js";
 import { parseOptions } from "../core/options.js";
-import type { Transform } from "../core/types.js";
+import type { Decoder, Transform } from "../core/types.js";
 import {
   type BlockCodec,
   BlockParallelEncoder,
@@ -307,16 +307,10 @@ function zstdDecodeStream(api: ZstdApi): Duplex {
 }
 
 /**
- * The decoder the core registers by name, so a manifest that says "zstd" restores on any Node
- * that has zstd, and fails with UNSUPPORTED (naming the Node version) on one that does not.
+ * The decoder in the core's built-in decoder map, so a manifest that says "zstd" restores on any
+ * Node that has zstd, and fails with UNSUPPORTED (naming the Node version) on one that does not.
  */
-export const zstdDecoder: Transform = {
+export const zstdDecoder: Decoder = {
   name: "zstd",
-  role: "compression",
-  extension: ".zst",
-  encode: () => {
-    throw new StowageError("CONFIG_INVALID", "zstd: this decoder cannot compress; use zstd()");
-  },
   decode: () => zstdDecodeStream(requireZstd("zstd: restore")),
-  describe: () => ({ name: "zstd", role: "compression" }),
 };

@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { isStowageError } from "../../src/core/errors.js";
 import type { DecryptionKey, Transform } from "../../src/core/types.js";
-import { aesDecoder } from "../../src/transforms/aes-256-gcm.js";
+import { aesDecoder } from "../../src/transforms/aes-256-gcm/chunks.js";
 
 /** Splits a buffer into pieces of varying sizes, so stream code sees uneven boundaries. */
 export function pieces(data: Buffer, sizes: readonly number[] = [1000, 7, 4096, 65_537, 3]): Buffer[] {

@@ -11,7 +11,8 @@ import {
   restore,
   type StowageError,
 } from "../../src/index.js";
-import { aes256gcmV1, keyFingerprint } from "../../src/transforms/aes-256-gcm.js";
+import { aes256gcmV1 } from "../../src/transforms/aes-256-gcm/transform.js";
+import { keyFingerprint } from "../../src/transforms/aes-256-gcm.js";
 import { codeOf, decrypt, encrypt } from "../support/aes-helpers.js";
 import { sha } from "../support/expect-helpers.js";
 

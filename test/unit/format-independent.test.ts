@@ -13,9 +13,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { rekey } from "../../src/core/rekey.js";
 import { aes256gcm, backup, bytesSource, gzip, memorySink } from "../../src/index.js";
-import { aes256gcmV1, generateKeyPair } from "../../src/transforms/aes-256-gcm.js";
+import { aes256gcmV1 } from "../../src/transforms/aes-256-gcm/transform.js";
+import { generateKeyPair, rekey } from "../../src/transforms/aes-256-gcm.js";
 import { encrypt } from "../support/aes-helpers.js";
 import { independentDecrypt } from "../support/independent-decryptor.js";
 

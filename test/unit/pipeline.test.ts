@@ -4,6 +4,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Transform as NodeTransform, Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   aes256gcm,
@@ -11,6 +12,7 @@ import {
   backup,
   bytesSource,
   copyBackup,
+  type Decoder,
   filesystemSink,
   gzip,
   isStowageError,
@@ -533,8 +535,43 @@ describe("restore() and verify()", () => {
 
   it("says UNSUPPORTED for a transform it does not know, and uses one it is given", async () => {
     const { sink, manifest } = await stored([]);
-    const odd = { ...manifest, transforms: [{ name: "rot13", role: "other" as const }] };
-    expect(await codeOf(restore({ sink, manifest: odd, verifyFirst: false }))).toBe("UNSUPPORTED");
+    // Names an object has by inheritance are no built-in decoder either.
+    for (const name of ["rot13", "constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      const odd = { ...manifest, transforms: [{ name, role: "other" as const }] };
+      expect(await codeOf(restore({ sink, manifest: odd, verifyFirst: false })), name).toBe("UNSUPPORTED");
+    }
+  });
+
+  it("restores with a decoder alone, and the caller's decoder wins over a built-in of that name", async () => {
+    const flip = () =>
+      new NodeTransform({
+        transform(chunk: Buffer, _encoding, callback) {
+          callback(null, Buffer.from(chunk.map((b) => b ^ 0xff)));
+        },
+      });
+    const flipper: Transform = {
+      name: "flip",
+      role: "other",
+      extension: ".flip",
+      encode: flip,
+      decode: flip,
+      describe: () => ({ name: "flip", role: "other" }),
+    };
+    const { sink, data, manifest } = await stored([gzip(), flipper]);
+    const decoder: Decoder = { name: "flip", decode: flip };
+    expect((await readAll(await restore({ sink, manifest, transforms: [decoder] }))).equals(data)).toBe(true);
+
+    let ownGunzip = 0;
+    const gunzip: Decoder = {
+      name: "gzip",
+      decode: () => {
+        ownGunzip++;
+        return createGunzip();
+      },
+    };
+    const plain = await readAll(await restore({ sink, manifest, transforms: [decoder, gunzip] }));
+    expect(plain.equals(data)).toBe(true);
+    expect(ownGunzip).toBe(1);
   });
 });
 

@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { rekey } from "../../src/core/rekey.js";
 import {
   aes256gcm,
   backup,
@@ -17,7 +16,8 @@ import {
   type StowageError,
   verify,
 } from "../../src/index.js";
-import { aes256gcmV1, generateKeyPair, recipientIds } from "../../src/transforms/aes-256-gcm.js";
+import { aes256gcmV1 } from "../../src/transforms/aes-256-gcm/transform.js";
+import { generateKeyPair, recipientIds, rekey } from "../../src/transforms/aes-256-gcm.js";
 import { codeOf } from "../support/aes-helpers.js";
 import { sha } from "../support/expect-helpers.js";
 

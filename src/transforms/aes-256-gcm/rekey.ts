@@ -1,21 +1,21 @@
+/**
+ * `rekey`: the same backup for a new set of recipients. A new version-2 header goes in front of the
+ * artifact's chunks, which depend on the data key alone (docs/FORMAT.md, "Version 2"), or the
+ * chunks are re-sealed under a new data key; either way the content does not change.
+ */
 import type { Readable } from "node:stream";
 import { z } from "zod";
-import {
-  createRekeyStream,
-  type HeaderInfo,
-  parseRecipients,
-  type Recipient,
-  type RecipientRecord,
-} from "../transforms/aes-256-gcm.js";
-import { writeManifest } from "./catalog.js";
-import { keyList } from "./codecs.js";
-import { StowageError, throwIfAborted, wrapError } from "./errors.js";
-import { FirstFailure, transfer } from "./failure.js";
-import { artifactKey, assertSafeKey, newBackupId } from "./keys.js";
-import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "./manifest.js";
-import { parseOptions, signalSchema } from "./options.js";
-import { ExpectDigest, HashCounter } from "./streams.js";
-import type { DecryptionKey, Sink } from "./types.js";
+import { writeManifest } from "../../core/catalog.js";
+import { keyList } from "../../core/codecs.js";
+import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
+import { FirstFailure, transfer } from "../../core/failure.js";
+import { artifactKey, assertSafeKey, newBackupId } from "../../core/keys.js";
+import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "../../core/manifest.js";
+import { parseOptions, signalSchema } from "../../core/options.js";
+import { ExpectDigest, HashCounter } from "../../core/streams.js";
+import type { DecryptionKey, Sink } from "../../core/types.js";
+import { createRekeyStream, type HeaderInfo } from "./chunks.js";
+import { parseRecipients, type Recipient } from "./options.js";
 
 const isSink = (v: unknown): v is Sink =>
   typeof v === "object" && v !== null && typeof (v as Sink).write === "function" && "capabilities" in v;
@@ -216,5 +216,3 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
     signal?.removeEventListener("abort", forwardAbort);
   }
 }
-
-export type { RecipientRecord };
