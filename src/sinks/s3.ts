@@ -285,7 +285,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
             },
           );
         }
-        const guarded = idleGuardedBody(body, guard);
+        const guarded = idleGuardedBody(body, guard, out.ContentLength);
         return options.signal ? addAbortSignal(options.signal, guarded) : guarded;
       } catch (error) {
         if (isStowageError(error)) throw error;

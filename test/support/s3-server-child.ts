@@ -180,6 +180,7 @@ function forward(
   res: ServerResponse,
   adjust?: (status: number, headers: Record<string, string | string[] | undefined>) => void,
   body?: Buffer,
+  getObject = false,
 ): Promise<number> {
   return new Promise<number>((resolve) => {
     const upstream = request(
@@ -193,7 +194,7 @@ function forward(
           return;
         }
         res.writeHead(up.statusCode ?? 500, headers);
-        relayBody(up, res, req.method === "GET" && (req.url ?? "").includes("x-id=GetObject")).then(
+        relayBody(up, res, getObject && up.statusCode === 200).then(
           () => resolve(up.statusCode ?? 500),
           () => resolve(up.statusCode ?? 500),
         );
@@ -697,7 +698,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     locks.delete(id);
     restores.delete(id);
   }
-  record.status = await forward(req, res);
+  record.status = await forward(req, res, undefined, undefined, method === "GET" && key !== "" && !op);
 }
 
 const front = createServer((req, res) => {

@@ -110,11 +110,14 @@ export async function guardedSend<T>(
 /**
  * A response body that fails with {@link idleTimeoutError} when the reader is waiting for bytes and
  * none arrive for `guard.idleMs`. Time the reader spends not asking (a slow restore target) does
- * not count: the clock runs only while a read is pending.
+ * not count: the clock runs only while a read is pending. A body that ends before `expectedBytes`
+ * (a connection closed early can look like a clean end) fails too, with `details.reason:
+ * "truncated"`, so a cut read is not mistaken for corrupt data.
  */
-export function idleGuardedBody(body: Readable, guard: RequestGuard): Readable {
+export function idleGuardedBody(body: Readable, guard: RequestGuard, expectedBytes?: number): Readable {
   async function* guarded() {
     const chunks = body[Symbol.asyncIterator]();
+    let received = 0;
     try {
       for (;;) {
         let timer: NodeJS.Timeout | undefined;
@@ -127,7 +130,17 @@ export function idleGuardedBody(body: Readable, guard: RequestGuard): Readable {
         } finally {
           clearTimeout(timer);
         }
-        if (next.done) return;
+        if (next.done) {
+          if (expectedBytes !== undefined && received < expectedBytes) {
+            throw new StowageError(
+              guard.code,
+              `${guard.what}: the connection ended after ${received} of ${expectedBytes} bytes`,
+              { details: { ...guard.details, reason: "truncated", received, expected: expectedBytes } },
+            );
+          }
+          return;
+        }
+        received += (next.value as Buffer).length;
         yield next.value as Buffer;
       }
     } finally {
