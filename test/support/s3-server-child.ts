@@ -514,6 +514,14 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
         );
         return;
       }
+      // Checked again with no await before the part is registered: an abort that came in while
+      // this part was arriving has either been seen here, or waits for the part to be stored.
+      // (Without this, s3rver would store the part after the abort, re-creating the upload.)
+      if (aborted.has(uploadId)) {
+        record.status = 404;
+        sendError(res, 404, "NoSuchUpload", "The specified upload does not exist.");
+        return;
+      }
       let done!: () => void;
       const inFlight = new Promise<void>((r) => {
         done = r;
