@@ -1,6 +1,6 @@
 import type { Duplex, Readable, Stream } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { isAbortError, StowageError, type StowageErrorCode, wrapError } from "./errors.js";
+import { isAbortError, isStowageError, StowageError, type StowageErrorCode, wrapError } from "./errors.js";
 import { settled } from "./streams.js";
 import type { Sink, WriteOptions, WrittenObject } from "./types.js";
 
@@ -134,5 +134,23 @@ export async function transfer(options: TransferOptions): Promise<WrittenObject>
     written.status === "rejected"
       ? { code: "SINK_WRITE_FAILED" as const, what, error: written.reason }
       : { ...options.unclaimed, error: (flowed as PromiseRejectedResult).reason };
-  throw failure.toError(fallback, options.details, options.signal);
+  const error = failure.toError(fallback, options.details, options.signal);
+  throw written.status === "rejected" ? withLeftovers(error, written.reason) : error;
+}
+
+/**
+ * Whichever stage failed first names the error, but a sink that then failed to clean up (an S3
+ * multipart upload it could not abort) knows what the caller must act on. A sink says so by
+ * rejecting with a StowageError whose `details.leftovers` is not empty; its details then join the
+ * reported error's (the reported error's own win) and its message is appended, so the leftovers
+ * and their ids (e.g. `details.openUpload`) reach the caller.
+ */
+function withLeftovers(reported: StowageError, sinkError: unknown): StowageError {
+  if (reported === sinkError || !isStowageError(sinkError)) return reported;
+  const leftovers = sinkError.details.leftovers;
+  if (!Array.isArray(leftovers) || leftovers.length === 0) return reported;
+  // A fresh details object: the reported error's may be shared with the caller's other errors.
+  (reported as { details: Record<string, unknown> }).details = { ...sinkError.details, ...reported.details };
+  reported.message = `${reported.message} (and ${sinkError.message})`;
+  return reported;
 }

@@ -1,27 +1,25 @@
-import { createHash } from "node:crypto";
 import { addAbortSignal, Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
-  type CompletedPart,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectsCommand,
+  type DeleteObjectsCommandOutput,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   HeadObjectCommand,
+  type HeadObjectCommandOutput,
   ListObjectsV2Command,
-  ListPartsCommand,
-  PutObjectCommand,
+  type ListObjectsV2CommandOutput,
   type PutObjectCommandInput,
   type S3Client,
-  UploadPartCommand,
 } from "@aws-sdk/client-s3";
-import type { MiddlewareStack } from "@smithy/types";
 import { z } from "zod";
-import { isStowageError, notFound, StowageError, throwIfAborted } from "../core/errors.js";
+import { isStowageError, notFound, StowageError, throwIfAborted, wrapError } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import { MANIFEST_SUFFIX } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import type {
+  Leftover,
+  LeftoverOptions,
   ObjectInfo,
   ReadOptions,
   Sink,
@@ -29,45 +27,12 @@ import type {
   WriteOptions,
   WrittenObject,
 } from "../core/types.js";
+import { errorName, guardedSend, httpStatus, idleGuardedBody, type RequestGuard } from "./s3/requests.js";
+import { listUploads, putStream, S3_LIMITS } from "./s3/upload.js";
 
 const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
-/** S3's limits on multipart uploads. */
-export const S3_LIMITS = {
-  maxParts: 10_000,
-  minPartSize: 5 * MiB,
-  maxPartSize: 5 * GiB,
-  maxObjectSize: 5 * 1024 * GiB,
-} as const;
-
-/** The part size doubles after every this many parts (see {@link partSizeFor}). */
-export const PARTS_PER_STEP = 1_000;
-
-/**
- * The size of part `partNumber` (1-based) of an upload that started with `partSize`: the
- * configured size for parts 1–1,000, twice that for 1,001–2,000, and so on, capped at S3's 5 GiB.
- * The length of a stream is unknown when its upload starts; this schedule lets any stream of up to
- * {@link largestBackupBytes} fit in S3's 10,000 parts while small backups keep small parts (and
- * little memory).
- */
-export function partSizeFor(partNumber: number, partSize: number): number {
-  const step = Math.floor((partNumber - 1) / PARTS_PER_STEP);
-  return Math.min(S3_LIMITS.maxPartSize, partSize * 2 ** step);
-}
-
-/**
- * The largest backup an S3 sink with this `partSize` can store: the sum of its 10,000 part sizes
- * (see {@link partSizeFor}), at most S3's 5 TiB object limit. With 5 MiB parts that is about
- * 4.9 TiB; from 6 MiB up, S3's own 5 TiB limit is the bound.
- */
-export function largestBackupBytes(partSize: number): number {
-  let total = 0;
-  for (let step = 0; step < S3_LIMITS.maxParts / PARTS_PER_STEP; step++) {
-    total += PARTS_PER_STEP * partSizeFor(step * PARTS_PER_STEP + 1, partSize);
-  }
-  return Math.min(total, S3_LIMITS.maxObjectSize);
-}
+export { largestBackupBytes, PARTS_PER_STEP, partSizeFor, S3_LIMITS } from "./s3/upload.js";
 
 /** Storage classes an object can be read from at once (no restore request). */
 export const S3_STORAGE_CLASSES = [
@@ -117,6 +82,17 @@ export const s3CommonOptionsSchema = z.object({
     .default(8 * MiB),
   /** Parts held in memory at once (being filled or uploading). @default 4 */
   queueSize: z.number().int().min(1).max(64).default(4),
+  /**
+   * How long a request to S3 may go without a byte moving (sent or received) before it is given up:
+   * milliseconds or a duration ("60s", "5m"). A server that accepts a connection and never answers
+   * then fails the write with SINK_WRITE_FAILED (a read with SINK_READ_FAILED) and
+   * `details.reason: "timeout"`, instead of leaving `backup()` waiting forever. A slow link is not
+   * idle; a restore target that reads slowly does not count either. @default "60s"
+   */
+  idleTimeout: z
+    .union([z.number().int().positive(), durationSchema])
+    .default("60s")
+    .refine((v) => typeof v === "number" || parseDuration(v) > 0, "a timeout longer than 0"),
   /**
    * S3 Object Lock on each artifact and its manifest: `mode` and how long from the write
    * (`retainFor`: "30d", "1y"...). The bucket must have Object Lock enabled. The lock's date is
@@ -181,307 +157,6 @@ export interface S3SinkFlavour {
 
 type CommonOptions = z.output<typeof s3CommonOptionsSchema>;
 
-const errorName = (e: unknown) => (e as { name?: string } | null)?.name;
-const httpStatus = (e: unknown) =>
-  (e as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
-
-/**
- * A part's bytes. Small objects (manifests) stay a list of the chunks that arrived; past 1 MiB
- * the part gets one buffer of its full size, filled in place, so a part costs its size once.
- */
-class PartBuffer {
-  private chunks: Buffer[] = [];
-  private buffer: Buffer | undefined;
-  length = 0;
-
-  constructor(
-    readonly capacity: number,
-    private readonly allocate: (size: number) => Buffer,
-  ) {}
-
-  /** Takes what fits of `chunk`; returns how many bytes it took. */
-  take(chunk: Buffer): number {
-    const n = Math.min(chunk.length, this.capacity - this.length);
-    const piece = n === chunk.length ? chunk : chunk.subarray(0, n);
-    if (!this.buffer && this.length + n > MiB) {
-      this.buffer = this.allocate(this.capacity);
-      let at = 0;
-      for (const c of this.chunks) at += c.copy(this.buffer, at);
-      this.chunks = [];
-    }
-    if (this.buffer) piece.copy(this.buffer, this.length);
-    else this.chunks.push(piece);
-    this.length += n;
-    return n;
-  }
-
-  get full(): boolean {
-    return this.length === this.capacity;
-  }
-
-  bytes(): Buffer {
-    return this.buffer ? this.buffer.subarray(0, this.length) : Buffer.concat(this.chunks, this.length);
-  }
-
-  /** The full-size buffer, for reuse by a later part of the same size. */
-  release(): Buffer | undefined {
-    const b = this.buffer;
-    this.buffer = undefined;
-    this.chunks = [];
-    return b;
-  }
-}
-
-interface UploadSettings {
-  partSize: number;
-  queueSize: number;
-  contentMd5: boolean;
-  signal?: AbortSignal | undefined;
-  where: string;
-}
-
-const md5 = (b: Buffer) => createHash("md5").update(b).digest("base64");
-
-/**
- * Sends a command's body without `Expect: 100-continue`. The SDK adds that header to every body
- * of 2 MiB or more and then sends the request on a fresh, non-keep-alive connection (Node cannot
- * reuse a socket whose body was never sent), so a multipart upload would pay a TCP connection, a
- * TLS handshake and a round trip for every part. Our bodies are Buffers held in memory, so a
- * request the server refuses costs at most one part's bytes and is retried from memory; measured
- * against the local S3 server, the header cost about 15% of upload throughput. The client's own
- * settings are untouched: this applies to the sink's commands only.
- */
-function withoutExpectContinue<C extends UploadPartCommand | PutObjectCommand>(command: C): C {
-  const stack = command.middlewareStack as MiddlewareStack<object, object>;
-  stack.add(
-    (next) => (args) => {
-      const { headers } = args.request as { headers?: Record<string, string> };
-      if (headers) {
-        delete headers.Expect;
-        delete headers.expect;
-      }
-      return next(args);
-    },
-    // After the S3 client's own addExpectContinueMiddleware (build step, normal priority).
-    { step: "build", priority: "low", name: "stowageWithoutExpectContinue" },
-  );
-  return command;
-}
-
-/**
- * Streams `body` into one object. A body that ends within the first part is one PutObject of a
- * Buffer of known length; anything longer is a multipart upload with at most `queueSize` parts in
- * memory, completed only after the body has ended. On any failure the in-flight parts are
- * cancelled, the upload is aborted (and checked with ListParts), and the first error is thrown.
- */
-async function putStream(
-  client: S3Client,
-  params: PutObjectCommandInput,
-  body: Readable,
-  settings: UploadSettings,
-): Promise<void> {
-  const { signal, where } = settings;
-  const { Bucket, Key } = params;
-  const partsController = new AbortController();
-  let failure: { error: unknown } | undefined;
-  const fail = (error: unknown) => {
-    if (failure) return;
-    failure = { error };
-    partsController.abort(error);
-    // Errors the body with the sink's error first, so the pipeline feeding it blames the sink,
-    // not a "premature close" of the source.
-    if (!body.destroyed) body.destroy(error instanceof Error ? error : new Error(String(error)));
-  };
-  // Read through functions: the failure is set from callbacks, which TypeScript's narrowing cannot see.
-  const failed = () => failure;
-  const throwIfFailed = () => {
-    const f = failed();
-    if (f) throw f.error;
-  };
-  const onAbort = () =>
-    fail(new StowageError("ABORTED", `${where}: aborted`, { cause: signal?.reason, details: { key: Key } }));
-  signal?.addEventListener("abort", onAbort, { once: true });
-
-  const pool: Buffer[] = [];
-  const allocate = (size: number) => {
-    const i = pool.findIndex((b) => b.length === size);
-    return i >= 0 ? pool.splice(i, 1)[0]! : Buffer.allocUnsafe(size);
-  };
-  let partNumber = 1;
-  let part = new PartBuffer(partSizeFor(1, settings.partSize), allocate);
-  let uploadId: string | undefined;
-  const inflight = new Set<Promise<void>>();
-  const completed: CompletedPart[] = [];
-  const iterator = body[Symbol.asyncIterator]();
-  const common = {
-    Bucket,
-    Key,
-    ...(params.SSECustomerAlgorithm ? { SSECustomerAlgorithm: params.SSECustomerAlgorithm } : {}),
-  };
-
-  const dispatch = (buffer: PartBuffer, number: number) => {
-    const bytes = buffer.bytes();
-    const sending = client
-      .send(
-        withoutExpectContinue(
-          new UploadPartCommand({
-            ...common,
-            UploadId: uploadId,
-            PartNumber: number,
-            Body: bytes,
-            ContentLength: bytes.length,
-            ...(settings.contentMd5 ? { ContentMD5: md5(bytes) } : {}),
-          }),
-        ),
-        { abortSignal: partsController.signal },
-      )
-      .then(
-        (out) => {
-          if (!out.ETag) throw new Error(`part ${number} came back without an ETag`);
-          completed.push({
-            PartNumber: number,
-            ETag: out.ETag,
-            ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}),
-            ...(out.ChecksumCRC32C ? { ChecksumCRC32C: out.ChecksumCRC32C } : {}),
-            ...(out.ChecksumCRC64NVME ? { ChecksumCRC64NVME: out.ChecksumCRC64NVME } : {}),
-            ...(out.ChecksumSHA1 ? { ChecksumSHA1: out.ChecksumSHA1 } : {}),
-            ...(out.ChecksumSHA256 ? { ChecksumSHA256: out.ChecksumSHA256 } : {}),
-          });
-          const freed = buffer.release();
-          if (freed && pool.length < settings.queueSize) pool.push(freed);
-        },
-        (error: unknown) => fail(error),
-      )
-      .finally(() => inflight.delete(sending));
-    inflight.add(sending);
-  };
-
-  /** Hands the full part to S3 and starts the next; waits while `queueSize` parts are held. */
-  const nextPart = async () => {
-    if (uploadId === undefined) {
-      const created = await client.send(new CreateMultipartUploadCommand(params), {
-        abortSignal: partsController.signal,
-      });
-      if (!created.UploadId) throw new Error("CreateMultipartUpload returned no UploadId");
-      uploadId = created.UploadId;
-    }
-    if (partNumber >= S3_LIMITS.maxParts) {
-      throw new StowageError(
-        "SINK_WRITE_FAILED",
-        `${where}: the backup is larger than ${largestBackupBytes(settings.partSize)} bytes, the most ${S3_LIMITS.maxParts} parts starting at partSize ${settings.partSize} can hold; raise partSize`,
-        { details: { key: Key, partSize: settings.partSize } },
-      );
-    }
-    dispatch(part, partNumber);
-    partNumber += 1;
-    while (inflight.size >= settings.queueSize && !failed()) await Promise.race(inflight);
-    throwIfFailed();
-    part = new PartBuffer(partSizeFor(partNumber, settings.partSize), allocate);
-  };
-
-  try {
-    throwIfAborted(signal, where);
-    for (;;) {
-      const next = await iterator.next();
-      throwIfFailed();
-      if (next.done) break;
-      let chunk: Buffer = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value as Uint8Array);
-      while (chunk.length > 0) {
-        chunk = chunk.subarray(part.take(chunk));
-        if (part.full) await nextPart();
-      }
-    }
-    if (uploadId === undefined) {
-      // The whole body fitted in one part: one PutObject of a Buffer of known length.
-      const bytes = part.bytes();
-      await client.send(
-        withoutExpectContinue(
-          new PutObjectCommand({
-            ...params,
-            Body: bytes,
-            ContentLength: bytes.length,
-            ...(settings.contentMd5 ? { ContentMD5: md5(bytes) } : {}),
-          }),
-        ),
-        { abortSignal: partsController.signal },
-      );
-      return;
-    }
-    if (part.length > 0) dispatch(part, partNumber);
-    while (inflight.size > 0) await Promise.race(inflight);
-    throwIfFailed();
-    throwIfAborted(signal, where);
-    completed.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
-    await client.send(
-      new CompleteMultipartUploadCommand({
-        ...common,
-        UploadId: uploadId,
-        MultipartUpload: { Parts: completed },
-      }),
-      { abortSignal: partsController.signal },
-    );
-    uploadId = undefined; // committed: nothing to abort
-  } catch (error) {
-    fail(error);
-    await iterator.return?.().catch(() => undefined);
-    await Promise.allSettled([...inflight]);
-    const original = failed()?.error ?? error;
-    if (uploadId !== undefined) {
-      const abortError = await abortUpload(client, { Bucket, Key, UploadId: uploadId });
-      if (abortError !== undefined) {
-        throw new StowageError(
-          "SINK_WRITE_FAILED",
-          `${where}: the upload failed, and aborting multipart upload ${uploadId} failed too, so its parts may remain (abort it, or let a lifecycle rule do so)`,
-          {
-            cause: original,
-            details: {
-              key: Key,
-              uploadId,
-              abortError: abortError instanceof Error ? abortError.message : String(abortError),
-            },
-          },
-        );
-      }
-    }
-    throw original;
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-    pool.length = 0;
-  }
-}
-
-/**
- * Aborts a multipart upload, then (as S3 advises, since a part still arriving may land after the
- * abort) checks with ListParts that no part is left, aborting again if one is. Returns the error
- * if the upload could not be aborted, undefined when it is gone.
- */
-async function abortUpload(
-  client: S3Client,
-  target: { Bucket: string | undefined; Key: string | undefined; UploadId: string },
-): Promise<unknown> {
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      await client.send(new AbortMultipartUploadCommand(target));
-    } catch (error) {
-      if (errorName(error) !== "NoSuchUpload" && httpStatus(error) !== 404) {
-        lastError = error;
-        continue;
-      }
-    }
-    try {
-      const parts = await client.send(new ListPartsCommand(target));
-      if ((parts.Parts ?? []).length === 0) return undefined;
-      lastError = new Error(`${parts.Parts?.length} parts remain after the abort`);
-    } catch {
-      // NoSuchUpload is the answer we want; a store without ListParts leaves us trusting the abort.
-      return undefined;
-    }
-    await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
-  }
-  return lastError;
-}
-
 /** Turns a GetObject failure into NOT_FOUND / OBJECT_ARCHIVED where it is one of those. */
 function readError(error: unknown, key: string, objectKey: string, where: string): unknown {
   const name = errorName(error);
@@ -513,6 +188,14 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
   // A manifest's lock ends with its artifact's, so retention can delete both at the same time.
   const lockedArtifacts = new Map<string, Date>();
   const offered = flavour.capabilities.storageClasses ?? [];
+  const idleMs = typeof opts.idleTimeout === "number" ? opts.idleTimeout : parseDuration(opts.idleTimeout);
+  const reading = (what: string, key: string | undefined, signal?: AbortSignal): RequestGuard => ({
+    idleMs,
+    signal,
+    code: "SINK_READ_FAILED",
+    what: `${where}: ${what}`,
+    details: key === undefined ? {} : { key },
+  });
 
   return {
     kind: flavour.kind,
@@ -565,8 +248,10 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
         queueSize: opts.queueSize,
         // S3 refuses Object Lock writes that carry no checksum; Content-MD5 works on every store.
         contentMd5: opts.objectLock !== undefined,
+        idleMs,
         signal: options.signal,
         where: `${where}: writing ${key}`,
+        key,
       });
       if (retainUntil) {
         if (isManifest) lockedArtifacts.delete(key.slice(0, -MANIFEST_SUFFIX.length));
@@ -583,10 +268,12 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
     async read(key: string, options: ReadOptions = {}): Promise<Readable> {
       const Key = objectKey(key);
       throwIfAborted(options.signal, `${where}: reading ${key}`);
+      const guard = reading(`reading ${key}`, key, options.signal);
       try {
-        const out = await client.send(
+        const out = await guardedSend<GetObjectCommandOutput>(
+          client,
           new GetObjectCommand({ Bucket: bucket, Key }),
-          options.signal ? { abortSignal: options.signal } : {},
+          guard,
         );
         const body = out.Body;
         if (!(body instanceof Readable)) {
@@ -598,7 +285,8 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
             },
           );
         }
-        return options.signal ? addAbortSignal(options.signal, body) : body;
+        const guarded = idleGuardedBody(body, guard, out.ContentLength);
+        return options.signal ? addAbortSignal(options.signal, guarded) : guarded;
       } catch (error) {
         if (isStowageError(error)) throw error;
         throw readError(error, key, Key, where);
@@ -608,9 +296,10 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
     async stat(key: string, options: ReadOptions = {}): Promise<ObjectInfo | undefined> {
       const Key = objectKey(key);
       try {
-        const out = await client.send(
+        const out = await guardedSend<HeadObjectCommandOutput>(
+          client,
           new HeadObjectCommand({ Bucket: bucket, Key }),
-          options.signal ? { abortSignal: options.signal } : {},
+          reading(`HeadObject of ${key}`, key, options.signal),
         );
         return {
           key,
@@ -635,13 +324,14 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
       let token: string | undefined;
       do {
         throwIfAborted(options.signal, `${where}: listing ${listPrefix}`);
-        const page = await client.send(
+        const page = await guardedSend<ListObjectsV2CommandOutput>(
+          client,
           new ListObjectsV2Command({
             Bucket: bucket,
             Prefix: prefix + listPrefix,
             ...(token ? { ContinuationToken: token } : {}),
           }),
-          options.signal ? { abortSignal: options.signal } : {},
+          reading(`listing ${listPrefix}`, undefined, options.signal),
         );
         for (const o of page.Contents ?? []) {
           if (!o.Key?.startsWith(prefix)) continue;
@@ -656,18 +346,99 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
       } while (token);
     },
 
+    /**
+     * The multipart uploads open under `listPrefix` that were initiated before `now - olderThanMs`
+     * (ListMultipartUploads, paged): what a write that was killed, or whose abort failed, left.
+     * S3 cannot tell a live upload from a dead one, hence the age.
+     */
+    async *leftovers(listPrefix: string, options: LeftoverOptions): AsyncIterable<Leftover> {
+      const before = options.now.getTime() - options.olderThanMs;
+      const guard = reading(`listing open multipart uploads under ${listPrefix}`, undefined, options.signal);
+      for await (const upload of listUploads(client, bucket, prefix + listPrefix, guard)) {
+        if (!upload.Key?.startsWith(prefix) || !upload.UploadId) continue;
+        const startedAt = upload.Initiated ?? new Date(0);
+        if (startedAt.getTime() > before) continue;
+        yield {
+          kind: "multipart-upload",
+          key: upload.Key.slice(prefix.length),
+          id: upload.UploadId,
+          startedAt,
+        };
+      }
+    },
+
+    /**
+     * Aborts the multipart uploads `leftovers` reported (one already gone counts as removed).
+     * @throws {CONFIG_INVALID} for a leftover of another kind, before any request.
+     * @throws {SINK_DELETE_FAILED} listing every upload that could not be aborted.
+     */
+    async removeLeftovers(leftovers: readonly Leftover[], options: ReadOptions = {}): Promise<void> {
+      const foreign = leftovers.filter((l) => l.kind !== "multipart-upload");
+      if (foreign.length > 0) {
+        throw new StowageError(
+          "CONFIG_INVALID",
+          `${where}: removeLeftovers takes multipart uploads only, not ${foreign[0]!.kind}`,
+          { details: { issues: [{ option: "leftovers", problem: `kind ${foreign[0]!.kind}` }] } },
+        );
+      }
+      const targets = leftovers.map((l) => ({ leftover: l, Key: objectKey(l.key) }));
+      const errors: Array<{ key: string; uploadId: string; code: string; message: string }> = [];
+      for (const { leftover, Key } of targets) {
+        throwIfAborted(options.signal, `${where}: removing leftovers`);
+        try {
+          await guardedSend(
+            client,
+            new AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId: leftover.id }),
+            {
+              idleMs,
+              signal: options.signal,
+              code: "SINK_DELETE_FAILED",
+              what: `${where}: aborting multipart upload ${leftover.id} of ${leftover.key}`,
+              details: { key: leftover.key, uploadId: leftover.id },
+            },
+          );
+        } catch (error) {
+          if (errorName(error) === "NoSuchUpload" || httpStatus(error) === 404) continue;
+          if (options.signal?.aborted) {
+            throw wrapError(error, "SINK_DELETE_FAILED", `${where}: removing leftovers`, {}, options.signal);
+          }
+          errors.push({
+            key: leftover.key,
+            uploadId: leftover.id,
+            code: errorName(error) ?? "Error",
+            message: error instanceof Error ? error.message : String(error),
+          });
+        }
+      }
+      if (errors.length > 0) {
+        const first = errors[0]!;
+        throw new StowageError(
+          "SINK_DELETE_FAILED",
+          `${where}: ${errors.length} of ${leftovers.length} multipart uploads were not aborted (first: ${first.key}, upload ${first.uploadId}: ${first.code})`,
+          { details: { errors } },
+        );
+      }
+    },
+
     async delete(keys: readonly string[], options: ReadOptions = {}): Promise<void> {
       const objectKeys = keys.map(objectKey);
       const errors: Array<{ key: string; code: string; message: string }> = [];
       for (let i = 0; i < objectKeys.length; i += 1000) {
         throwIfAborted(options.signal, `${where}: deleting`);
         const batch = objectKeys.slice(i, i + 1000);
-        const out = await client.send(
+        const out = await guardedSend<DeleteObjectsCommandOutput>(
+          client,
           new DeleteObjectsCommand({
             Bucket: bucket,
             Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
           }),
-          options.signal ? { abortSignal: options.signal } : {},
+          {
+            idleMs,
+            signal: options.signal,
+            code: "SINK_DELETE_FAILED",
+            what: `${where}: deleting`,
+            details: {},
+          },
         );
         for (const e of out.Errors ?? []) {
           errors.push({
@@ -700,8 +471,19 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
  * parts; this sink runs the same loop with a growing part size instead: `partSize` for parts
  * 1–1,000, doubling every 1,000 parts ({@link partSizeFor}), so the largest backup is
  * {@link largestBackupBytes}`(partSize)` (≈4.9 TiB at 5 MiB, S3's 5 TiB limit from 6 MiB).
- * A failure or abort at any byte cancels the parts in flight, aborts the upload (checked with
- * ListParts), and throws the original error; nothing is left under the key.
+ * A failure at any byte stops sending, waits for the parts already on their way (the caller's
+ * abort cancels them instead), aborts the upload, and checks with ListParts and
+ * ListMultipartUploads that it is gone, aborting again while it is not (AWS warns that a part
+ * still arriving may be stored after an abort); then it throws the original error, and nothing
+ * is left under the key. If the upload cannot be shown gone (the server is unreachable, the abort
+ * is refused), the error says so: `details.openUpload` is `{ bucket, key, uploadId }` and
+ * `details.leftovers` is what `removeLeftovers` takes; `backup()` and `copyBackup()` pass both on
+ * whichever stage failed first. Add a bucket lifecycle rule with `AbortIncompleteMultipartUpload`
+ * (e.g. after 7 days) for what a killed process leaves; `leftovers(prefix, { olderThanMs, now })`
+ * lists open uploads older than that, and `removeLeftovers` aborts them.
+ *
+ * **Timeouts.** Every request fails after `idleTimeout` (60 s) without a byte moving, with
+ * SINK_WRITE_FAILED (reads: SINK_READ_FAILED) and `details.reason: "timeout"`.
  *
  * **Memory.** At most `queueSize` parts are held at once (being filled or uploading): `queueSize ×
  * partSize` (32 MiB with the defaults) for backups up to `1,000 × partSize` (7.8 GiB), doubling
@@ -724,12 +506,14 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
  * plus `forcePathStyle: true` (MinIO, Ceph) and the store's endpoint and region (R2: `region: "auto"`).
  * stowage checks its own SHA-256 of every artifact at restore and verify, whatever the transport does.
  *
- * @default storageClass "STANDARD", partSize 8 MiB, queueSize 4, prefix ""
+ * @default storageClass "STANDARD", partSize 8 MiB, queueSize 4, idleTimeout "60s", prefix ""
  * @throws {CONFIG_INVALID} for a bad option (each named) when called; for a key with `..`, an
  *   absolute path or a control character before any request.
  * @throws {NOT_FOUND} from `read` of a missing key; {OBJECT_ARCHIVED} from `read` of an object in
  *   GLACIER / DEEP_ARCHIVE (e.g. moved there by a lifecycle rule) that is not restored.
  * @throws {SINK_DELETE_FAILED} from `delete`, listing every key that was not deleted.
+ * @throws {SINK_WRITE_FAILED | SINK_READ_FAILED} with `details.reason: "timeout"` when a request
+ *   stalls for `idleTimeout`; from `write`, with `details.openUpload` when an upload may remain.
  * @example
  * import { S3Client } from "@aws-sdk/client-s3";
  * import { s3Sink } from "stowage/sinks/s3";

@@ -15,10 +15,12 @@ import {
   backup,
   bytesSource,
   gzip,
+  type Leftover,
   listManifests,
   manifestKeyFor,
   readAll,
   restore,
+  type StowageError,
   verify,
 } from "../../src/index.js";
 import { type S3Sink, s3Sink } from "../../src/sinks/s3.js";
@@ -150,30 +152,189 @@ describe("s3Sink multipart streaming", () => {
     }
   });
 
-  it("when the abort fails too, the original error stays the cause (not the abort's)", async () => {
+  it("when the abort fails too, the original error stays the cause and the open upload is named", async () => {
     await server.local!.faults({ failPartsFrom: 2, abortAnswers405: true });
-    let uploadKey = "";
+    let error: StowageError;
     try {
-      const error = await rejection(
+      error = await rejection(
         sink.write("abortfails/object.bin", Readable.from(chunksOf(randomBytes(12 * MiB))())),
       );
-      expect(error.code).toBe("SINK_WRITE_FAILED");
-      expect((error.cause as { name?: string }).name).toBe("AccessDenied");
-      expect(error.details.uploadId).toEqual(expect.any(String));
-      uploadKey = String(error.details.uploadId);
     } finally {
       await server.local!.faults({});
     }
-    // The parts really were left behind; clean them so later tests see an empty bucket.
-    expect((await server.openUploads(bucket)).join()).toContain(uploadKey);
-    const { AbortMultipartUploadCommand } = await import("@aws-sdk/client-s3");
-    await server.client().send(
-      new AbortMultipartUploadCommand({
-        Bucket: bucket,
-        Key: "abortfails/object.bin",
-        UploadId: uploadKey,
-      }),
+    expect(error.code).toBe("SINK_WRITE_FAILED");
+    expect((error.cause as { name?: string }).name).toBe("AccessDenied");
+    const uploadId = String(error.details.uploadId);
+    expect(error.details.openUpload).toEqual({ bucket, key: "abortfails/object.bin", uploadId });
+    // The parts really were left behind; the sink removes them from what the error reported.
+    expect((await server.openUploads(bucket)).join()).toContain(uploadId);
+    await sink.removeLeftovers!(error.details.leftovers as Leftover[]);
+    expect(await server.openUploads(bucket)).toEqual([]);
+    // Already gone counts as removed.
+    await sink.removeLeftovers!(error.details.leftovers as Leftover[]);
+  });
+
+  it("backup() reports an upload it could not abort, whichever stage failed first", async () => {
+    await server.local!.faults({ abortStatus: 500 });
+    let error: StowageError;
+    try {
+      error = await rejection(
+        backup({
+          job: "openupload",
+          source: bytesSource({ data: chunksOf(randomBytes(12 * MiB), 256 * 1024, 11 * MiB) }),
+          sink,
+        }),
+      );
+    } finally {
+      await server.local!.faults({});
+    }
+    expect(error.code).toBe("SOURCE_FAILED");
+    const open = error.details.openUpload as { bucket: string; key: string; uploadId: string };
+    expect(open).toEqual({
+      bucket,
+      key: expect.stringMatching(/^openupload\//),
+      uploadId: expect.any(String),
+    });
+    expect((await server.openUploads(bucket)).join()).toContain(open.uploadId);
+    await sink.removeLeftovers!(error.details.leftovers as Leftover[]);
+    expect(await server.openUploads(bucket)).toEqual([]);
+  });
+
+  it("a part S3 stores after the abort was answered is found and aborted again (race made certain)", async () => {
+    await server.local!.faults({ landPartsAfterAbort: true });
+    const controller = new AbortController();
+    let error: StowageError;
+    try {
+      const data = randomBytes(12 * MiB);
+      let sent = 0;
+      error = await rejection(
+        backup({
+          job: "late-part",
+          source: bytesSource({
+            data: async function* () {
+              for (let i = 0; i < data.length; i += MiB) {
+                sent += MiB;
+                // Abort once the server holds part 1 whole (received, not answered).
+                if (sent === 8 * MiB) {
+                  for (let n = 0; n < 200; n++) {
+                    const log = await server.local!.requests();
+                    if (log.some((r) => r.key.startsWith("late-part/") && r.partNumber === 1)) break;
+                    await new Promise((r) => setTimeout(r, 25));
+                  }
+                  await new Promise((r) => setTimeout(r, 200));
+                  controller.abort();
+                }
+                yield data.subarray(i, i + MiB);
+              }
+            },
+          }),
+          sink,
+          signal: controller.signal,
+        }),
+      );
+    } finally {
+      await server.local!.faults({});
+    }
+    expect(error.code).toBe("ABORTED");
+    const log = await server.local!.requests();
+    const mine = log.filter((r) => r.key.startsWith("late-part/"));
+    // The part was stored after the first abort's answer: the upload came back, and was aborted again.
+    expect(mine.filter((r) => r.method === "DELETE" && r.op === "uploadId").length).toBeGreaterThanOrEqual(2);
+    expect(mine.some((r) => r.method === "PUT" && r.partNumber === 1 && r.status === 200)).toBe(true);
+    expect(await keysOf(sink, "late-part/")).toEqual([]);
+    expect(await server.openUploads(bucket)).toEqual([]);
+  });
+
+  it("an abort while CreateMultipartUpload is under way still aborts the upload S3 created", async () => {
+    await server.local!.faults({ holdCreate: true });
+    const controller = new AbortController();
+    const data = randomBytes(8 * MiB);
+    const writing = rejection(
+      backup({ job: "held-create", source: bytesSource({ data }), sink, signal: controller.signal }),
     );
+    for (let n = 0; n < 400; n++) {
+      const log = await server.local!.requests();
+      if (log.some((r) => r.key.startsWith("held-create/") && r.op === "uploads")) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    controller.abort();
+    await new Promise((r) => setTimeout(r, 300));
+    await server.local!.faults({});
+    const error = await writing;
+    expect(error.code).toBe("ABORTED");
+    expect(await keysOf(sink, "held-create/")).toEqual([]);
+    expect(await server.openUploads(bucket)).toEqual([]);
+  });
+
+  it("leftovers() pages through open uploads under a prefix, older than asked; removeLeftovers aborts them", async () => {
+    const { CreateMultipartUploadCommand } = await import("@aws-sdk/client-s3");
+    const client = server.client();
+    const prefixed = s3Sink({ client, bucket, prefix: "lo", partSize: 5 * MiB });
+    const ids: string[] = [];
+    for (const key of ["lo/a/1.bin", "lo/a/2.bin", "lo/a/3.bin", "lo/b/1.bin", "other/a/1.bin"]) {
+      const out = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      ids.push(out.UploadId!);
+    }
+    await server.local!.faults({ maxUploadsPerPage: 2 });
+    try {
+      await server.local!.clearRequests();
+      const all = [];
+      for await (const l of prefixed.leftovers!("a/", { olderThanMs: 0, now: new Date(Date.now() + 1000) })) {
+        all.push(l);
+      }
+      expect(all.map((l) => [l.kind, l.key, l.id])).toEqual([
+        ["multipart-upload", "a/1.bin", ids[0]],
+        ["multipart-upload", "a/2.bin", ids[1]],
+        ["multipart-upload", "a/3.bin", ids[2]],
+      ]);
+      expect(all.every((l) => l.startedAt instanceof Date)).toBe(true);
+      const pages = (await server.local!.requests()).filter((r) => r.method === "GET" && r.op === "uploads");
+      expect(pages.length).toBe(2);
+      // Younger than olderThanMs: a live writer's, not a leftover.
+      const young = [];
+      for await (const l of prefixed.leftovers!("", { olderThanMs: 3_600_000, now: new Date() }))
+        young.push(l);
+      expect(young).toEqual([]);
+      await prefixed.removeLeftovers!(all);
+    } finally {
+      await server.local!.faults({});
+    }
+    expect((await server.openUploads(bucket)).sort()).toEqual(
+      [`lo/b/1.bin (upload ${ids[3]})`, `other/a/1.bin (upload ${ids[4]})`].sort(),
+    );
+    await s3Sink({ client, bucket }).removeLeftovers!([
+      { kind: "multipart-upload", key: "lo/b/1.bin", id: ids[3]!, startedAt: new Date() },
+      { kind: "multipart-upload", key: "other/a/1.bin", id: ids[4]!, startedAt: new Date() },
+    ]);
+    expect(await server.openUploads(bucket)).toEqual([]);
+  });
+
+  it("a server that accepts the connection and never answers fails after idleTimeout, not never", async () => {
+    const impatient = s3Sink({ client: server.client(), bucket, partSize: 5 * MiB, idleTimeout: "1s" });
+    await impatient.write("idle/read.bin", Readable.from([randomBytes(1024 * 1024)]));
+    await server.local!.faults({ stall: "all" });
+    let writeError: StowageError;
+    try {
+      writeError = await rejection(
+        backup({ job: "idle", source: bytesSource({ data: randomBytes(1000) }), sink: impatient }),
+      );
+    } finally {
+      await server.local!.faults({});
+    }
+    expect(writeError.code).toBe("SINK_WRITE_FAILED");
+    expect(writeError.details.reason).toBe("timeout");
+    // A read whose body stops half-way fails too, with SINK_READ_FAILED.
+    await server.local!.faults({ stall: "get-body" });
+    let readError: StowageError;
+    try {
+      readError = await rejection(readAll(await impatient.read("idle/read.bin"), 2 * MiB));
+    } finally {
+      await server.local!.faults({});
+    }
+    expect(readError.code).toBe("SINK_READ_FAILED");
+    expect(readError.details.reason).toBe("timeout");
+    await impatient.delete(["idle/read.bin"]);
+    expect(await keysOf(impatient, "idle/")).toEqual([]);
     expect(await server.openUploads(bucket)).toEqual([]);
   });
 

@@ -18,7 +18,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -51,19 +51,32 @@ const store = s3rver.store as {
   deleteObject(bucket: string, key: string): Promise<void>;
 };
 
-/** Faults the parent can switch on, to see how the client copes. */
+/** Faults the parent can switch on, to see how the client copes (documented in s3-server.ts). */
 interface Faults {
-  /** UploadPart answers 403 AccessDenied (not retried) from this part number on. */
   failPartsFrom?: number;
-  /** AbortMultipartUpload answers 405 as plain s3rver does. */
+  failPartsStatus?: 403 | 500;
   abortAnswers405?: boolean;
-  /** DeleteObjects reports AccessDenied for keys starting with this. */
+  abortStatus?: 403 | 500;
+  failComplete?: boolean;
   denyDeletePrefix?: string;
-  /** UploadPart requests wait (unanswered) until this is switched off. */
   holdParts?: boolean;
+  holdCreate?: boolean;
+  landPartsAfterAbort?: boolean;
+  cut?: { afterBytes: number; scope: "writes" | "all" };
+  stall?: "all" | "parts" | "get-body";
+  cutGetAfter?: number;
+  maxUploadsPerPage?: number;
 }
 let faults: Faults = {};
 let releaseHeld: Array<() => void> = [];
+/** Resolves at the next change of faults. */
+const faultsChanged = () => new Promise<void>((r) => releaseHeld.push(r));
+/** Request-body bytes received since `cut` was switched on, and whether the cut has happened. */
+let cutState = { bytes: 0, tripped: false };
+/** Parts held for `landPartsAfterAbort`, by upload: each starts storing itself when called. */
+const heldForAbort = new Map<string, Array<() => Promise<void>>>();
+/** Parts being stored after their upload's abort was answered; listings wait for them. */
+const landings = new Set<Promise<void>>();
 
 const log: RequestRecord[] = [];
 const coldBuckets = new Set<string>();
@@ -103,11 +116,71 @@ async function drain(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** Forwards the request to s3rver as it is (headers untouched, so signatures still verify). */
+/**
+ * Receives a request's whole body. Under the `cut` fault it counts the bytes and cuts the
+ * connection where the count crosses `afterBytes` (undefined is returned then, and when the client
+ * went away mid-body: S3 stores nothing of a body that did not arrive whole).
+ */
+async function receive(req: IncomingMessage): Promise<Buffer | undefined> {
+  const parts: Buffer[] = [];
+  try {
+    for await (const chunk of req) {
+      const piece = chunk as Buffer;
+      if (faults.cut) {
+        const room = faults.cut.afterBytes - cutState.bytes;
+        cutState.bytes += piece.length;
+        if (room < piece.length) {
+          cutState.tripped = true;
+          req.socket.destroy();
+          return undefined;
+        }
+      }
+      parts.push(piece);
+    }
+  } catch {
+    return undefined;
+  }
+  return req.complete ? Buffer.concat(parts) : undefined;
+}
+
+/** Pipes s3rver's response body to the client, applying the GetObject body faults. */
+async function relayBody(up: IncomingMessage, res: ServerResponse, faulty: boolean): Promise<void> {
+  if (!faulty || (faults.cutGetAfter === undefined && faults.stall !== "get-body")) {
+    await pipeline(up, res);
+    return;
+  }
+  let sent = 0;
+  for await (const chunk of up) {
+    const piece = chunk as Buffer;
+    const limit = faults.cutGetAfter ?? 64 * 1024;
+    if (sent + piece.length > limit) {
+      res.write(piece.subarray(0, limit - sent));
+      if (faults.stall === "get-body") {
+        // Headers and some bytes went out; then nothing, until the faults change.
+        while (faults.stall === "get-body") await faultsChanged();
+      }
+      up.destroy();
+      res.destroy();
+      return;
+    }
+    sent += piece.length;
+    if (!res.write(piece)) await new Promise((r) => res.once("drain", r));
+  }
+  res.end();
+}
+
+/**
+ * Forwards the request to s3rver as it is (headers untouched, so signatures still verify). With
+ * `body` (received whole), s3rver gets it even if the client has gone since: S3 carries out a
+ * request whose bytes all arrived, and a part that s3rver is still writing must never be cut off
+ * halfway (it would re-create an aborted upload's folder later, with no one waiting for it).
+ */
 function forward(
   req: IncomingMessage,
   res: ServerResponse,
   adjust?: (status: number, headers: Record<string, string | string[] | undefined>) => void,
+  body?: Buffer,
+  getObject = false,
 ): Promise<number> {
   return new Promise<number>((resolve) => {
     const upstream = request(
@@ -115,13 +188,26 @@ function forward(
       (up) => {
         const headers = { ...up.headers };
         adjust?.(up.statusCode ?? 500, headers);
+        if (res.destroyed) {
+          up.resume();
+          up.once("end", () => resolve(up.statusCode ?? 500));
+          return;
+        }
         res.writeHead(up.statusCode ?? 500, headers);
-        pipeline(up, res).then(
+        relayBody(up, res, getObject && up.statusCode === 200).then(
           () => resolve(up.statusCode ?? 500),
           () => resolve(up.statusCode ?? 500),
         );
       },
     );
+    if (body) {
+      upstream.on("error", () => {
+        if (!res.headersSent && !res.destroyed) sendError(res, 502, "BadGateway", "upstream failed");
+        resolve(502);
+      });
+      upstream.end(body);
+      return;
+    }
     upstream.on("error", () => {
       if (!res.headersSent) sendError(res, 502, "BadGateway", "upstream failed");
       else res.destroy();
@@ -136,18 +222,30 @@ function forward(
   });
 }
 
-async function listUploads(bucket: string): Promise<Array<{ uploadId: string; key: string }>> {
+async function listUploads(
+  bucket: string,
+): Promise<Array<{ uploadId: string; key: string; initiated: Date }>> {
   let ids: string[];
   try {
     ids = await readdir(uploadsDir(bucket));
   } catch {
     return [];
   }
-  const uploads: Array<{ uploadId: string; key: string }> = [];
+  const uploads: Array<{ uploadId: string; key: string; initiated: Date }> = [];
   for (const uploadId of ids) {
-    const key = await readFile(join(uploadsDir(bucket), uploadId, "key"), "utf8").catch(() => "(unknown)");
-    uploads.push({ uploadId, key });
+    const folder = join(uploadsDir(bucket), uploadId);
+    const key = await readFile(join(folder, "key"), "utf8").catch(() => "(unknown)");
+    const initiated = await stat(join(folder, "key")).then(
+      (s) => s.mtime,
+      () =>
+        stat(folder).then(
+          (s) => s.mtime,
+          () => new Date(),
+        ),
+    );
+    uploads.push({ uploadId, key, initiated: new Date(initiated.getTime() + clockOffset) });
   }
+  uploads.sort((a, b) => (a.key === b.key ? a.uploadId.localeCompare(b.uploadId) : a.key < b.key ? -1 : 1));
   return uploads;
 }
 
@@ -218,20 +316,65 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   const id = objectId(record.bucket, key);
   const uploadId = q.get("uploadId") ?? "";
 
-  // ListMultipartUploads
+  // A server that is gone or hangs: the connection is cut, or accepted and never answered.
+  if (faults.cut?.scope === "all" && cutState.tripped) {
+    record.status = 0;
+    req.socket.destroy();
+    return;
+  }
+  if (faults.stall === "all") {
+    while (faults.stall === "all") await faultsChanged();
+    record.status = 0;
+    req.socket.destroy();
+    return;
+  }
+  if (faults.cut?.scope === "writes" && cutState.tripped && method === "PUT") {
+    record.status = 0;
+    req.socket.destroy();
+    return;
+  }
+  // Listings see parts that are landing after an abort (landPartsAfterAbort).
+  if (landings.size > 0 && (method === "GET" || method === "DELETE")) await Promise.allSettled([...landings]);
+
+  // ListMultipartUploads: Prefix, MaxUploads and the key / upload-id markers, as on S3.
   if (method === "GET" && key === "" && q.has("uploads")) {
-    const uploads = await listUploads(record.bucket);
+    const prefix = q.get("prefix") ?? "";
+    const max = Math.min(Number(q.get("max-uploads") ?? 1000), faults.maxUploadsPerPage ?? 1000);
+    const keyMarker = q.get("key-marker");
+    const idMarker = q.get("upload-id-marker") ?? "";
+    const all = (await listUploads(record.bucket)).filter(
+      (u) =>
+        u.key.startsWith(prefix) &&
+        (keyMarker === null ||
+          u.key > keyMarker ||
+          (u.key === keyMarker && idMarker !== "" && u.uploadId > idMarker)),
+    );
+    const page = all.slice(0, max);
+    const truncated = all.length > page.length;
+    const last = page.at(-1);
     record.status = 200;
     sendXml(
       res,
       200,
-      `<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>${xmlEscape(record.bucket)}</Bucket><IsTruncated>false</IsTruncated>${uploads
+      `<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>${xmlEscape(record.bucket)}</Bucket><Prefix>${xmlEscape(prefix)}</Prefix><MaxUploads>${max}</MaxUploads><IsTruncated>${truncated}</IsTruncated>${
+        truncated && last
+          ? `<NextKeyMarker>${xmlEscape(last.key)}</NextKeyMarker><NextUploadIdMarker>${last.uploadId}</NextUploadIdMarker>`
+          : ""
+      }${page
         .map(
           (u) =>
-            `<Upload><Key>${xmlEscape(u.key)}</Key><UploadId>${u.uploadId}</UploadId><StorageClass>STANDARD</StorageClass></Upload>`,
+            `<Upload><Key>${xmlEscape(u.key)}</Key><UploadId>${u.uploadId}</UploadId><Initiated>${u.initiated.toISOString()}</Initiated><StorageClass>STANDARD</StorageClass></Upload>`,
         )
         .join("")}</ListMultipartUploadsResult>`,
     );
+    return;
+  }
+
+  // CreateMultipartUpload, held: carried out once released, even if its client has gone.
+  if (method === "POST" && key !== "" && q.has("uploads") && faults.holdCreate) {
+    const body = (await receive(req)) ?? Buffer.alloc(0);
+    while (faults.holdCreate) await faultsChanged();
+    record.status = await forward(req, res, undefined, body);
     return;
   }
 
@@ -248,8 +391,27 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
         sendError(res, 405, "MethodNotAllowed", "The specified method is not allowed against this resource.");
         return;
       }
+      if (faults.abortStatus === 403) {
+        record.status = 403;
+        sendError(res, 403, "AccessDenied", "Access Denied");
+        return;
+      }
+      if (faults.abortStatus === 500) {
+        record.status = 500;
+        sendError(res, 500, "InternalError", "We encountered an internal error. Please try again.");
+        return;
+      }
       aborted.add(uploadId);
       await Promise.allSettled([...(partsInFlight.get(uploadId) ?? [])]);
+      // Parts held for landPartsAfterAbort start storing themselves once this answer has gone.
+      const held = heldForAbort.get(uploadId) ?? [];
+      heldForAbort.delete(uploadId);
+      for (const land of held) {
+        const landing: Promise<void> = new Promise<void>((resolve) =>
+          res.once("close", () => land().finally(resolve)),
+        ).finally(() => landings.delete(landing));
+        landings.add(landing);
+      }
       if (!exists) {
         record.status = 404;
         sendError(res, 404, "NoSuchUpload", "The specified upload does not exist.");
@@ -284,10 +446,42 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     }
     // UploadPart
     if (method === "PUT") {
-      while (faults.holdParts) await new Promise<void>((r) => releaseHeld.push(r));
+      while (faults.holdParts) await faultsChanged();
+      if (faults.stall === "parts") {
+        while (faults.stall === "parts") await faultsChanged();
+        record.status = 0;
+        req.socket.destroy();
+        return;
+      }
       // A client that gave up while its part was held sends nothing more.
       if (req.destroyed || res.destroyed) {
         record.status = 499;
+        return;
+      }
+      // The whole part first: S3 stores nothing of a part that did not arrive whole.
+      const body = await receive(req);
+      if (body === undefined) {
+        record.status = 499;
+        return;
+      }
+      if (faults.landPartsAfterAbort) {
+        // Received whole, answered never; stored once the upload's abort has been answered, as S3
+        // may store a part that was arriving when the abort came: the upload is back, listed
+        // (ListParts still says NoSuchUpload, as it may on S3 after an abort).
+        const held = heldForAbort.get(uploadId) ?? [];
+        heldForAbort.set(uploadId, held);
+        let landed!: () => void;
+        const done = new Promise<void>((r) => {
+          landed = r;
+        });
+        held.push(async () => {
+          await mkdir(folder, { recursive: true });
+          await writeFile(join(folder, "key"), key, { flag: "wx" }).catch(() => undefined);
+          await writeFile(join(folder, "metadata"), "{}", { flag: "wx" }).catch(() => undefined);
+          record.status = await forward(req, res, undefined, body);
+          landed();
+        });
+        await done;
         return;
       }
       const stillThere = await stat(folder).then(
@@ -295,20 +489,22 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
         () => false,
       );
       if (aborted.has(uploadId) || !stillThere) {
-        await drain(req);
         record.status = 404;
         sendError(res, 404, "NoSuchUpload", "The specified upload does not exist.");
         return;
       }
       if (faults.failPartsFrom !== undefined && (record.partNumber ?? 0) >= faults.failPartsFrom) {
-        await drain(req);
-        record.status = 403;
-        sendError(res, 403, "AccessDenied", "Access Denied");
+        if (faults.failPartsStatus === 500) {
+          record.status = 500;
+          sendError(res, 500, "InternalError", "We encountered an internal error. Please try again.");
+        } else {
+          record.status = 403;
+          sendError(res, 403, "AccessDenied", "Access Denied");
+        }
         return;
       }
       const meta = await uploadHeaders(record.bucket, uploadId);
       if (meta?.["x-amz-object-lock-mode"] && !hasChecksum(req.headers)) {
-        await drain(req);
         record.status = 400;
         sendError(
           res,
@@ -316,6 +512,14 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
           "InvalidRequest",
           "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part requests with Object Lock parameters",
         );
+        return;
+      }
+      // Checked again with no await before the part is registered: an abort that came in while
+      // this part was arriving has either been seen here, or waits for the part to be stored.
+      // (Without this, s3rver would store the part after the abort, re-creating the upload.)
+      if (aborted.has(uploadId)) {
+        record.status = 404;
+        sendError(res, 404, "NoSuchUpload", "The specified upload does not exist.");
         return;
       }
       let done!: () => void;
@@ -326,7 +530,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
       partsInFlight.set(uploadId, set);
       set.add(inFlight);
       try {
-        record.status = await forward(req, res);
+        record.status = await forward(req, res, undefined, body);
       } finally {
         set.delete(inFlight);
         done();
@@ -335,6 +539,12 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     }
     // CompleteMultipartUpload
     if (method === "POST") {
+      if (faults.failComplete) {
+        await drain(req);
+        record.status = 500;
+        sendError(res, 500, "InternalError", "We encountered an internal error. Please try again.");
+        return;
+      }
       const meta = await uploadHeaders(record.bucket, uploadId);
       record.status = await forward(req, res);
       if (record.status === 200) {
@@ -353,8 +563,12 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
 
   // PutObject: Object Lock needs a checksum, as on S3.
   if (method === "PUT" && key !== "" && !op && !("x-amz-copy-source" in req.headers)) {
+    const body = await receive(req);
+    if (body === undefined) {
+      record.status = 499;
+      return;
+    }
     if (req.headers["x-amz-object-lock-mode"] && !hasChecksum(req.headers)) {
-      await drain(req);
       record.status = 400;
       sendError(
         res,
@@ -364,7 +578,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
       );
       return;
     }
-    record.status = await forward(req, res);
+    record.status = await forward(req, res, undefined, body);
     if (record.status === 200) {
       locks.delete(id);
       restores.delete(id);
@@ -492,7 +706,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     locks.delete(id);
     restores.delete(id);
   }
-  record.status = await forward(req, res);
+  record.status = await forward(req, res, undefined, undefined, method === "GET" && key !== "" && !op);
 }
 
 const front = createServer((req, res) => {
@@ -527,13 +741,14 @@ process.on("message", (message: Message) => {
       }
       return reply(n);
     }
-    case "faults":
+    case "faults": {
       faults = message.faults ?? {};
-      if (!faults.holdParts) {
-        for (const release of releaseHeld) release();
-        releaseHeld = [];
-      }
+      cutState = { bytes: 0, tripped: false };
+      const waiting = releaseHeld;
+      releaseHeld = [];
+      for (const release of waiting) release();
       return reply(true);
+    }
     case "advanceClock":
       clockOffset += message.ms ?? 0;
       return reply(clockOffset);

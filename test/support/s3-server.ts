@@ -66,12 +66,42 @@ export interface LocalControls {
 export interface Faults {
   /** UploadPart answers 403 AccessDenied (not retried) from this part number on. */
   failPartsFrom?: number;
+  /** What `failPartsFrom` answers: 403 AccessDenied (the default) or 500 InternalError (retried). */
+  failPartsStatus?: 403 | 500;
   /** AbortMultipartUpload answers 405, as plain s3rver does. */
   abortAnswers405?: boolean;
+  /** AbortMultipartUpload answers 403 AccessDenied or 500 InternalError. */
+  abortStatus?: 403 | 500;
+  /** CompleteMultipartUpload answers 500 InternalError. */
+  failComplete?: boolean;
   /** DeleteObjects reports AccessDenied for keys starting with this. */
   denyDeletePrefix?: string;
   /** UploadPart requests wait unanswered until faults are switched off. */
   holdParts?: boolean;
+  /** CreateMultipartUpload waits until faults change, then is carried out even if its client has gone. */
+  holdCreate?: boolean;
+  /**
+   * Each UploadPart is received whole and never answered; once its upload's abort has been
+   * answered it is stored (listings wait for it), re-creating the upload: a part that S3 stores
+   * after the abort, as AWS warns it may. ListParts still answers NoSuchUpload; ListMultipartUploads
+   * lists the upload.
+   */
+  landPartsAfterAbort?: boolean;
+  /**
+   * The connection is cut where PutObject/UploadPart bodies (counted together since the fault was
+   * switched on) cross `afterBytes`; then every later PUT ("writes") or every request ("all": the
+   * server is gone) is cut as well.
+   */
+  cut?: { afterBytes: number; scope: "writes" | "all" };
+  /**
+   * Requests are accepted and never answered: every one ("all"), UploadPart ("parts"), or GetObject
+   * after its headers and first 64 KiB ("get-body"). Released (their connections cut) when faults change.
+   */
+  stall?: "all" | "parts" | "get-body";
+  /** GetObject bodies are cut after this many bytes. */
+  cutGetAfter?: number;
+  /** ListMultipartUploads answers at most this many uploads a page. */
+  maxUploadsPerPage?: number;
 }
 
 export interface S3TestServer {
