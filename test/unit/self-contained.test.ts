@@ -16,7 +16,7 @@ const textFile = /\.(ts|mts|cts|js|mjs|cjs|json|sh|ya?ml)$|(^|\/)run$/;
 /** Relative path literals in `text` that, resolved from `fromDir`, lead outside `top`. */
 function pathsLeaving(text: string, fromDir: string, top: string): string[] {
   const out: string[] = [];
-  for (const match of text.matchAll(/(?<![\w.])((?:\.\.\/)+[\w.@/-]*)/g)) {
+  for (const match of text.matchAll(/(?<=["'`])((?:\.\.\/)+[\w.@/-]*)/g)) {
     const literal = match[1]!;
     const target = resolve(fromDir, literal);
     if (target !== top && !target.startsWith(top + sep)) out.push(literal);
@@ -43,6 +43,8 @@ describe("the checkout is self-contained", () => {
       "../../../shared/data/x.json",
     ]);
     expect(pathsLeaving('import { x } from "../../src/index.js";', fromDir, root)).toEqual([]);
+    // A key that merely contains "../" (a test of unsafe keys) is not a path this file reads.
+    expect(pathsLeaving('const unsafe = "r/2026/../../../x";', fromDir, root)).toEqual([]);
   });
 
   it("no file reads a path outside the checkout", () => {
