@@ -19,7 +19,7 @@ import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import tar from "tar-stream";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { StowageError, throwIfAborted, wrapError } from "../core/errors.js";
 import { parseOptions, signalSchema } from "../core/options.js";
@@ -37,239 +37,27 @@ import {
   sourceError,
   splitApiVersion,
 } from "./kubernetes/client.js";
+import {
+  DEFAULT_EXCLUDED,
+  type DiscoveryResult,
+  discover,
+  type KubernetesResourceType,
+  matchesResourceType,
+  resourceListSchema,
+  typeName,
+} from "./kubernetes/discovery.js";
 import { type KubeConfigLike, kubeConfigSchema } from "./kubernetes/kube-config.js";
+import {
+  ARCHIVE_PATH,
+  archivePath,
+  isControllerOwned,
+  objectToYaml,
+  prepareForRestore,
+  restoreRank,
+  sanitizeObject,
+} from "./kubernetes/objects.js";
 
 export type { KubeConfigLike };
-
-const resourceListSchema = z.array(z.string().min(1, "resource names are not empty"));
-
-// ---------------------------------------------------------------------------------------------
-// Discovery, type selection, ordering, sanitizing.
-
-/** One listable resource type, as discovery reports it. */
-export interface KubernetesResourceType {
-  /** "" for the core group. */
-  group: string;
-  version: string;
-  /** Plural resource name, e.g. "deployments". */
-  resource: string;
-  kind: string;
-  namespaced: boolean;
-  verbs: string[];
-  singularName?: string;
-  shortNames?: string[];
-}
-
-interface ApiResource {
-  name: string;
-  singularName?: string;
-  namespaced: boolean;
-  kind: string;
-  verbs?: string[];
-  shortNames?: string[];
-}
-
-interface DiscoveryResult {
-  types: KubernetesResourceType[];
-  /** Group versions whose discovery failed (e.g. an aggregated API that is down). */
-  failed: Array<{ groupVersion: string; httpStatus: number; reason: string; message: string }>;
-}
-
-/**
- * Every resource type the server serves, at its group's preferred version; a type served only
- * by a non-preferred version is listed at that version (as `kubectl api-resources` does).
- */
-async function discover(client: KubeClient, signal: AbortSignal | undefined): Promise<DiscoveryResult> {
-  const result: DiscoveryResult = { types: [], failed: [] };
-  const addList = (group: string, version: string, resources: ApiResource[], seen: Set<string>) => {
-    for (const r of resources) {
-      if (r.name.includes("/") || seen.has(r.name)) continue; // subresources (pods/log) are not objects
-      seen.add(r.name);
-      result.types.push({
-        group,
-        version,
-        resource: r.name,
-        kind: r.kind,
-        namespaced: r.namespaced,
-        verbs: r.verbs ?? [],
-        ...(r.singularName ? { singularName: r.singularName } : {}),
-        ...(r.shortNames ? { shortNames: r.shortNames } : {}),
-      });
-    }
-  };
-  const fetchVersion = async (group: string, version: string, seen: Set<string>) => {
-    try {
-      const { body } = await client.json<{ resources?: ApiResource[] }>(
-        "GET",
-        groupVersionPath(group, version),
-        {
-          signal,
-        },
-      );
-      addList(group, version, body.resources ?? [], seen);
-    } catch (error) {
-      if (!(error instanceof KubeApiError)) throw error;
-      result.failed.push({
-        groupVersion: apiVersionOf(group, version),
-        httpStatus: error.httpStatus,
-        reason: error.reason,
-        message: error.message,
-      });
-    }
-  };
-
-  const core = await client.json<{ versions?: string[] }>("GET", "/api", { signal });
-  const coreSeen = new Set<string>();
-  for (const version of core.body.versions ?? ["v1"]) await fetchVersion("", version, coreSeen);
-
-  const groups = await client.json<{
-    groups?: Array<{
-      name: string;
-      versions: Array<{ version: string }>;
-      preferredVersion?: { version: string };
-    }>;
-  }>("GET", "/apis", { signal });
-  for (const g of groups.body.groups ?? []) {
-    const preferred = g.preferredVersion?.version ?? g.versions[0]?.version;
-    const ordered = [
-      ...(preferred ? [preferred] : []),
-      ...g.versions.map((v) => v.version).filter((v) => v !== preferred),
-    ];
-    const seen = new Set<string>();
-    for (const version of ordered) await fetchVersion(g.name, version, seen);
-  }
-  return result;
-}
-
-/** `resource` for the core group, `resource.group` otherwise: how types are named in details. */
-export function typeName(t: { group: string; resource: string }): string {
-  return t.group ? `${t.resource}.${t.group}` : t.resource;
-}
-
-/**
- * Whether a user's name for a type matches: the plural ("deployments"), singular, kind
- * ("Deployment") or a short name ("deploy"), case-insensitive, optionally qualified by group
- * ("deployments.apps", "widgets.example.com"). An unqualified name matches in every group.
- */
-export function matchesResourceType(
-  type: Pick<KubernetesResourceType, "group" | "resource" | "kind" | "singularName" | "shortNames">,
-  pattern: string,
-): boolean {
-  const p = pattern.toLowerCase();
-  const names = [type.resource, type.kind.toLowerCase(), type.singularName ?? "", ...(type.shortNames ?? [])]
-    .filter(Boolean)
-    .map((n) => n.toLowerCase());
-  if (names.includes(p)) return true;
-  const dot = p.indexOf(".");
-  if (dot <= 0) return false;
-  return p.slice(dot + 1) === type.group.toLowerCase() && names.includes(p.slice(0, dot));
-}
-
-/** Types a backup leaves out unless named in `includeResources`: derived, ephemeral or node-bound. */
-const DEFAULT_EXCLUDED = [
-  "events",
-  "events.events.k8s.io",
-  "nodes",
-  "csinodes.storage.k8s.io",
-  "volumeattachments.storage.k8s.io",
-  "componentstatuses",
-  "pods.metrics.k8s.io",
-  "nodes.metrics.k8s.io",
-];
-
-/**
- * Restore order, by type: CRDs, Namespaces, ServiceAccounts, Roles, RoleBindings, ConfigMaps,
- * Secrets, storage (PVs, PVCs), Services, workloads, then everything else.
- */
-const RESTORE_ORDER: string[][] = [
-  ["customresourcedefinitions.apiextensions.k8s.io"],
-  ["namespaces"],
-  ["serviceaccounts"],
-  ["clusterroles.rbac.authorization.k8s.io", "roles.rbac.authorization.k8s.io"],
-  ["clusterrolebindings.rbac.authorization.k8s.io", "rolebindings.rbac.authorization.k8s.io"],
-  ["configmaps", "limitranges", "resourcequotas"],
-  ["secrets"],
-  ["storageclasses.storage.k8s.io", "persistentvolumes", "persistentvolumeclaims"],
-  ["services"],
-  [
-    "deployments.apps",
-    "statefulsets.apps",
-    "daemonsets.apps",
-    "replicasets.apps",
-    "replicationcontrollers",
-    "jobs.batch",
-    "cronjobs.batch",
-    "pods",
-  ],
-];
-
-/** The rank of a type in the restore order (lower first); everything unlisted ranks last. */
-export function restoreRank(t: { group: string; resource: string }): number {
-  const name = typeName(t);
-  const index = RESTORE_ORDER.findIndex((names) => names.includes(name));
-  return index < 0 ? RESTORE_ORDER.length : index;
-}
-
-const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
-const SERVER_SET_METADATA = [
-  "uid",
-  "resourceVersion",
-  "generation",
-  "creationTimestamp",
-  "deletionTimestamp",
-  "deletionGracePeriodSeconds",
-  "managedFields",
-  "selfLink",
-];
-
-/**
- * An object as a restore may carry it: without `status`, server-set metadata (uid,
- * resourceVersion, generation, creationTimestamp, managedFields, selfLink, deletion stamps) and
- * the last-applied annotation. Returns a new object; the input is not changed.
- */
-export function sanitizeObject<T extends Json>(object: T): T {
-  const out = structuredClone(object) as Json;
-  delete out.status;
-  const meta = out.metadata as Json | undefined;
-  if (meta) {
-    for (const key of SERVER_SET_METADATA) delete meta[key];
-    const annotations = meta.annotations as Record<string, string> | undefined;
-    if (annotations) {
-      delete annotations[LAST_APPLIED];
-      if (Object.keys(annotations).length === 0) delete meta.annotations;
-    }
-  }
-  return out as T;
-}
-
-/** True for an object a controller made (e.g. the Pods of a ReplicaSet): its controller restores it. */
-export function isControllerOwned(object: {
-  metadata?: { ownerReferences?: Array<{ controller?: boolean }> };
-}): boolean {
-  return object.metadata?.ownerReferences?.some((r) => r.controller === true) ?? false;
-}
-
-/** YAML 1.1 output quotes `on`, `yes`, `0777`, `1:20`…, so Go's YAML (kubectl) reads strings back. */
-const YAML_OPTIONS = { version: "1.1", lineWidth: 0 } as const;
-
-/** One object as the YAML document the archive holds. */
-export function objectToYaml(object: Json): string {
-  return stringifyYaml(object, YAML_OPTIONS);
-}
-
-/** The archive path of an object: `namespaces/<ns>/<group>/<resource>/<name>.yaml` or `cluster/…`. */
-export function archivePath(
-  t: { group: string; resource: string },
-  name: string,
-  namespace?: string,
-): string {
-  const group = t.group || "core";
-  const safe = (s: string) => (s === "." || s === ".." || s.includes("/") ? enc(s).replace(/\./g, "%2E") : s);
-  const where = namespace === undefined ? "cluster" : `namespaces/${safe(namespace)}`;
-  return `${where}/${group}/${safe(t.resource)}/${safe(name)}.yaml`;
-}
-
-const ARCHIVE_PATH = /^(?:namespaces\/([^/]+)|cluster)\/([^/]+)\/([^/]+)\/([^/]+)\.yaml$/;
 
 // ---------------------------------------------------------------------------------------------
 // kubernetesSource
@@ -788,42 +576,6 @@ class SizeLimit extends Transform {
     if (this.seen > this.limit) callback(new Error(`entry larger than ${this.limit} bytes`));
     else callback(null, chunk);
   }
-}
-
-/**
- * Prepares a backed-up object for apply in another place and time: strips server-set fields again
- * (the archive may come from elsewhere), owner references (their uids died with the old
- * objects), a Service's allocated cluster IPs and a Pod's node, and maps namespaces.
- */
-export function prepareForRestore(object: Json, namespaceMapping: Record<string, string> = {}): Json {
-  const out = sanitizeObject(object) as KubeObject;
-  const map = (ns: string) => namespaceMapping[ns] ?? ns;
-  const meta = out.metadata;
-  delete meta.ownerReferences;
-  if (out.kind === "Namespace" && out.apiVersion === "v1") {
-    meta.name = map(meta.name);
-    // The API server sets this label to the name; a mapped namespace must not carry the old one.
-    if (meta.labels) {
-      delete meta.labels["kubernetes.io/metadata.name"];
-      if (Object.keys(meta.labels).length === 0) delete meta.labels;
-    }
-  } else if (typeof meta.namespace === "string") meta.namespace = map(meta.namespace);
-  const spec = out.spec as Json | undefined;
-  if (out.kind === "Service" && out.apiVersion === "v1" && spec && spec.clusterIP !== "None") {
-    delete spec.clusterIP;
-    delete spec.clusterIPs;
-  }
-  if (out.kind === "Pod" && out.apiVersion === "v1" && spec) delete spec.nodeName;
-  if (
-    (out.kind === "RoleBinding" || out.kind === "ClusterRoleBinding") &&
-    out.apiVersion === "rbac.authorization.k8s.io/v1" &&
-    Array.isArray(out.subjects)
-  ) {
-    for (const subject of out.subjects as Array<{ kind?: string; namespace?: string }>) {
-      if (subject.kind === "ServiceAccount" && subject.namespace) subject.namespace = map(subject.namespace);
-    }
-  }
-  return out;
 }
 
 const EMPTY_COUNTS = (): Record<KubernetesRestoreStatus, number> => ({

@@ -8,18 +8,16 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { isStowageError } from "../../src/core/errors.js";
+import { matchesResourceType } from "../../src/sources/kubernetes/discovery.js";
 import {
   archivePath,
   isControllerOwned,
-  kubernetesLogsSource,
-  kubernetesSource,
-  matchesResourceType,
   objectToYaml,
   prepareForRestore,
-  restoreKubernetes,
   restoreRank,
   sanitizeObject,
-} from "../../src/sources/kubernetes.js";
+} from "../../src/sources/kubernetes/objects.js";
+import { kubernetesLogsSource, kubernetesSource, restoreKubernetes } from "../../src/sources/kubernetes.js";
 
 const kubeConfig = {
   getCurrentCluster: () => ({ server: "http://127.0.0.1:1" }),
