@@ -1,6 +1,5 @@
 /**
- * Which resource types a server serves (discovery), how users name them, and which a backup
- * leaves out by default.
+ * Which resource types a server serves (discovery), and how users name them.
  */
 
 import { z } from "zod";
@@ -130,15 +129,3 @@ export function matchesResourceType(
   if (dot <= 0) return false;
   return p.slice(dot + 1) === type.group.toLowerCase() && names.includes(p.slice(0, dot));
 }
-
-/** Types a backup leaves out unless named in `includeResources`: derived, ephemeral or node-bound. */
-export const DEFAULT_EXCLUDED = [
-  "events",
-  "events.events.k8s.io",
-  "nodes",
-  "csinodes.storage.k8s.io",
-  "volumeattachments.storage.k8s.io",
-  "componentstatuses",
-  "pods.metrics.k8s.io",
-  "nodes.metrics.k8s.io",
-];

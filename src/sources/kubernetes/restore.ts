@@ -34,7 +34,10 @@ export const restoreKubernetesOptionsSchema = z
     namespaces: z.array(z.string().min(1)).min(1).optional(),
     /** Restore namespace A into B: `{ shop: "shop-copy" }`. Subjects of RoleBindings follow. @default {} */
     namespaceMapping: z.record(z.string().min(1), z.string().min(1)).default({}),
-    /** Only these types (see {@link matchesResourceType}); Namespaces the objects need are kept. */
+    /**
+     * Only these types, named as for `kubernetesSource` (plural, singular, kind or short name,
+     * optionally with its group); Namespaces the objects need are kept.
+     */
     includeResources: resourceListSchema.optional(),
     excludeResources: resourceListSchema.optional(),
     /**
