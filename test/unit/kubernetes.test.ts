@@ -1,7 +1,7 @@
 /**
  * The pure parts of the Kubernetes adapters: option validation, what is stripped, restore order,
- * type matching, archive paths, restore preparation and the YAML round trip. The adapters
- * themselves are tested against a Kubernetes-API-speaking server in test/integration.
+ * type matching and selection, archive paths, restore preparation and the YAML round trip. The
+ * adapters themselves are tested against a Kubernetes-API-speaking server in test/integration.
  */
 import { PassThrough } from "node:stream";
 import fc from "fast-check";

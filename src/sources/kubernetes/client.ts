@@ -1,7 +1,7 @@
 /**
  * A small REST client on top of the KubeConfig: the KubeConfig supplies the cluster, TLS material
- * and (refreshed) tokens, and requests go over `node:http(s)`. See the entry's module comment for
- * why the generated typed clients are not used.
+ * and (refreshed) tokens, and requests go over `node:http(s)`. The entry (`../kubernetes.ts`) says
+ * why stowage does not use the generated typed clients.
  */
 
 import { once } from "node:events";
