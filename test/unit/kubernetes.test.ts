@@ -1,25 +1,24 @@
 /**
  * The pure parts of the Kubernetes adapters: option validation, what is stripped, restore order,
- * type matching, archive paths, restore preparation and the YAML round trip. The adapters
- * themselves are tested against a Kubernetes-API-speaking server in test/integration.
+ * type matching and selection, archive paths, restore preparation and the YAML round trip. The
+ * adapters themselves are tested against a Kubernetes-API-speaking server in test/integration.
  */
 import { PassThrough } from "node:stream";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { isStowageError } from "../../src/core/errors.js";
+import { type KubernetesResourceType, matchesResourceType } from "../../src/sources/kubernetes/discovery.js";
+import { planExport } from "../../src/sources/kubernetes/export-plan.js";
 import {
   archivePath,
   isControllerOwned,
-  kubernetesLogsSource,
-  kubernetesSource,
-  matchesResourceType,
   objectToYaml,
   prepareForRestore,
-  restoreKubernetes,
   restoreRank,
   sanitizeObject,
-} from "../../src/sources/kubernetes.js";
+} from "../../src/sources/kubernetes/objects.js";
+import { kubernetesLogsSource, kubernetesSource, restoreKubernetes } from "../../src/sources/kubernetes.js";
 
 const kubeConfig = {
   getCurrentCluster: () => ({ server: "http://127.0.0.1:1" }),
@@ -199,6 +198,81 @@ describe("matchesResourceType", () => {
     expect(matchesResourceType(newEvents, "events")).toBe(true);
     expect(matchesResourceType(newEvents, "events.events.k8s.io")).toBe(true);
     expect(matchesResourceType(coreEvents, "events.events.k8s.io")).toBe(false);
+  });
+});
+
+describe("planExport", () => {
+  const type = (
+    group: string,
+    resource: string,
+    kind: string,
+    namespaced: boolean,
+  ): KubernetesResourceType => ({
+    group,
+    version: "v1",
+    resource,
+    kind,
+    namespaced,
+    verbs: ["get", "list"],
+  });
+  const types = [
+    type("", "events", "Event", true),
+    type("apps", "deployments", "Deployment", true),
+    type("", "secrets", "Secret", true),
+    type("", "namespaces", "Namespace", false),
+    type("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", false),
+    type("rbac.authorization.k8s.io", "roles", "Role", true),
+    type("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", false),
+    type("", "configmaps", "ConfigMap", true),
+    type("", "persistentvolumeclaims", "PersistentVolumeClaim", true),
+    type("", "persistentvolumes", "PersistentVolume", false),
+    { ...type("", "bindings", "Binding", true), verbs: ["create"] },
+  ];
+  const names = (list: KubernetesResourceType[]) =>
+    list.map((t) => (t.group ? `${t.resource}.${t.group}` : t.resource));
+  const base = { includeSecrets: false, includeCluster: false };
+
+  it("lists listable types in restore order, without events or secrets unless asked, CRDs and Namespaces apart", () => {
+    const plan = planExport(types, base);
+    expect(names(plan.ordered)).toEqual([
+      "roles.rbac.authorization.k8s.io",
+      "configmaps",
+      "persistentvolumeclaims",
+      "deployments.apps",
+    ]);
+    expect(plan.namespaced).toEqual(plan.ordered);
+    expect(plan.crdType?.resource).toBe("customresourcedefinitions");
+    expect(plan.namespaceType?.resource).toBe("namespaces");
+    expect(plan.allCrds).toBe(false);
+    expect(names(planExport(types, { ...base, includeSecrets: true }).ordered)).toContain("secrets");
+    expect(names(planExport(types, { ...base, includeResources: ["events"] }).ordered)).toEqual(["events"]);
+  });
+
+  it("with cluster resources, puts a rank's cluster-scoped types before its namespaced ones and takes every CRD", () => {
+    const plan = planExport(types, { ...base, includeCluster: true });
+    expect(names(plan.ordered)).toEqual([
+      "clusterroles.rbac.authorization.k8s.io",
+      "roles.rbac.authorization.k8s.io",
+      "configmaps",
+      "persistentvolumes",
+      "persistentvolumeclaims",
+      "deployments.apps",
+    ]);
+    expect(plan.allCrds).toBe(true);
+    expect(
+      planExport(types, { ...base, includeCluster: true, includeResources: ["configmaps"] }).allCrds,
+    ).toBe(false);
+  });
+
+  it("leaves CRDs and Namespaces out when excludeResources names them", () => {
+    const plan = planExport(types, {
+      ...base,
+      excludeResources: ["customresourcedefinitions", "Namespace", "Deployment"],
+    });
+    expect(plan.crdType).toBeUndefined();
+    expect(plan.namespaceType).toBeUndefined();
+    expect(plan.allCrds).toBe(false);
+    expect(names(plan.ordered)).not.toContain("deployments.apps");
   });
 });
 
