@@ -367,6 +367,7 @@ describe("prepareForRestore", () => {
 
 describe("objectToYaml", () => {
   const tricky = [
+    "<<", // YAML 1.1's merge key, as a key and as a value
     "on",
     "off",
     "yes",

@@ -3,7 +3,7 @@
  * order, archive paths and the YAML round trip. Pure functions, no I/O.
  */
 
-import { stringify as stringifyYaml } from "yaml";
+import { type ScalarTag, stringify as stringifyYaml, type Tags } from "yaml";
 import { enc, type Json, type KubeObject } from "./client.js";
 import { typeName } from "./discovery.js";
 
@@ -79,8 +79,28 @@ export function isControllerOwned(object: {
   return object.metadata?.ownerReferences?.some((r) => r.controller === true) ?? false;
 }
 
-/** YAML 1.1 output quotes `on`, `yes`, `0777`, `1:20`…, so Go's YAML (kubectl) reads strings back. */
-const YAML_OPTIONS = { version: "1.1", lineWidth: 0 } as const;
+/**
+ * The string `<<`, always double-quoted. A plain `<<` is YAML 1.1's merge key: a reader (ours,
+ * kubectl's) would merge its value into the map, or fail when it is no map, so an annotation or a
+ * custom resource field named `<<` was lost. The yaml package writes `<<` through its merge tag,
+ * which wins when several tags identify a value unless the others also have a `test`; this one has
+ * a test that matches nothing, so that it is never used to read.
+ */
+const LITERAL_MERGE_KEY: ScalarTag = {
+  tag: "tag:yaml.org,2002:str",
+  default: true,
+  identify: (value) => value === "<<",
+  test: /(?!)/,
+  resolve: (text) => text,
+  stringify: () => '"<<"',
+};
+
+/** YAML 1.1 output quotes `on`, `yes`, `0777`, `1:20`, `<<`…, so Go's YAML (kubectl) reads strings back. */
+const YAML_OPTIONS = {
+  version: "1.1",
+  lineWidth: 0,
+  customTags: (tags: Tags) => [LITERAL_MERGE_KEY, ...tags],
+} as const;
 
 /** One object as the YAML document the archive holds. */
 export function objectToYaml(object: Json): string {
