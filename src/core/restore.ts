@@ -1,7 +1,7 @@
 import { type Duplex, Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { decodersFor, keyList } from "./codecs.js";
-import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { isStowageError, StowageError, type StowageErrorCode, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
 import { type ByteCap, digestError, ExpectDigest, HashCounter } from "./streams.js";
@@ -67,6 +67,9 @@ const sizeCap = (which: "stored" | "plain", manifest: Manifest): ByteCap => {
   };
 };
 
+/** Verify's findings that say the artifact could not be read, not that it is damaged. */
+const READ_PROBLEMS: ReadonlySet<string> = new Set(["NOT_FOUND", "OBJECT_ARCHIVED", "SINK_READ_FAILED"]);
+
 /** The manifest of each stream {@link restore} returned, so a consumer can learn its sizes. */
 const restoredFrom = new WeakMap<Readable, Manifest>();
 
@@ -108,10 +111,10 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     if (!report.ok) {
       const problem = report.problems[0]!;
       throw new StowageError(
-        // A read that never started keeps its code (an archived artifact needs a restore request).
-        problem.code === "NOT_FOUND" || problem.code === "OBJECT_ARCHIVED"
-          ? problem.code
-          : "INTEGRITY_MISMATCH",
+        // A read that failed keeps its code (an archived artifact needs a restore request; wrong
+        // credentials or a cut connection are no damage to the backup); only bytes that do not
+        // match the manifest are INTEGRITY_MISMATCH.
+        READ_PROBLEMS.has(problem.code) ? (problem.code as StowageErrorCode) : "INTEGRITY_MISMATCH",
         `restore: ${problem.message}`,
         { details: { key: manifest.artifact.key, report } },
       );

@@ -190,22 +190,24 @@ describe("s3 sink", () => {
     return { error, code: "SINK_WRITE_FAILED", leftovers: await leftovers(), secrets };
   });
 
-  fault("s3", "wrong credentials (403) on read", async () => {
-    const { bucket, leftovers } = await place();
-    const good = s3Sink({ client: server.client(), bucket, partSize: PART });
-    const manifest = await backupInto(good);
-    const wrong = s3Sink({
-      client: server.client({
-        credentials: { accessKeyId: "NOT-A-KEY", secretAccessKey: WRONG_SECRET, sessionToken: TOKEN },
-      }),
-      bucket,
+  for (const verifyFirst of [false, true]) {
+    fault("s3", `wrong credentials (403) on read${verifyFirst ? ", verified first" : ""}`, async () => {
+      const { bucket, leftovers } = await place();
+      const good = s3Sink({ client: server.client(), bucket, partSize: PART });
+      const manifest = await backupInto(good);
+      const wrong = s3Sink({
+        client: server.client({
+          credentials: { accessKeyId: "NOT-A-KEY", secretAccessKey: WRONG_SECRET, sessionToken: TOKEN },
+        }),
+        bucket,
+      });
+      const error = await failureOf(async () =>
+        readAll(await restore({ sink: wrong, manifest, verifyFirst }), 16 * MiB),
+      );
+      await good.delete([manifest.artifact.key, `${manifest.artifact.key}.manifest.json`]);
+      return { error, code: "SINK_READ_FAILED", leftovers: await leftovers(), secrets };
     });
-    const error = await failureOf(async () =>
-      readAll(await restore({ sink: wrong, manifest, verifyFirst: false }), 16 * MiB),
-    );
-    await good.delete([manifest.artifact.key, `${manifest.artifact.key}.manifest.json`]);
-    return { error, code: "SINK_READ_FAILED", leftovers: await leftovers(), secrets };
-  });
+  }
 
   fault("s3", "the server accepts connections and never answers (idle timeout)", async () => {
     const { sink, leftovers } = await place();
@@ -264,11 +266,21 @@ describe("s3 sink", () => {
       manifest = await backupInto(sink);
     });
 
-    for (const at of [0, 1, 64 * 1024, PART]) {
-      fault("s3", `restore: GetObject's body is cut after ${at} bytes`, async () => {
+    // verifyFirst (the default for an unencrypted artifact) reads the artifact once to check it
+    // before releasing a byte: a read that fails there is no damage to the backup either.
+    for (const [at, verifyFirst] of [
+      [0, false],
+      [1, false],
+      [64 * 1024, false],
+      [PART, false],
+      [1, true],
+      [PART, true],
+    ] as const) {
+      const how = verifyFirst ? ", verified first" : "";
+      fault("s3", `restore: GetObject's body is cut after ${at} bytes${how}`, async () => {
         const before = await listing(sink);
         const error = await withFaults({ cutGetAfter: at }, async () =>
-          failureOf(async () => readAll(await restore({ sink, manifest, verifyFirst: false }), 16 * MiB)),
+          failureOf(async () => readAll(await restore({ sink, manifest, verifyFirst }), 16 * MiB)),
         );
         return {
           error,
