@@ -110,15 +110,16 @@ export async function restoreKubernetes(options: RestoreKubernetesOptions): Prom
   const opts = parseOptions(restoreKubernetesOptionsSchema, options, "restoreKubernetes");
   const { signal, stream } = opts;
   let client: KubeClient;
+  let spool: string;
   try {
     client = new KubeClient(opts.kubeConfig);
     throwIfAborted(signal, "restoreKubernetes");
+    spool = await mkdtemp(join(tmpdir(), "stowage-k8s-restore-"));
   } catch (error) {
-    stream.destroy();
+    stream.destroy(); // the caller's restore stream holds a sink read open until it is released
     throw error;
   }
   const report: KubernetesRestoreReport = { dryRun: opts.dryRun, results: [], counts: EMPTY_COUNTS() };
-  const spool = await mkdtemp(join(tmpdir(), "stowage-k8s-restore-"));
   try {
     // 1. Spool the archive: one file per object, an index in memory.
     const archive = await spoolArchive(stream, spool, opts.maxObjectBytes, signal);
