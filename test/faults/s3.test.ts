@@ -9,14 +9,20 @@
  * (`details.openUpload`, `details.leftovers`), remove it with `removeLeftovers`, and report
  * leftovers only if that cleanup did not really remove it.
  */
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe } from "vitest";
 import {
+  applyRetention,
   backup,
   bytesSource,
+  findOrphans,
   isStowageError,
   type Leftover,
+  listManifests,
   type Manifest,
+  planRetention,
   readAll,
   restore,
 } from "../../src/index.js";
@@ -304,4 +310,74 @@ describe("s3 sink", () => {
       };
     });
   });
+});
+
+describe("the host process SIGKILLed mid-upload", () => {
+  fault(
+    "s3",
+    "SIGKILL mid-upload: the open multipart upload is aborted by the next sweep of the job",
+    async () => {
+      const { bucket, sink, leftovers } = await place();
+      const job = "killed";
+      // One committed backup, so that a retention plan names the job.
+      const kept = await backup({ job, source: bytesSource({ data: "kept" }), sink });
+      const child = spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          fileURLToPath(new URL("./support/s3-backup-child.ts", import.meta.url)),
+          JSON.stringify({ endpoint: server.endpoint, region: server.region, bucket, job }),
+        ],
+        {
+          cwd: fileURLToPath(new URL("../..", import.meta.url)),
+          env: {
+            ...process.env,
+            AWS_ACCESS_KEY_ID: "S3RVER",
+            AWS_SECRET_ACCESS_KEY: SECRET,
+            AWS_SESSION_TOKEN: TOKEN,
+          },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      const output: string[] = [];
+      child.stdout!.on("data", (c: Buffer) => output.push(c.toString()));
+      child.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
+      try {
+        // Mid-upload: the multipart upload is open on the server.
+        const deadline = Date.now() + 60_000;
+        let open: string[] = [];
+        while (open.length === 0) {
+          if (Date.now() > deadline) throw new Error(`no upload began (child said: ${output.join("")})`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          open = await server.openUploads(bucket);
+        }
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGKILL");
+        await exited;
+        const problems: string[] = [];
+        if ((await server.openUploads(bucket)).length === 0) problems.push("the killed upload is not open");
+        // The next sweep: an upload younger than `olderThan` may belong to a live writer elsewhere,
+        // so the sweep that removes it runs (as a scheduled prune would) once that age has passed.
+        const later = new Date(Date.now() + 2 * 3_600_000);
+        const found = await findOrphans(sink, { olderThan: "1h", now: later, prefix: `${job}/` });
+        if (found.temporary.length !== 1)
+          problems.push(`findOrphans found ${found.temporary.length} uploads`);
+        const plan = planRetention((await listManifests(sink)).manifests, { keepLast: 10 }, { now: later });
+        await applyRetention({ sink, plan, now: later, orphans: { olderThan: "1h" } });
+        const error = await failureOf(sink.read(`${found.temporary[0]?.key ?? "missing"}`));
+        await sink.delete([kept.artifact.key, `${kept.artifact.key}.manifest.json`]);
+        return {
+          error,
+          code: "NOT_FOUND",
+          leftovers: [...problems, ...(await leftovers())],
+          secrets,
+          texts: [output.join("")],
+        };
+      } finally {
+        child.kill("SIGKILL");
+      }
+    },
+    120_000,
+  );
 });
