@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { HeadObjectCommand, RestoreObjectCommand } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions, signalSchema } from "../core/options.js";
+import { s3Sdk } from "./s3/sdk.js";
 import { buildS3Sink, COLD_STORAGE_CLASSES, type S3Sink, s3CommonOptionsSchema } from "./s3.js";
 
 /** Archive classes a glacier sink writes artifacts to. */
@@ -141,7 +141,7 @@ export function glacierSink(options: GlacierSinkOptions): GlacierSink {
     const key = manifest.artifact.key;
     try {
       return await sink.client.send(
-        new HeadObjectCommand({ Bucket: sink.bucket, Key: sink.objectKey(key) }),
+        new (await s3Sdk()).HeadObjectCommand({ Bucket: sink.bucket, Key: sink.objectKey(key) }),
         signal ? { abortSignal: signal } : {},
       );
     } catch (error) {
@@ -176,7 +176,7 @@ export function glacierSink(options: GlacierSinkOptions): GlacierSink {
       if (status.state === "immediate") return "not-needed";
       try {
         const out = await sink.client.send(
-          new RestoreObjectCommand({
+          new (await s3Sdk()).RestoreObjectCommand({
             Bucket: sink.bucket,
             Key: sink.objectKey(key),
             RestoreRequest: { Days: opts.days, GlacierJobParameters: { Tier: opts.tier } },

@@ -1,16 +1,11 @@
 import { addAbortSignal, Readable } from "node:stream";
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectsCommand,
-  type DeleteObjectsCommandOutput,
-  GetObjectCommand,
-  type GetObjectCommandOutput,
-  HeadObjectCommand,
-  type HeadObjectCommandOutput,
-  ListObjectsV2Command,
-  type ListObjectsV2CommandOutput,
-  type PutObjectCommandInput,
-  type S3Client,
+import type {
+  DeleteObjectsCommandOutput,
+  GetObjectCommandOutput,
+  HeadObjectCommandOutput,
+  ListObjectsV2CommandOutput,
+  PutObjectCommandInput,
+  S3Client,
 } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { isStowageError, notFound, StowageError, throwIfAborted, wrapError } from "../core/errors.js";
@@ -28,6 +23,7 @@ import type {
   WrittenObject,
 } from "../core/types.js";
 import { errorName, guardedSend, httpStatus, idleGuardedBody, type RequestGuard } from "./s3/requests.js";
+import { s3Sdk } from "./s3/sdk.js";
 import { listUploads, putStream, S3_LIMITS } from "./s3/upload.js";
 
 const MiB = 1024 * 1024;
@@ -272,7 +268,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
       try {
         const out = await guardedSend<GetObjectCommandOutput>(
           client,
-          new GetObjectCommand({ Bucket: bucket, Key }),
+          new (await s3Sdk()).GetObjectCommand({ Bucket: bucket, Key }),
           guard,
         );
         const body = out.Body;
@@ -298,7 +294,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
       try {
         const out = await guardedSend<HeadObjectCommandOutput>(
           client,
-          new HeadObjectCommand({ Bucket: bucket, Key }),
+          new (await s3Sdk()).HeadObjectCommand({ Bucket: bucket, Key }),
           reading(`HeadObject of ${key}`, key, options.signal),
         );
         return {
@@ -326,7 +322,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
         throwIfAborted(options.signal, `${where}: listing ${listPrefix}`);
         const page = await guardedSend<ListObjectsV2CommandOutput>(
           client,
-          new ListObjectsV2Command({
+          new (await s3Sdk()).ListObjectsV2Command({
             Bucket: bucket,
             Prefix: prefix + listPrefix,
             ...(token ? { ContinuationToken: token } : {}),
@@ -388,7 +384,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
         try {
           await guardedSend(
             client,
-            new AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId: leftover.id }),
+            new (await s3Sdk()).AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId: leftover.id }),
             {
               idleMs,
               signal: options.signal,
@@ -428,7 +424,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
         const batch = objectKeys.slice(i, i + 1000);
         const out = await guardedSend<DeleteObjectsCommandOutput>(
           client,
-          new DeleteObjectsCommand({
+          new (await s3Sdk()).DeleteObjectsCommand({
             Bucket: bucket,
             Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
           }),

@@ -1,6 +1,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { importPeer } from "../../src/core/peer.js";
+import { isStowageError, type StowageError } from "../../src/index.js";
 
 const repo = resolve(new URL("../..", import.meta.url).pathname);
 const pkg = JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as {
@@ -46,6 +48,24 @@ describe("package shape", () => {
     expect(reached.has("zod")).toBe(true); // the scan does see packages
     for (const heavy of HEAVY) expect(reached.has(heavy), heavy).toBe(false);
     for (const name of reached) expect(Object.keys(pkg.dependencies), name).toContain(name);
+  });
+
+  it("no subpath entry imports a heavy SDK statically: importing it works without the SDK installed", () => {
+    for (const subpath of Object.keys(pkg.exports)) {
+      if (subpath === "./package.json") continue;
+      const name = subpath === "." ? "index" : subpath.slice(2);
+      const reached = packagesReachedFrom(join(repo, "src", `${name}.ts`));
+      for (const heavy of HEAVY) expect(reached.has(heavy), `${subpath} reaches ${heavy}`).toBe(false);
+    }
+  });
+
+  it("a missing optional peer is UNSUPPORTED naming the package, at first use", async () => {
+    const missing = "stowage-test-no-such-package";
+    const error = await importPeer(missing, "testSink", () => import(/* @vite-ignore */ missing)).catch(
+      (e: unknown) => e,
+    );
+    expect(isStowageError(error, "UNSUPPORTED")).toBe(true);
+    expect((error as StowageError).details.package).toBe(missing);
   });
 
   it("heavy SDKs are optional peer dependencies", () => {

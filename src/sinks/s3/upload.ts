@@ -1,27 +1,22 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
-import {
-  AbortMultipartUploadCommand,
-  type AbortMultipartUploadCommandOutput,
-  type CompletedPart,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  type CreateMultipartUploadCommandOutput,
-  DeleteObjectCommand,
-  ListMultipartUploadsCommand,
-  type ListMultipartUploadsCommandOutput,
-  ListPartsCommand,
-  type ListPartsCommandOutput,
+import type {
+  AbortMultipartUploadCommandOutput,
+  CompletedPart,
+  CreateMultipartUploadCommandOutput,
+  ListMultipartUploadsCommandOutput,
+  ListPartsCommandOutput,
   PutObjectCommand,
-  type PutObjectCommandInput,
-  type S3Client,
+  PutObjectCommandInput,
+  S3Client,
   UploadPartCommand,
-  type UploadPartCommandOutput,
+  UploadPartCommandOutput,
 } from "@aws-sdk/client-s3";
 import type { MiddlewareStack } from "@smithy/types";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
 import type { Leftover } from "../../core/types.js";
 import { errorName, guardedSend, httpStatus, type RequestGuard } from "./requests.js";
+import { s3Sdk } from "./sdk.js";
 
 const MiB = 1024 * 1024;
 
@@ -180,6 +175,7 @@ export async function putStream(
   settings: UploadSettings,
 ): Promise<void> {
   const { signal, where, idleMs } = settings;
+  const sdk = await s3Sdk(where);
   const Bucket = params.Bucket as string;
   const Key = params.Key as string;
   const details = { key: settings.key };
@@ -239,7 +235,7 @@ export async function putStream(
     const sending = guardedSend<UploadPartCommandOutput>(
       client,
       withoutExpectContinue(
-        new UploadPartCommand({
+        new sdk.UploadPartCommand({
           ...common,
           UploadId: uploadId,
           PartNumber: number,
@@ -280,7 +276,7 @@ export async function putStream(
       createUnanswered = true;
       const created = await guardedSend<CreateMultipartUploadCommandOutput>(
         client,
-        new CreateMultipartUploadCommand(params),
+        new sdk.CreateMultipartUploadCommand(params),
         guard("CreateMultipartUpload"),
       ).catch((error: unknown) => {
         // An answer from S3 (an HTTP status) says the upload was not created.
@@ -330,7 +326,7 @@ export async function putStream(
       await guardedSend(
         client,
         withoutExpectContinue(
-          new PutObjectCommand({
+          new sdk.PutObjectCommand({
             ...params,
             Body: bytes,
             ContentLength: bytes.length,
@@ -341,7 +337,7 @@ export async function putStream(
       );
       if (failed()) {
         // Aborted while the object was being stored: take it away again.
-        await guardedSend(client, new DeleteObjectCommand({ Bucket, Key }), guard("DeleteObject")).catch(
+        await guardedSend(client, new sdk.DeleteObjectCommand({ Bucket, Key }), guard("DeleteObject")).catch(
           () => undefined,
         );
         throwIfFailed();
@@ -356,7 +352,7 @@ export async function putStream(
     // Not cancelled: a Complete that S3 received commits the object whether or not we wait.
     await guardedSend(
       client,
-      new CompleteMultipartUploadCommand({
+      new sdk.CompleteMultipartUploadCommand({
         ...common,
         UploadId: uploadId,
         MultipartUpload: { Parts: completed },
@@ -475,13 +471,14 @@ export async function* listUploads(
   prefix: string,
   guard: RequestGuard,
 ): AsyncIterable<NonNullable<ListMultipartUploadsCommandOutput["Uploads"]>[number]> {
+  const sdk = await s3Sdk();
   let keyMarker: string | undefined;
   let uploadIdMarker: string | undefined;
   for (;;) {
     throwIfAborted(guard.signal, guard.what);
     const page = await guardedSend<ListMultipartUploadsCommandOutput>(
       client,
-      new ListMultipartUploadsCommand({
+      new sdk.ListMultipartUploadsCommand({
         Bucket: bucket,
         ...(prefix ? { Prefix: prefix } : {}),
         ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
@@ -507,10 +504,11 @@ async function uploadRemains(
   target: { Bucket: string; Key: string; UploadId: string },
   cleanup: Cleanup,
 ): Promise<boolean> {
+  const sdk = await s3Sdk();
   try {
     const parts = await guardedSend<ListPartsCommandOutput>(
       client,
-      new ListPartsCommand(target),
+      new sdk.ListPartsCommand(target),
       guardFor(cleanup, "ListParts"),
     );
     if ((parts.Parts ?? []).length > 0) return true;
@@ -544,6 +542,7 @@ export async function discardUpload(
   cleanup: Cleanup,
   raced: boolean,
 ): Promise<unknown> {
+  const sdk = await s3Sdk();
   let lastProblem: unknown;
   let abort = true;
   let recheck = raced;
@@ -553,7 +552,7 @@ export async function discardUpload(
       try {
         await guardedSend<AbortMultipartUploadCommandOutput>(
           client,
-          new AbortMultipartUploadCommand(target),
+          new sdk.AbortMultipartUploadCommand(target),
           guardFor(cleanup, "AbortMultipartUpload"),
         );
       } catch (error) {
