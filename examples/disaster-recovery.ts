@@ -32,7 +32,10 @@
  *   `stowage run --config examples/disaster-recovery.ts --job infrastructure --job configuration`,
  *   and a service that embeds the scheduler calls `scheduler.trigger("configuration")` when its
  *   configuration changes.
- * - "12 months" is `maxAge: "1y"` (365.25 days); "90 days" is 90 × 24 h.
+ * - "12 months" is `maxAge: "1y"` (365.25 days); "90 days" is 90 × 24 h. A job's retention runs
+ *   when the job runs, so for infrastructure, which runs only on deployments, a daily
+ *   `stowage prune --config examples/disaster-recovery.ts --job infrastructure` deletes a backup on
+ *   the day it turns a year old rather than at the next deployment.
  * - The status RPO is measured from the newest valid backup's start, so a 15-minute schedule meets
  *   a 15-minute RPO only while every run starts on its tick; alert on two breached scrapes.
  *
