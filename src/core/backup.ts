@@ -37,6 +37,13 @@ export const backupOptionsSchema = z
     allowUnencrypted: z.boolean().default(false),
     signal: signalSchema.optional(),
     onProgress: z.custom<(p: BackupProgress) => void>((v) => typeof v === "function").optional(),
+    /**
+     * The clock the backup's start and finish times (and so its id and key) are read from, as a
+     * cycle's `now` (simulations, tests). Progress is timed on the real clock. @default () => new Date()
+     */
+    now: z
+      .custom<() => Date>((v) => typeof v === "function", "expected a function returning a Date")
+      .optional(),
   })
   .strict();
 export type BackupOptions = z.input<typeof backupOptionsSchema>;
@@ -101,7 +108,14 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
   }
   throwIfAborted(signal, "backup");
 
-  const startedAt = new Date();
+  const clock = opts.now ?? (() => new Date());
+  const startedAt = clock();
+  if (!(startedAt instanceof Date) || Number.isNaN(startedAt.getTime())) {
+    throw new StowageError("CONFIG_INVALID", "backup: now() did not return a valid Date", {
+      details: { issues: [{ option: "now", problem: "not a valid Date" }] },
+    });
+  }
+  const realStart = Date.now();
   const id = newBackupId(startedAt);
   const what = { job, source: `${source.kind}:${source.name}` };
 
@@ -126,7 +140,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     };
     const progress = throttle<BackupProgress>(250, (p) => opts.onProgress?.(p));
     const report = (bytesRead: number, bytesWritten: number, done = false) =>
-      progress({ bytesRead, bytesWritten, elapsedMs: Date.now() - startedAt.getTime(), done }, done);
+      progress({ bytesRead, bytesWritten, elapsedMs: Date.now() - realStart, done }, done);
 
     const run = canBackupThroughFile(source, sink, transforms)
       ? await backupThroughFile({
@@ -165,7 +179,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       id,
       job,
       startedAt: startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
+      finishedAt: clock().toISOString(),
       source: { kind: source.kind, name: source.name, details: sourceDetails },
       artifact: {
         sink: sink.kind,

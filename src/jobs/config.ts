@@ -17,7 +17,10 @@ export const stowageConfigSchema = z
     concurrency: z.number().int().min(1).max(64).default(1),
     /** The zone cron patterns and calendar retention are read in, unless a job has its own. @default "UTC" */
     timeZone: timeZoneSchema.default("UTC"),
-    /** For `stowage status`: rules for the compliance figures and the RPO (for all jobs or per job). */
+    /**
+     * For `stowage status`: rules for the compliance figures and the RPO (for all jobs or per job).
+     * A job's own `objectives.rpo` fills in for a job this map does not name.
+     */
     status: z
       .object({
         rules: validationRulesSchema.optional(),
@@ -45,5 +48,13 @@ export type StowageConfig = z.output<typeof stowageConfigSchema>;
 export function defineConfig(config: StowageConfigInput): StowageConfig {
   const parsed = parseOptions(stowageConfigSchema, config, "stowage config");
   assertJobs(parsed.jobs, "stowage config");
+  // Each job's own RPO (its `objectives`) is what status checks, unless the config names one.
+  const own = Object.fromEntries(
+    parsed.jobs.flatMap((j) => (j.objectives?.rpo ? [[j.name, j.objectives.rpo] as const] : [])),
+  );
+  const configured = parsed.status?.rpo;
+  if (Object.keys(own).length > 0 && typeof configured !== "string") {
+    parsed.status = { ...parsed.status, rpo: { ...own, ...configured } };
+  }
   return parsed;
 }

@@ -1,11 +1,12 @@
 import { backup } from "../core/backup.js";
-import { listManifests } from "../core/catalog.js";
+import { type ManifestListing, readManifest } from "../core/catalog.js";
 import { copyBackup } from "../core/copy.js";
-import { isAbortError, isStowageError, StowageError } from "../core/errors.js";
-import type { Manifest } from "../core/manifest.js";
+import { isAbortError, isStowageError, StowageError, wrapError } from "../core/errors.js";
+import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { parseDuration } from "../core/options.js";
 import { applyRetention } from "../core/retention-apply.js";
-import type { BackupProgress, Sink } from "../core/types.js";
+import type { BackupProgress, ObjectInfo, Sink } from "../core/types.js";
+import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.js";
 import { planRetention } from "../policies/retention.js";
 import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
 import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
@@ -29,6 +30,11 @@ export interface CopyResult {
   /** The copy's name (its `name` option, else the sink's kind). */
   target: string;
   status: "succeeded" | "failed" | "skipped";
+  /**
+   * Why a copy was skipped: `"backup failed"`, or for a periodic copy (`every`) the period its
+   * sink already holds a backup of, `"monthly 2026-11 held"`.
+   */
+  reason?: string;
   /** The manifest the copy's sink now holds. */
   manifest?: Manifest;
   durationMs: number;
@@ -44,6 +50,11 @@ export interface RetentionResult {
   kept: number;
   /** Artifact keys deleted (with their manifests). */
   deleted: string[];
+  /**
+   * The plan's verdict on every backup of the job in this sink, with the rules that kept or
+   * dropped it (`"max age 30d"`, `"monthly 2026-11"`, `"object lock until …"`, `"older than 30d"`).
+   */
+  decisions?: Array<{ key: string; action: "keep" | "drop"; reasons: string[] }>;
   durationMs: number;
   error?: JobError;
 }
@@ -86,7 +97,11 @@ export interface CycleResult {
 
 export interface RunJobOptions {
   signal?: AbortSignal;
-  /** The clock retention and validation read. @default () => new Date() */
+  /**
+   * The clock the run reads: the backup's start and finish times, retention, validation,
+   * periodic copies and audit times (durations are always timed on the real clock). A fake clock
+   * here simulates years of runs. @default () => new Date()
+   */
   now?: Date | (() => Date);
   /** Where every backup, copy and deletion is recorded. */
   audit?: AuditTrail;
@@ -164,18 +179,23 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
   const audit = async (entry: Parameters<AuditTrail["record"]>[0]) => {
     if (!options.audit) return;
     try {
-      await options.audit.record(entry);
+      await options.audit.record({ time: now().toISOString(), ...entry });
     } catch (error) {
       errors.push(jobError("audit", error));
       logger.error({ job: job.name, code: errorCode(error) }, "audit log write failed");
     }
   };
   const copyName = (i: number) => job.copies[i]!.name ?? job.copies[i]!.sink.kind;
+  const timeZone = job.timeZone ?? options.timeZone ?? "UTC";
+  /** Copies that are not due this run (`every`): retention still runs on their sinks. */
+  const notDue = new Set<number>();
 
   try {
     // 1. The backup (fanned out to the copies when asked).
     logger.info({ job: job.name, source: `${job.source.kind}:${job.source.name}` }, "backup started");
-    const fan = job.fanOut && job.copies.length > 0 ? fanOutSink(job.sink, job.copies) : undefined;
+    // A periodic copy (`every`) is decided after the backup, so it is never part of the fan-out.
+    const fanned = job.copies.filter((c) => c.every === undefined);
+    const fan = job.fanOut && fanned.length > 0 ? fanOutSink(job.sink, fanned) : undefined;
     const t0 = Date.now();
     try {
       manifest = await backup({
@@ -186,6 +206,7 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
         labels: { ...job.labels },
         allowUnencrypted: job.allowUnencrypted,
         signal,
+        now,
         ...(job.storageClass === undefined ? {} : { storageClass: job.storageClass }),
         ...(options.onProgress
           ? { onProgress: (p: BackupProgress) => options.onProgress?.(job.name, p) }
@@ -226,11 +247,33 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
     for (const [i, copy] of job.copies.entries()) {
       const target = copyName(i);
       if (!manifest) {
-        copies.push({ target, status: "skipped", durationMs: 0, bytes: 0 });
+        copies.push({ target, status: "skipped", reason: "backup failed", durationMs: 0, bytes: 0 });
         continue;
       }
       const c0 = Date.now();
-      if (fan) {
+      if (copy.every !== undefined) {
+        try {
+          const due = await periodicCopyDue(job, copy.sink, copy.every, manifest, timeZone, signal);
+          if (!due.due) {
+            notDue.add(i);
+            copies.push({
+              target,
+              status: "skipped",
+              reason: `${due.period} held`,
+              durationMs: Date.now() - c0,
+              bytes: 0,
+            });
+            continue;
+          }
+        } catch (error) {
+          const e = jobError("copy", error, target);
+          errors.push(e);
+          copies.push({ target, status: "failed", durationMs: Date.now() - c0, bytes: 0, error: e });
+          logger.error({ job: job.name, target, code: e.code }, "copy failed: its sink cannot be listed");
+          continue;
+        }
+      }
+      if (fan && copy.every === undefined) {
         const copied = fan.manifestsFor(manifest.artifact.key).find((m) => m.sink === copy.sink)?.manifest;
         if (copied) {
           copies.push({
@@ -303,7 +346,7 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
           target: copyName(i),
           sink: copy.sink,
           policy: copy.retention,
-          wrote: copies[i]?.status === "succeeded",
+          wrote: copies[i]?.status === "succeeded" || notDue.has(i),
         })),
       ];
       for (const plan of plans) {
@@ -369,6 +412,103 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
   };
 }
 
+/**
+ * Whether this run's backup is due for a periodic copy: lists the copy's sink under the job
+ * (keys only, no reads: an artifact's name carries its start time) and asks {@link copyDue}.
+ * Only artifacts whose manifest is beside them count, so a half-made copy never stands for a period.
+ */
+async function periodicCopyDue(
+  job: Job,
+  sink: Sink,
+  every: CopyPeriod,
+  manifest: Manifest,
+  timeZone: string,
+  signal: AbortSignal,
+) {
+  const prefix = `${job.name}/`;
+  const keys = new Set<string>();
+  try {
+    for await (const info of sink.list(prefix, { signal })) keys.add(info.key);
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `listing the ${sink.kind} sink under "${prefix}"`,
+      { prefix },
+      signal,
+    );
+  }
+  const held: number[] = [];
+  for (const key of keys) {
+    if (!key.endsWith(MANIFEST_SUFFIX) || !keys.has(key.slice(0, -MANIFEST_SUFFIX.length))) continue;
+    const t = startOfBackupKey(key.slice(0, -MANIFEST_SUFFIX.length));
+    if (t !== undefined) held.push(t);
+  }
+  return copyDue(manifest.startedAt, held, { every, timeZone });
+}
+
+/** Manifests already read, per sink: a manifest is written once and never changed in place. */
+const manifestCache = new WeakMap<
+  Sink,
+  Map<string, { size: number; modified: number; manifest: Manifest }>
+>();
+
+/**
+ * `listManifests` for a job that runs again and again: the listing is fresh every time, but a
+ * manifest whose key, size and modification time are unchanged since an earlier run of this
+ * process is not read again. Every run of a job that keeps a year of backups would otherwise
+ * read all of them (365 GETs from S3 every five minutes); now it reads the new ones. Entries of
+ * keys that are gone are dropped, so the cache holds at most what the sink lists.
+ */
+async function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
+  let cache = manifestCache.get(sink);
+  if (!cache) {
+    cache = new Map();
+    manifestCache.set(sink, cache);
+  }
+  const prefix = `${job}/`;
+  const listed: ObjectInfo[] = [];
+  try {
+    for await (const info of sink.list(prefix, { signal })) {
+      if (info.key.endsWith(MANIFEST_SUFFIX)) listed.push(info);
+    }
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `listing ${sink.kind} sink under "${prefix}"`,
+      { prefix },
+      signal,
+    );
+  }
+  const listing: ManifestListing = { manifests: [], invalid: [] };
+  const seen = new Set<string>();
+  for (const info of listed) {
+    seen.add(info.key);
+    const modified = info.lastModified.getTime();
+    const hit = cache.get(info.key);
+    if (hit && hit.size === info.size && hit.modified === modified) {
+      listing.manifests.push(hit.manifest);
+      continue;
+    }
+    try {
+      const manifest = await readManifest(sink, info.key, signal);
+      cache.set(info.key, { size: info.size, modified, manifest });
+      listing.manifests.push(manifest);
+    } catch (error) {
+      if (isStowageError(error, "ABORTED")) throw error;
+      cache.delete(info.key);
+      listing.invalid.push({
+        key: info.key,
+        error: wrapError(error, "MANIFEST_INVALID", `manifest ${info.key}`, { key: info.key }),
+      });
+    }
+  }
+  for (const key of cache.keys()) if (key.startsWith(prefix) && !seen.has(key)) cache.delete(key);
+  listing.manifests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return listing;
+}
+
 async function prune(
   job: Job,
   sink: Sink,
@@ -385,7 +525,7 @@ async function prune(
 ): Promise<RetentionResult> {
   const t0 = Date.now();
   try {
-    const { manifests, invalid } = await listManifests(sink, { job: job.name, signal: options.signal });
+    const { manifests, invalid } = await listManifestsCached(sink, job.name, options.signal);
     const plan = planRetention(manifests, policy, {
       now: options.now(),
       timeZone: job.timeZone ?? options.timeZone ?? "UTC",
@@ -429,6 +569,7 @@ async function prune(
       status: failure ? "failed" : "succeeded",
       kept: applied.kept,
       deleted,
+      decisions: plan.decisions.map((d) => ({ key: d.artifactKey, action: d.action, reasons: d.reasons })),
       durationMs,
       ...(failure ? { error: jobError("retention", failure.error, target) } : {}),
     };
@@ -463,7 +604,7 @@ export async function pruneJob(job: Job, options: PruneJobOptions = {}): Promise
   const logger = options.logger ?? silentLogger;
   const now = clock(options.now);
   const audit = async (entry: Parameters<AuditTrail["record"]>[0]) => {
-    await options.audit?.record(entry).catch((error: unknown) => {
+    await options.audit?.record({ time: now().toISOString(), ...entry }).catch((error: unknown) => {
       logger.error({ job: job.name, code: errorCode(error) }, "audit log write failed");
     });
   };

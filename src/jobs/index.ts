@@ -32,12 +32,17 @@ export {
 export {
   type DrillCheck,
   type DrillCheckContext,
+  type DrillObjective,
   type DrillReport,
+  type DrillRunReport,
   type DrillStage,
   type DrillTarget,
   type RestoreDrillOptions,
+  type RunDrillsOptions,
   restoreDrill,
   restoreDrillOptionsSchema,
+  runDrills,
+  runDrillsOptionsSchema,
 } from "./drill.js";
 export { type FanOutSink, type FanOutTarget, fanOutSink } from "./fan-out.js";
 export {
@@ -46,8 +51,10 @@ export {
   defineJob,
   isJob,
   type Job,
+  type JobObjectives,
   type JobOptions,
   jobSchema,
+  objectivesSchema,
   type RetentionPolicy,
   timeZoneSchema,
   type ValidationRules,
@@ -55,9 +62,12 @@ export {
 export { isLogger, type Logger, silentLogger } from "./logger.js";
 export { type PromClientLike, type StatusCollectorOptions, statusCollector } from "./metrics.js";
 export {
+  type DrillEvent,
+  type ScheduledDrill,
   type Scheduler,
   type SchedulerEvent,
   type StartSchedulerOptions,
+  scheduledDrillSchema,
   startScheduler,
   startSchedulerOptionsSchema,
 } from "./scheduler.js";

@@ -5,6 +5,7 @@ import { JOB_NAME_PATTERN } from "../core/keys.js";
 import { labelsSchema } from "../core/manifest.js";
 import { durationSchema, parseOptions, sinkSchema, sourceSchema, transformSchema } from "../core/options.js";
 import type { DecryptionKey } from "../core/types.js";
+import { COPY_PERIODS } from "../policies/copies.js";
 import { type RetentionPolicy, retentionPolicySchema } from "../policies/retention.js";
 import { type ValidationRules, validationRulesSchema } from "../policies/validation.js";
 
@@ -51,8 +52,31 @@ export const copySchema = z
     storageClass: z.string().optional(),
     /** A name for reports and metrics. @default the sink's kind */
     name: z.string().min(1).max(64).optional(),
+    /**
+     * Copy only the first backup of each calendar period (in the job's zone) that this sink does
+     * not hold yet: `"monthly"` sends one backup a month to an archive. A copy that fails is
+     * retried with the job's next backup of the same period; retention on this sink still runs
+     * on every run. Not part of a `fanOut` write. @default every backup is copied
+     */
+    every: z.enum(COPY_PERIODS).optional(),
   })
   .strict();
+
+/**
+ * A job's recovery objectives. `rpo` (recovery point): the longest the job may go without a valid
+ * backup — `stowage status` reports a breach and a drill fails on an older backup; `rto` (recovery
+ * time): the longest a restore may take — a drill fails a slower one. `rpoClass` / `rtoClass` name
+ * the class each comes from ("critical", "standard"…) and are reported beside them.
+ */
+export const objectivesSchema = z
+  .object({
+    rpo: durationSchema.optional(),
+    rto: durationSchema.optional(),
+    rpoClass: z.string().min(1).max(64).optional(),
+    rtoClass: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+export type JobObjectives = z.output<typeof objectivesSchema>;
 
 export const jobSchema = z
   .object({
@@ -89,6 +113,8 @@ export const jobSchema = z
     timeout: durationSchema.optional(),
     /** Let a sensitive source be stored unencrypted. @default false */
     allowUnencrypted: z.boolean().default(false),
+    /** Recovery objectives (RPO, RTO and their classes) that status and drills check. */
+    objectives: objectivesSchema.optional(),
     /** How `stowage drill` tests this job: `{ target, check? }` as `restoreDrill` takes them. */
     drill: z.record(z.string(), z.unknown()).optional(),
     /** Free text for reports. */

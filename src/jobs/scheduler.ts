@@ -4,7 +4,8 @@ import { StowageError } from "../core/errors.js";
 import { parseDuration, parseOptions, signalSchema } from "../core/options.js";
 import type { AuditTrail } from "./audit.js";
 import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
-import { assertJobs, type Job, timeZoneSchema } from "./job.js";
+import { type DrillRunReport, runDrills } from "./drill.js";
+import { assertJobs, cronPatternSchema, type Job, timeZoneSchema } from "./job.js";
 import { isLogger, type Logger, silentLogger } from "./logger.js";
 
 /** What the scheduler reports, to `onEvent` and the logger. */
@@ -30,6 +31,36 @@ export type SchedulerEvent =
       reason: "overlap" | "stopped";
     };
 
+/** A scheduled drill set (`drills`) finished, or was skipped because its last run still went on. */
+export interface DrillEvent {
+  /** The drill set's name. */
+  drill: string;
+  at: string;
+  scheduledFor: string;
+  status: "succeeded" | "failed" | "skipped";
+  durationMs: number;
+  /** Absent when skipped. */
+  report?: DrillRunReport;
+}
+
+export const scheduledDrillSchema = z
+  .object({
+    /** The set's name, e.g. "monthly-backup-test". */
+    name: z.string().min(1).max(128),
+    /** When it runs: a cron pattern, e.g. "0 6 1 * *" (06:00 on the 1st of each month). */
+    schedule: cronPatternSchema,
+    /** Only these jobs (by name). @default every job that has a `drill` */
+    jobs: z.array(z.string().min(1)).min(1).optional(),
+    /** Drill a copy's backups instead of the primary's (see `runDrills`). */
+    from: z.string().min(1).optional(),
+    /** Where the JSON report goes: a path or a function of the start time (see `runDrills`). */
+    report: z
+      .union([z.string().min(1), z.custom<(at: Date) => string>((v) => typeof v === "function")])
+      .optional(),
+  })
+  .strict();
+export type ScheduledDrill = z.input<typeof scheduledDrillSchema>;
+
 export const startSchedulerOptionsSchema = z
   .object({
     /** The zone cron patterns are read in, unless a job has its own. @default "UTC" */
@@ -46,6 +77,13 @@ export const startSchedulerOptionsSchema = z
     signal: signalSchema.optional(),
     /** Progress of each backup's bytes. */
     onProgress: z.custom<NonNullable<RunJobOptions["onProgress"]>>((v) => typeof v === "function").optional(),
+    /**
+     * Restore drills on their own schedules (the monthly backup test): each runs `runDrills` over
+     * the scheduler's jobs and writes its report; a set never overlaps itself. @default []
+     */
+    drills: z.array(scheduledDrillSchema).default([]),
+    /** Called when a scheduled drill set finishes or is skipped; an exception it throws is logged. */
+    onDrill: z.custom<(event: DrillEvent) => void>((v) => typeof v === "function").optional(),
     /** For tests: the random source for jitter. @default Math.random */
     random: z.custom<() => number>((v) => typeof v === "function").optional(),
   })
@@ -67,7 +105,7 @@ export interface Scheduler {
   trigger(job: string): Promise<JobResult | undefined>;
   /** Names of the jobs running now. */
   running(): string[];
-  /** When each scheduled job runs next (null once stopped). */
+  /** When each scheduled job (and drill set, as `drill:<name>`) runs next (null once stopped). */
   nextRuns(): Array<{ job: string; at: Date | null }>;
 }
 
@@ -105,13 +143,30 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
   const logger = opts.logger ?? silentLogger;
   const random = opts.random ?? Math.random;
   const scheduled = jobs.filter((j) => j.schedule !== undefined);
-  if (scheduled.length === 0) {
+  const drillSets = opts.drills.map((d) => {
+    const selected = d.jobs ? jobs.filter((j) => d.jobs!.includes(j.name)) : jobs.filter((j) => j.drill);
+    const unknown = (d.jobs ?? []).filter((n) => !jobs.some((j) => j.name === n));
+    if (unknown.length > 0 || selected.length === 0 || !selected.every((j) => j.drill)) {
+      throw new StowageError(
+        "CONFIG_INVALID",
+        `startScheduler: drill ${d.name} has no job with a drill to run`,
+        {
+          details: {
+            issues: [{ option: "drills", problem: `${d.name}: unknown job or job without a drill` }],
+          },
+        },
+      );
+    }
+    return { ...d, selected };
+  });
+  if (scheduled.length === 0 && drillSets.length === 0) {
     throw new StowageError("CONFIG_INVALID", "startScheduler: no job has a schedule", {
       details: { issues: [{ option: "jobs", problem: "no job has a schedule" }] },
     });
   }
 
   const running = new Map<string, Running>();
+  const drillsRunning = new Map<string, { controller: AbortController; done: Promise<unknown> }>();
   const crons = new Map<string, Cron>();
   let stopped = false;
 
@@ -218,19 +273,76 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
     crons.set(job.name, cron);
   }
 
+  function launchDrill(set: (typeof drillSets)[number], scheduledFor: Date): void {
+    const when = scheduledFor.toISOString();
+    const emitDrill = (event: Omit<DrillEvent, "drill" | "scheduledFor" | "at">) => {
+      const full: DrillEvent = {
+        drill: set.name,
+        at: new Date().toISOString(),
+        scheduledFor: when,
+        ...event,
+      };
+      const level = event.status === "failed" ? "error" : event.status === "skipped" ? "warn" : "info";
+      logger[level](
+        { drill: set.name, status: event.status, scheduledFor: when, durationMs: event.durationMs },
+        `drill ${set.name} ${event.status}`,
+      );
+      try {
+        opts.onDrill?.(full);
+      } catch (error) {
+        logger.error({ drill: set.name, error: String(error) }, "onDrill threw");
+      }
+    };
+    if (stopped) return;
+    if (drillsRunning.has(set.name)) {
+      emitDrill({ status: "skipped", durationMs: 0 });
+      return;
+    }
+    const controller = new AbortController();
+    const t0 = Date.now();
+    const done = runDrills(set.selected, {
+      name: set.name,
+      ...(set.from ? { from: set.from } : {}),
+      ...(set.report ? { report: set.report } : {}),
+      ...(opts.audit ? { audit: opts.audit } : {}),
+      logger,
+      signal: controller.signal,
+    })
+      .then((report) => {
+        emitDrill({ status: report.ok ? "succeeded" : "failed", durationMs: Date.now() - t0, report });
+      })
+      .catch((error: unknown) => {
+        logger.error({ drill: set.name, error: String(error) }, "scheduler: drill crashed");
+      })
+      .finally(() => drillsRunning.delete(set.name));
+    drillsRunning.set(set.name, { controller, done });
+  }
+
+  for (const set of drillSets) {
+    const cron = new Cron(
+      set.schedule,
+      { name: undefined, timezone: opts.timeZone, catch: true },
+      (self: Cron) => launchDrill(set, self.currentRun() ?? new Date()),
+    );
+    crons.set(`drill:${set.name}`, cron);
+  }
+
   const scheduler: Scheduler = {
     stop(stopOptions = {}) {
       stopped = true;
       for (const cron of crons.values()) cron.stop();
       const abortAll = () => {
         for (const r of running.values()) r.controller.abort(stopOptions.signal?.reason);
+        for (const d of drillsRunning.values()) d.controller.abort(stopOptions.signal?.reason);
       };
       // A run still waiting out its jitter has not started: cancel it rather than wait for it.
       for (const r of running.values()) if (!r.started) r.controller.abort();
       if (stopOptions.signal?.aborted) abortAll();
       else stopOptions.signal?.addEventListener("abort", abortAll, { once: true });
       return (async () => {
-        while (running.size > 0) await Promise.all([...running.values()].map((r) => r.done));
+        while (running.size > 0 || drillsRunning.size > 0) {
+          await Promise.all([...running.values(), ...drillsRunning.values()].map((r) => r.done));
+        }
       })().finally(() => stopOptions.signal?.removeEventListener("abort", abortAll));
     },
     trigger(name) {

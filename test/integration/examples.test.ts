@@ -7,6 +7,7 @@ import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { HeadObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { listManifests } from "../../src/core/catalog.js";
@@ -58,6 +59,8 @@ const state = {
   policies: [{ id: "p1", version: 3 }],
   updatedAt: "2026-01-01T00:00:00Z",
 };
+const sessions = { constitutional_hash: HASH, sessions: [{ id: "s1", user: "u1" }] };
+let archiveBucket: string;
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "stowage-examples-"));
@@ -65,7 +68,10 @@ beforeAll(async () => {
     startPostgres(),
     startS3Server(),
     KubeApiServer.start(),
-    startHttpServer({ "/api/v1/state": (_req, res) => json(res, 200, state) }),
+    startHttpServer({
+      "/api/v1/state": (_req, res) => json(res, 200, state),
+      "/api/v1/sessions": (_req, res) => json(res, 200, sessions),
+    }),
   ]);
   await seedShop(kube);
   await pg.query("CREATE DATABASE acgs");
@@ -77,6 +83,7 @@ beforeAll(async () => {
     "acgs",
   );
   ({ bucket } = await s3.scratch());
+  ({ bucket: archiveBucket } = await s3.scratch());
   const credentials = s3.clientConfig().credentials as { accessKeyId: string; secretAccessKey: string };
   env = {
     STOWAGE_KEY: KEY,
@@ -85,6 +92,8 @@ beforeAll(async () => {
     STOWAGE_PG_URL: pg.url("acgs"),
     STOWAGE_DRILL_PG_URL: pg.url("postgres"),
     STOWAGE_S3_BUCKET: bucket,
+    STOWAGE_S3_ARCHIVE_BUCKET: archiveBucket,
+    STOWAGE_SESSIONS_URL: `${http.url}/api/v1/sessions`,
     STOWAGE_S3_ENDPOINT: s3.endpoint,
     STOWAGE_S3_REGION: s3.region,
     AWS_ACCESS_KEY_ID: credentials.accessKeyId,
@@ -103,13 +112,14 @@ afterAll(async () => {
 });
 
 describe("examples/tiered-backups.ts and examples/restore-drill.ts", () => {
-  it("one cycle backs up every tier, labelled and validated, with the PostgreSQL dump copied to S3", async () => {
+  it("one cycle backs up every kind, labelled and validated, copied offsite, and the month's first to the locked archive", async () => {
     const ran = await runExample([join(repo, "examples/tiered-backups.ts"), "--once"], env, work);
     expect(ran.stderr).not.toMatch(/Error/);
     expect(ran.code).toBe(0);
-    expect(ran.stdout).toMatch(/^ok +postgres .* s3:succeeded/m);
-    for (const job of ["kubernetes", "service-state", "audit-log"])
-      expect(ran.stdout).toMatch(new RegExp(`^ok +${job} `, "m"));
+    expect(ran.stdout).toMatch(/^ok +postgres .* offsite:succeeded archive:succeeded/m);
+    expect(ran.stdout).toMatch(/^ok +audit-log .* offsite:succeeded archive:succeeded/m);
+    for (const job of ["kubernetes", "service-state", "user-sessions"])
+      expect(ran.stdout).toMatch(new RegExp(`^ok +${job} .* offsite:succeeded$`, "m"));
 
     const local = filesystemSink({ root: env.STOWAGE_BACKUP_DIR! });
     const { manifests, invalid } = await listManifests(local);
@@ -119,22 +129,37 @@ describe("examples/tiered-backups.ts and examples/restore-drill.ts", () => {
       "kubernetes",
       "postgres",
       "service-state",
+      "user-sessions",
     ]);
     for (const m of manifests) {
       expect(m.labels.constitutional_hash).toBe(HASH);
       expect(m.transforms.map((t) => t.name)).toContain("aes-256-gcm");
       expect((await verify({ sink: local, manifest: m, keys: [{ key: KEY }] })).ok).toBe(true);
     }
-    expect(Object.fromEntries(manifests.map((m) => [m.job, m.labels.tier]))).toEqual({
-      postgres: "15m",
-      kubernetes: "6h",
-      "service-state": "30m",
-      "audit-log": "5m",
+    expect(Object.fromEntries(manifests.map((m) => [m.job, m.labels.kind]))).toEqual({
+      postgres: "postgres",
+      kubernetes: "kubernetes",
+      "service-state": "services",
+      "user-sessions": "services",
+      "audit-log": "audit",
     });
+    // The archive: the month's first backup of the database and of the audit trail, in GLACIER,
+    // under Object Lock (COMPLIANCE) for seven years, which the manifest records as its hold.
+    const archive = s3Sink({ client: s3.client(), bucket: archiveBucket });
+    const archived = (await listManifests(archive)).manifests;
+    expect(archived.map((m) => m.job).sort()).toEqual(["audit-log", "postgres"]);
+    for (const m of archived) {
+      expect(m.artifact.storageClass).toBe("GLACIER");
+      const head = await s3
+        .client()
+        .send(new HeadObjectCommand({ Bucket: archiveBucket, Key: m.artifact.key }));
+      expect(head.ObjectLockMode).toBe("COMPLIANCE");
+      expect(Date.parse(m.retainUntil!)).toBeGreaterThan(Date.now() + 7 * 365 * 86_400_000);
+    }
 
     // The offsite copy: same bytes, its own location, and it restores into a database with every row.
     const offsite = s3Sink({ client: s3.client(), bucket });
-    const copies = (await listManifests(offsite)).manifests;
+    const copies = (await listManifests(offsite, { job: "postgres" })).manifests;
     expect(copies.map((m) => m.job)).toEqual(["postgres"]);
     const original = manifests.find((m) => m.job === "postgres")!;
     expect(copies[0]!.artifact.sha256).toBe(original.artifact.sha256);
@@ -170,8 +195,10 @@ describe("examples/tiered-backups.ts and examples/restore-drill.ts", () => {
         .filter((e) => e.action === "backup")
         .map((e) => `${e.job}:${e.result}`)
         .sort(),
-    ).toEqual(["audit-log:ok", "kubernetes:ok", "postgres:ok", "service-state:ok"]);
-    expect(audit.filter((e) => e.action === "copy")).toEqual([
+    ).toEqual(["audit-log:ok", "kubernetes:ok", "postgres:ok", "service-state:ok", "user-sessions:ok"]);
+    const copied = audit.filter((e) => e.action === "copy");
+    expect(copied.length).toBe(5 + 2);
+    expect(copied).toContainEqual(
       expect.objectContaining({
         job: "postgres",
         sink: "s3",
@@ -179,7 +206,10 @@ describe("examples/tiered-backups.ts and examples/restore-drill.ts", () => {
         result: "ok",
         sha256: original.artifact.sha256,
       }),
-    ]);
+    );
+    expect(copied).toContainEqual(
+      expect.objectContaining({ job: "postgres", sink: "glacier", result: "ok" }),
+    );
     const auditText = await readFile(env.STOWAGE_AUDIT_LOG!, "utf8");
     for (const secret of [KEY, pg.password, env.AWS_SECRET_ACCESS_KEY!]) {
       expect(auditText).not.toContain(secret);
