@@ -5,16 +5,24 @@
  * Passwords reach the child processes through `PGPASSWORD` (or a passfile named by `PGPASSFILE`),
  * never through argv, and are redacted from every message and detail this module produces.
  */
-import type { ChildProcess, ChildProcessByStdio } from "node:child_process";
+import type { ChildProcessByStdio } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { userInfo } from "node:os";
-import { Readable, Writable } from "node:stream";
+import { type Readable, Writable } from "node:stream";
 import { finished, pipeline } from "node:stream/promises";
 import type { Client as PgClient } from "pg";
 import { z } from "zod";
-import { type ChildExit, hasExited, spawnChild, stopChild } from "../core/child-process.js";
 import {
-  isAbortError,
+  type ChildExit,
+  ChildStdout,
+  hasExited,
+  lastLines,
+  OutputTail,
+  runCollecting,
+  spawnChild,
+  stopChild,
+} from "../core/child-process.js";
+import {
   isStowageError,
   StowageError,
   type StowageErrorCode,
@@ -240,28 +248,6 @@ function coded(
 
 const errorMessage = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
-/** Keeps the last `limit` characters of a child's stderr. */
-class Tail {
-  private text = "";
-  constructor(private readonly limit = 8192) {}
-  push(chunk: Buffer | string): void {
-    this.text += chunk.toString();
-    if (this.text.length > this.limit * 2) this.text = this.text.slice(-this.limit);
-  }
-  toString(): string {
-    return this.text.slice(-this.limit);
-  }
-}
-
-/** The last non-empty lines of a stderr text, joined for a message. */
-const lastLines = (text: string, n = 3) =>
-  text
-    .split("\n")
-    .map((l) => l.trim())
-    .filter(Boolean)
-    .slice(-n)
-    .join(" | ");
-
 // ---------------------------------------------------------------------------------------------
 // Optional peers
 // ---------------------------------------------------------------------------------------------
@@ -353,101 +339,6 @@ function connectionError(
     { ...describeTarget(c, database), ...(typeof pgCode === "string" ? { pgCode } : {}) },
     error,
   );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-type Exit = ChildExit;
-
-/** Runs a short command and collects its output (bounded), e.g. `pg_dump --version`. */
-async function runShort(
-  command: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  signal: AbortSignal | undefined,
-): Promise<Exit & { stdout: string; stderr: string }> {
-  const { child, exit } = await spawnChild<ChildProcessByStdio<null, Readable, Readable>>(command, args, {
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const stdout = new Tail(65536);
-  const stderr = new Tail(65536);
-  child.stdout.on("data", (c: Buffer) => stdout.push(c));
-  child.stderr.on("data", (c: Buffer) => stderr.push(c));
-  const stop = () => void stopChild(child);
-  signal?.addEventListener("abort", stop, { once: true });
-  if (signal?.aborted) stop(); // fired while the child was being spawned
-  try {
-    const result = await exit;
-    return { ...result, stdout: stdout.toString(), stderr: stderr.toString() };
-  } finally {
-    signal?.removeEventListener("abort", stop);
-  }
-}
-
-/**
- * A child's stdout as a Readable with backpressure. It ends only after the child has exited
- * successfully (as `judge` decides); a bad exit errors it. Destroying it kills the child
- * (SIGTERM, then SIGKILL) and completes only once the child has been reaped.
- */
-class ChildOutput extends Readable {
-  /** Settles when the stream has ended cleanly (resolves) or failed (rejects). */
-  readonly done: Promise<void>;
-  private settle!: { resolve: () => void; reject: (e: Error) => void };
-
-  constructor(
-    private readonly child: ChildProcess,
-    exit: Promise<Exit>,
-    judge: (exit: Exit) => Error | undefined,
-  ) {
-    super({ highWaterMark: 1 << 20 });
-    this.done = new Promise<void>((resolve, reject) => {
-      this.settle = { resolve, reject };
-    });
-    this.done.catch(() => undefined); // observed through details(); never an unhandled rejection
-    const out = child.stdout!;
-    out.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) out.pause();
-    });
-    out.once("error", (error) => this.destroy(error));
-    out.once("end", () => {
-      void exit.then((result) => {
-        if (this.destroyed) return;
-        const error = judge(result);
-        if (error) this.destroy(error);
-        else {
-          this.settle.resolve();
-          this.push(null);
-        }
-      });
-    });
-    // A process that dies before closing stdout (or never starts) is judged all the same.
-    void exit.then((result) => {
-      if (result.error && !this.destroyed) this.destroy(judge(result) ?? result.error);
-    });
-  }
-
-  override _read(): void {
-    this.child.stdout?.resume();
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    const failure =
-      error === null || isAbortError(error)
-        ? new StowageError("ABORTED", "pg_dump: its output was closed before the end", {
-            cause: error ?? undefined,
-          })
-        : isStowageError(error)
-          ? error
-          : new StowageError("SOURCE_FAILED", `pg_dump: ${error.message}`, { cause: error });
-    this.settle.reject(failure);
-    stopChild(this.child).then(
-      () => callback(error),
-      () => callback(error),
-    );
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -648,7 +539,7 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
     // With the dump's own arguments after it (pg_dump reads only its first argument when that is
     // --version): Debian's pg_wrapper picks which installed pg_dump runs from them (--host, --port,
     // --cluster), so this is the pg_dump that will dump.
-    const version = await runShort(opts.pgDumpPath, ["--version", ...args], env, signal);
+    const version = await runCollecting(opts.pgDumpPath, ["--version", ...args], env, signal);
     throwIfAborted(signal, where);
     if (version.error || version.code !== 0) {
       const missing = version.error?.code === "ENOENT";
@@ -699,9 +590,9 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
       env,
       stdio: ["ignore", stdout, "pipe"],
     });
-    const stderr = new Tail();
+    const stderr = new OutputTail();
     child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk));
-    const judge = (result: Exit): Error | undefined => {
+    const judge = (result: ChildExit): Error | undefined => {
       const tail = redact(stderr.toString());
       const reported = /^pg_dump: (error|fatal):|^(ERROR|FATAL): /m.test(tail);
       if (!result.error && result.code === 0 && !result.signal && !reported) return undefined;
@@ -768,7 +659,7 @@ export function pgDumpSource(options: PgDumpSourceOptions): Source {
     async open({ signal }: SourceContext): Promise<SourceOutput> {
       const prepared = await prepare(signal);
       const { child, exit, judge } = await run(prepared, "pipe");
-      const stream = new ChildOutput(child, exit, judge);
+      const stream = new ChildStdout("pg_dump", child, exit, judge);
       const onAbort = () => stream.destroy(new StowageError("ABORTED", `${where}: aborted`));
       signal.addEventListener("abort", onAbort, { once: true });
       stream.once("close", () => signal.removeEventListener("abort", onAbort));
@@ -1225,7 +1116,7 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
       env,
       stdio: ["pipe", "ignore", "pipe"],
     });
-    const stderr = new Tail();
+    const stderr = new OutputTail();
     child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
     child.stdin.on("error", () => undefined); // EPIPE when the tool stops early: its exit says why
 
@@ -1274,7 +1165,7 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
         error,
       );
     }
-    const exited = (result as PromiseFulfilledResult<Exit>).value;
+    const exited = (result as PromiseFulfilledResult<ChildExit>).value;
     if (exited.error || exited.code !== 0 || exited.signal || fed.status === "rejected") {
       const tail = redact(stderr.toString());
       const missing = exited.error?.code === "ENOENT";
