@@ -1,6 +1,7 @@
 /**
  * Child processes that die with their parent: one place that spawns, stops and reaps the tools
- * adapters run (pg_dump, psql, pg_restore, ...).
+ * adapters run (pg_dump, psql, pg_restore, ...), keeps the tail of their output for messages, and
+ * turns a child's stdout into a stream that fails when the child does.
  *
  * A plain `spawn` leaves the child running when this process dies without a chance to clean up
  * (SIGKILL, the OOM killer, a crash in native code): a pg_dump goes on and finishes a plaintext
@@ -9,11 +10,13 @@
  * started through util-linux's `setpriv --pdeathsig KILL -- <tool> <args>`, which sets it and then
  * execs the tool in place (same pid, same exit code, same stdio).
  */
-import { type ChildProcess, type StdioOptions, spawn } from "node:child_process";
+import { type ChildProcess, type ChildProcessByStdio, type StdioOptions, spawn } from "node:child_process";
 import { once } from "node:events";
 import { constants } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import { delimiter, isAbsolute, join } from "node:path";
+import { Readable } from "node:stream";
+import { isAbortError, isStowageError, StowageError } from "./errors.js";
 
 /** How a child ended. */
 export interface ChildExit {
@@ -158,4 +161,120 @@ export async function spawnChild<P extends ChildProcess = ChildProcess>(
     },
     diesWithParent: wrapper !== undefined && path !== undefined,
   };
+}
+
+/** Keeps the last `limit` characters of a child's output (its stderr, for messages). */
+export class OutputTail {
+  private text = "";
+  constructor(private readonly limit = 8192) {}
+  push(chunk: Buffer | string): void {
+    this.text += chunk.toString();
+    if (this.text.length > this.limit * 2) this.text = this.text.slice(-this.limit);
+  }
+  toString(): string {
+    return this.text.slice(-this.limit);
+  }
+}
+
+/** The last non-empty lines of a stderr text, joined for a message. */
+export const lastLines = (text: string, n = 3) =>
+  text
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .slice(-n)
+    .join(" | ");
+
+/**
+ * Runs a short command to its end and collects its output (the last 64 KiB of each stream), e.g.
+ * `pg_dump --version`. The signal stops the child; the result says how it ended.
+ */
+export async function runCollecting(
+  tool: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  signal: AbortSignal | undefined,
+): Promise<ChildExit & { stdout: string; stderr: string }> {
+  const { child, exit } = await spawnChild<ChildProcessByStdio<null, Readable, Readable>>(tool, args, {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const stdout = new OutputTail(65536);
+  const stderr = new OutputTail(65536);
+  child.stdout.on("data", (c: Buffer) => stdout.push(c));
+  child.stderr.on("data", (c: Buffer) => stderr.push(c));
+  const stop = () => void stopChild(child);
+  signal?.addEventListener("abort", stop, { once: true });
+  if (signal?.aborted) stop(); // fired while the child was being spawned
+  try {
+    const result = await exit;
+    return { ...result, stdout: stdout.toString(), stderr: stderr.toString() };
+  } finally {
+    signal?.removeEventListener("abort", stop);
+  }
+}
+
+/**
+ * A child's stdout as a Readable with backpressure. It ends only after the child has exited
+ * successfully (as `judge` decides); a bad exit errors it. Destroying it kills the child
+ * (SIGTERM, then SIGKILL) and completes only once the child has been reaped. `tool` names the
+ * child in the errors it makes itself.
+ */
+export class ChildStdout extends Readable {
+  /** Settles when the stream has ended cleanly (resolves) or failed (rejects). */
+  readonly done: Promise<void>;
+  private settle!: { resolve: () => void; reject: (e: Error) => void };
+
+  constructor(
+    private readonly tool: string,
+    private readonly child: ChildProcess,
+    exit: Promise<ChildExit>,
+    judge: (exit: ChildExit) => Error | undefined,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+    this.done = new Promise<void>((resolve, reject) => {
+      this.settle = { resolve, reject };
+    });
+    this.done.catch(() => undefined); // observed by the adapter; never an unhandled rejection
+    const out = child.stdout!;
+    out.on("data", (chunk: Buffer) => {
+      if (!this.push(chunk)) out.pause();
+    });
+    out.once("error", (error) => this.destroy(error));
+    out.once("end", () => {
+      void exit.then((result) => {
+        if (this.destroyed) return;
+        const error = judge(result);
+        if (error) this.destroy(error);
+        else {
+          this.settle.resolve();
+          this.push(null);
+        }
+      });
+    });
+    // A process that dies before closing stdout (or never starts) is judged all the same.
+    void exit.then((result) => {
+      if (result.error && !this.destroyed) this.destroy(judge(result) ?? result.error);
+    });
+  }
+
+  override _read(): void {
+    this.child.stdout?.resume();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const failure =
+      error === null || isAbortError(error)
+        ? new StowageError("ABORTED", `${this.tool}: its output was closed before the end`, {
+            cause: error ?? undefined,
+          })
+        : isStowageError(error)
+          ? error
+          : new StowageError("SOURCE_FAILED", `${this.tool}: ${error.message}`, { cause: error });
+    this.settle.reject(failure);
+    stopChild(this.child).then(
+      () => callback(error),
+      () => callback(error),
+    );
+  }
 }

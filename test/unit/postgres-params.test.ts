@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { isStowageError } from "../../src/core/errors.js";
-import { inlineParams } from "../../src/sources/postgres.js";
+import { inlineParams } from "../../src/sources/postgres/sql-literals.js";
 
 /** Reads back a literal as PostgreSQL would: '' is a quote, and in E'' a backslash escapes. */
 function readLiteral(sql: string): string {

@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { isStowageError } from "../../src/core/errors.js";
-import { assertPgDumpCanDump, parsePostgresVersion, serverMajor } from "../../src/sources/postgres.js";
+import {
+  assertPgDumpCanDump,
+  parsePostgresVersion,
+  serverMajor,
+} from "../../src/sources/postgres/version.js";
 
 function codeAndDetails(fn: () => unknown): { code: string; details: Record<string, unknown> } {
   try {
