@@ -8,7 +8,7 @@ import { applyRetention } from "../core/retention-apply.js";
 import type { BackupProgress, Sink } from "../core/types.js";
 import { planRetention } from "../policies/retention.js";
 import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
-import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
+import { type AuditEntryInput, type AuditTrail, errorCode, manifestFacts } from "./audit.js";
 import { fanOutSink } from "./fan-out.js";
 import { assertJobs, type Job, type RetentionPolicy } from "./job.js";
 import { type Logger, silentLogger } from "./logger.js";
@@ -138,8 +138,8 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
   const errors: JobError[] = [];
   const durations = { totalMs: 0, backupMs: 0, copiesMs: 0, retentionMs: 0, validationMs: 0 };
   const bytes = { plain: 0, stored: 0, copied: 0 };
-  const copies: CopyResult[] = [];
-  const retention: RetentionResult[] = [];
+  let copies: CopyResult[] = [];
+  let retention: RetentionResult[] = [];
   let findings: Finding[] = [];
   let manifest: Manifest | undefined;
 
@@ -161,7 +161,7 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
         );
   const signal = controller.signal;
 
-  const audit = async (entry: Parameters<AuditTrail["record"]>[0]) => {
+  const audit = async (entry: AuditEntryInput) => {
     if (!options.audit) return;
     try {
       await options.audit.record(entry);
@@ -170,177 +170,41 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
       logger.error({ job: job.name, code: errorCode(error) }, "audit log write failed");
     }
   };
-  const copyName = (i: number) => job.copies[i]!.name ?? job.copies[i]!.sink.kind;
+  const run: JobRun = {
+    job,
+    options,
+    signal,
+    now,
+    logger,
+    errors,
+    audit,
+    copyName: (i) => job.copies[i]!.name ?? job.copies[i]!.sink.kind,
+  };
 
   try {
     // 1. The backup (fanned out to the copies when asked).
     logger.info({ job: job.name, source: `${job.source.kind}:${job.source.name}` }, "backup started");
     const fan = job.fanOut && job.copies.length > 0 ? fanOutSink(job.sink, job.copies) : undefined;
-    const t0 = Date.now();
-    try {
-      manifest = await backup({
-        job: job.name,
-        source: job.source,
-        transforms: [...job.transforms],
-        sink: fan ?? job.sink,
-        labels: { ...job.labels },
-        allowUnencrypted: job.allowUnencrypted,
-        signal,
-        ...(job.storageClass === undefined ? {} : { storageClass: job.storageClass }),
-        ...(options.onProgress
-          ? { onProgress: (p: BackupProgress) => options.onProgress?.(job.name, p) }
-          : {}),
-      });
-      durations.backupMs = Date.now() - t0;
+    ({ manifest, durationMs: durations.backupMs } = await backupStage(run, fan));
+    if (manifest) {
       bytes.plain = manifest.content.bytes;
       bytes.stored = manifest.artifact.bytes;
-      logger.info(
-        { job: job.name, key: manifest.artifact.key, bytes: bytes.stored, durationMs: durations.backupMs },
-        "backup succeeded",
-      );
-      await audit({
-        action: "backup",
-        ...manifestFacts(manifest),
-        result: "ok",
-        durationMs: durations.backupMs,
-      });
-    } catch (error) {
-      durations.backupMs = Date.now() - t0;
-      errors.push(jobError("backup", error));
-      logger.error(
-        { job: job.name, code: errorCode(error), durationMs: durations.backupMs },
-        "backup failed",
-      );
-      await audit({
-        action: "backup",
-        job: job.name,
-        sink: job.sink.kind,
-        result: "failed",
-        error: errorCode(error),
-        durationMs: durations.backupMs,
-      });
     }
 
     // 2. The copies: written in the same pass by the fan-out, or copied now, verified while copied.
     const t1 = Date.now();
-    for (const [i, copy] of job.copies.entries()) {
-      const target = copyName(i);
-      if (!manifest) {
-        copies.push({ target, status: "skipped", durationMs: 0, bytes: 0 });
-        continue;
-      }
-      const c0 = Date.now();
-      if (fan) {
-        const copied = fan.manifestsFor(manifest.artifact.key).find((m) => m.sink === copy.sink)?.manifest;
-        if (copied) {
-          copies.push({
-            target,
-            status: "succeeded",
-            manifest: copied,
-            durationMs: 0,
-            bytes: copied.artifact.bytes,
-          });
-          bytes.copied += copied.artifact.bytes;
-          await audit({ action: "copy", ...manifestFacts(copied), from: job.sink.kind, result: "ok" });
-        }
-        continue;
-      }
-      try {
-        const copied = await copyBackup({
-          manifest,
-          from: job.sink,
-          to: copy.sink,
-          signal,
-          ...(copy.storageClass === undefined ? {} : { storageClass: copy.storageClass }),
-        });
-        const durationMs = Date.now() - c0;
-        copies.push({
-          target,
-          status: "succeeded",
-          manifest: copied,
-          durationMs,
-          bytes: copied.artifact.bytes,
-        });
-        bytes.copied += copied.artifact.bytes;
-        logger.info({ job: job.name, target, key: copied.artifact.key, durationMs }, "copy succeeded");
-        await audit({
-          action: "copy",
-          ...manifestFacts(copied),
-          from: job.sink.kind,
-          result: "ok",
-          durationMs,
-        });
-      } catch (error) {
-        const durationMs = Date.now() - c0;
-        const e = jobError("copy", error, target);
-        errors.push(e);
-        copies.push({ target, status: "failed", durationMs, bytes: 0, error: e });
-        logger.error({ job: job.name, target, code: e.code, durationMs }, "copy failed");
-        await audit({
-          action: "copy",
-          ...manifestFacts(manifest),
-          sink: copy.sink.kind,
-          from: job.sink.kind,
-          result: "failed",
-          error: e.code,
-          durationMs,
-        });
-      }
-    }
+    copies = await copyStage(run, manifest, fan);
+    for (const c of copies) if (c.status === "succeeded") bytes.copied += c.bytes;
     durations.copiesMs = Date.now() - t1;
 
     // 3. Retention, per sink, only where this run's write succeeded.
     const t2 = Date.now();
-    if (options.retention !== false) {
-      const plans: Array<{
-        target: string;
-        sink: Sink;
-        policy: RetentionPolicy | undefined;
-        wrote: boolean;
-      }> = [
-        { target: "primary", sink: job.sink, policy: job.retention, wrote: manifest !== undefined },
-        ...job.copies.map((copy, i) => ({
-          target: copyName(i),
-          sink: copy.sink,
-          policy: copy.retention,
-          wrote: copies[i]?.status === "succeeded",
-        })),
-      ];
-      for (const plan of plans) {
-        if (!plan.policy) continue;
-        if (!plan.wrote) {
-          retention.push({ target: plan.target, status: "skipped", kept: 0, deleted: [], durationMs: 0 });
-          continue;
-        }
-        retention.push(
-          await prune(job, plan.sink, plan.target, plan.policy, { ...options, signal, now, audit, logger }),
-        );
-      }
-      for (const r of retention) if (r.error) errors.push(r.error);
-    }
+    if (options.retention !== false) retention = await retentionStage(run, manifest, copies);
     durations.retentionMs = Date.now() - t2;
 
     // 4. Validation of the new backup.
     const t3 = Date.now();
-    if (manifest && job.rules) {
-      try {
-        findings = validateManifest(manifest, job.rules, { now: now() });
-        if (!passesValidation(findings)) {
-          const failedRules = findings.filter((f) => f.severity === "error").map((f) => f.rule);
-          errors.push({
-            stage: "validation",
-            code: "SOURCE_VALIDATION_FAILED",
-            message: `backup ${manifest.artifact.key} fails ${failedRules.join(", ")}`,
-          });
-          logger.error(
-            { job: job.name, key: manifest.artifact.key, rules: failedRules },
-            "validation failed",
-          );
-        }
-      } catch (error) {
-        errors.push(jobError("validation", error));
-      }
-    }
+    if (manifest && job.rules) findings = validationStage(run, manifest, job.rules);
     durations.validationMs = Date.now() - t3;
   } finally {
     if (timer) clearTimeout(timer);
@@ -367,6 +231,240 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
     findings,
     errors,
   };
+}
+
+/** What the stages of one run of a job share. */
+interface JobRun {
+  job: Job;
+  options: RunJobOptions;
+  /** The caller's signal, and the job's timeout. */
+  signal: AbortSignal;
+  now: () => Date;
+  logger: Logger;
+  /** The run's errors, in the order they happened; the stages append to it. */
+  errors: JobError[];
+  /** Records an audit entry; a failure to record is an error of stage "audit", never thrown. */
+  audit: (entry: AuditEntryInput) => Promise<void>;
+  copyName: (i: number) => string;
+}
+
+/** What a step's outcome logs (fields, message) and records in the audit trail. */
+interface StepReport {
+  log: Record<string, unknown>;
+  message: string;
+  audit: AuditEntryInput;
+}
+
+/**
+ * Runs one step of a stage and times it; logs the outcome (info / error) and records it in the
+ * audit trail. A failure is added to `run.errors` as an error of `stage` (and `target`), never
+ * thrown.
+ */
+async function timedStep<T>(
+  run: JobRun,
+  step: {
+    stage: JobStage;
+    target?: string;
+    body: () => Promise<T>;
+    succeeded: (value: T, durationMs: number) => StepReport;
+    failed: (error: JobError, cause: unknown, durationMs: number) => StepReport;
+  },
+): Promise<{ ok: true; value: T; durationMs: number } | { ok: false; error: JobError; durationMs: number }> {
+  const t0 = Date.now();
+  try {
+    const value = await step.body();
+    const durationMs = Date.now() - t0;
+    const report = step.succeeded(value, durationMs);
+    run.logger.info(report.log, report.message);
+    await run.audit(report.audit);
+    return { ok: true, value, durationMs };
+  } catch (cause) {
+    const durationMs = Date.now() - t0;
+    const error = jobError(step.stage, cause, step.target);
+    run.errors.push(error);
+    const report = step.failed(error, cause, durationMs);
+    run.logger.error(report.log, report.message);
+    await run.audit(report.audit);
+    return { ok: false, error, durationMs };
+  }
+}
+
+/** Stage 1: the backup, to the primary sink (or to it and every copy at once through `fan`). */
+async function backupStage(run: JobRun, fan: ReturnType<typeof fanOutSink> | undefined) {
+  const { job, options } = run;
+  const step = await timedStep(run, {
+    stage: "backup",
+    body: () =>
+      backup({
+        job: job.name,
+        source: job.source,
+        transforms: [...job.transforms],
+        sink: fan ?? job.sink,
+        labels: { ...job.labels },
+        allowUnencrypted: job.allowUnencrypted,
+        signal: run.signal,
+        ...(job.storageClass === undefined ? {} : { storageClass: job.storageClass }),
+        ...(options.onProgress
+          ? { onProgress: (p: BackupProgress) => options.onProgress?.(job.name, p) }
+          : {}),
+      }),
+    succeeded: (manifest, durationMs) => ({
+      log: { job: job.name, key: manifest.artifact.key, bytes: manifest.artifact.bytes, durationMs },
+      message: "backup succeeded",
+      audit: { action: "backup", ...manifestFacts(manifest), result: "ok", durationMs },
+    }),
+    failed: (_error, cause, durationMs) => ({
+      log: { job: job.name, code: errorCode(cause), durationMs },
+      message: "backup failed",
+      audit: {
+        action: "backup",
+        job: job.name,
+        sink: job.sink.kind,
+        result: "failed",
+        error: errorCode(cause),
+        durationMs,
+      },
+    }),
+  });
+  return { manifest: step.ok ? step.value : undefined, durationMs: step.durationMs };
+}
+
+/** Stage 2: each copy, taken from the fan-out or copied now (verified while copied). */
+async function copyStage(
+  run: JobRun,
+  manifest: Manifest | undefined,
+  fan: ReturnType<typeof fanOutSink> | undefined,
+): Promise<CopyResult[]> {
+  const { job } = run;
+  const copies: CopyResult[] = [];
+  for (const [i, copy] of job.copies.entries()) {
+    const target = run.copyName(i);
+    if (!manifest) {
+      copies.push({ target, status: "skipped", durationMs: 0, bytes: 0 });
+      continue;
+    }
+    if (fan) {
+      const copied = fan.manifestsFor(manifest.artifact.key).find((m) => m.sink === copy.sink)?.manifest;
+      if (copied) {
+        copies.push({
+          target,
+          status: "succeeded",
+          manifest: copied,
+          durationMs: 0,
+          bytes: copied.artifact.bytes,
+        });
+        await run.audit({ action: "copy", ...manifestFacts(copied), from: job.sink.kind, result: "ok" });
+      }
+      continue;
+    }
+    const step = await timedStep(run, {
+      stage: "copy",
+      target,
+      body: () =>
+        copyBackup({
+          manifest,
+          from: job.sink,
+          to: copy.sink,
+          signal: run.signal,
+          ...(copy.storageClass === undefined ? {} : { storageClass: copy.storageClass }),
+        }),
+      succeeded: (copied, durationMs) => ({
+        log: { job: job.name, target, key: copied.artifact.key, durationMs },
+        message: "copy succeeded",
+        audit: { action: "copy", ...manifestFacts(copied), from: job.sink.kind, result: "ok", durationMs },
+      }),
+      failed: (error, _cause, durationMs) => ({
+        log: { job: job.name, target, code: error.code, durationMs },
+        message: "copy failed",
+        audit: {
+          action: "copy",
+          ...manifestFacts(manifest),
+          sink: copy.sink.kind,
+          from: job.sink.kind,
+          result: "failed",
+          error: error.code,
+          durationMs,
+        },
+      }),
+    });
+    copies.push(
+      step.ok
+        ? {
+            target,
+            status: "succeeded",
+            manifest: step.value,
+            durationMs: step.durationMs,
+            bytes: step.value.artifact.bytes,
+          }
+        : { target, status: "failed", durationMs: step.durationMs, bytes: 0, error: step.error },
+    );
+  }
+  return copies;
+}
+
+/** Stage 3: retention on each sink that has a policy and to which this run's write succeeded. */
+async function retentionStage(
+  run: JobRun,
+  manifest: Manifest | undefined,
+  copies: readonly CopyResult[],
+): Promise<RetentionResult[]> {
+  const { job } = run;
+  const retention: RetentionResult[] = [];
+  const plans: Array<{
+    target: string;
+    sink: Sink;
+    policy: RetentionPolicy | undefined;
+    wrote: boolean;
+  }> = [
+    { target: "primary", sink: job.sink, policy: job.retention, wrote: manifest !== undefined },
+    ...job.copies.map((copy, i) => ({
+      target: run.copyName(i),
+      sink: copy.sink,
+      policy: copy.retention,
+      wrote: copies[i]?.status === "succeeded",
+    })),
+  ];
+  for (const plan of plans) {
+    if (!plan.policy) continue;
+    if (!plan.wrote) {
+      retention.push({ target: plan.target, status: "skipped", kept: 0, deleted: [], durationMs: 0 });
+      continue;
+    }
+    retention.push(
+      await prune(job, plan.sink, plan.target, plan.policy, {
+        ...run.options,
+        signal: run.signal,
+        now: run.now,
+        audit: run.audit,
+        logger: run.logger,
+      }),
+    );
+  }
+  for (const r of retention) if (r.error) run.errors.push(r.error);
+  return retention;
+}
+
+/** Stage 4: the new backup against the job's rules; a failing rule is an error of the run. */
+function validationStage(run: JobRun, manifest: Manifest, rules: NonNullable<Job["rules"]>): Finding[] {
+  try {
+    const findings = validateManifest(manifest, rules, { now: run.now() });
+    if (!passesValidation(findings)) {
+      const failedRules = findings.filter((f) => f.severity === "error").map((f) => f.rule);
+      run.errors.push({
+        stage: "validation",
+        code: "SOURCE_VALIDATION_FAILED",
+        message: `backup ${manifest.artifact.key} fails ${failedRules.join(", ")}`,
+      });
+      run.logger.error(
+        { job: run.job.name, key: manifest.artifact.key, rules: failedRules },
+        "validation failed",
+      );
+    }
+    return findings;
+  } catch (error) {
+    run.errors.push(jobError("validation", error));
+    return [];
+  }
 }
 
 async function prune(
