@@ -93,6 +93,7 @@ export async function loadConfig(path: string | undefined, cwd: string): Promise
   }
   return defineConfig(value as Parameters<typeof defineConfig>[0]);
 }
+/** The jobs named by --job (all when none). @throws a usage error naming an unknown job */
 export function selectJobs(config: StowageConfig, names: readonly string[] | undefined): Job[] {
   if (!names || names.length === 0) return [...config.jobs];
   const unknown = names.filter((n) => !config.jobs.some((j) => j.name === n));
@@ -104,6 +105,7 @@ export function selectJobs(config: StowageConfig, names: readonly string[] | und
   return config.jobs.filter((j) => names.includes(j.name));
 }
 
+/** The sink --from names: "primary" (the default) or a copy's name. */
 export function sinkOf(job: Job, from: string | undefined): Sink {
   if (!from || from === "primary") return job.sink;
   const copy = job.copies.find((c, i) => (c.name ?? job.copies[i]!.sink.kind) === from);

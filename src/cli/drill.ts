@@ -8,6 +8,7 @@ import { selectJobs, sinkOf } from "./config.js";
 import type { Flags } from "./flags.js";
 import { EXIT, type Io, print, UsageError } from "./output.js";
 
+/** Runs each selected job's restore drill; exit 1 when one fails. */
 export async function drillCommand(
   flags: Flags,
   io: Io,

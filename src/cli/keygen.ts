@@ -5,6 +5,7 @@ import { generateKeyPair } from "../transforms/aes-256-gcm.js";
 import type { Flags } from "./flags.js";
 import { EXIT, type Io, outExists, print } from "./output.js";
 
+/** Prints a new key pair, or writes the identity to a new file. @throws {CONFIG_INVALID} --out exists */
 export async function keygenCommand(flags: Flags, io: Io): Promise<number> {
   const pair = generateKeyPair();
   if (flags.out) {

@@ -5,6 +5,7 @@ import { selectJobs } from "./config.js";
 import type { Flags } from "./flags.js";
 import { EXIT, type Io, print } from "./output.js";
 
+/** Applies (or, with --dry-run, plans) each job's retention; exit 1 when a sink fails. */
 export async function pruneCommand(
   flags: Flags,
   io: Io,

@@ -22,6 +22,11 @@ async function recordAudit(audit: AuditTrail | undefined, entry: Parameters<Audi
   await audit?.record(entry);
 }
 
+/**
+ * Restores one job's backup to a file (whole or not at all), stdout or a folder.
+ * @throws {CONFIG_INVALID} --out exists without --force, or is a folder
+ * @throws {NOT_FOUND} the job has no backup (at or before --at)
+ */
 export async function restoreCommand(
   flags: Flags,
   io: Io,

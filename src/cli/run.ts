@@ -26,6 +26,7 @@ function cycleText(cycle: CycleResult): string {
   return lines.join("\n");
 }
 
+/** Runs the selected jobs once; exit 1 when any failed. @throws {CONFIG_INVALID} a bad config */
 export async function runCommand(flags: Flags, io: Io, load: () => Promise<StowageConfig>): Promise<number> {
   const config = await load();
   const jobs = selectJobs(config, flags.job);

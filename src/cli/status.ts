@@ -10,6 +10,7 @@ import { selectJobs } from "./config.js";
 import type { Flags } from "./flags.js";
 import { EXIT, type Io, print } from "./output.js";
 
+/** Prints the status report; exit 1 when the overall status is failing. */
 export async function statusCommand(
   flags: Flags,
   io: Io,

@@ -55,6 +55,7 @@ function metered(sink: Sink, manifest: Manifest, label: string, bar: Progress): 
   });
 }
 
+/** Verifies the latest (or every) backup in each sink; exit 1 when one fails or is missing. */
 export async function verifyCommand(
   flags: Flags,
   io: Io,
