@@ -418,4 +418,125 @@ export const jobs = [defineJob({
     expect(JSON.parse(failed.stdout).error.code).toBe("DECRYPT_FAILED");
     expect((await readdir(dir)).sort()).toEqual(before);
   });
+
+  it("each command answers --help with its own usage and flags, exit 0; a flag it does not take is exit 2", async () => {
+    const dir = await project("help");
+    /** The flags an Options section lists, e.g. ["--config", "--job", ...]. */
+    const flagsOf = (help: string) => [...help.matchAll(/^\s+(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]);
+    const restore = await stowage(["restore", "--help"], { cwd: dir });
+    expect(restore.code).toBe(0);
+    expect(restore.stderr).toBe("");
+    expect(flagsOf(restore.stdout)).toEqual(
+      expect.arrayContaining([
+        "--job",
+        "--out",
+        "--extract",
+        "--at",
+        "--from",
+        "--force",
+        "--progress-interval",
+      ]),
+    );
+    expect(flagsOf(restore.stdout)).not.toContain("--dry-run");
+    expect(flagsOf(restore.stdout)).not.toContain("--prometheus");
+    const status = await stowage(["status", "--help"], { cwd: dir });
+    expect(status.code).toBe(0);
+    expect(flagsOf(status.stdout)).toContain("--prometheus");
+    expect(flagsOf(status.stdout)).not.toContain("--out");
+    const global = await stowage(["--help"], { cwd: dir });
+    expect(global.stdout).not.toBe(restore.stdout);
+    // The parser takes exactly what the help lists: a listed flag parses, one of another command does not.
+    expect((await stowage(["status", "--prometheus", "--job", "state", "--help"], { cwd: dir })).code).toBe(
+      0,
+    );
+    const foreign = await stowage(["status", "--out", "x.json"], { cwd: dir, env });
+    expect(foreign.code).toBe(2);
+    expect(await stat(join(dir, "x.json")).catch(() => undefined)).toBeUndefined();
+    for (const command of ["run", "verify", "prune", "drill", "keygen"]) {
+      const help = await stowage([command, "--help"], { cwd: dir });
+      expect(help.code).toBe(0);
+      expect(flagsOf(help.stdout)).toContain("--help");
+      expect(help.stdout).not.toBe(global.stdout);
+    }
+  });
+
+  it("off a terminal, a slow restore or verify prints progress lines every --progress-interval, and logs them", async () => {
+    const dir = join(work, "slow");
+    await mkdir(dir, { recursive: true });
+    await writeFile(
+      join(dir, "stowage.config.ts"),
+      `
+import { appendFileSync } from "node:fs";
+import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { filesystemSink } from ${src("sinks/filesystem.ts")};
+import { bytesSource } from ${src("sources/bytes.ts")};
+import { defineConfig, defineJob } from ${src("jobs/index.ts")};
+
+const local = filesystemSink({ root: ${JSON.stringify(join(dir, "backups"))} });
+// Reads come 64 KiB every 40 ms: a restore of 1 MiB takes about 0.6 s.
+const slow = new Proxy(local, {
+  get(target, property) {
+    if (property === "read") {
+      return async (key, options) => {
+        const stream = await target.read(key, options);
+        return Readable.from((async function* () {
+          for await (const chunk of stream) {
+            for (let i = 0; i < chunk.length; i += 65536) {
+              await sleep(40);
+              yield chunk.subarray(i, i + 65536);
+            }
+          }
+        })());
+      };
+    }
+    const value = Reflect.get(target, property, target);
+    return typeof value === "function" ? value.bind(target) : value;
+  },
+});
+const log = (fields) => appendFileSync(${JSON.stringify(join(dir, "log.jsonl"))}, JSON.stringify(fields) + "\\n");
+export default defineConfig({
+  jobs: [defineJob({ name: "big", source: bytesSource({ data: Buffer.alloc(1 << 20, 7) }), sink: slow })],
+  logger: { debug: log, info: log, warn: log, error: log },
+});
+`,
+    );
+    expect((await stowage(["run"], { cwd: dir })).code).toBe(0);
+    const restored = await stowage(
+      ["restore", "--job", "big", "--out", "big.bin", "--progress-interval", "100ms"],
+      {
+        cwd: dir,
+      },
+    );
+    expect(restored.code).toBe(0);
+    expect((await stat(join(dir, "big.bin"))).size).toBe(1 << 20);
+    // Structure, not wording: each line names the operation and a percentage of the known size.
+    const lines = (text: string) => text.split("\n").filter((l) => /progress/.test(l));
+    expect(lines(restored.stderr).length).toBeGreaterThanOrEqual(1);
+    for (const line of lines(restored.stderr)) expect(line).toMatch(/restore big .*\b\d{1,3}%/);
+    const logged = (await readFile(join(dir, "log.jsonl"), "utf8"))
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.event === "progress");
+    expect(logged.length).toBeGreaterThanOrEqual(1);
+    expect(logged[0]).toMatchObject({ operation: "restore big", total: 1 << 20 });
+    expect(logged[0].percent).toBeGreaterThanOrEqual(0);
+    expect(logged[0].bytes).toBeLessThan(1 << 20); // printed before the end, not after it
+
+    const verified = await stowage(["verify", "--json", "--progress-interval", "100ms"], { cwd: dir });
+    expect(verified.code).toBe(0);
+    expect(JSON.parse(verified.stdout).ok).toBe(true);
+    expect(lines(verified.stderr).length).toBeGreaterThanOrEqual(1);
+    for (const line of lines(verified.stderr)) expect(line).toMatch(/verify big@primary .*\b\d{1,3}%/);
+
+    // The default interval (30 s) and --no-progress: nothing on stderr for a short restore.
+    const quiet = await stowage(["restore", "--job", "big", "--out", "-", "--no-progress"], { cwd: dir });
+    expect(quiet.code).toBe(0);
+    expect(quiet.stderr).toBe("");
+    expect(
+      (await stowage(["restore", "--job", "big", "--out", "-", "--progress-interval", "soon"], { cwd: dir }))
+        .code,
+    ).toBe(2);
+  });
 });

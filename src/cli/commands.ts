@@ -1,0 +1,276 @@
+/**
+ * The command table: each command's name, summary, usage, flags and handler. Dispatch, the
+ * parser's options and both helps (`stowage --help`, `stowage <command> --help`) are generated
+ * from it, so the help cannot disagree with what the parser takes.
+ */
+import { parseArgs } from "node:util";
+import { VERSION } from "../core/version.js";
+import type { StowageConfig } from "../jobs/config.js";
+import { loadConfig } from "./config.js";
+import { drillCommand } from "./drill.js";
+import { FLAGS, type FlagSpec, type Flags, parseOptions } from "./flags.js";
+import { keygenCommand } from "./keygen.js";
+import { EXIT, type Io, print, reportError, UsageError } from "./output.js";
+import { pruneCommand } from "./prune.js";
+import { restoreCommand } from "./restore.js";
+import { runCommand } from "./run.js";
+import { statusCommand } from "./status.js";
+import { verifyCommand } from "./verify.js";
+
+export interface Command {
+  name: string;
+  /** One line for the global help. */
+  summary: string;
+  /** What follows `stowage <name>` in the usage line. */
+  usage: string;
+  flags: readonly FlagSpec[];
+  /** Resolves to the exit code; `load` loads the config module (keygen needs none). */
+  handler(flags: Flags, io: Io, load: () => Promise<StowageConfig>): Promise<number>;
+}
+
+const progressFlags = [FLAGS.progress, FLAGS.noProgress, FLAGS.progressInterval];
+
+export const COMMANDS: readonly Command[] = [
+  {
+    name: "run",
+    summary: "run every job (or --job ...): backup, copies, retention, validation",
+    usage: "[--job <name>]... [options]",
+    flags: [
+      FLAGS.config,
+      FLAGS.job,
+      FLAGS.json,
+      ...progressFlags,
+      { name: "prune", type: "boolean", default: true, hidden: true, description: "apply retention" },
+      { name: "no-prune", type: "boolean", default: false, description: "skip retention" },
+      {
+        name: "concurrency",
+        type: "string",
+        value: "<n>",
+        description: "jobs at once (default: the config's concurrency)",
+      },
+    ],
+    handler: runCommand,
+  },
+  {
+    name: "verify",
+    summary: "re-read the latest backup of each job in each sink and check it (--all: every backup)",
+    usage: "[--job <name>]... [--from <copy>] [--all] [options]",
+    flags: [
+      FLAGS.config,
+      FLAGS.job,
+      FLAGS.json,
+      FLAGS.from,
+      { name: "all", type: "boolean", default: false, description: "every backup, not only the latest" },
+      ...progressFlags,
+    ],
+    handler: verifyCommand,
+  },
+  {
+    name: "status",
+    summary: "the status report (--json, or --prometheus for the exposition text)",
+    usage: "[--job <name>]... [--json | --prometheus]",
+    flags: [
+      FLAGS.config,
+      FLAGS.job,
+      FLAGS.json,
+      { name: "prometheus", type: "boolean", default: false, description: "Prometheus exposition text" },
+    ],
+    handler: statusCommand,
+  },
+  {
+    name: "restore",
+    summary: "restore a job's latest backup (--at <time>) to --out <file|-> or --extract <dir>",
+    usage: "--job <name> (--out <file|-> | --extract <dir>) [--at <time>] [--from <copy>] [options]",
+    flags: [
+      FLAGS.config,
+      FLAGS.jobOne,
+      FLAGS.json,
+      {
+        name: "out",
+        type: "string",
+        short: "o",
+        value: "<file|->",
+        description: "write the plain bytes to this file (- for stdout)",
+      },
+      {
+        name: "extract",
+        type: "string",
+        value: "<dir>",
+        description: "unpack a tar backup into this folder",
+      },
+      {
+        name: "at",
+        type: "string",
+        value: "<time>",
+        description: "the latest backup at or before this time",
+      },
+      FLAGS.from,
+      {
+        name: "force",
+        type: "boolean",
+        default: false,
+        description: "replace an existing --out file (atomically, once the restore is whole)",
+      },
+      ...progressFlags,
+    ],
+    handler: restoreCommand,
+  },
+  {
+    name: "prune",
+    summary: "apply retention now (--dry-run to only show what would go)",
+    usage: "[--job <name>]... [--dry-run] [options]",
+    flags: [
+      FLAGS.config,
+      FLAGS.job,
+      FLAGS.json,
+      { name: "dry-run", type: "boolean", default: false, description: "only show what would be deleted" },
+    ],
+    handler: pruneCommand,
+  },
+  {
+    name: "drill",
+    summary: "restore drill of a job into its scratch target (--report <file> writes the JSON)",
+    usage: "[--job <name>]... [--from <copy>] [--report <file>] [options]",
+    flags: [
+      FLAGS.config,
+      FLAGS.job,
+      FLAGS.json,
+      FLAGS.from,
+      { name: "report", type: "string", value: "<file>", description: "write the drill report (JSON) here" },
+    ],
+    handler: drillCommand,
+  },
+  {
+    name: "keygen",
+    summary: "a new key pair for write-only backups (--out <file> keeps the identity out of stdout)",
+    usage: "[--out <file>] [--json]",
+    flags: [
+      FLAGS.json,
+      {
+        name: "out",
+        type: "string",
+        short: "o",
+        value: "<file>",
+        description: "write the identity to this new file (mode 0600), never replacing one",
+      },
+    ],
+    handler: (flags, io) => keygenCommand(flags, io),
+  },
+];
+
+const GLOBAL = [FLAGS.help, FLAGS.version];
+
+const EXIT_TEXT = `Exit codes: 0 all good, 1 some job failed, 2 bad command line or config.
+With --json, a failure is printed as {"ok": false, "error": {"code", "message", ...}}.
+`;
+
+function flagLines(specs: readonly FlagSpec[]): string {
+  const rows = specs
+    .filter((s) => !s.hidden)
+    .map((s) => {
+      const head = `${s.short ? `-${s.short}, ` : "    "}--${s.name}${s.value ? ` ${s.value}` : ""}`;
+      const fallback = s.type === "string" && s.default !== undefined ? ` (default: ${s.default})` : "";
+      return [head, `${s.description}${fallback}`] as const;
+    });
+  const width = Math.max(...rows.map(([head]) => head.length)) + 2;
+  return rows.map(([head, text]) => `  ${head.padEnd(width)}${text}`).join("\n");
+}
+
+/** `stowage --help`: every command and the flags they share. */
+export function globalHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return `stowage ${VERSION} — automated, verifiable backups
+
+Usage: stowage <command> [options]
+       stowage <command> --help   the command's own flags
+
+Commands:
+${COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`).join("\n")}
+
+Options:
+${flagLines([FLAGS.config, FLAGS.job, FLAGS.json, ...GLOBAL])}
+
+${EXIT_TEXT}`;
+}
+
+/** `stowage <command> --help`: its usage and exactly the flags it takes. */
+export function commandHelp(command: Command): string {
+  return `stowage ${command.name} — ${command.summary}
+
+Usage: stowage ${command.name} ${command.usage}
+
+Options:
+${flagLines([...command.flags, FLAGS.help])}
+
+${EXIT_TEXT}`;
+}
+
+/** Every flag of every command, once by name: enough to find the command among the arguments. */
+function allFlags(): FlagSpec[] {
+  const byName = new Map<string, FlagSpec>();
+  for (const spec of [...COMMANDS.flatMap((c) => c.flags), ...GLOBAL]) byName.set(spec.name, spec);
+  return [...byName.values()];
+}
+
+function parse(argv: string[], specs: readonly FlagSpec[]) {
+  try {
+    const parsed = parseArgs({
+      args: argv,
+      options: parseOptions(specs),
+      allowPositionals: true,
+      strict: true,
+    });
+    return { flags: parsed.values as Flags, positionals: parsed.positionals };
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+/**
+ * Runs the CLI with the given arguments and streams; resolves to the exit code. Embeddable and
+ * testable: it neither exits the process nor installs handlers (the bin does).
+ */
+export async function main(argv: string[], io: Io): Promise<number> {
+  let flags: Flags;
+  let name: string | undefined;
+  try {
+    // First with every command's flags, to find the command wherever it stands among them.
+    const first = parse(argv, allFlags());
+    flags = first.flags;
+    [name] = first.positionals;
+    if (first.positionals.length > 1) throw new UsageError(`unexpected argument ${first.positionals[1]}`);
+  } catch (error) {
+    io.stderr.write(`stowage: ${(error as Error).message}\n\n${globalHelp()}`);
+    return EXIT.badConfig;
+  }
+  if (flags.version) {
+    print(io, VERSION);
+    return EXIT.ok;
+  }
+  if (!name) {
+    (flags.help ? io.stdout : io.stderr).write(globalHelp());
+    return flags.help ? EXIT.ok : EXIT.badConfig;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) {
+    io.stderr.write(`stowage: unknown command ${name}\n\n${globalHelp()}`);
+    return EXIT.badConfig;
+  }
+  if (flags.help) {
+    io.stdout.write(commandHelp(command));
+    return EXIT.ok;
+  }
+  try {
+    // Then with the command's own: a flag it does not take is a usage error, as its help says.
+    flags = parse(argv, [...command.flags, ...GLOBAL]).flags;
+  } catch (error) {
+    io.stderr.write(`stowage ${command.name}: ${(error as Error).message}\n\n${commandHelp(command)}`);
+    return EXIT.badConfig;
+  }
+  const config = flags.config;
+  try {
+    return await command.handler(flags, io, () => loadConfig(config, io.cwd));
+  } catch (error) {
+    return await reportError(error, command.name, flags, io);
+  }
+}
