@@ -3,7 +3,13 @@
  * and connecting a `pg` client with them.
  */
 import type { Client as PgClient } from "pg";
-import { isStowageError, StowageError, type StowageErrorCode, throwIfAborted } from "../../core/errors.js";
+import {
+  isStowageError,
+  type StowageError,
+  type StowageErrorCode,
+  throwIfAborted,
+} from "../../core/errors.js";
+import { importPeer } from "../../core/peer.js";
 import {
   coded,
   describeTarget,
@@ -15,27 +21,15 @@ import {
 
 export type PgModule = typeof import("pg");
 
-async function loadPeer<T>(name: string, where: string, load: () => Promise<T>): Promise<T> {
-  try {
-    return await load();
-  } catch (error) {
-    throw new StowageError(
-      "UNSUPPORTED",
-      `${where} needs the optional peer dependency "${name}": npm install pg pg-copy-streams`,
-      { cause: error, details: { package: name } },
-    );
-  }
-}
-
 export const loadPg = (where: string): Promise<PgModule> =>
-  loadPeer("pg", where, async () => {
+  importPeer("pg", where, async () => {
     const mod = (await import("pg")) as PgModule & { default?: PgModule };
     return mod.default ?? mod;
   });
 
 type CopyToFactory = typeof import("pg-copy-streams").to;
 export const loadCopyTo = (where: string): Promise<CopyToFactory> =>
-  loadPeer("pg-copy-streams", where, async () => {
+  importPeer("pg-copy-streams", where, async () => {
     const mod = (await import("pg-copy-streams")) as { to?: CopyToFactory; default?: { to: CopyToFactory } };
     const to = mod.to ?? mod.default?.to;
     if (!to) throw new Error("pg-copy-streams has no export `to`");
