@@ -8,7 +8,7 @@ import {
   serializeManifest,
 } from "./manifest.js";
 import { readAll } from "./streams.js";
-import type { Sink } from "./types.js";
+import type { ObjectInfo, Sink } from "./types.js";
 
 export interface ListManifestsOptions {
   /** Only this job's manifests. */
@@ -16,7 +16,18 @@ export interface ListManifestsOptions {
   signal?: AbortSignal;
   /** Manifests read at once. @default 8 */
   concurrency?: number;
+  /**
+   * Manifests read by earlier calls on the same sink, for a caller that lists again and again (a
+   * job every few minutes): the listing is fresh each time, but a manifest whose key, size and
+   * modification time are unchanged is not read again. A manifest is written once and never
+   * changed in place. Entries of keys that are gone are dropped, so it holds at most what the
+   * sink lists. Create it with `new Map()` and keep one per sink.
+   */
+  cache?: ManifestCache;
 }
+
+/** See {@link ListManifestsOptions.cache}. */
+export type ManifestCache = Map<string, { size: number; modified: number; manifest: Manifest }>;
 
 export interface ManifestListing {
   /** Valid manifests, oldest first (by id, which sorts by start time). */
@@ -70,12 +81,12 @@ export async function listManifests(
   sink: Sink,
   options: ListManifestsOptions = {},
 ): Promise<ManifestListing> {
-  const { signal } = options;
+  const { signal, cache } = options;
   const prefix = options.job ? `${options.job}/` : "";
-  const keys: string[] = [];
+  const listed: ObjectInfo[] = [];
   try {
     for await (const info of sink.list(prefix, signal ? { signal } : {})) {
-      if (info.key.endsWith(MANIFEST_SUFFIX)) keys.push(info.key);
+      if (info.key.endsWith(MANIFEST_SUFFIX)) listed.push(info);
     }
   } catch (error) {
     throw wrapError(
@@ -86,16 +97,30 @@ export async function listManifests(
       signal,
     );
   }
+  if (cache) {
+    const seen = new Set(listed.map((info) => info.key));
+    for (const key of cache.keys()) if (key.startsWith(prefix) && !seen.has(key)) cache.delete(key);
+  }
 
   const listing: ManifestListing = { manifests: [], invalid: [] };
   let next = 0;
   const worker = async () => {
-    while (next < keys.length) {
-      const key = keys[next++]!;
+    while (next < listed.length) {
+      const info = listed[next++]!;
+      const key = info.key;
+      const modified = info.lastModified.getTime();
+      const hit = cache?.get(key);
+      if (hit && hit.size === info.size && hit.modified === modified) {
+        listing.manifests.push(hit.manifest);
+        continue;
+      }
       try {
-        listing.manifests.push(await readManifest(sink, key, signal));
+        const manifest = await readManifest(sink, key, signal);
+        cache?.set(key, { size: info.size, modified, manifest });
+        listing.manifests.push(manifest);
       } catch (error) {
         if (isStowageError(error, "ABORTED")) throw error;
+        cache?.delete(key);
         listing.invalid.push({
           key,
           error: wrapError(error, "MANIFEST_INVALID", `manifest ${key}`, { key }),

@@ -1,11 +1,11 @@
 import { backup } from "../core/backup.js";
-import { type ManifestListing, readManifest } from "../core/catalog.js";
+import { listManifests, type ManifestCache } from "../core/catalog.js";
 import { copyBackup } from "../core/copy.js";
 import { isAbortError, isStowageError, StowageError, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { parseDuration } from "../core/options.js";
 import { applyRetention } from "../core/retention-apply.js";
-import type { BackupProgress, ObjectInfo, Sink } from "../core/types.js";
+import type { BackupProgress, Sink } from "../core/types.js";
 import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.js";
 import { planRetention } from "../policies/retention.js";
 import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
@@ -447,66 +447,16 @@ async function periodicCopyDue(
   return copyDue(manifest.startedAt, held, { every, timeZone });
 }
 
-/** Manifests already read, per sink: a manifest is written once and never changed in place. */
-const manifestCache = new WeakMap<
-  Sink,
-  Map<string, { size: number; modified: number; manifest: Manifest }>
->();
+/** Manifests already read, per sink, so that a job run lists fresh but reads only new manifests. */
+const manifestCaches = new WeakMap<Sink, ManifestCache>();
 
-/**
- * `listManifests` for a job that runs again and again: the listing is fresh every time, but a
- * manifest whose key, size and modification time are unchanged since an earlier run of this
- * process is not read again. Every run of a job that keeps a year of backups would otherwise
- * read all of them (365 GETs from S3 every five minutes); now it reads the new ones. Entries of
- * keys that are gone are dropped, so the cache holds at most what the sink lists.
- */
-async function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
-  let cache = manifestCache.get(sink);
+function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
+  let cache = manifestCaches.get(sink);
   if (!cache) {
     cache = new Map();
-    manifestCache.set(sink, cache);
+    manifestCaches.set(sink, cache);
   }
-  const prefix = `${job}/`;
-  const listed: ObjectInfo[] = [];
-  try {
-    for await (const info of sink.list(prefix, { signal })) {
-      if (info.key.endsWith(MANIFEST_SUFFIX)) listed.push(info);
-    }
-  } catch (error) {
-    throw wrapError(
-      error,
-      "SINK_READ_FAILED",
-      `listing ${sink.kind} sink under "${prefix}"`,
-      { prefix },
-      signal,
-    );
-  }
-  const listing: ManifestListing = { manifests: [], invalid: [] };
-  const seen = new Set<string>();
-  for (const info of listed) {
-    seen.add(info.key);
-    const modified = info.lastModified.getTime();
-    const hit = cache.get(info.key);
-    if (hit && hit.size === info.size && hit.modified === modified) {
-      listing.manifests.push(hit.manifest);
-      continue;
-    }
-    try {
-      const manifest = await readManifest(sink, info.key, signal);
-      cache.set(info.key, { size: info.size, modified, manifest });
-      listing.manifests.push(manifest);
-    } catch (error) {
-      if (isStowageError(error, "ABORTED")) throw error;
-      cache.delete(info.key);
-      listing.invalid.push({
-        key: info.key,
-        error: wrapError(error, "MANIFEST_INVALID", `manifest ${info.key}`, { key: info.key }),
-      });
-    }
-  }
-  for (const key of cache.keys()) if (key.startsWith(prefix) && !seen.has(key)) cache.delete(key);
-  listing.manifests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return listing;
+  return listManifests(sink, { job, signal, cache });
 }
 
 async function prune(
