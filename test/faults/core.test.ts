@@ -5,11 +5,8 @@
  * that fails. Every fault checks the code, that the listing is as it was, and the key.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Transform as NodeTransform, Readable } from "node:stream";
-import { afterAll, describe } from "vitest";
+import { describe } from "vitest";
 import {
   aes256gcm,
   backup,
@@ -23,17 +20,9 @@ import {
   type SourceOutput,
   type Transform,
 } from "../../src/index.js";
-import { failureOf, fault, filesUnder, listing, listingChange } from "./harness.js";
+import { failureOf, fault, filesUnder, listing, listingChange, tempFolders } from "./harness.js";
 
-const roots: string[] = [];
-afterAll(async () => {
-  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
-});
-async function freshRoot(): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), "stowage-faults-core-"));
-  roots.push(root);
-  return root;
-}
+const freshRoot = tempFolders("core");
 
 const hexKey = randomBytes(32).toString("hex");
 const data = randomBytes(2 * 1024 * 1024 + 5);

@@ -4,23 +4,14 @@
  * sink has seen the first bytes, i.e. while the source is between listing a file and reading it.
  * Each checks the code, that the error names the file, and that the sink's folder is untouched.
  */
-import { appendFile, mkdir, mkdtemp, rm, truncate, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { appendFile, mkdir, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { afterAll, describe } from "vitest";
+import { describe } from "vitest";
 import { backup, directorySource, filesystemSink, type Sink } from "../../src/index.js";
-import { failureOf, fault, filesUnder } from "./harness.js";
+import { failureOf, fault, filesUnder, tempFolders } from "./harness.js";
 
-const roots: string[] = [];
-afterAll(async () => {
-  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
-});
-async function freshDir(prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `stowage-faults-dir-${prefix}-`));
-  roots.push(dir);
-  return dir;
-}
+const freshDir = tempFolders("dir");
 
 /** A sink that runs `change` once, when the first chunk of the body reaches it. */
 function changingOnFirstBytes(inner: Sink, change: () => Promise<void>): Sink {

@@ -5,11 +5,10 @@
  * the secrets.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { afterAll, describe } from "vitest";
+import { describe } from "vitest";
 import {
   aes256gcm,
   backup,
@@ -21,18 +20,9 @@ import {
   type Sink,
 } from "../../src/index.js";
 import { failingChunks } from "../conformance/sink.js";
-import { failureOf, fault, filesUnder, listingChange } from "./harness.js";
+import { failureOf, fault, filesUnder, listingChange, tempFolders } from "./harness.js";
 
-const roots: string[] = [];
-afterAll(async () => {
-  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
-});
-
-async function freshRoot(): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), "stowage-faults-fs-"));
-  roots.push(root);
-  return root;
-}
+const freshRoot = tempFolders("fs");
 
 const key = randomBytes(32);
 const hexKey = key.toString("hex");

@@ -14,10 +14,11 @@
  * suite by adding one.
  */
 import { appendFileSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
-import { expect, inject, it } from "vitest";
+import { afterAll, expect, inject, it } from "vitest";
 import { isStowageError, type Sink } from "../../src/index.js";
 
 declare module "vitest" {
@@ -184,4 +185,20 @@ export async function processesNamed(command: string): Promise<string[]> {
     if (argv.some((a) => a === command || a.endsWith(`/${command}`))) found.push(`${pid} ${argv.join(" ")}`);
   }
   return found;
+}
+
+/**
+ * Fresh temporary folders for one fault file, all removed after it:
+ * `const freshRoot = tempFolders("core"); const root = await freshRoot();`
+ */
+export function tempFolders(name: string): (suffix?: string) => Promise<string> {
+  const made: string[] = [];
+  afterAll(async () => {
+    await Promise.all(made.map((dir) => rm(dir, { recursive: true, force: true })));
+  });
+  return async (suffix?: string) => {
+    const dir = await mkdtemp(join(tmpdir(), `stowage-faults-${name}${suffix ? `-${suffix}` : ""}-`));
+    made.push(dir);
+    return dir;
+  };
 }

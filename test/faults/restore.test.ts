@@ -6,13 +6,12 @@
  * that no key appears in the error.
  */
 import { randomBytes } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { lstat, mkdir, readdir, readlink, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
-import { afterAll, describe } from "vitest";
+import { describe } from "vitest";
 import {
   aes256gcm,
   backup,
@@ -30,17 +29,9 @@ import {
   type Sink,
   verify,
 } from "../../src/index.js";
-import { failureOf, fault, filesUnder, listing, listingChange } from "./harness.js";
+import { failureOf, fault, filesUnder, listing, listingChange, tempFolders } from "./harness.js";
 
-const roots: string[] = [];
-afterAll(async () => {
-  await Promise.all(roots.map((r) => rm(r, { recursive: true, force: true })));
-});
-async function freshDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "stowage-faults-restore-"));
-  roots.push(dir);
-  return dir;
-}
+const freshDir = tempFolders("restore");
 
 const key = randomBytes(32);
 const hexKey = key.toString("hex");
