@@ -57,7 +57,8 @@ export type KubernetesLogsSourceOptions = z.input<typeof kubernetesLogsSourceOpt
  * @example
  * await backup({ job: "shop-logs", sink, transforms: [gzip()],
  *   source: kubernetesLogsSource({ kubeConfig: kc, namespace: "shop", sinceSeconds: 86_400 }) });
- */ export function kubernetesLogsSource(options: KubernetesLogsSourceOptions): Source {
+ */
+export function kubernetesLogsSource(options: KubernetesLogsSourceOptions): Source {
   const opts = parseOptions(kubernetesLogsSourceOptionsSchema, options, "kubernetesLogsSource");
   const client = new KubeClient(opts.kubeConfig);
   return {
