@@ -7,7 +7,7 @@ import { isStowageError, StowageError } from "../core/errors.js";
 import type { Sink } from "../core/types.js";
 import { defineConfig, type StowageConfig } from "../jobs/config.js";
 import type { Job } from "../jobs/job.js";
-import { UsageError } from "./output.js";
+import { UsageError } from "./usage-error.js";
 
 export const CONFIG_NAMES = [
   "stowage.config.ts",

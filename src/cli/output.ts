@@ -2,12 +2,12 @@
 import type { Writable } from "node:stream";
 import { isStowageError, StowageError } from "../core/errors.js";
 import { configFile, unsetVariables } from "./config.js";
+import { UsageError } from "./usage-error.js";
 
 /** Exit codes: 0 all good; 1 a job failed or the status is failing; 2 bad command line or config. */
 export const EXIT = { ok: 0, failed: 1, badConfig: 2 } as const;
 
-/** A bad command line: exit 2, printed without a code (`USAGE` under `--json`). */
-export class UsageError extends Error {}
+export { UsageError };
 
 /** The streams and context a command runs with; the bin passes the process's own. */
 export interface Io {
