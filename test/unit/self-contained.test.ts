@@ -1,6 +1,6 @@
 /**
  * A clone must pass its tests with nothing beside it: no file the tests, sources, scripts,
- * benchmarks or examples use may reach for a path outside the checkout (a `../shared/…` that only
+ * benchmarks or examples use may reach for a path outside the checkout (a sibling folder that only
  * a developer's machine has). CI also runs the suite in a fresh clone in an empty folder; this
  * guard says which file and which path, before that run fails for a reason harder to see.
  */
@@ -39,8 +39,8 @@ function* files(at: string): Generator<string> {
 describe("the checkout is self-contained", () => {
   it("the guard sees a path that leaves the checkout, and not one that stays inside", () => {
     const fromDir = join(root, "test", "unit");
-    expect(pathsLeaving('new URL("../../../shared/data/x.json", import.meta.url)', fromDir, root)).toEqual([
-      "../../../shared/data/x.json",
+    expect(pathsLeaving('new URL("../../../outside/data/x.json", import.meta.url)', fromDir, root)).toEqual([
+      "../../../outside/data/x.json",
     ]);
     expect(pathsLeaving('import { x } from "../../src/index.js";', fromDir, root)).toEqual([]);
     // A key that merely contains "../" (a test of unsafe keys) is not a path this file reads.
