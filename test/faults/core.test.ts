@@ -20,7 +20,15 @@ import {
   type SourceOutput,
   type Transform,
 } from "../../src/index.js";
-import { failureOf, fault, filesUnder, listing, listingChange, tempFolders } from "./harness.js";
+import {
+  failsWritesAfter,
+  failureOf,
+  fault,
+  filesUnder,
+  listing,
+  listingChange,
+  tempFolders,
+} from "./harness.js";
 
 const freshRoot = tempFolders("core");
 
@@ -41,24 +49,6 @@ async function seeded() {
   const sink = memorySink();
   await backup({ job: "j", source: bytesSource({ data: "the backup before" }), sink });
   return { sink, before: await listing(sink) };
-}
-
-/** A sink whose artifact write reads its body and throws past `limit` bytes. */
-function stopsReadingAfter(inner: Sink, limit: number): Sink {
-  return {
-    ...inner,
-    async write(k, body, options) {
-      let seen = 0;
-      async function* capped() {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          seen += chunk.length;
-          if (seen > limit) throw Object.assign(new Error("EIO: i/o error, write"), { code: "EIO" });
-          yield chunk;
-        }
-      }
-      return inner.write(k, Readable.from(capped()), options);
-    },
-  };
 }
 
 describe("core pipeline", () => {
@@ -109,7 +99,7 @@ describe("core pipeline", () => {
             job: "j",
             source: bytesSource({ data }),
             transforms: transforms(),
-            sink: stopsReadingAfter(sink, limit),
+            sink: failsWritesAfter(sink, limit, "EIO"),
           }),
         );
         return {
@@ -258,7 +248,7 @@ describe("core pipeline", () => {
       });
       const fromBefore = await listing(from);
       const { sink: to, before } = await seeded();
-      const error = await failureOf(copyBackup({ manifest, from, to: stopsReadingAfter(to, limit) }));
+      const error = await failureOf(copyBackup({ manifest, from, to: failsWritesAfter(to, limit, "EIO") }));
       return {
         error,
         code: "SINK_WRITE_FAILED",

@@ -7,20 +7,10 @@
 import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { describe } from "vitest";
-import {
-  aes256gcm,
-  backup,
-  bytesSource,
-  filesystemSink,
-  gzip,
-  readAll,
-  restore,
-  type Sink,
-} from "../../src/index.js";
+import { aes256gcm, backup, bytesSource, filesystemSink, gzip, readAll, restore } from "../../src/index.js";
 import { failingChunks } from "../conformance/sink.js";
-import { failureOf, fault, filesUnder, listingChange, tempFolders } from "./harness.js";
+import { failsWritesAfter, failureOf, fault, filesUnder, listingChange, tempFolders } from "./harness.js";
 
 const freshRoot = tempFolders("fs");
 
@@ -28,26 +18,6 @@ const key = randomBytes(32);
 const hexKey = key.toString("hex");
 const passphrase = "correct horse battery staple, faults edition";
 const data = randomBytes(3 * 1024 * 1024 + 17);
-
-/** A sink that passes writes to `inner` but fails the body once `limit` bytes went through. */
-function diskFullAfter(inner: Sink, limit: number): Sink {
-  return {
-    ...inner,
-    async write(k, body, options) {
-      let seen = 0;
-      async function* capped() {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          seen += chunk.length;
-          if (seen > limit) {
-            throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
-          }
-          yield chunk;
-        }
-      }
-      return inner.write(k, Readable.from(capped()), options);
-    },
-  };
-}
 
 describe("filesystem sink", () => {
   for (const at of [0, 1, 65_535, 65_536, 65_537, data.length - 1]) {
@@ -73,7 +43,7 @@ describe("filesystem sink", () => {
           job: "f",
           source: bytesSource({ data }),
           transforms: [gzip(), aes256gcm({ passphrase })],
-          sink: diskFullAfter(filesystemSink({ root }), limit),
+          sink: failsWritesAfter(filesystemSink({ root }), limit, "ENOSPC"),
         }),
       );
       return { error, code: "SINK_WRITE_FAILED", leftovers: await filesUnder(root), secrets: [passphrase] };

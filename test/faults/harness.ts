@@ -17,6 +17,7 @@ import { appendFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { inspect } from "node:util";
 import { afterAll, expect, inject, it } from "vitest";
 import { isStowageError, type Sink } from "../../src/index.js";
@@ -200,5 +201,26 @@ export function tempFolders(name: string): (suffix?: string) => Promise<string> 
     const dir = await mkdtemp(join(tmpdir(), `stowage-faults-${name}${suffix ? `-${suffix}` : ""}-`));
     made.push(dir);
     return dir;
+  };
+}
+
+/**
+ * A sink whose `write` reads its body and fails with `errno` (ENOSPC: a full disk, EIO: a broken
+ * one) once more than `limit` bytes went through: a sink that stops consuming mid-write.
+ */
+export function failsWritesAfter(inner: Sink, limit: number, errno: "ENOSPC" | "EIO"): Sink {
+  return {
+    ...inner,
+    async write(key, body, options) {
+      let seen = 0;
+      async function* capped() {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          seen += chunk.length;
+          if (seen > limit) throw Object.assign(new Error(`${errno}: write failed`), { code: errno });
+          yield chunk;
+        }
+      }
+      return inner.write(key, Readable.from(capped()), options);
+    },
   };
 }
