@@ -1,0 +1,94 @@
+/** Retention applied to one sink of a job: by a run's retention stage and by `pruneJob`. */
+import { listManifests, type ManifestCache } from "../core/catalog.js";
+import { applyRetention } from "../core/retention-apply.js";
+import type { Sink } from "../core/types.js";
+import { planRetention } from "../policies/retention.js";
+import type { AuditTrail } from "./audit.js";
+import { manifestFacts } from "./audit.js";
+import type { RetentionResult } from "./cycle.js";
+import type { Job, RetentionPolicy } from "./job.js";
+import type { Logger } from "./logger.js";
+import { jobError } from "./stages.js";
+
+/** Manifests already read, per sink, so that a job run lists fresh but reads only new manifests. */
+const manifestCaches = new WeakMap<Sink, ManifestCache>();
+
+function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
+  let cache = manifestCaches.get(sink);
+  if (!cache) {
+    cache = new Map();
+    manifestCaches.set(sink, cache);
+  }
+  return listManifests(sink, { job, signal, cache });
+}
+
+export async function prune(
+  job: Job,
+  sink: Sink,
+  target: string,
+  policy: RetentionPolicy,
+  options: {
+    signal: AbortSignal;
+    now: () => Date;
+    audit: (entry: Parameters<AuditTrail["record"]>[0]) => Promise<void>;
+    logger: Logger;
+    timeZone?: string;
+    dryRun?: boolean;
+  },
+): Promise<RetentionResult> {
+  const t0 = Date.now();
+  try {
+    const { manifests, invalid } = await listManifestsCached(sink, job.name, options.signal);
+    const plan = planRetention(manifests, policy, {
+      now: options.now(),
+      timeZone: job.timeZone ?? options.timeZone ?? "UTC",
+      invalid,
+      ...(job.rules ? { rules: job.rules } : {}),
+    });
+    const applied = await applyRetention({
+      sink,
+      plan,
+      signal: options.signal,
+      dryRun: options.dryRun ?? false,
+    });
+    for (const d of options.dryRun ? [] : applied.deleted) {
+      await options.audit({
+        action: "delete",
+        ...manifestFacts(d.manifest),
+        sink: sink.kind,
+        reason: d.reason,
+        result: "ok",
+      });
+    }
+    for (const f of applied.failed) {
+      await options.audit({
+        action: "delete",
+        ...manifestFacts(f.manifest),
+        sink: sink.kind,
+        reason: f.reason,
+        result: "failed",
+        error: f.error.code,
+      });
+    }
+    const durationMs = Date.now() - t0;
+    const deleted = applied.deleted.map((d) => d.key);
+    options.logger.info(
+      { job: job.name, target, deleted: deleted.length, kept: applied.kept },
+      "retention applied",
+    );
+    const failure = applied.failed[0];
+    return {
+      target,
+      status: failure ? "failed" : "succeeded",
+      kept: applied.kept,
+      deleted,
+      decisions: plan.decisions.map((d) => ({ key: d.artifactKey, action: d.action, reasons: d.reasons })),
+      durationMs,
+      ...(failure ? { error: jobError("retention", failure.error, target) } : {}),
+    };
+  } catch (error) {
+    const e = jobError("retention", error, target);
+    options.logger.error({ job: job.name, target, code: e.code }, "retention failed");
+    return { target, status: "failed", kept: 0, deleted: [], durationMs: Date.now() - t0, error: e };
+  }
+}

@@ -1,0 +1,406 @@
+/**
+ * The stages of one job run (backup, copies, retention, validation), each a function of the run's
+ * shared state, and the one helper that times, logs and audits a unit of work. `runJob` strings
+ * them together; `pruneJob` reuses the retention step on its own.
+ */
+import { backup } from "../core/backup.js";
+import { copyBackup } from "../core/copy.js";
+import { isAbortError, isStowageError, wrapError } from "../core/errors.js";
+import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
+import type { BackupProgress, Sink } from "../core/types.js";
+import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.js";
+import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
+import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
+import type { CopyResult, JobError, JobResult, JobStage, RetentionResult, RunJobOptions } from "./cycle.js";
+import { type FanOutSink, fanOutSink } from "./fan-out.js";
+import type { Job, RetentionPolicy } from "./job.js";
+import { type Logger, silentLogger } from "./logger.js";
+import { prune } from "./prune.js";
+
+export const clock = (now: RunJobOptions["now"]): (() => Date) =>
+  now === undefined ? () => new Date() : typeof now === "function" ? now : () => now;
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+export function jobError(stage: JobStage, error: unknown, target?: string): JobError {
+  return {
+    stage,
+    code: isStowageError(error) ? error.code : isAbortError(error) ? "ABORTED" : "UNKNOWN",
+    message: messageOf(error),
+    ...(target === undefined ? {} : { target }),
+  };
+}
+
+/** What the stages of one job run share: its options, clock and signal, and what they found. */
+export interface JobRun {
+  job: Job;
+  options: RunJobOptions;
+  logger: Logger;
+  now: () => Date;
+  signal: AbortSignal;
+  timeZone: string;
+  errors: JobError[];
+  durations: JobResult["durations"];
+  bytes: JobResult["bytes"];
+  copies: CopyResult[];
+  retention: RetentionResult[];
+  findings: Finding[];
+  manifest?: Manifest;
+  /** The fan-out that wrote the copies in the backup's pass, when the job asks for one. */
+  fan?: FanOutSink;
+  /** Copies that are not due this run (`every`): retention still runs on their sinks. */
+  notDue: Set<number>;
+  /** Records an entry; a failure to record is an `audit` error of the run, never thrown. */
+  audit(entry: AuditRecord): Promise<void>;
+}
+
+export type AuditRecord = Parameters<AuditTrail["record"]>[0];
+
+export function newJobRun(job: Job, options: RunJobOptions, signal: AbortSignal): JobRun {
+  const logger = options.logger ?? silentLogger;
+  const now = clock(options.now);
+  const errors: JobError[] = [];
+  return {
+    job,
+    options,
+    logger,
+    now,
+    signal,
+    timeZone: job.timeZone ?? options.timeZone ?? "UTC",
+    errors,
+    durations: { totalMs: 0, backupMs: 0, copiesMs: 0, retentionMs: 0, validationMs: 0 },
+    bytes: { plain: 0, stored: 0, copied: 0 },
+    copies: [],
+    retention: [],
+    findings: [],
+    notDue: new Set(),
+    async audit(entry) {
+      if (!options.audit) return;
+      try {
+        await options.audit.record({ time: now().toISOString(), ...entry });
+      } catch (error) {
+        errors.push(jobError("audit", error));
+        logger.error({ job: job.name, code: errorCode(error) }, "audit log write failed");
+      }
+    },
+  };
+}
+
+export function finishJobRun(run: JobRun, started: number): JobResult {
+  const { job, errors, durations, manifest } = run;
+  const finished = Date.now();
+  durations.totalMs = finished - started;
+  const status = errors.length === 0 ? "succeeded" : "failed";
+  run.logger[status === "succeeded" ? "info" : "error"](
+    { job: job.name, status, durationMs: durations.totalMs, errors: errors.map((e) => e.code) },
+    `job ${status}`,
+  );
+  return {
+    job: job.name,
+    status,
+    ...(manifest ? { manifest } : {}),
+    startedAt: new Date(started).toISOString(),
+    finishedAt: new Date(finished).toISOString(),
+    durations,
+    bytes: run.bytes,
+    copies: run.copies,
+    retention: run.retention,
+    findings: run.findings,
+    errors,
+  };
+}
+
+/** How long `work` took, on the real clock. */
+export async function timed(work: () => Promise<void>): Promise<number> {
+  const t0 = Date.now();
+  await work();
+  return Date.now() - t0;
+}
+
+/** What a step says when it is over: a log line and, when there is one, an audit entry. */
+interface StepReport {
+  log: Record<string, unknown>;
+  message: string;
+  audit?: AuditRecord;
+}
+
+/**
+ * One unit of work of a stage (the backup, one copy), timed, logged and audited the same way
+ * each time: `succeeded` or `failed` says what to log and record, given the time it took.
+ * @returns the work's value, or undefined when it failed (the failure is in `failed`'s hands).
+ */
+async function step<T>(
+  run: JobRun,
+  work: () => Promise<T>,
+  report: {
+    succeeded(value: T, durationMs: number): StepReport;
+    failed(error: unknown, durationMs: number): StepReport;
+  },
+): Promise<T | undefined> {
+  const t0 = Date.now();
+  let value: T;
+  try {
+    value = await work();
+  } catch (error) {
+    const said = report.failed(error, Date.now() - t0);
+    run.logger.error(said.log, said.message);
+    if (said.audit) await run.audit(said.audit);
+    return undefined;
+  }
+  const said = report.succeeded(value, Date.now() - t0);
+  run.logger.info(said.log, said.message);
+  if (said.audit) await run.audit(said.audit);
+  return value;
+}
+
+/** 1. The backup (fanned out to the copies when asked). */
+export async function backupStage(run: JobRun): Promise<void> {
+  const { job, options, logger, bytes } = run;
+  logger.info({ job: job.name, source: `${job.source.kind}:${job.source.name}` }, "backup started");
+  // A periodic copy (`every`) is decided after the backup, so it is never part of the fan-out.
+  const fanned = job.copies.filter((c) => c.every === undefined);
+  if (job.fanOut && fanned.length > 0) run.fan = fanOutSink(job.sink, fanned);
+  run.manifest = await step(
+    run,
+    () =>
+      backup({
+        job: job.name,
+        source: job.source,
+        transforms: [...job.transforms],
+        sink: run.fan ?? job.sink,
+        labels: { ...job.labels },
+        allowUnencrypted: job.allowUnencrypted,
+        signal: run.signal,
+        now: run.now,
+        ...(job.storageClass === undefined ? {} : { storageClass: job.storageClass }),
+        ...(options.onProgress
+          ? { onProgress: (p: BackupProgress) => options.onProgress?.(job.name, p) }
+          : {}),
+      }),
+    {
+      succeeded: (manifest, durationMs) => {
+        bytes.plain = manifest.content.bytes;
+        bytes.stored = manifest.artifact.bytes;
+        return {
+          log: { job: job.name, key: manifest.artifact.key, bytes: bytes.stored, durationMs },
+          message: "backup succeeded",
+          audit: { action: "backup", ...manifestFacts(manifest), result: "ok", durationMs },
+        };
+      },
+      failed: (error, durationMs) => {
+        run.errors.push(jobError("backup", error));
+        return {
+          log: { job: job.name, code: errorCode(error), durationMs },
+          message: "backup failed",
+          audit: {
+            action: "backup",
+            job: job.name,
+            sink: job.sink.kind,
+            result: "failed",
+            error: errorCode(error),
+            durationMs,
+          },
+        };
+      },
+    },
+  );
+}
+
+const copyName = (job: Job, i: number) => job.copies[i]!.name ?? job.copies[i]!.sink.kind;
+
+/** 2. The copies: written in the same pass by the fan-out, or copied now, verified while copied. */
+export async function copiesStage(run: JobRun): Promise<void> {
+  const { job, manifest, copies, errors, logger } = run;
+  for (const [i, copy] of job.copies.entries()) {
+    const target = copyName(job, i);
+    if (!manifest) {
+      copies.push({ target, status: "skipped", reason: "backup failed", durationMs: 0, bytes: 0 });
+      continue;
+    }
+    const c0 = Date.now();
+    if (copy.every !== undefined) {
+      try {
+        const due = await periodicCopyDue(job, copy.sink, copy.every, manifest, run.timeZone, run.signal);
+        if (!due.due) {
+          run.notDue.add(i);
+          copies.push({
+            target,
+            status: "skipped",
+            reason: `${due.period} held`,
+            durationMs: Date.now() - c0,
+            bytes: 0,
+          });
+          continue;
+        }
+      } catch (error) {
+        const e = jobError("copy", error, target);
+        errors.push(e);
+        copies.push({ target, status: "failed", durationMs: Date.now() - c0, bytes: 0, error: e });
+        logger.error({ job: job.name, target, code: e.code }, "copy failed: its sink cannot be listed");
+        continue;
+      }
+    }
+    if (run.fan && copy.every === undefined) {
+      const copied = run.fan.manifestsFor(manifest.artifact.key).find((m) => m.sink === copy.sink)?.manifest;
+      if (copied) {
+        copies.push({
+          target,
+          status: "succeeded",
+          manifest: copied,
+          durationMs: 0,
+          bytes: copied.artifact.bytes,
+        });
+        run.bytes.copied += copied.artifact.bytes;
+        await run.audit({ action: "copy", ...manifestFacts(copied), from: job.sink.kind, result: "ok" });
+      }
+      continue;
+    }
+    await step(
+      run,
+      () =>
+        copyBackup({
+          manifest,
+          from: job.sink,
+          to: copy.sink,
+          signal: run.signal,
+          ...(copy.storageClass === undefined ? {} : { storageClass: copy.storageClass }),
+        }),
+      {
+        succeeded: (copied, durationMs) => {
+          copies.push({
+            target,
+            status: "succeeded",
+            manifest: copied,
+            durationMs,
+            bytes: copied.artifact.bytes,
+          });
+          run.bytes.copied += copied.artifact.bytes;
+          return {
+            log: { job: job.name, target, key: copied.artifact.key, durationMs },
+            message: "copy succeeded",
+            audit: {
+              action: "copy",
+              ...manifestFacts(copied),
+              from: job.sink.kind,
+              result: "ok",
+              durationMs,
+            },
+          };
+        },
+        failed: (error, durationMs) => {
+          const e = jobError("copy", error, target);
+          errors.push(e);
+          copies.push({ target, status: "failed", durationMs, bytes: 0, error: e });
+          return {
+            log: { job: job.name, target, code: e.code, durationMs },
+            message: "copy failed",
+            audit: {
+              action: "copy",
+              ...manifestFacts(manifest),
+              sink: copy.sink.kind,
+              from: job.sink.kind,
+              result: "failed",
+              error: e.code,
+              durationMs,
+            },
+          };
+        },
+      },
+    );
+  }
+}
+
+/** 3. Retention, per sink, only where this run's write succeeded. */
+export async function retentionStage(run: JobRun): Promise<void> {
+  const { job, options, retention } = run;
+  if (options.retention === false) return;
+  const plans: Array<{
+    target: string;
+    sink: Sink;
+    policy: RetentionPolicy | undefined;
+    wrote: boolean;
+  }> = [
+    { target: "primary", sink: job.sink, policy: job.retention, wrote: run.manifest !== undefined },
+    ...job.copies.map((copy, i) => ({
+      target: copyName(job, i),
+      sink: copy.sink,
+      policy: copy.retention,
+      wrote: run.copies[i]?.status === "succeeded" || run.notDue.has(i),
+    })),
+  ];
+  for (const plan of plans) {
+    if (!plan.policy) continue;
+    if (!plan.wrote) {
+      retention.push({ target: plan.target, status: "skipped", kept: 0, deleted: [], durationMs: 0 });
+      continue;
+    }
+    retention.push(
+      await prune(job, plan.sink, plan.target, plan.policy, {
+        ...options,
+        signal: run.signal,
+        now: run.now,
+        audit: run.audit,
+        logger: run.logger,
+      }),
+    );
+  }
+  for (const r of retention) if (r.error) run.errors.push(r.error);
+}
+
+/** 4. Validation of the new backup. */
+export async function validationStage(run: JobRun): Promise<void> {
+  const { job, manifest, errors } = run;
+  if (!manifest || !job.rules) return;
+  try {
+    run.findings = validateManifest(manifest, job.rules, { now: run.now() });
+    if (!passesValidation(run.findings)) {
+      const failedRules = run.findings.filter((f) => f.severity === "error").map((f) => f.rule);
+      errors.push({
+        stage: "validation",
+        code: "SOURCE_VALIDATION_FAILED",
+        message: `backup ${manifest.artifact.key} fails ${failedRules.join(", ")}`,
+      });
+      run.logger.error(
+        { job: job.name, key: manifest.artifact.key, rules: failedRules },
+        "validation failed",
+      );
+    }
+  } catch (error) {
+    errors.push(jobError("validation", error));
+  }
+}
+
+/**
+ * Whether this run's backup is due for a periodic copy: lists the copy's sink under the job
+ * (keys only, no reads: an artifact's name carries its start time) and asks {@link copyDue}.
+ * Only artifacts whose manifest is beside them count, so a half-made copy never stands for a period.
+ */
+async function periodicCopyDue(
+  job: Job,
+  sink: Sink,
+  every: CopyPeriod,
+  manifest: Manifest,
+  timeZone: string,
+  signal: AbortSignal,
+) {
+  const prefix = `${job.name}/`;
+  const keys = new Set<string>();
+  try {
+    for await (const info of sink.list(prefix, { signal })) keys.add(info.key);
+  } catch (error) {
+    throw wrapError(
+      error,
+      "SINK_READ_FAILED",
+      `listing the ${sink.kind} sink under "${prefix}"`,
+      { prefix },
+      signal,
+    );
+  }
+  const held: number[] = [];
+  for (const key of keys) {
+    if (!key.endsWith(MANIFEST_SUFFIX) || !keys.has(key.slice(0, -MANIFEST_SUFFIX.length))) continue;
+    const t = startOfBackupKey(key.slice(0, -MANIFEST_SUFFIX.length));
+    if (t !== undefined) held.push(t);
+  }
+  return copyDue(manifest.startedAt, held, { every, timeZone });
+}
