@@ -25,6 +25,18 @@ export {
   extractTar,
 } from "./core/extract-tar.js";
 export { artifactKey, assertSafeKey, newBackupId } from "./core/keys.js";
+// The Lock contract jobs run on across replicas; the adapters are on `stowage/locks/*`.
+export {
+  type AcquireOptions,
+  type Fence,
+  type Lease,
+  type LeaseEngine,
+  type LeaseRecord,
+  type Lock,
+  leaseRecordSchema,
+  lockSchema,
+  trackedLease,
+} from "./core/lock.js";
 export {
   MANIFEST_SUFFIX,
   MANIFEST_VERSION,

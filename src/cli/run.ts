@@ -9,7 +9,7 @@ import { EXIT, type Io, print } from "./output.js";
 
 function cycleText(cycle: CycleResult): string {
   const lines = cycle.jobs.map((j) => {
-    const mark = j.status === "succeeded" ? "ok  " : "FAIL";
+    const mark = j.status === "succeeded" ? "ok  " : j.status === "skipped" ? "skip" : "FAIL";
     const size = j.manifest ? `${formatBytes(j.bytes.plain)} -> ${formatBytes(j.bytes.stored)}` : "-";
     const copies = j.copies.map((c) => `${c.target}:${c.status}`).join(" ");
     const pruned = j.retention.map((r) => `${r.target}:-${r.deleted.length}`).join(" ");
@@ -39,6 +39,7 @@ export async function runCommand(flags: Flags, io: Io, load: () => Promise<Stowa
       timeZone: config.timeZone,
       retention: flags.prune !== false && !flags["no-prune"],
       ...(config.audit ? { audit: config.audit } : {}),
+      ...(config.lock ? { lock: config.lock } : {}),
       ...(config.logger ? { logger: config.logger } : {}),
       onProgress: (job: string, p: BackupProgress) =>
         p.done

@@ -5,6 +5,7 @@ import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direc
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
+import { type Fence, fenceSchema } from "./lock.js";
 import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
@@ -44,6 +45,12 @@ export const backupOptionsSchema = z
     now: z
       .custom<() => Date>((v) => typeof v === "function", "expected a function returning a Date")
       .optional(),
+    /**
+     * A lease the run must still hold when it commits: `check` runs just before the artifact is
+     * committed (after the source has reported success) and a throw (LOCK_LOST) leaves nothing;
+     * the lease goes into the manifest as `lease`. Set by a job that runs on a `lock`.
+     */
+    fence: fenceSchema.optional(),
   })
   .strict();
 export type BackupOptions = z.input<typeof backupOptionsSchema>;
@@ -154,6 +161,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
           what: `backup ${job}`,
           details: what,
           signal,
+          ...(opts.fence ? { beforeCommit: fenceCheck(opts.fence, controller.signal) } : {}),
         })
       : await backupThroughStreams({
           job,
@@ -166,6 +174,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
           keyFor,
           report,
           signal,
+          ...(opts.fence ? { beforeCommit: fenceCheck(opts.fence, controller.signal) } : {}),
         });
     const { key, written, sourceDetails } = run;
     report(run.content.bytes, run.artifact.bytes, true);
@@ -194,6 +203,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       transforms: transforms.map((t) => t.describe()),
       labels: opts.labels,
       ...(holdUntil ? { retainUntil: holdUntil.toISOString() } : {}),
+      ...(opts.fence ? { lease: opts.fence.lease } : {}),
       generator: { name: "stowage", version: VERSION },
     };
 
@@ -208,6 +218,8 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
   }
 }
 
+const fenceCheck = (fence: Fence, signal: AbortSignal) => () => fence.check({ signal });
+
 interface StreamsRun {
   job: string;
   what: { job: string; source: string };
@@ -219,6 +231,8 @@ interface StreamsRun {
   keyFor(output: SourceOutput): string;
   report(bytesRead: number, bytesWritten: number): void;
   signal?: AbortSignal;
+  /** Runs after the source reported success, before the sink sees the end (the commit). */
+  beforeCommit?: () => Promise<void>;
 }
 
 /**
@@ -264,6 +278,12 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
       sourceDetails = await output.details();
     } catch (error) {
       failure.note("SOURCE_FAILED", `backup ${job}: source ${what.source} failed`, error);
+      throw error;
+    }
+    try {
+      await run.beforeCommit?.();
+    } catch (error) {
+      failure.note("SINK_WRITE_FAILED", `backup ${job}: not committed`, error);
       throw error;
     }
   });

@@ -39,6 +39,8 @@ export interface ThroughFileOptions {
   details: Record<string, unknown>;
   /** The caller's signal, so an abort is reported as ABORTED. */
   signal?: AbortSignal;
+  /** Runs after the source reported success, before the file is committed (a lease's fence). */
+  beforeCommit?: () => Promise<void>;
 }
 
 /** What either of `backup()`'s paths hands back for the manifest. */
@@ -104,6 +106,7 @@ export async function backupThroughFile(options: ThroughFileOptions): Promise<Ba
       fail("SINK_WRITE_FAILED", readBack, error, { ...options.details, key }),
     );
     const sourceDetails = await output.details();
+    await options.beforeCommit?.();
     stage = { code: "SINK_WRITE_FAILED", message: `${sink.kind} sink failed writing ${key}` };
     const written = await file.commit(key, options.write);
     return {

@@ -18,6 +18,8 @@ export type StowageErrorCode =
   | "RESTORE_FAILED"
   | "RETENTION_REFUSED"
   | "UNSUPPORTED"
+  | "LOCK_LOST"
+  | "LOCK_FAILED"
   | "ABORTED";
 
 const BRAND = Symbol.for("stowage.error");

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { StowageError } from "./errors.js";
 import { unsafeKeyProblem } from "./keys.js";
+import { leaseRecordSchema } from "./lock.js";
 
 /** The manifest schema versions this build reads. Written manifests use the last one. */
 export const SUPPORTED_MANIFEST_VERSIONS = [1] as const;
@@ -68,6 +69,11 @@ export const manifestSchema = z.object({
   labels: labelsSchema,
   /** A hold: retention keeps the backup until this time whatever the policy says. */
   retainUntil: isoTime.optional(),
+  /**
+   * The lease the backup was committed under, when its job ran on a lock (replicas): the lock's
+   * kind and name, the holder (replica) and the fencing token, checked just before the commit.
+   */
+  lease: leaseRecordSchema.optional(),
   generator: z.object({ name: z.string(), version: z.string() }),
 });
 export type Manifest = z.infer<typeof manifestSchema>;

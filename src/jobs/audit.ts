@@ -48,6 +48,10 @@ export const auditEntrySchema = z
     reason: short.optional(),
     durationMs: z.number().nonnegative().optional(),
     result: z.enum(["ok", "failed"]),
+    /** The replica that acted, when its job runs on a lock (several replicas share the trail). */
+    replica: short.optional(),
+    /** The fencing token of the lease the backup was committed under (see the manifest's `lease`). */
+    fencingToken: z.number().int().nonnegative().optional(),
     /** A {@link StowageError} code (or "UNKNOWN"); never the message. */
     error: z
       .string()
@@ -93,7 +97,16 @@ export function manifestFacts(
   manifest: Manifest,
 ): Pick<
   AuditEntry,
-  "job" | "key" | "id" | "sink" | "location" | "bytes" | "sha256" | "plainBytes" | "plainSha256"
+  | "job"
+  | "key"
+  | "id"
+  | "sink"
+  | "location"
+  | "bytes"
+  | "sha256"
+  | "plainBytes"
+  | "plainSha256"
+  | "fencingToken"
 > {
   return {
     job: manifest.job,
@@ -105,6 +118,7 @@ export function manifestFacts(
     sha256: manifest.artifact.sha256,
     plainBytes: manifest.content.bytes,
     plainSha256: manifest.content.sha256,
+    ...(manifest.lease ? { fencingToken: manifest.lease.fencingToken } : {}),
   };
 }
 

@@ -3,6 +3,7 @@ import { durationSchema, parseOptions } from "../core/options.js";
 import { validationRulesSchema } from "../policies/validation.js";
 import type { AuditTrail } from "./audit.js";
 import { assertJobs, isJob, type Job, timeZoneSchema } from "./job.js";
+import { jobLockSchema } from "./lock-run.js";
 import { isLogger, type Logger } from "./logger.js";
 
 export const stowageConfigSchema = z
@@ -28,6 +29,12 @@ export const stowageConfigSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * A lock several hosts or CronJobs share, so that each job of `stowage run` runs on one of them:
+     * `kubernetesLease(…)`, `postgresLock(…)` or `s3Lock(…)` from `stowage/locks/*`, alone or as
+     * `{ lock, ttl, hold, replica }`. Give `hold` above the spread of your hosts' start times.
+     */
+    lock: jobLockSchema.optional(),
     /** pino-compatible; the CLI logs nothing by default. */
     logger: z.custom<Logger>(isLogger, "expected a logger with debug/info/warn/error").optional(),
   })

@@ -5,6 +5,7 @@ import type { BackupProgress } from "../core/types.js";
 import type { Finding } from "../policies/validation.js";
 import { type AuditTrail, errorCode } from "./audit.js";
 import { assertJobs, type Job } from "./job.js";
+import { type HeldLease, type JobLock, resolveJobLock } from "./lock-run.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { prune } from "./prune.js";
 import {
@@ -13,6 +14,7 @@ import {
   copiesStage,
   finishJobRun,
   jobError,
+  lockStage,
   newJobRun,
   retentionStage,
   timed,
@@ -20,7 +22,7 @@ import {
 } from "./stages.js";
 
 /** The stage of a job run an error came from. */
-export type JobStage = "backup" | "copy" | "retention" | "validation" | "audit";
+export type JobStage = "lock" | "backup" | "copy" | "retention" | "validation" | "audit";
 
 /** One failure in a job run: the stage, a stable code, a message for people (no secrets). */
 export interface JobError {
@@ -66,8 +68,13 @@ export interface RetentionResult {
 
 export interface JobResult {
   job: string;
-  /** "succeeded" when every stage did; "failed" when any stage failed (see `errors`). */
-  status: "succeeded" | "failed";
+  /**
+   * "succeeded" when every stage did; "failed" when any stage failed (see `errors`); "skipped"
+   * when the job runs on a `lock` and another replica holds it (nothing ran here).
+   */
+  status: "succeeded" | "failed" | "skipped";
+  /** The replica that ran it, when the job runs on a `lock`. */
+  replica?: string;
   /** The primary backup's manifest, when the backup succeeded. */
   manifest?: Manifest;
   startedAt: string;
@@ -88,13 +95,15 @@ export interface JobResult {
 }
 
 export interface CycleResult {
-  /** True when every job succeeded and the audit trail was written. */
+  /** True when no job failed (a job run elsewhere on its lock is skipped) and the audit trail was written. */
   ok: boolean;
   startedAt: string;
   finishedAt: string;
   durationMs: number;
   succeeded: number;
   failed: number;
+  /** Jobs whose lock another replica held (see `lock`). */
+  skipped: number;
   jobs: JobResult[];
   /** Failures of the cycle itself, outside any job (flushing the audit trail). */
   errors: JobError[];
@@ -118,6 +127,18 @@ export interface RunJobOptions {
   retention?: boolean;
   /** Time zone for calendar retention when the job has none. @default "UTC" */
   timeZone?: string;
+  /**
+   * Run each job only where its lock is taken (one replica of several): a job whose lock another
+   * replica holds is `skipped`. The lease is renewed while the job runs, checked just before the
+   * backup commits (a replica that lost it commits nothing: LOCK_LOST) and recorded in the
+   * manifest (`lease`); audit lines name the `replica`.
+   */
+  lock?: JobLock;
+  /**
+   * Keep the lease until then when the run ends sooner (the scheduler sets it from the scheduled
+   * time); else `lock.hold` after the run's start.
+   */
+  lockHoldUntil?: Date;
 }
 
 export interface RunJobsOptions extends RunJobOptions {
@@ -137,6 +158,7 @@ export interface RunJobsOptions extends RunJobOptions {
  */
 export async function runJob(job: Job, options: RunJobOptions = {}): Promise<JobResult> {
   assertJobs([job], "runJob");
+  const lock = options.lock === undefined ? undefined : resolveJobLock(options.lock, "runJob");
   const started = Date.now();
   const controller = new AbortController();
   const forward = () => controller.abort(options.signal?.reason);
@@ -154,17 +176,25 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
             ),
           parseDuration(job.timeout, "timeout"),
         );
-  const run = newJobRun(job, options, controller.signal);
+  const run = newJobRun(job, options, controller.signal, lock?.replica);
+  let held: HeldLease | undefined;
   try {
+    if (lock) {
+      held = await lockStage(run, lock);
+      if (!held) return finishJobRun(run, started, run.errors.length === 0 ? "skipped" : undefined);
+      run.fence = held.fence;
+    }
     run.durations.backupMs = await timed(() => backupStage(run));
     run.durations.copiesMs = await timed(() => copiesStage(run));
     run.durations.retentionMs = await timed(() => retentionStage(run));
     run.durations.validationMs = await timed(() => validationStage(run));
+    return finishJobRun(run, started);
   } finally {
     if (timer) clearTimeout(timer);
     options.signal?.removeEventListener("abort", forward);
+    const holdUntil = options.lockHoldUntil ?? (lock?.holdMs ? new Date(started + lock.holdMs) : undefined);
+    await held?.release(holdUntil, options.signal ?? new AbortController().signal);
   }
-  return finishJobRun(run, started);
 }
 
 export interface PruneJobOptions {
@@ -260,13 +290,15 @@ export async function runJobs(jobs: readonly Job[], options: RunJobsOptions = {}
   }
   const finished = Date.now();
   const succeeded = results.filter((r) => r.status === "succeeded").length;
+  const failed = results.filter((r) => r.status === "failed").length;
   return {
-    ok: succeeded === results.length && errors.length === 0,
+    ok: failed === 0 && errors.length === 0,
     startedAt: new Date(started).toISOString(),
     finishedAt: new Date(finished).toISOString(),
     durationMs: finished - started,
     succeeded,
-    failed: results.length - succeeded,
+    failed,
+    skipped: results.length - succeeded - failed,
     jobs: results,
     errors,
   };

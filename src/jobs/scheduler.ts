@@ -6,6 +6,7 @@ import type { AuditTrail } from "./audit.js";
 import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
 import { type DrillRunReport, runDrills } from "./drill.js";
 import { assertJobs, cronPatternSchema, type Job, timeZoneSchema } from "./job.js";
+import { jobLockSchema, resolveJobLock } from "./lock-run.js";
 import { isLogger, type Logger, silentLogger } from "./logger.js";
 
 /** What the scheduler reports, to `onEvent` and the logger. */
@@ -27,8 +28,12 @@ export type SchedulerEvent =
       job: string;
       at: string;
       scheduledFor: string;
-      /** "overlap": the previous run of the job was still going; "stopped": the scheduler stopped first. */
-      reason: "overlap" | "stopped";
+      /**
+       * "overlap": the previous run of the job was still going; "stopped": the scheduler stopped
+       * first; "locked": another replica holds the job's lock (it runs this tick there); "late":
+       * this replica's tick fired after the lock's hold, when another replica may have run it.
+       */
+      reason: "overlap" | "stopped" | "locked" | "late";
     };
 
 /** A scheduled drill set (`drills`) finished, or was skipped because its last run still went on. */
@@ -84,6 +89,14 @@ export const startSchedulerOptionsSchema = z
     drills: z.array(scheduledDrillSchema).default([]),
     /** Called when a scheduled drill set finishes or is skipped; an exception it throws is logged. */
     onDrill: z.custom<(event: DrillEvent) => void>((v) => typeof v === "function").optional(),
+    /**
+     * Replicas of one service share the schedule: each scheduled run of a job happens on the one
+     * replica that takes its lock (`kubernetesLease`, `postgresLock`, `s3Lock` from
+     * `stowage/locks/*`); the others report `skipped` with reason `locked`. See {@link runJob}'s
+     * `lock`; its `hold` defaults to half the interval to the job's next run, at most 1 minute
+     * plus `jitter`.
+     */
+    lock: jobLockSchema.optional(),
     /** For tests: the random source for jitter. @default Math.random */
     random: z.custom<() => number>((v) => typeof v === "function").optional(),
   })
@@ -142,6 +155,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
         : parseDuration(opts.jitter, "jitter");
   const logger = opts.logger ?? silentLogger;
   const random = opts.random ?? Math.random;
+  const lock = opts.lock === undefined ? undefined : resolveJobLock(opts.lock, "startScheduler");
   const scheduled = jobs.filter((j) => j.schedule !== undefined);
   const drillSets = opts.drills.map((d) => {
     const selected = d.jobs ? jobs.filter((j) => d.jobs!.includes(j.name)) : jobs.filter((j) => j.drill);
@@ -195,7 +209,22 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
       signal.addEventListener("abort", onAbort, { once: true });
     });
 
-  function launch(job: Job, scheduledFor: Date): Promise<JobResult | undefined> {
+  /**
+   * Until when a replica that ran a tick keeps the lease, so that a later replica's same tick finds
+   * it taken; a tick that fires after it is `late` and skipped (undefined: a manual trigger).
+   */
+  const holdUntil = (job: Job, scheduledFor: Date, manual: boolean): Date | undefined => {
+    if (!lock || manual) return undefined;
+    let holdMs = lock.holdMs;
+    if (holdMs === undefined) {
+      const next = crons.get(job.name)?.nextRun(scheduledFor);
+      const gap = next ? next.getTime() - scheduledFor.getTime() : Number.POSITIVE_INFINITY;
+      holdMs = Math.min(gap / 2, 60_000 + jitterMs);
+    }
+    return new Date(scheduledFor.getTime() + holdMs);
+  };
+
+  function launch(job: Job, scheduledFor: Date, manual = false): Promise<JobResult | undefined> {
     const at = () => new Date().toISOString();
     const when = scheduledFor.toISOString();
     if (stopped) {
@@ -219,15 +248,30 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
           emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "stopped" });
           return undefined;
         }
+        const hold = holdUntil(job, scheduledFor, manual);
+        if (hold && Date.now() > hold.getTime()) {
+          emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "late" });
+          return undefined;
+        }
         entry.started = true;
         emit({ type: "started", job: job.name, at: at(), scheduledFor: when });
         const result = await runJob(job, {
+          ...(lock
+            ? {
+                lock: { lock: lock.lock, ttl: lock.ttlMs, replica: lock.replica },
+                ...(hold ? { lockHoldUntil: hold } : {}),
+              }
+            : {}),
           signal: controller.signal,
           logger,
           ...(opts.audit ? { audit: opts.audit } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           timeZone: job.timeZone ?? opts.timeZone,
         });
+        if (result.status === "skipped") {
+          emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "locked" });
+          return result;
+        }
         if (opts.audit) {
           try {
             await opts.audit.flush();
@@ -352,7 +396,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
           details: { issues: [{ option: "job", problem: "unknown job" }] },
         });
       }
-      return launch(job, new Date());
+      return launch(job, new Date(), true);
     },
     running: () => [...running.keys()],
     nextRuns: () => [...crons.entries()].map(([job, cron]) => ({ job, at: stopped ? null : cron.nextRun() })),

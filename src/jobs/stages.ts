@@ -6,6 +6,7 @@
 import { backup } from "../core/backup.js";
 import { copyBackup } from "../core/copy.js";
 import { isAbortError, isStowageError, wrapError } from "../core/errors.js";
+import type { Fence } from "../core/lock.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import type { BackupProgress, Sink } from "../core/types.js";
 import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.js";
@@ -14,6 +15,7 @@ import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
 import type { CopyResult, JobError, JobResult, JobStage, RetentionResult, RunJobOptions } from "./cycle.js";
 import { type FanOutSink, fanOutSink } from "./fan-out.js";
 import type { Job, RetentionPolicy } from "./job.js";
+import { type HeldLease, holdJobLease, type ResolvedJobLock } from "./lock-run.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { prune } from "./prune.js";
 
@@ -50,13 +52,17 @@ export interface JobRun {
   fan?: FanOutSink;
   /** Copies that are not due this run (`every`): retention still runs on their sinks. */
   notDue: Set<number>;
+  /** This replica's name, when the job runs on a lock: audit lines carry it. */
+  replica?: string;
+  /** The lease the backup must still hold when it commits. */
+  fence?: Fence;
   /** Records an entry; a failure to record is an `audit` error of the run, never thrown. */
   audit(entry: AuditRecord): Promise<void>;
 }
 
 export type AuditRecord = Parameters<AuditTrail["record"]>[0];
 
-export function newJobRun(job: Job, options: RunJobOptions, signal: AbortSignal): JobRun {
+export function newJobRun(job: Job, options: RunJobOptions, signal: AbortSignal, replica?: string): JobRun {
   const logger = options.logger ?? silentLogger;
   const now = clock(options.now);
   const errors: JobError[] = [];
@@ -74,10 +80,15 @@ export function newJobRun(job: Job, options: RunJobOptions, signal: AbortSignal)
     retention: [],
     findings: [],
     notDue: new Set(),
+    ...(replica === undefined ? {} : { replica }),
     async audit(entry) {
       if (!options.audit) return;
       try {
-        await options.audit.record({ time: now().toISOString(), ...entry });
+        await options.audit.record({
+          time: now().toISOString(),
+          ...(replica === undefined ? {} : { replica }),
+          ...entry,
+        });
       } catch (error) {
         errors.push(jobError("audit", error));
         logger.error({ job: job.name, code: errorCode(error) }, "audit log write failed");
@@ -86,18 +97,19 @@ export function newJobRun(job: Job, options: RunJobOptions, signal: AbortSignal)
   };
 }
 
-export function finishJobRun(run: JobRun, started: number): JobResult {
+export function finishJobRun(run: JobRun, started: number, skipped?: "skipped"): JobResult {
   const { job, errors, durations, manifest } = run;
   const finished = Date.now();
   durations.totalMs = finished - started;
-  const status = errors.length === 0 ? "succeeded" : "failed";
-  run.logger[status === "succeeded" ? "info" : "error"](
+  const status = skipped ?? (errors.length === 0 ? "succeeded" : "failed");
+  run.logger[status === "failed" ? "error" : "info"](
     { job: job.name, status, durationMs: durations.totalMs, errors: errors.map((e) => e.code) },
     `job ${status}`,
   );
   return {
     job: job.name,
     status,
+    ...(run.replica === undefined ? {} : { replica: run.replica }),
     ...(manifest ? { manifest } : {}),
     startedAt: new Date(started).toISOString(),
     finishedAt: new Date(finished).toISOString(),
@@ -153,6 +165,26 @@ async function step<T>(
   return value;
 }
 
+/**
+ * 0. The lock, when the job runs on one: the lease, or undefined when another replica holds it
+ * (or the engine could not be asked: a `lock` error, and the job does not run unguarded).
+ */
+export async function lockStage(run: JobRun, lock: ResolvedJobLock): Promise<HeldLease | undefined> {
+  const { job, logger } = run;
+  try {
+    const held = await holdJobLease(job.name, lock, run.signal, logger);
+    logger.info(
+      { job: job.name, lock: lock.lock.kind, replica: lock.replica, held: held !== undefined },
+      held ? "lock taken" : "lock held by another replica",
+    );
+    return held;
+  } catch (error) {
+    run.errors.push(jobError("lock", error));
+    logger.error({ job: job.name, lock: lock.lock.kind, code: errorCode(error) }, "lock failed");
+    return undefined;
+  }
+}
+
 /** 1. The backup (fanned out to the copies when asked). */
 export async function backupStage(run: JobRun): Promise<void> {
   const { job, options, logger, bytes } = run;
@@ -172,6 +204,7 @@ export async function backupStage(run: JobRun): Promise<void> {
         allowUnencrypted: job.allowUnencrypted,
         signal: run.signal,
         now: run.now,
+        ...(run.fence ? { fence: run.fence } : {}),
         ...(job.storageClass === undefined ? {} : { storageClass: job.storageClass }),
         ...(options.onProgress
           ? { onProgress: (p: BackupProgress) => options.onProgress?.(job.name, p) }

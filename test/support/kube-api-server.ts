@@ -15,7 +15,11 @@
  * - CustomResourceDefinitions: applying one registers its group/resource (served at once,
  *   `Established`), deleting it removes the type and its objects;
  * - errors as `Status` objects (400, 401, 403, 404, 409, 415, 422);
- * - pod logs: `GET /api/v1/namespaces/{ns}/pods/{name}/log?container=&sinceSeconds=`.
+ * - pod logs: `GET /api/v1/namespaces/{ns}/pods/{name}/log?container=&sinceSeconds=`;
+ * - update (PUT) with optimistic concurrency as the real API does it: the body's
+ *   `metadata.resourceVersion` must be the stored one (409 Conflict when stale, 422 when missing,
+ *   404 when the object does not exist), which is what coordination.k8s.io/v1 Leases (served
+ *   here) build leader election on; a create of an existing name is 409 AlreadyExists.
  *
  * Tests reach around the API with `put`, `deny`, `setLogs`, `wipe`, `objects` and `requests`.
  */
@@ -68,6 +72,15 @@ export interface KubeApiServerOptions {
 const RW = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 const BUILTIN_TYPES: ResourceType[] = [
+  {
+    group: "coordination.k8s.io",
+    version: "v1",
+    resource: "leases",
+    kind: "Lease",
+    singularName: "lease",
+    namespaced: true,
+    verbs: RW,
+  },
   {
     group: "",
     version: "v1",
@@ -784,6 +797,10 @@ export class KubeApiServer {
       return { code: 200, body: this.render(type, stored) };
     }
     if (method === "PATCH") return this.apply(type, namespace, name, body, contentType, query, dryRun);
+    if (method === "PUT") {
+      const obj = this.parseBody(body, contentType);
+      return { code: 200, body: this.update(type, namespace, name, obj, query.fieldManager, dryRun) };
+    }
     if (method === "DELETE") return { code: 200, body: this.remove(type, namespace, name, dryRun) };
     throw new HttpError(
       405,
@@ -919,6 +936,77 @@ export class KubeApiServer {
       });
     }
     return this.writeObject(type, namespace, obj, manager, "Update", dryRun);
+  }
+
+  /**
+   * PUT: replaces the object when the body names its current resourceVersion. Nothing happens
+   * between the check and the write (one event loop turn), so two writers racing on one version
+   * see exactly one success and one 409 Conflict, as etcd's compare-and-swap gives the real API.
+   */
+  private update(
+    type: ResourceType,
+    namespace: string | undefined,
+    name: string,
+    input: Obj,
+    manager: string | undefined,
+    dryRun: boolean,
+  ): Obj {
+    const what = type.group ? `${type.resource}.${type.group}` : type.resource;
+    if (input.metadata.name !== name) {
+      throw new HttpError(
+        400,
+        "BadRequest",
+        `the name of the object (${input.metadata.name}) does not match the name on the URL (${name})`,
+      );
+    }
+    const stored = this.store.get(this.key(type, namespace, name));
+    if (!stored) throw this.notFoundObject(type, name);
+    const version = input.metadata.resourceVersion;
+    if (typeof version !== "string" || version === "") {
+      throw new HttpError(
+        422,
+        "Invalid",
+        `${type.kind} "${name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update`,
+        { name, kind: type.kind },
+      );
+    }
+    if (version !== stored.obj.metadata.resourceVersion) {
+      throw new HttpError(
+        409,
+        "Conflict",
+        `Operation cannot be fulfilled on ${what} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        { name, kind: type.resource, ...(type.group ? { group: type.group } : {}) },
+      );
+    }
+    const obj = clone(input);
+    const before = stored.obj.metadata;
+    obj.metadata = {
+      ...obj.metadata,
+      uid: before.uid,
+      creationTimestamp: before.creationTimestamp,
+      ...(type.namespaced ? { namespace: before.namespace } : {}),
+    };
+    delete obj.metadata.managedFields;
+    delete obj.status;
+    if (stored.obj.status !== undefined) obj.status = stored.obj.status;
+    this.normalize(type, obj);
+    const owners = manager
+      ? [
+          ...stored.owners.filter((o) => o.manager !== manager),
+          {
+            manager,
+            operation: "Update" as const,
+            apiVersion: groupVersion(type),
+            time: stamp(),
+            paths: leafPaths(obj.spec ?? {}, ["spec"]),
+          },
+        ]
+      : stored.owners;
+    if (dryRun) return this.render(type, { obj, owners });
+    obj.metadata.resourceVersion = String(++this.revision);
+    const next = { obj, owners };
+    this.store.set(this.key(type, namespace, name), next);
+    return this.render(type, next);
   }
 
   private apply(
