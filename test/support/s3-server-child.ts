@@ -13,6 +13,11 @@
  *   202, then 409 RestoreAlreadyInProgress while ongoing, then 200 once restored; HeadObject
  *   carries `x-amz-restore`. The parent completes restores and moves the clock over IPC.
  *
+ * - Conditional PutObject (s3rver ignores the headers): `If-None-Match: *` answers 412
+ *   PreconditionFailed when the key exists, `If-Match: <ETag>` 412 when the stored ETag differs
+ *   and 404 NoSuchKey when there is none. The check and the write run one at a time per key, so
+ *   of writers racing on one version exactly one wins, as on S3.
+ *
  * Runs in its own process because a process hosting s3rver must not call execFileSync/spawnSync,
  * and with --openssl-legacy-provider so that truncated listings (continuation tokens) work.
  */
@@ -46,6 +51,7 @@ const s3rver = new S3rver({
 });
 const upstreamPort = ((await s3rver.run()) as AddressInfo).port;
 const store = s3rver.store as {
+  existsObject(bucket: string, key: string): Promise<boolean>;
   getMetadata(bucket: string, key: string): Promise<Record<string, string>>;
   getBucketPath(bucket: string): string;
   deleteObject(bucket: string, key: string): Promise<void>;
@@ -279,6 +285,30 @@ async function coldClassOf(bucket: string, key: string): Promise<string | undefi
   } catch {
     return undefined;
   }
+}
+
+/** Conditional writes per object, one after the other: a check and its write are one step. */
+const conditionalWrites = new Map<string, Promise<void>>();
+
+async function oneAtATime(id: string, work: () => Promise<void>): Promise<void> {
+  const before = conditionalWrites.get(id) ?? Promise.resolve();
+  const mine = before.then(work, work);
+  const tail = mine.catch(() => undefined);
+  conditionalWrites.set(id, tail);
+  try {
+    await mine;
+  } finally {
+    if (conditionalWrites.get(id) === tail) conditionalWrites.delete(id);
+  }
+}
+
+const bareEtag = (etag: string) => etag.trim().replace(/^W\//, "").replace(/^"|"$/g, "");
+
+/** The stored object's ETag (its MD5, unquoted), or undefined when there is none. */
+async function storedEtag(bucket: string, key: string): Promise<string | undefined> {
+  if (!(await store.existsObject(bucket, key).catch(() => false))) return undefined;
+  const metadata = await store.getMetadata(bucket, key).catch(() => undefined);
+  return metadata?.etag === undefined ? undefined : bareEtag(metadata.etag);
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -566,6 +596,36 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     const body = await receive(req);
     if (body === undefined) {
       record.status = 499;
+      return;
+    }
+    const ifMatch = req.headers["if-match"];
+    const ifNoneMatch = req.headers["if-none-match"];
+    if (ifMatch !== undefined || ifNoneMatch !== undefined) {
+      await oneAtATime(id, async () => {
+        const stored = await storedEtag(record.bucket, key);
+        if (ifNoneMatch !== undefined && String(ifNoneMatch).trim() === "*" && stored !== undefined) {
+          record.status = 412;
+          sendError(
+            res,
+            412,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+          );
+        } else if (ifMatch !== undefined && stored === undefined) {
+          record.status = 404;
+          sendError(res, 404, "NoSuchKey", "The specified key does not exist.");
+        } else if (ifMatch !== undefined && bareEtag(String(ifMatch)) !== stored) {
+          record.status = 412;
+          sendError(
+            res,
+            412,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+          );
+        } else {
+          record.status = await forward(req, res, undefined, body);
+        }
+      });
       return;
     }
     if (req.headers["x-amz-object-lock-mode"] && !hasChecksum(req.headers)) {
