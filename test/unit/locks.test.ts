@@ -10,7 +10,7 @@ import { isStowageError, StowageError } from "../../src/core/errors.js";
 import { type Lease, type LeaseEngine, type Lock, trackedLease } from "../../src/core/lock.js";
 import { parseManifest } from "../../src/core/manifest.js";
 import type { AuditEntryInput, AuditTrail } from "../../src/jobs/audit.js";
-import { defineJob, runJob, runJobs } from "../../src/jobs/index.js";
+import { defineConfig, defineJob, runJob, runJobs } from "../../src/jobs/index.js";
 import { memorySink } from "../../src/sinks/memory.js";
 import { bytesSource } from "../../src/sources/bytes.js";
 
@@ -209,5 +209,23 @@ describe("runJob on a lock", () => {
     expect(JSON.stringify((error as StowageError).details)).toContain("ttl");
     const short = await runJob(job(), { lock: { lock: memoryLock(), ttl: 500 } }).catch((e: unknown) => e);
     expect((short as StowageError).details.issues).toEqual([expect.objectContaining({ option: "lock.ttl" })]);
+  });
+});
+
+describe("the CLI config's lock", () => {
+  it("names a lock that `stowage run` passes to runJobs, and a bad one by its option", () => {
+    const lock = memoryLock();
+    const config = defineConfig({ jobs: [job()], lock: { lock, ttl: "1m", hold: "2m", replica: "cron-a" } });
+    expect(config.lock).toMatchObject({ lock, ttl: "1m", hold: "2m", replica: "cron-a" });
+    expect(defineConfig({ jobs: [job()], lock }).lock).toBe(lock);
+    const error = (() => {
+      try {
+        defineConfig({ jobs: [job()], lock: { lock: "postgres" } as never });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
+    expect(JSON.stringify((error as StowageError).details)).toContain("lock");
   });
 });
