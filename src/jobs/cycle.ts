@@ -5,6 +5,7 @@ import type { BackupProgress } from "../core/types.js";
 import type { Finding } from "../policies/validation.js";
 import { type AuditTrail, errorCode } from "./audit.js";
 import { assertJobs, type Job } from "./job.js";
+import { jobError } from "./job-error.js";
 import { type HeldLease, type JobLock, resolveJobLock } from "./lock-run.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { prune } from "./prune.js";
@@ -13,7 +14,6 @@ import {
   clock,
   copiesStage,
   finishJobRun,
-  jobError,
   lockStage,
   newJobRun,
   retentionStage,

@@ -7,8 +7,8 @@ import type { AuditTrail } from "./audit.js";
 import { manifestFacts } from "./audit.js";
 import type { RetentionResult } from "./cycle.js";
 import type { Job, RetentionPolicy } from "./job.js";
+import { jobError } from "./job-error.js";
 import type { Logger } from "./logger.js";
-import { jobError } from "./stages.js";
 
 /** Manifests already read, per sink, so that a job run lists fresh but reads only new manifests. */
 const manifestCaches = new WeakMap<Sink, ManifestCache>();

@@ -5,33 +5,23 @@
  */
 import { backup } from "../core/backup.js";
 import { copyBackup } from "../core/copy.js";
-import { isAbortError, isStowageError, wrapError } from "../core/errors.js";
+import { wrapError } from "../core/errors.js";
 import type { Fence } from "../core/lock.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import type { BackupProgress, Sink } from "../core/types.js";
 import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.js";
 import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
 import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
-import type { CopyResult, JobError, JobResult, JobStage, RetentionResult, RunJobOptions } from "./cycle.js";
+import type { CopyResult, JobError, JobResult, RetentionResult, RunJobOptions } from "./cycle.js";
 import { type FanOutSink, fanOutSink } from "./fan-out.js";
 import type { Job, RetentionPolicy } from "./job.js";
+import { jobError } from "./job-error.js";
 import { type HeldLease, holdJobLease, type ResolvedJobLock } from "./lock-run.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { prune } from "./prune.js";
 
 export const clock = (now: RunJobOptions["now"]): (() => Date) =>
   now === undefined ? () => new Date() : typeof now === "function" ? now : () => now;
-
-const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
-
-export function jobError(stage: JobStage, error: unknown, target?: string): JobError {
-  return {
-    stage,
-    code: isStowageError(error) ? error.code : isAbortError(error) ? "ABORTED" : "UNKNOWN",
-    message: messageOf(error),
-    ...(target === undefined ? {} : { target }),
-  };
-}
 
 /** What the stages of one job run share: its options, clock and signal, and what they found. */
 export interface JobRun {

@@ -603,18 +603,14 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     if (ifMatch !== undefined || ifNoneMatch !== undefined) {
       await oneAtATime(id, async () => {
         const stored = await storedEtag(record.bucket, key);
-        if (ifNoneMatch !== undefined && String(ifNoneMatch).trim() === "*" && stored !== undefined) {
-          record.status = 412;
-          sendError(
-            res,
-            412,
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-          );
-        } else if (ifMatch !== undefined && stored === undefined) {
+        const missing = ifMatch !== undefined && stored === undefined;
+        const failed =
+          (ifNoneMatch !== undefined && String(ifNoneMatch).trim() === "*" && stored !== undefined) ||
+          (ifMatch !== undefined && !missing && bareEtag(String(ifMatch)) !== stored);
+        if (missing) {
           record.status = 404;
           sendError(res, 404, "NoSuchKey", "The specified key does not exist.");
-        } else if (ifMatch !== undefined && bareEtag(String(ifMatch)) !== stored) {
+        } else if (failed) {
           record.status = 412;
           sendError(
             res,
