@@ -10,7 +10,14 @@ import { isStowageError, StowageError } from "../../src/core/errors.js";
 import { type Lease, type LeaseEngine, type Lock, trackedLease } from "../../src/core/lock.js";
 import { parseManifest } from "../../src/core/manifest.js";
 import type { AuditEntryInput, AuditTrail } from "../../src/jobs/audit.js";
-import { defineConfig, defineJob, runJob, runJobs } from "../../src/jobs/index.js";
+import {
+  defineConfig,
+  defineJob,
+  runJob,
+  runJobs,
+  type SchedulerEvent,
+  startScheduler,
+} from "../../src/jobs/index.js";
 import { memorySink } from "../../src/sinks/memory.js";
 import { bytesSource } from "../../src/sources/bytes.js";
 
@@ -228,4 +235,48 @@ describe("the CLI config's lock", () => {
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
     expect(JSON.stringify((error as StowageError).details)).toContain("lock");
   });
+});
+
+describe("startScheduler on a lock", () => {
+  it("runs each tick on one of two schedulers; a tick that fires after the hold is skipped as late", async () => {
+    const lock = memoryLock();
+    const sink = memorySink();
+    const events: Array<SchedulerEvent & { replica: string }> = [];
+    const every = defineJob({
+      name: "db",
+      schedule: "* * * * * *",
+      source: bytesSource({ name: "db", data: "x" }),
+      sink,
+    });
+    const start = (replica: string, late: boolean) =>
+      startScheduler([every], {
+        lock: { lock, ttl: "5s", replica },
+        onEvent: (e) => events.push({ ...e, replica }),
+        // Always at the end of a 900 ms jitter: past the default hold (half the 1 s interval).
+        ...(late ? { jitter: 900, random: () => 0.99 } : {}),
+      });
+    const a = start("pod-a", false);
+    const b = start("pod-b", false);
+    const c = start("pod-c", true);
+    await new Promise((r) => setTimeout(r, 3_500));
+    await Promise.all([a.stop(), b.stop(), c.stop()]);
+    const ran = events.filter((e) => e.type === "succeeded");
+    const ticks = ran.map((e) => e.scheduledFor);
+    expect(ticks.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(ticks).size).toBe(ticks.length);
+    for (const [i, tick] of ticks.entries()) {
+      const reasons = events
+        .filter((e) => e.scheduledFor === tick && e.type === "skipped")
+        .map((e) => (e as { reason: string }).reason)
+        .sort();
+      // The last tick's late one may still wait out its jitter when the schedulers stop.
+      expect(reasons).toEqual(
+        i === ticks.length - 1 && reasons.includes("stopped") ? ["locked", "stopped"] : ["late", "locked"],
+      );
+    }
+    expect(ran.some((e) => e.replica === "pod-c")).toBe(false);
+    // Each run committed once, under its own lease.
+    const manifests = [...sink.objects.keys()].filter((k) => k.endsWith(".manifest.json"));
+    expect(manifests).toHaveLength(ran.length);
+  }, 20_000);
 });
