@@ -10,6 +10,8 @@ export {
   type ManifestListing,
   readManifest,
 } from "./core/catalog.js";
+// Signed manifests and the job's chain (docs/FORMAT.md, "Manifest signatures").
+export { findPrevious } from "./core/chain.js";
 export { type CopyBackupOptions, copyBackup } from "./core/copy.js";
 export {
   isAbortError,
@@ -69,8 +71,17 @@ export {
   findOrphans,
   type OrphanReport,
 } from "./core/retention-apply.js";
+export {
+  canonicalJson,
+  generateSigningKey,
+  type ManifestSignature,
+  manifestDigest,
+  type SigningKeyPair,
+  verifyKeyId,
+} from "./core/signing.js";
 export { HashCounter, readAll } from "./core/streams.js";
 export type {
+  BackupIdentity,
   BackupProgress,
   DecodeContext,
   Decoder,

@@ -142,10 +142,16 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     name: "keygen",
-    summary: "a new key pair for write-only backups (--out <file> keeps the identity out of stdout)",
-    usage: "[--out <file>] [--json]",
+    summary:
+      "a new key pair for write-only backups, or with --signing a manifest signing key (--out <file> keeps the secret out of stdout)",
+    usage: "[--signing] [--out <file>] [--json]",
     flags: [
       FLAGS.json,
+      {
+        name: "signing",
+        type: "boolean",
+        description: "an Ed25519 signing key (backup host) and its verify key (restore hosts)",
+      },
       {
         name: "out",
         type: "string",

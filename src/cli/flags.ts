@@ -38,6 +38,8 @@ export interface Flags {
   at?: string;
   from?: string;
   out?: string;
+  /** keygen: an Ed25519 signing key pair instead of an encryption key pair. */
+  signing?: boolean;
   extract?: string;
   report?: string;
   force?: boolean;

@@ -1,6 +1,6 @@
 import type { Duplex } from "node:stream";
 import { z } from "zod";
-import { writeManifest } from "./catalog.js";
+import { writeSignedManifest } from "./chain.js";
 import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direct.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
@@ -8,6 +8,7 @@ import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./key
 import { type Fence, fenceSchema } from "./lock.js";
 import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
+import { signerFrom } from "./signing.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
 import type {
   BackupProgress,
@@ -51,6 +52,12 @@ export const backupOptionsSchema = z
      * the lease goes into the manifest as `lease`. Set by a job that runs on a `lock`.
      */
     fence: fenceSchema.optional(),
+    /**
+     * Signs the manifest (a `stowage-sign1:…` string from `generateSigningKey()`) and records the
+     * job's previous manifest on the sink in it (`previous`), which costs a LIST and a GET
+     * (see `findPrevious`). Never written anywhere. @default unsigned
+     */
+    signingKey: z.string().optional(),
   })
   .strict();
 export type BackupOptions = z.input<typeof backupOptionsSchema>;
@@ -113,6 +120,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       { details: { issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
     );
   }
+  const signer = opts.signingKey === undefined ? undefined : signerFrom(opts.signingKey);
   throwIfAborted(signal, "backup");
 
   const clock = opts.now ?? (() => new Date());
@@ -165,6 +173,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
         })
       : await backupThroughStreams({
           job,
+          id,
           what,
           source,
           transforms,
@@ -207,12 +216,11 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       generator: { name: "stowage", version: VERSION },
     };
 
-    await writeManifest(sink, manifest, {
+    return await writeSignedManifest(sink, manifest, signer, {
       signal: controller.signal,
       what: `backup ${job}`,
       details: { ...what, key },
     });
-    return manifest;
   } finally {
     signal?.removeEventListener("abort", forwardAbort);
   }
@@ -222,6 +230,8 @@ const fenceCheck = (fence: Fence, signal: AbortSignal) => () => fence.check({ si
 
 interface StreamsRun {
   job: string;
+  /** The backup's id: with the job, the identity an encryption stage binds into its header. */
+  id: string;
   what: { job: string; source: string };
   source: Source;
   transforms: Transform[];
@@ -260,7 +270,7 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
   const failure = new FirstFailure();
   let encoders: Duplex[];
   try {
-    encoders = await Promise.all(transforms.map((t) => t.encode()));
+    encoders = await Promise.all(transforms.map((t) => t.encode({ job, id: run.id })));
   } catch (error) {
     // Released before the error is thrown, as on every other failure (a process reaped, a file closed).
     output.stream.destroy();

@@ -7,6 +7,7 @@ import {
   parseManifest,
   serializeManifest,
 } from "./manifest.js";
+import { assertSigned, verifyKeyring } from "./signing.js";
 import { readAll } from "./streams.js";
 import type { ObjectInfo, Sink } from "./types.js";
 
@@ -24,6 +25,12 @@ export interface ListManifestsOptions {
    * sink lists. Create it with `new Map()` and keep one per sink.
    */
   cache?: ManifestCache;
+  /**
+   * Public keys (`stowage-verify1:…`) that may have signed the manifests. With them, a manifest
+   * that is unsigned or whose signature does not check goes to `invalid` with `SIGNATURE_MISSING`
+   * or `SIGNATURE_INVALID`, never to `manifests`. @default no signature check
+   */
+  verifyKeys?: string | readonly string[];
 }
 
 /** See {@link ListManifestsOptions.cache}. */
@@ -82,6 +89,7 @@ export async function listManifests(
   options: ListManifestsOptions = {},
 ): Promise<ManifestListing> {
   const { signal, cache } = options;
+  const ring = verifyKeyring(options.verifyKeys);
   const prefix = options.job ? `${options.job}/` : "";
   const listed: ObjectInfo[] = [];
   try {
@@ -110,17 +118,21 @@ export async function listManifests(
       const key = info.key;
       const modified = info.lastModified.getTime();
       const hit = cache?.get(key);
-      if (hit && hit.size === info.size && hit.modified === modified) {
-        listing.manifests.push(hit.manifest);
-        continue;
-      }
       try {
-        const manifest = await readManifest(sink, key, signal);
-        cache?.set(key, { size: info.size, modified, manifest });
+        let manifest: Manifest;
+        if (hit && hit.size === info.size && hit.modified === modified) {
+          manifest = hit.manifest;
+        } else {
+          manifest = await readManifest(sink, key, signal);
+          cache?.set(key, { size: info.size, modified, manifest });
+        }
+        assertSigned(manifest, ring, "listManifests");
         listing.manifests.push(manifest);
       } catch (error) {
         if (isStowageError(error, "ABORTED")) throw error;
-        cache?.delete(key);
+        if (!isStowageError(error, "SIGNATURE_MISSING") && !isStowageError(error, "SIGNATURE_INVALID")) {
+          cache?.delete(key);
+        }
         listing.invalid.push({
           key,
           error: wrapError(error, "MANIFEST_INVALID", `manifest ${key}`, { key }),

@@ -5,7 +5,7 @@ import { gzip } from "../transforms/gzip.js";
 import { zstdDecoder } from "../transforms/zstd.js";
 import { StowageError, wrapError } from "./errors.js";
 import type { TransformRecord } from "./manifest.js";
-import type { Decoder, DecryptionKey } from "./types.js";
+import type { BackupIdentity, Decoder, DecryptionKey } from "./types.js";
 
 /*
  * The one written exception to "the core knows no adapter" (STYLE.md, rule 1): these imports of
@@ -34,6 +34,7 @@ export async function decodersFor(
   records: readonly TransformRecord[],
   keys: readonly DecryptionKey[],
   extra: readonly Decoder[] = [],
+  identity?: BackupIdentity,
 ): Promise<Duplex[]> {
   const decoders: Duplex[] = [];
   for (const record of [...records].reverse()) {
@@ -46,7 +47,7 @@ export async function decodersFor(
       );
     }
     try {
-      decoders.push(await decoder.decode(record, { keys }));
+      decoders.push(await decoder.decode(record, identity ? { keys, identity } : { keys }));
     } catch (error) {
       for (const d of decoders) d.destroy();
       throw wrapError(error, "TRANSFORM_FAILED", `transform ${record.name}: cannot start decoding`);

@@ -1,8 +1,9 @@
 import type { Readable } from "node:stream";
-import { writeManifest } from "./catalog.js";
+import { writeSignedManifest } from "./chain.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
+import { signerFrom } from "./signing.js";
 import { ExpectDigest } from "./streams.js";
 import type { Sink } from "./types.js";
 
@@ -14,6 +15,12 @@ export interface CopyBackupOptions {
   /** A storage class `to` offers (its `capabilities.storageClasses`); else the sink's default. */
   storageClass?: string | undefined;
   signal?: AbortSignal | undefined;
+  /**
+   * Signs the copy's manifest, whose `previous` names the job's previous backup on `to`. Without
+   * it a signed manifest is stored unsigned (its sink and location change, so the old signature
+   * could not hold). @default unsigned
+   */
+  signingKey?: string | undefined;
 }
 
 /**
@@ -52,6 +59,7 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
       { details: { ...details, issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
     );
   }
+  const signer = options.signingKey === undefined ? undefined : signerFrom(options.signingKey);
   throwIfAborted(signal, "copyBackup");
 
   let raw: Readable;
@@ -108,8 +116,9 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
       ? lockedUntil
       : manifest.retainUntil;
   const newClass = written.storageClass ?? storageClass;
+  const { signature: _signature, previous: _chain, ...unsigned } = manifest;
   const copied: Manifest = {
-    ...manifest,
+    ...unsigned,
     artifact: {
       ...artifact,
       sink: to.kind,
@@ -118,10 +127,9 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
     },
     ...(retainUntil ? { retainUntil } : {}),
   };
-  await writeManifest(to, copied, {
+  return await writeSignedManifest(to, copied, signer, {
     ...(signal ? { signal } : {}),
     what: `copyBackup of ${key} to ${to.kind}`,
     details,
   });
-  return copied;
 }

@@ -20,7 +20,11 @@ export type StowageErrorCode =
   | "UNSUPPORTED"
   | "LOCK_LOST"
   | "LOCK_FAILED"
-  | "ABORTED";
+  | "ABORTED"
+  /** A manifest checked against `verifyKeys` carries no signature. */
+  | "SIGNATURE_MISSING"
+  /** A manifest's signature is by an unknown key, or a signed field was changed. */
+  | "SIGNATURE_INVALID";
 
 const BRAND = Symbol.for("stowage.error");
 

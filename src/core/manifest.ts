@@ -75,6 +75,20 @@ export const manifestSchema = z.object({
    */
   lease: leaseRecordSchema.optional(),
   generator: z.object({ name: z.string(), version: z.string() }),
+  // --- Signed manifests and the job's chain (docs/FORMAT.md, "Manifest signatures"). ---
+  /**
+   * The job's previous manifest on this sink when this one was written: its id and the SHA-256 of
+   * its canonical encoding (`manifestDigest`). Recorded by signed backups; absent for the first.
+   */
+  previous: z.object({ id: z.string().min(1), sha256: sha256Hex }).optional(),
+  /** Ed25519 over the canonical encoding of every other field; see `assertSigned`. */
+  signature: z
+    .object({
+      algorithm: z.literal("ed25519"),
+      keyId: z.string().regex(/^[0-9a-f]{16}$/),
+      value: z.string().regex(/^[A-Za-z0-9+/]{86}==$/, "64 bytes of base64"),
+    })
+    .optional(),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
 

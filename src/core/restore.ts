@@ -4,8 +4,12 @@ import { decodersFor, keyList } from "./codecs.js";
 import { isStowageError, StowageError, type StowageErrorCode, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
+import { assertSigned, verifyKeyring } from "./signing.js";
 import { type ByteCap, digestError, ExpectDigest, HashCounter } from "./streams.js";
-import type { Decoder, DecryptionKey, Sink } from "./types.js";
+import type { BackupIdentity, Decoder, DecryptionKey, Sink } from "./types.js";
+
+/** The backup a manifest describes, which a bound (format 3) artifact must name. */
+const identityOf = (manifest: Manifest): BackupIdentity => ({ job: manifest.job, id: manifest.id });
 
 export interface RestoreOptions {
   sink: Sink;
@@ -21,6 +25,12 @@ export interface RestoreOptions {
    * @default true when the manifest has no encryption transform
    */
   verifyFirst?: boolean;
+  /**
+   * Public keys (`stowage-verify1:…`) that may have signed the manifest. With them, an unsigned
+   * manifest or one whose signature does not check is refused before the artifact is read.
+   * @default no signature check
+   */
+  verifyKeys?: string | readonly string[];
   signal?: AbortSignal;
 }
 
@@ -103,11 +113,18 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
   const manifest = parseManifest(options.manifest, "restore: manifest");
   const { sink, signal } = options;
   const keys = keyList(options.keys, "restore");
+  assertSigned(manifest, verifyKeyring(options.verifyKeys), "restore");
   const encrypted = manifest.transforms.some((t) => t.role === "encryption");
   throwIfAborted(signal, "restore");
 
   if (options.verifyFirst ?? !encrypted) {
-    const report = await verify({ sink, manifest, ...(signal ? { signal } : {}), decode: false });
+    const report = await verify({
+      sink,
+      manifest,
+      ...(signal ? { signal } : {}),
+      ...(options.verifyKeys ? { verifyKeys: options.verifyKeys } : {}),
+      decode: false,
+    });
     if (!report.ok) {
       const problem = report.problems[0]!;
       throw new StowageError(
@@ -121,7 +138,7 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     }
   }
 
-  const decoders = await decodersFor(manifest.transforms, keys, options.transforms);
+  const decoders = await decodersFor(manifest.transforms, keys, options.transforms, identityOf(manifest));
   const raw = await readArtifact(sink, manifest, signal);
   const failure = new FirstFailure();
   const key = manifest.artifact.key;
@@ -178,6 +195,8 @@ export interface VerifyOptions {
   transforms?: readonly Decoder[];
   /** Set false to check only the stored bytes even where decoding is possible. @default true */
   decode?: boolean;
+  /** As for {@link restore}: a manifest that fails them is reported, and its artifact not read. */
+  verifyKeys?: string | readonly string[];
   signal?: AbortSignal;
 }
 
@@ -214,6 +233,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   const manifest = parseManifest(options.manifest, "verify: manifest");
   const { sink, signal } = options;
   const keys = keyList(options.keys, "verify");
+  const ring = verifyKeyring(options.verifyKeys);
   const encrypted = manifest.transforms.some((t) => t.role === "encryption");
   const decode = (options.decode ?? true) && (!encrypted || keys.length > 0);
   const key = manifest.artifact.key;
@@ -229,6 +249,13 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     problems: [],
   };
   const problem = (code: string, message: string) => report.problems.push({ code, message });
+  try {
+    assertSigned(manifest, ring, "verify");
+  } catch (error) {
+    // A manifest that is not vouched for says nothing about its artifact: reading it proves nothing.
+    problem((error as StowageError).code, (error as Error).message);
+    return report;
+  }
 
   let raw: Readable;
   try {
@@ -244,7 +271,10 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   const stages: Duplex[] = [storedHash];
   if (decode) {
     try {
-      stages.push(...(await decodersFor(manifest.transforms, keys, options.transforms)), plainHash);
+      stages.push(
+        ...(await decodersFor(manifest.transforms, keys, options.transforms, identityOf(manifest))),
+        plainHash,
+      );
     } catch (error) {
       raw.destroy();
       if (isStowageError(error, "ABORTED")) throw error;

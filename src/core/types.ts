@@ -74,9 +74,20 @@ export type DecryptionKey =
   | { passphrase: string }
   | { identity: string };
 
+/** The backup an artifact belongs to, which an encryption stage binds into its header. */
+export interface BackupIdentity {
+  job: string;
+  id: string;
+}
+
 /** Context handed to {@link Decoder.decode}. */
 export interface DecodeContext {
   keys: readonly DecryptionKey[];
+  /**
+   * The backup the manifest says this is (restore, verify): a stage that bound an identity when it
+   * encoded (aes-256-gcm format 3) refuses an artifact bound to another one.
+   */
+  identity?: BackupIdentity;
 }
 
 /**
@@ -96,8 +107,11 @@ export interface Transform extends Decoder {
   role: "compression" | "encryption" | "other";
   /** Appended to the artifact key, e.g. ".gz", ".enc". */
   extension: string;
-  /** A fresh stream for one artifact. */
-  encode(): Duplex | Promise<Duplex>;
+  /**
+   * A fresh stream for one artifact. `backup()` passes the backup's identity, for a stage that
+   * binds it (aes-256-gcm); a stage may ignore it.
+   */
+  encode(identity?: BackupIdentity): Duplex | Promise<Duplex>;
   /** What the manifest records: enough to reverse the stage (level, cipher, key id, chunk size). */
   describe(): TransformRecord;
 }

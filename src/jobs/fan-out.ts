@@ -1,7 +1,9 @@
 import { once } from "node:events";
 import { PassThrough, Readable } from "node:stream";
+import { findPrevious } from "../core/chain.js";
 import { StowageError, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest, parseManifest, serializeManifest } from "../core/manifest.js";
+import type { Signer } from "../core/signing.js";
 import { readAll } from "../core/streams.js";
 import type { ObjectInfo, ReadOptions, Sink, WriteOptions, WrittenObject } from "../core/types.js";
 
@@ -28,7 +30,11 @@ export interface FanOutSink extends Sink {
  * `artifact.sink`, `location` and `storageClass`, so every sink holds a manifest that describes
  * the copy beside it. Reads, listings and deletions go to the primary.
  */
-export function fanOutSink(primary: Sink, secondaries: readonly FanOutTarget[]): FanOutSink {
+export function fanOutSink(
+  primary: Sink,
+  secondaries: readonly FanOutTarget[],
+  options: { signer?: Signer } = {},
+): FanOutSink {
   const written = new Map<string, Array<{ sink: Sink; object: WrittenObject }>>();
   const manifests = new Map<string, Array<{ sink: Sink; manifest: Manifest }>>();
   const targets: FanOutTarget[] = [{ sink: primary }, ...secondaries];
@@ -101,7 +107,7 @@ export function fanOutSink(primary: Sink, secondaries: readonly FanOutTarget[]):
     }
   }
 
-  async function writeManifest(key: string, body: Readable, options: WriteOptions): Promise<WrittenObject> {
+  async function writeManifest(key: string, body: Readable, opts: WriteOptions): Promise<WrittenObject> {
     const artifactKey = key.slice(0, -MANIFEST_SUFFIX.length);
     const objects = written.get(artifactKey);
     if (!objects) {
@@ -114,27 +120,33 @@ export function fanOutSink(primary: Sink, secondaries: readonly FanOutTarget[]):
       );
     }
     const manifest = parseManifest((await readAll(body)).toString("utf8"), `fan-out manifest ${key}`);
-    const perSink = objects.map(({ sink, object }, i) => {
-      const storageClass =
-        i === 0 ? manifest.artifact.storageClass : (object.storageClass ?? targets[i]!.storageClass);
-      const { storageClass: _drop, ...artifact } = manifest.artifact;
-      return {
-        sink,
-        manifest: {
-          ...manifest,
+    const perSink = await Promise.all(
+      objects.map(async ({ sink, object }, i) => {
+        const storageClass =
+          i === 0 ? manifest.artifact.storageClass : (object.storageClass ?? targets[i]!.storageClass);
+        const { storageClass: _drop, ...artifact } = manifest.artifact;
+        // A signed manifest changes per sink, so each secondary's is chained on that sink and signed
+        // again; without the signer it is stored unsigned rather than with a signature that fails.
+        const { signature, previous: _chain, ...unsigned } = manifest;
+        const base = i === 0 ? manifest : unsigned;
+        const rewritten: Manifest = {
+          ...base,
           artifact: {
             ...artifact,
             sink: sink.kind,
             location: object.location,
             ...(storageClass ? { storageClass } : {}),
           },
-        } satisfies Manifest,
-      };
-    });
+        };
+        if (i === 0 || !signature || !options.signer) return { sink, manifest: rewritten };
+        const previous = await findPrevious(sink, manifest.job, manifest.id, opts.signal);
+        return { sink, manifest: options.signer.sign({ ...rewritten, ...(previous ? { previous } : {}) }) };
+      }),
+    );
     const results = await Promise.allSettled(
       perSink.map(({ sink, manifest: m }) =>
         sink.write(key, Readable.from([serializeManifest(m)]), {
-          ...options,
+          ...opts,
           contentType: "application/json",
         }),
       ),
@@ -155,7 +167,7 @@ export function fanOutSink(primary: Sink, secondaries: readonly FanOutTarget[]):
         "SINK_WRITE_FAILED",
         `fan-out write of ${key} failed`,
         { key },
-        options.signal,
+        opts.signal,
       );
     }
     manifests.set(artifactKey, perSink.slice(1));

@@ -4,6 +4,7 @@ import { StowageError } from "../core/errors.js";
 import { JOB_NAME_PATTERN } from "../core/keys.js";
 import { labelsSchema } from "../core/manifest.js";
 import { durationSchema, parseOptions, sinkSchema, sourceSchema, transformSchema } from "../core/options.js";
+import { signerFrom } from "../core/signing.js";
 import type { DecryptionKey } from "../core/types.js";
 import { COPY_PERIODS } from "../policies/copies.js";
 import { type RetentionPolicy, retentionPolicySchema } from "../policies/retention.js";
@@ -113,6 +114,14 @@ export const jobSchema = z
     timeout: durationSchema.optional(),
     /** Let a sensitive source be stored unencrypted. @default false */
     allowUnencrypted: z.boolean().default(false),
+    /**
+     * Signs every manifest the job writes (backups, copies, fan-out), from `generateSigningKey()`.
+     * Never logged. @default unsigned
+     */
+    signingKey: z
+      .string()
+      .refine(isSigningKey, "expected a stowage-sign1:… signing key (from generateSigningKey)")
+      .optional(),
     /** Recovery objectives (RPO, RTO and their classes) that status and drills check. */
     objectives: objectivesSchema.optional(),
     /** How `stowage drill` tests this job: `{ target, check? }` as `restoreDrill` takes them. */
@@ -191,5 +200,15 @@ export function assertJobs(jobs: readonly unknown[], where: string): asserts job
   if (issues.length > 0) {
     const list = issues.map((i) => `${i.option}: ${i.problem}`).join("; ");
     throw new StowageError("CONFIG_INVALID", `${where}: ${list}`, { details: { issues } });
+  }
+}
+
+/** Whether a string parses as a signing key (checked here so a job fails at definition). */
+function isSigningKey(value: string): boolean {
+  try {
+    signerFrom(value);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -8,6 +8,7 @@ import { copyBackup } from "../core/copy.js";
 import { wrapError } from "../core/errors.js";
 import type { Fence } from "../core/lock.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
+import { signerFrom } from "../core/signing.js";
 import type { BackupProgress, Sink } from "../core/types.js";
 import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.js";
 import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
@@ -181,7 +182,11 @@ export async function backupStage(run: JobRun): Promise<void> {
   logger.info({ job: job.name, source: `${job.source.kind}:${job.source.name}` }, "backup started");
   // A periodic copy (`every`) is decided after the backup, so it is never part of the fan-out.
   const fanned = job.copies.filter((c) => c.every === undefined);
-  if (job.fanOut && fanned.length > 0) run.fan = fanOutSink(job.sink, fanned);
+  if (job.fanOut && fanned.length > 0) {
+    // The job's schema has checked the signing key, so this parse does not throw.
+    const signer = job.signingKey === undefined ? undefined : signerFrom(job.signingKey, "signingKey");
+    run.fan = fanOutSink(job.sink, fanned, signer ? { signer } : {});
+  }
   run.manifest = await step(
     run,
     () =>
@@ -192,6 +197,7 @@ export async function backupStage(run: JobRun): Promise<void> {
         sink: run.fan ?? job.sink,
         labels: { ...job.labels },
         allowUnencrypted: job.allowUnencrypted,
+        ...(job.signingKey === undefined ? {} : { signingKey: job.signingKey }),
         signal: run.signal,
         now: run.now,
         ...(run.fence ? { fence: run.fence } : {}),
@@ -286,6 +292,7 @@ export async function copiesStage(run: JobRun): Promise<void> {
           from: job.sink,
           to: copy.sink,
           signal: run.signal,
+          ...(job.signingKey === undefined ? {} : { signingKey: job.signingKey }),
           ...(copy.storageClass === undefined ? {} : { storageClass: copy.storageClass }),
         }),
       {

@@ -2,6 +2,8 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { type Manifest, SUPPORTED_MANIFEST_VERSIONS } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { signatureProblem, type VerifyKeyring, verifyKeyring } from "../core/signing.js";
+import { chainFindings } from "./chain.js";
 
 /**
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
@@ -34,6 +36,23 @@ export const validationRulesSchema = z
     supportedVersions: z.array(z.number().int().positive()).min(1).optional(),
     /** How far in the future a start time may lie before it is reported (clock skew). @default "5m" */
     futureTolerance: durationSchema.default("5m"),
+    /**
+     * Every backup's manifest must be signed (rule `signature`). With `verifyKeys`, by one of them,
+     * over the manifest as it is; without, the signature's presence alone is checked. @default false
+     */
+    requireSignature: z.boolean().default(false),
+    /**
+     * Public keys (`stowage-verify1:…`) that may sign. Given, a manifest that is unsigned, signed
+     * by another key or changed after signing fails rule `signature`, as with `requireSignature`.
+     */
+    verifyKeys: z.array(z.string()).optional(),
+    /**
+     * `validateBackups` follows each job's chain (`previous`): a predecessor missing from the middle
+     * is a `chain-gap` warning (a deleted backup, or retention that thinned the middle); a
+     * predecessor whose manifest is not the one its successor chained to, or a chain that runs
+     * backwards or repeats an id, is a `chain-replay` error. @default false
+     */
+    chain: z.boolean().default(false),
   })
   .strict();
 export type ValidationRules = z.input<typeof validationRulesSchema>;
@@ -57,7 +76,10 @@ export type RuleId =
   | "recipient"
   | "compression"
   | "min-size"
-  | "max-age";
+  | "max-age"
+  | "signature"
+  | "chain-gap"
+  | "chain-replay";
 
 /** One rule's verdict on one backup. Only failures are reported; no finding means the rule passed. */
 export interface Finding {
@@ -80,6 +102,9 @@ const KIND: Record<RuleId, FindingKind> = {
   "required-label": "compliance",
   recipient: "compliance",
   "max-age": "freshness",
+  signature: "validity",
+  "chain-gap": "compliance",
+  "chain-replay": "validity",
 };
 
 /** Options for {@link validateManifest} and {@link validateBackups}. */
@@ -94,6 +119,8 @@ export interface CompiledRules {
   maxAgeMs: number | undefined;
   futureToleranceMs: number;
   versions: readonly number[];
+  /** The parsed `verifyKeys`, when given. */
+  ring: VerifyKeyring | undefined;
 }
 
 /** @internal Parses rules once per call; then many manifests are checked. @throws {CONFIG_INVALID} */
@@ -111,6 +138,7 @@ export function compileRules(
     maxAgeMs: parsed.maxAge === undefined ? undefined : parseDuration(parsed.maxAge, "maxAge"),
     futureToleranceMs: parseDuration(parsed.futureTolerance, "futureTolerance"),
     versions: parsed.supportedVersions ?? SUPPORTED_MANIFEST_VERSIONS,
+    ring: verifyKeyring(parsed.verifyKeys, option ? `${option}.verifyKeys` : "verifyKeys"),
   };
 }
 
@@ -129,6 +157,12 @@ export function nowMs(now: unknown, where: string): number {
   }
   return ms;
 }
+
+const SIGNATURE_MESSAGES = {
+  unsigned: "not signed",
+  "unknown-key": "signed by a key that is not among the verify keys",
+  "bad-signature": "the signature does not match: the manifest was changed after it was signed",
+} as const;
 
 function check(manifest: Manifest, c: CompiledRules, now: number): Finding[] {
   const findings: Finding[] = [];
@@ -202,6 +236,12 @@ function check(manifest: Manifest, c: CompiledRules, now: number): Finding[] {
       `${manifest.content.bytes} plain bytes, fewer than the minimum ${rules.minBytes}`,
       "content.bytes",
     );
+  }
+  if (c.ring) {
+    const problem = signatureProblem(manifest, c.ring);
+    if (problem) add("signature", SIGNATURE_MESSAGES[problem], "signature");
+  } else if (rules.requireSignature && !manifest.signature) {
+    add("signature", SIGNATURE_MESSAGES.unsigned, "signature");
   }
   if (c.maxAgeMs !== undefined && now - started > c.maxAgeMs) {
     add("max-age", `older than ${rules.maxAge}: started ${manifest.startedAt}`, "startedAt");
@@ -332,9 +372,11 @@ export function validateBackups(
     }
     return entry;
   };
+  const chained = c.rules.chain ? chainFindings(manifests) : undefined;
   for (const manifest of manifests) {
     const entry = jobFor(manifest.job);
     const findings = check(manifest, c, now);
+    for (const f of chained?.get(manifest) ?? []) findings.push({ ...f, kind: KIND[f.rule] });
     entry.total++;
     const errors = findings.filter((f) => f.severity === "error");
     const valid = !errors.some((f) => f.kind === "validity");

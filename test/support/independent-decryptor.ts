@@ -17,6 +17,7 @@ import {
   hkdfSync,
   scryptSync,
   timingSafeEqual,
+  verify,
 } from "node:crypto";
 
 export type IndependentKey = { key: Buffer } | { passphrase: string } | { identity: string };
@@ -128,12 +129,20 @@ function decryptChunks(payloadKey: Buffer, chunkSize: number, body: Buffer): Buf
   }
 }
 
-/** Decrypts a whole artifact (version 1 or 2) with one of the keys; throws on any failure. */
+/** Decrypts a whole artifact (version 1, 2 or 3) with one of the keys; throws on any failure. */
 export function independentDecrypt(artifact: Buffer, keys: IndependentKey[]): Buffer {
+  return independentOpen(artifact, keys).plain;
+}
+
+/** Decrypts, and reports the backup identity a version-3 header binds (authenticated by its MAC). */
+export function independentOpen(
+  artifact: Buffer,
+  keys: IndependentKey[],
+): { plain: Buffer; identity?: { job: string; id: string } } {
   if (!artifact.subarray(0, 7).equals(te("STOWAGE"))) throw new Error("bad magic");
   const version = artifact[7];
-  if (version === 1) return decryptV1(artifact, keys);
-  if (version === 2) return decryptV2(artifact, keys);
+  if (version === 1) return { plain: decryptV1(artifact, keys) };
+  if (version === 2 || version === 3) return decryptV2(artifact, keys);
   throw new Error(`unknown version ${version}`);
 }
 
@@ -177,7 +186,11 @@ function decryptV1(a: Buffer, keys: IndependentKey[]): Buffer {
   throw new Error("no key opens this version-1 header");
 }
 
-function decryptV2(a: Buffer, keys: IndependentKey[]): Buffer {
+function decryptV2(
+  a: Buffer,
+  keys: IndependentKey[],
+): { plain: Buffer; identity?: { job: string; id: string } } {
+  const v3 = a[7] === 3;
   const c = a[8]!;
   const n = a[9]!;
   const H = a.readUInt16BE(10);
@@ -187,6 +200,18 @@ function decryptV2(a: Buffer, keys: IndependentKey[]): Buffer {
   const mac = a.subarray(H - 32, H);
   const candidates: Buffer[] = [];
   let at = 12;
+  let identity: { job: string; id: string } | undefined;
+  if (v3) {
+    // Version 3: job length, job, id length, id, before the stanzas.
+    const J = a[at]!;
+    const job = a.subarray(at + 1, at + 1 + J).toString("utf8");
+    at += 1 + J;
+    const I = a[at]!;
+    const id = a.subarray(at + 1, at + 1 + I).toString("utf8");
+    at += 1 + I;
+    if (J < 1 || I < 1 || at > H - 32) throw new Error("bad identity block");
+    identity = { job, id };
+  }
   for (let s = 0; s < n; s++) {
     const type = a[at]!;
     const L = a.readUInt16BE(at + 1);
@@ -236,12 +261,69 @@ function decryptV2(a: Buffer, keys: IndependentKey[]): Buffer {
   }
   if (at !== H - 32) throw new Error("stanzas do not fill the header");
   for (const D of candidates) {
-    const headerKey = hkdf(D, Buffer.alloc(0), "stowage v2 header");
+    const headerKey = hkdf(D, Buffer.alloc(0), v3 ? "stowage v3 header" : "stowage v2 header");
     if (timingSafeEqual(createHmac("sha256", headerKey).update(covered).digest(), mac)) {
-      return decryptChunks(hkdf(D, Buffer.alloc(0), "stowage v2 payload"), 2 ** c, a.subarray(H));
+      const plain = decryptChunks(hkdf(D, Buffer.alloc(0), "stowage v2 payload"), 2 ** c, a.subarray(H));
+      return identity ? { plain, identity } : { plain };
     }
   }
-  throw new Error("no key opens this version-2 header");
+  throw new Error(`no key opens this version-${a[7]} header`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifest signatures, from docs/FORMAT.md ("Manifest signatures") alone.
+
+/** RFC 8785 canonical JSON for the values a manifest holds: sorted keys, no whitespace. */
+export function canonical(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  const o = value as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+    .join(",")}}`;
+}
+
+/** The 32 key bytes of a `stowage-verify1:` string, its checksum checked. */
+export function decodeVerifyKey(text: string): Buffer {
+  const prefix = "stowage-verify1:";
+  if (!text.startsWith(prefix)) throw new Error("not a verify key");
+  const raw = Buffer.from(text.slice(prefix.length), "base64url");
+  const key = raw.subarray(0, 32);
+  if (raw.length !== 36 || !sha256(te(prefix), key).subarray(0, 4).equals(raw.subarray(32))) {
+    throw new Error("bad verify key checksum");
+  }
+  return key;
+}
+
+/** True when the manifest (parsed JSON, as stored) is signed by the verify key. */
+export function independentVerifyManifest(manifest: Record<string, unknown>, verifyKey: string): boolean {
+  const { signature, ...rest } = manifest as {
+    signature?: { algorithm: string; keyId: string; value: string };
+  };
+  if (!signature || signature.algorithm !== "ed25519") return false;
+  const pub = decodeVerifyKey(verifyKey);
+  const keyId = sha256(te("stowage signing key id v1"), Buffer.from([0]), pub)
+    .subarray(0, 8)
+    .toString("hex");
+  if (keyId !== signature.keyId) return false;
+  const message = Buffer.concat([
+    te("stowage manifest signature v1"),
+    Buffer.from([0]),
+    Buffer.from(canonical(rest), "utf8"),
+  ]);
+  const publicKey = createPublicKey({
+    key: Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), pub]),
+    format: "der",
+    type: "spki",
+  });
+  return verify(null, message, publicKey, Buffer.from(signature.value, "base64"));
+}
+
+/** `previous.sha256` as a successor records it: SHA-256 of the canonical manifest, signature included. */
+export function independentManifestDigest(manifest: Record<string, unknown>): string {
+  return createHash("sha256").update(canonical(manifest), "utf8").digest("hex");
 }
 
 // As a script: decrypt a file with a key from the environment (never from argv).

@@ -41,7 +41,7 @@ describe("aes-256-gcm round trips (format version 2)", () => {
         transforms: [gzip({ level: 1 }), aes256gcm({ key })],
       });
       const stored = sink.objects.get(manifest.artifact.key)!.data;
-      expect(stored.subarray(0, 8).toString("latin1")).toBe("STOWAGE\x02");
+      expect(stored.subarray(0, 8).toString("latin1")).toBe("STOWAGE\x03"); // bound to its backup (format 3)
       expect(manifest.artifact.sha256).toBe(sha(stored));
       expect(manifest.artifact.bytes).toBe(stored.length);
       expect(manifest.content.sha256).toBe(sha(data));
@@ -71,7 +71,7 @@ describe("aes-256-gcm round trips (format version 2)", () => {
     expect(record).toMatchObject({
       name: "aes-256-gcm",
       role: "encryption",
-      formatVersion: 2,
+      formatVersion: 3,
       chunkSize: C,
       keyId: keyFingerprint(key),
       recipients: [{ type: "raw", id: keyFingerprint(key) }],

@@ -106,7 +106,7 @@ describe("write-only backups to a public key", () => {
       transforms: [gzip(), aes256gcm({ recipients: [recipient] })],
     });
     const record = manifest.transforms[1]!;
-    expect(record).toMatchObject({ formatVersion: 2, recipients: [{ type: "x25519", id }] });
+    expect(record).toMatchObject({ formatVersion: 3, recipients: [{ type: "x25519", id }] });
     expect(record.keyId).toBeUndefined();
     expect(recipientIds(manifest)).toEqual([{ type: "x25519", id }]);
 

@@ -35,7 +35,7 @@ async function plainOf(
   return readAll(await restore({ sink, manifest, keys }), 64 << 20);
 }
 
-const headerLength = (b: Buffer) => (b[7] === 2 ? b.readUInt16BE(10) : 56);
+const headerLength = (b: Buffer) => (b[7] === 1 ? 56 : b.readUInt16BE(10));
 
 describe("rekey()", () => {
   const a = generateKeyPair();
@@ -73,7 +73,7 @@ describe("rekey()", () => {
     expect(next.content).toEqual(manifest.content);
     expect(next.labels).toEqual(manifest.labels);
     expect(next.transforms[0]).toEqual(manifest.transforms[0]);
-    expect(next.transforms[1]).toMatchObject({ formatVersion: 2, rekeyedFrom: manifest.id });
+    expect(next.transforms[1]).toMatchObject({ formatVersion: 3, rekeyedFrom: manifest.id });
     expect(recipientIds(next)).toEqual([
       { type: "x25519", id: a.id },
       { type: "x25519", id: c.id },
@@ -146,8 +146,8 @@ describe("rekey()", () => {
     });
     const next = await rekey({ sink, manifest, identities: [{ key }], recipients: [c.recipient, { key }] });
     const newStored = sink.objects.get(next.artifact.key)!.data;
-    expect(newStored[7]).toBe(2);
-    expect(next.transforms[1]).toMatchObject({ formatVersion: 2, chunkSize: 4096 });
+    expect(newStored[7]).toBe(3);
+    expect(next.transforms[1]).toMatchObject({ formatVersion: 3, chunkSize: 4096 });
     expect((await plainOf(sink, next, [{ identity: c.identity }])).equals(data)).toBe(true);
     expect((await plainOf(sink, next, [{ key }])).equals(data)).toBe(true);
   });

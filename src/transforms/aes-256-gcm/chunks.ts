@@ -5,11 +5,10 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { Transform as NodeTransform, type TransformCallback } from "node:stream";
 import type { TransformRecord } from "../../core/manifest.js";
-import type { DecodeContext, Decoder, DecryptionKey } from "../../core/types.js";
+import type { BackupIdentity, DecodeContext, Decoder, DecryptionKey } from "../../core/types.js";
 import { AES_LIMITS, decryptFailed, KEY_LENGTH, MAGIC, TAG_LENGTH } from "./format.js";
 import { KDF_RAW, type ParsedV1, parseV1, unlockV1, V1_HEADER_LENGTH } from "./header-v1.js";
 import {
-  buildV2Header,
   type ParsedV2,
   parseV2,
   type ResolvedRecipient,
@@ -19,7 +18,9 @@ import {
   V2_MAC_LENGTH,
   v2Keys,
 } from "./header-v2.js";
+import { buildV3Header, parseV3, unlockV3 } from "./header-v3.js";
 import { keyMaterial, type RecipientRecord } from "./keys.js";
+import { PartQueue } from "./parts.js";
 
 // The first 8 bytes (magic and version) tell the two header versions apart.
 type ParsedHeader = ParsedV1 | ParsedV2;
@@ -31,7 +32,8 @@ function headerLength(start: Buffer): number | undefined {
     throw decryptFailed("not a stowage encrypted artifact (bad magic)");
   const version = start[7]!;
   if (version === 1) return V1_HEADER_LENGTH;
-  if (version !== 2) throw decryptFailed(`unsupported format version ${version}`, { version });
+  if (version !== 2 && version !== 3)
+    throw decryptFailed(`unsupported format version ${version}`, { version });
   if (start.length < V2_FIXED_LENGTH) return undefined;
   const length = start.readUInt16BE(10);
   if (length < V2_FIXED_LENGTH + 3 + V2_MAC_LENGTH || length > AES_LIMITS.headerBytes) {
@@ -42,56 +44,7 @@ function headerLength(start: Buffer): number | undefined {
 
 function parseHeader(header: Buffer): ParsedHeader {
   const version = header[7]!;
-  return version === 1 ? parseV1(header) : parseV2(header);
-}
-
-/** A FIFO of buffers that hands out exact-size runs as lists of views, never copying. */
-class PartQueue {
-  private parts: Buffer[] = [];
-  length = 0;
-
-  push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.parts.push(chunk);
-    this.length += chunk.length;
-  }
-
-  /** The next `n` bytes as views of the buffers that hold them. */
-  take(n: number): Buffer[] {
-    const out: Buffer[] = [];
-    let want = n;
-    while (want > 0) {
-      const part = this.parts[0]!;
-      if (part.length <= want) {
-        out.push(part);
-        this.parts.shift();
-        want -= part.length;
-      } else {
-        out.push(part.subarray(0, want));
-        this.parts[0] = part.subarray(want);
-        want = 0;
-      }
-    }
-    this.length -= n;
-    return out;
-  }
-
-  /** A copy of the first `n` bytes (at most what is queued), leaving them queued. */
-  peek(n: number): Buffer {
-    const out = Buffer.allocUnsafe(Math.min(n, this.length));
-    let filled = 0;
-    for (const part of this.parts) {
-      if (filled === out.length) break;
-      filled += part.copy(out, filled, 0, Math.min(part.length, out.length - filled));
-    }
-    return out;
-  }
-
-  /** The next `n` bytes as one buffer (copies only when they span buffers). */
-  takeJoined(n: number): Buffer {
-    const parts = this.take(n);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
-  }
+  return version === 1 ? parseV1(header) : version === 3 ? parseV3(header) : parseV2(header);
 }
 
 function nonceFor(counter: number, last: boolean): Buffer {
@@ -221,6 +174,8 @@ type DecryptMode =
       kind: "rekey";
       recipients: readonly ResolvedRecipient[];
       reencrypt: boolean;
+      /** The new backup's identity, bound into the new (version-3) header. */
+      identity: BackupIdentity;
       onHeader?: (info: HeaderInfo) => void;
     };
 
@@ -229,6 +184,37 @@ export interface HeaderInfo {
   version: number;
   chunkSize: number;
   recipients: RecipientRecord[];
+}
+
+/** What the manifest says the artifact is: checked against the header before any chunk opens. */
+interface Expected {
+  /** The backup's job and id: a version-3 header must bind exactly these. */
+  identity?: BackupIdentity | undefined;
+  /** The format version the manifest records; a header older than 3 under a 3 is refused. */
+  recordVersion?: unknown;
+}
+
+/**
+ * Refuses a header that disagrees with its manifest (docs/FORMAT.md, "When the manifest and the
+ * header disagree"): a version-3 header bound to another backup, or an unbound (older) header
+ * where the manifest says the artifact was bound — an older artifact moved under this manifest.
+ */
+function checkExpected(header: ParsedHeader, expect: Expected): void {
+  const recorded = typeof expect.recordVersion === "number" ? expect.recordVersion : 0;
+  if (recorded >= 3 && header.version < 3) {
+    throw decryptFailed(
+      `the manifest records format version ${recorded} but the artifact's header is version ${header.version}: not the artifact this manifest describes`,
+      { reason: "version-mismatch", recorded, header: header.version },
+    );
+  }
+  const bound = header.version === 3 ? header.identity : undefined;
+  const want = expect.identity;
+  if (bound && want && (bound.job !== want.job || bound.id !== want.id)) {
+    throw decryptFailed(
+      `the artifact belongs to backup ${bound.job}/${bound.id}, not to ${want.job}/${want.id}: it was moved under another backup's manifest`,
+      { reason: "identity-mismatch", expected: want, actual: bound },
+    );
+  }
 }
 
 class DecryptStream extends NodeTransform {
@@ -246,6 +232,7 @@ class DecryptStream extends NodeTransform {
   constructor(
     private readonly keys: readonly DecryptionKey[],
     private readonly mode: DecryptMode = { kind: "plain" },
+    private readonly expect: Expected = {},
   ) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
   }
@@ -254,21 +241,24 @@ class DecryptStream extends NodeTransform {
     const header = parseHeader(this.queue.takeJoined(length));
     this.chunkSize = header.chunkSize;
     const material = keyMaterial(this.keys);
+    const log2Chunk = Math.log2(header.chunkSize);
     if (header.version === 1) {
       this.payloadKey = await unlockV1(header, material);
     } else {
-      const dataKey = await unlockV2(header, material);
+      const dataKey = await (header.version === 3 ? unlockV3 : unlockV2)(header, material);
       this.payloadKey = v2Keys(dataKey).payloadKey;
+      checkExpected(header, this.expect);
       if (this.mode.kind === "rekey" && !this.mode.reencrypt) {
-        this.push(await buildV2Header(dataKey, this.mode.recipients, Math.log2(header.chunkSize)));
+        this.push(await buildV3Header(dataKey, this.mode.recipients, log2Chunk, this.mode.identity));
       }
     }
+    if (header.version === 1) checkExpected(header, this.expect);
     if (this.mode.kind === "rekey") {
       this.mode.onHeader?.({
         version: header.version,
         chunkSize: header.chunkSize,
         recipients:
-          header.version === 2
+          header.version !== 1
             ? stanzaRecords(header.stanzas)
             : header.kdf === KDF_RAW
               ? [{ type: "raw", id: header.keyId }]
@@ -277,7 +267,7 @@ class DecryptStream extends NodeTransform {
       if (header.version === 1 || this.mode.reencrypt) {
         const dataKey = randomBytes(KEY_LENGTH);
         this.resealKey = v2Keys(dataKey).payloadKey;
-        this.push(await buildV2Header(dataKey, this.mode.recipients, Math.log2(header.chunkSize)));
+        this.push(await buildV3Header(dataKey, this.mode.recipients, log2Chunk, this.mode.identity));
       }
     }
   }
@@ -354,7 +344,15 @@ class DecryptStream extends NodeTransform {
 /** The decoding half alone: what `restore` uses when it meets an "aes-256-gcm" record. */
 export const aesDecoder: Decoder = {
   name: "aes-256-gcm",
-  decode: (_record: TransformRecord, context: DecodeContext) => new DecryptStream(context.keys),
+  decode: (record: TransformRecord, context: DecodeContext) =>
+    new DecryptStream(
+      context.keys,
+      { kind: "plain" },
+      {
+        identity: context.identity,
+        recordVersion: record.formatVersion,
+      },
+    ),
 };
 
 /**
@@ -369,11 +367,20 @@ export function createRekeyStream(options: {
   recipients: readonly ResolvedRecipient[];
   reencrypt?: boolean;
   onHeader?: (info: HeaderInfo) => void;
+  /** The backup being rekeyed, as its manifest says: checked like a restore checks it. */
+  from: { identity: BackupIdentity; recordVersion: unknown };
+  /** The new backup's identity, bound into the new header. */
+  identity: BackupIdentity;
 }): NodeTransform {
-  return new DecryptStream(options.keys, {
-    kind: "rekey",
-    recipients: options.recipients,
-    reencrypt: options.reencrypt ?? false,
-    ...(options.onHeader ? { onHeader: options.onHeader } : {}),
-  });
+  return new DecryptStream(
+    options.keys,
+    {
+      kind: "rekey",
+      recipients: options.recipients,
+      reencrypt: options.reencrypt ?? false,
+      identity: options.identity,
+      ...(options.onHeader ? { onHeader: options.onHeader } : {}),
+    },
+    options.from,
+  );
 }

@@ -7,8 +7,11 @@ import { hkdfSync, scrypt } from "node:crypto";
 import { StowageError } from "../../core/errors.js";
 
 export const MAGIC = Buffer.from("STOWAGE", "ascii");
-/** The format version this build writes. It reads 1 and 2. */
-export const AES_FORMAT_VERSION = 2;
+/**
+ * The format version this build writes when it knows the backup's identity (`backup`, `rekey`):
+ * 3, which binds the job and id into the header. A bare `encode()` writes 2. It reads 1, 2 and 3.
+ */
+export const AES_FORMAT_VERSION = 3;
 export const TAG_LENGTH = 16;
 export const KEY_LENGTH = 32;
 

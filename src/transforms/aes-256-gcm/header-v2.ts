@@ -82,7 +82,7 @@ function x25519WrapKey(shared: Buffer, ephemeral: Buffer, recipient: Buffer): Bu
   return hkdf(shared, Buffer.concat([ephemeral, recipient]), "stowage v2 x25519");
 }
 
-async function buildStanza(r: ResolvedRecipient, dataKey: Buffer): Promise<Buffer> {
+export async function buildStanza(r: ResolvedRecipient, dataKey: Buffer): Promise<Buffer> {
   if (r.type === "raw") {
     const salt = randomBytes(16);
     const body = wrap(hkdf(r.key, salt, "stowage v2 raw"), dataKey);
@@ -142,21 +142,24 @@ interface Stanza {
 }
 
 export interface ParsedV2 {
-  version: 2;
+  /** 3 is version 2's layout with the backup's identity bound in (./header-v3.ts). */
+  version: 2 | 3;
+  /** Version 3: the job and backup id the header binds. */
+  identity?: { job: string; id: string };
   chunkSize: number;
   stanzas: Stanza[];
   unmacced: Buffer;
   mac: Buffer;
 }
 
-export function parseV2(header: Buffer): ParsedV2 {
+export function parseV2(header: Buffer, stanzasAt = V2_FIXED_LENGTH): ParsedV2 {
   const log2Chunk = header[8]!;
   const count = header[9]!;
   if (!inRange(log2Chunk, AES_LIMITS.log2Chunk)) throw decryptFailed("chunk size in header out of range");
   if (count < 1 || count > AES_LIMITS.stanzas) throw decryptFailed(`${count} recipient stanzas in header`);
   const end = header.length - V2_MAC_LENGTH;
   const stanzas: Stanza[] = [];
-  let at = V2_FIXED_LENGTH;
+  let at = stanzasAt;
   for (let i = 0; i < count; i++) {
     if (at + 3 > end) throw decryptFailed("header ends inside a stanza");
     const type = header[at]!;
@@ -199,7 +202,11 @@ export function stanzaRecords(stanzas: readonly Stanza[]): RecipientRecord[] {
 }
 
 /** Finds the data key of a version-2 header among the keys given; checks the header's MAC. */
-export async function unlockV2(header: ParsedV2, material: KeyMaterial): Promise<Buffer> {
+export async function unlockV2(
+  header: ParsedV2,
+  material: KeyMaterial,
+  headerKeyOf: (dataKey: Buffer) => Buffer = (d) => v2Keys(d).headerKey,
+): Promise<Buffer> {
   const candidates: Array<() => Promise<Buffer | undefined> | Buffer | undefined> = [];
   for (const s of header.stanzas) {
     if (s.type === STANZA_RAW) {
@@ -251,7 +258,7 @@ export async function unlockV2(header: ParsedV2, material: KeyMaterial): Promise
     const dataKey = await attempt();
     if (!dataKey) continue;
     unwrapped = true;
-    const mac = createHmac("sha256", v2Keys(dataKey).headerKey).update(header.unmacced).digest();
+    const mac = createHmac("sha256", headerKeyOf(dataKey)).update(header.unmacced).digest();
     if (timingSafeEqual(mac, header.mac)) return dataKey;
   }
   throw decryptFailed(

@@ -5,16 +5,18 @@
  */
 import type { Readable } from "node:stream";
 import { z } from "zod";
-import { writeManifest } from "../../core/catalog.js";
+import { writeSignedManifest } from "../../core/chain.js";
 import { keyList } from "../../core/codecs.js";
 import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
 import { FirstFailure, transfer } from "../../core/failure.js";
 import { artifactKey, assertSafeKey, newBackupId } from "../../core/keys.js";
 import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "../../core/manifest.js";
 import { parseOptions, signalSchema } from "../../core/options.js";
+import { signerFrom } from "../../core/signing.js";
 import { ExpectDigest, HashCounter } from "../../core/streams.js";
 import type { DecryptionKey, Sink } from "../../core/types.js";
 import { createRekeyStream, type HeaderInfo } from "./chunks.js";
+import { AES_FORMAT_VERSION } from "./format.js";
 import { parseRecipients, type Recipient } from "./options.js";
 
 const isSink = (v: unknown): v is Sink =>
@@ -48,6 +50,12 @@ export const rekeyOptionsSchema = z
      * @default false
      */
     keepOld: z.boolean().default(false),
+    /**
+     * Signs the new manifest (`generateSigningKey()`); it keeps the old one's `previous`, since it
+     * stands in for the same backup. Without it the new manifest is unsigned: its artifact, id and
+     * recipients change, so an old signature could not hold. @default unsigned
+     */
+    signingKey: z.string().optional(),
     signal: signalSchema.optional(),
   })
   .strict();
@@ -89,6 +97,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
   const manifest = parseManifest(opts.manifest, "rekey: manifest");
   const { recipients, records } = parseRecipients(opts.recipients as Recipient[], opts.scrypt);
   const keys = keyList(opts.identities as DecryptionKey | DecryptionKey[], "rekey", "identities");
+  const signer = opts.signingKey === undefined ? undefined : signerFrom(opts.signingKey);
   const old = manifest.artifact.key;
 
   const aesAt = manifest.transforms.findIndex((t) => t.name === "aes-256-gcm");
@@ -139,6 +148,11 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
       onHeader: (info) => {
         header = info;
       },
+      from: {
+        identity: { job: manifest.job, id: manifest.id },
+        recordVersion: manifest.transforms[aesAt]!.formatVersion,
+      },
+      identity: { job: manifest.job, id },
     });
     const written = new HashCounter();
     failure.watch(raw, "SINK_READ_FAILED", `rekey: reading ${old} failed`);
@@ -170,14 +184,15 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
     const record: TransformRecord = {
       name: "aes-256-gcm",
       role: "encryption",
-      formatVersion: 2,
+      formatVersion: AES_FORMAT_VERSION,
       chunkSize: header?.chunkSize ?? previous.chunkSize,
       recipients: records,
       ...(records.length === 1 && records[0]!.type === "raw" ? { keyId: records[0]!.id } : {}),
       rekeyedFrom: manifest.id,
     };
+    const { signature: _signature, ...unsigned } = manifest;
     const next: Manifest = {
-      ...manifest,
+      ...unsigned,
       id,
       artifact: {
         sink: sink.kind,
@@ -190,12 +205,17 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
       transforms: [...manifest.transforms.slice(0, aesAt), record],
     };
 
-    await writeManifest(sink, next, { signal: controller.signal, what: `rekey of ${key}`, details });
+    const stored = await writeSignedManifest(sink, next, signer, {
+      signal: controller.signal,
+      what: `rekey of ${key}`,
+      details,
+      keepPrevious: true,
+    });
 
     if (!opts.keepOld && sink.capabilities.delete) {
       // The new backup is committed; check it is there whole before the old one goes.
       const info = await sink.stat(key, { signal: controller.signal }).catch(() => undefined);
-      if (info?.size === next.artifact.bytes) {
+      if (info?.size === stored.artifact.bytes) {
         try {
           // Manifest first: a manifest must never point at a missing artifact.
           await sink.delete([manifestKeyFor(old)], { signal: controller.signal });
@@ -205,13 +225,13 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
             error,
             "SINK_DELETE_FAILED",
             `rekey: ${key} was written, but deleting the old ${old} failed`,
-            { ...details, newManifest: next },
+            { ...details, newManifest: stored },
             signal,
           );
         }
       }
     }
-    return next;
+    return stored;
   } finally {
     signal?.removeEventListener("abort", forwardAbort);
   }

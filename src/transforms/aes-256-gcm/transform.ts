@@ -5,11 +5,12 @@
 import { randomBytes } from "node:crypto";
 import type { Manifest, TransformRecord } from "../../core/manifest.js";
 import { parseOptions } from "../../core/options.js";
-import type { Transform } from "../../core/types.js";
+import type { BackupIdentity, Transform } from "../../core/types.js";
 import { aesDecoder, EncryptStream, type HeaderMaker } from "./chunks.js";
 import { AES_FORMAT_VERSION, KEY_LENGTH, type ScryptParams } from "./format.js";
 import { buildV1Header } from "./header-v1.js";
 import { buildV2Header, v2Keys } from "./header-v2.js";
+import { buildV3Header } from "./header-v3.js";
 import { keyIdBytes, type RecipientRecord, type RecipientType, toKeyBytes } from "./keys.js";
 import {
   type Aes256GcmOptions,
@@ -54,16 +55,21 @@ export function aes256gcm(options: Aes256GcmOptions): Transform {
     recipients: records,
     ...(recipients.length === 1 && recipients[0]!.type === "raw" ? { keyId: recipients[0]!.id } : {}),
   };
-  const makeHeader: HeaderMaker = async () => {
-    const dataKey = randomBytes(KEY_LENGTH);
-    const header = await buildV2Header(dataKey, recipients, log2Chunk);
-    return { header, payloadKey: v2Keys(dataKey).payloadKey };
-  };
+  // With the backup's identity (what `backup()` passes), version 3, bound to it; bare, version 2.
+  const headerFor =
+    (identity: BackupIdentity | undefined): HeaderMaker =>
+    async () => {
+      const dataKey = randomBytes(KEY_LENGTH);
+      const header = identity
+        ? await buildV3Header(dataKey, recipients, log2Chunk, identity)
+        : await buildV2Header(dataKey, recipients, log2Chunk);
+      return { header, payloadKey: v2Keys(dataKey).payloadKey };
+    };
   return {
     ...aesDecoder,
     role: "encryption",
     extension: ".enc",
-    encode: () => new EncryptStream(makeHeader, parsed.chunkSize),
+    encode: (identity?: BackupIdentity) => new EncryptStream(headerFor(identity), parsed.chunkSize),
     describe: () => structuredClone(record),
   };
 }
