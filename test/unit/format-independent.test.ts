@@ -13,11 +13,24 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { aes256gcm, backup, bytesSource, gzip, memorySink } from "../../src/index.js";
+import {
+  aes256gcm,
+  backup,
+  bytesSource,
+  generateSigningKey,
+  gzip,
+  manifestKeyFor,
+  memorySink,
+} from "../../src/index.js";
 import { aes256gcmV1 } from "../../src/transforms/aes-256-gcm/transform.js";
 import { generateKeyPair, rekey } from "../../src/transforms/aes-256-gcm.js";
 import { encrypt } from "../support/aes-helpers.js";
-import { independentDecrypt } from "../support/independent-decryptor.js";
+import {
+  independentDecrypt,
+  independentManifestDigest,
+  independentOpen,
+  independentVerifyManifest,
+} from "../support/independent-decryptor.js";
 
 const scrypt = { log2N: 10, r: 8, p: 1 };
 
@@ -118,5 +131,47 @@ describe("an independent decryptor written from docs/FORMAT.md", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it("checks signatures, the chain and the identity binding of what backup writes, from the page alone", async () => {
+    const pair = generateKeyPair();
+    const signer = generateSigningKey();
+    const sink = memorySink();
+    const data = Buffer.from("binding\n".repeat(4000));
+    const made = [];
+    for (const minute of [1, 2]) {
+      made.push(
+        await backup({
+          job: "bound-job",
+          source: bytesSource({ data }),
+          sink,
+          transforms: [gzip(), aes256gcm({ recipients: [pair.recipient] })],
+          signingKey: signer.signingKey,
+          now: () => new Date(Date.UTC(2026, 10, 22, 3, minute)),
+        }),
+      );
+    }
+    const [first, second] = made;
+    // The manifest as stored, parsed as plain JSON (no stowage schema).
+    const stored = (m: typeof first) =>
+      JSON.parse(sink.objects.get(manifestKeyFor(m!.artifact.key))!.data.toString("utf8"));
+    const one = stored(first);
+    const two = stored(second);
+    expect(independentVerifyManifest(one, signer.verifyKey)).toBe(true);
+    expect(independentVerifyManifest(two, signer.verifyKey)).toBe(true);
+    expect(independentVerifyManifest(two, generateSigningKey().verifyKey)).toBe(false);
+    expect(independentVerifyManifest({ ...two, labels: { x: "y" } }, signer.verifyKey)).toBe(false);
+    expect(two.previous).toEqual({ id: one.id, sha256: independentManifestDigest(one) });
+    // The header binds the manifest's job and id (version 3), under its MAC.
+    const artifact = Buffer.from(sink.objects.get(second!.artifact.key)!.data);
+    expect(artifact[7]).toBe(3);
+    const opened = independentOpen(artifact, [{ identity: pair.identity }]);
+    expect(opened.identity).toEqual({ job: two.job, id: two.id });
+    expect(gunzipSync(opened.plain).equals(data)).toBe(true);
+    // Rewriting the bound id (same length) breaks the header's MAC.
+    const moved = Buffer.from(artifact);
+    const at = moved.indexOf(Buffer.from(two.id, "utf8"));
+    moved.write(one.id, at, "utf8");
+    expect(() => independentOpen(moved, [{ identity: pair.identity }])).toThrow(/no key opens/);
   });
 });

@@ -192,6 +192,8 @@ interface Expected {
   identity?: BackupIdentity | undefined;
   /** The format version the manifest records; a header older than 3 under a 3 is refused. */
   recordVersion?: unknown;
+  /** The chunk size the manifest records; the header's must be the same. */
+  recordChunkSize?: unknown;
 }
 
 /**
@@ -205,6 +207,13 @@ function checkExpected(header: ParsedHeader, expect: Expected): void {
     throw decryptFailed(
       `the manifest records format version ${recorded} but the artifact's header is version ${header.version}: not the artifact this manifest describes`,
       { reason: "version-mismatch", recorded, header: header.version },
+    );
+  }
+  const size = expect.recordChunkSize;
+  if (typeof size === "number" && size !== header.chunkSize) {
+    throw decryptFailed(
+      `the manifest records chunks of ${size} bytes but the artifact's header says ${header.chunkSize}: not the artifact this manifest describes`,
+      { reason: "chunk-size-mismatch", recorded: size, header: header.chunkSize },
     );
   }
   const bound = header.version === 3 ? header.identity : undefined;
@@ -351,6 +360,7 @@ export const aesDecoder: Decoder = {
       {
         identity: context.identity,
         recordVersion: record.formatVersion,
+        recordChunkSize: record.chunkSize,
       },
     ),
 };
