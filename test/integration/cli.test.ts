@@ -308,6 +308,44 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
     expect(JSON.parse(await readFile(join(dir, "drill.json"), "utf8"))).toEqual(report);
   });
 
+  it("keygen --signing: the signing key (0600, not printed) signs a job's manifests; the verify key checks them", async () => {
+    const dir = await project("keygen-signing");
+    const gen = await stowage(["keygen", "--signing", "--out", "signing.txt", "--json"], { cwd: dir });
+    expect(gen.code).toBe(0);
+    const { verifyKey, id } = JSON.parse(gen.stdout);
+    expect(verifyKey).toMatch(/^stowage-verify1:/);
+    const file = await readFile(join(dir, "signing.txt"), "utf8");
+    const signingKey = file.split("\n").find((l) => l.startsWith("stowage-sign1:"))!;
+    expect(gen.stdout).not.toContain(signingKey);
+    expect((await stat(join(dir, "signing.txt"))).mode & 0o777).toBe(0o600);
+    expect((await stowage(["keygen", "--signing", "--out", "signing.txt"], { cwd: dir })).code).toBe(2);
+
+    await writeFile(
+      join(dir, "signed.config.ts"),
+      `import { filesystemSink } from ${src("sinks/filesystem.ts")};
+import { bytesSource } from ${src("sources/bytes.ts")};
+import { defineJob } from ${src("jobs/index.ts")};
+export const jobs = [defineJob({
+  name: "signed", source: bytesSource({ data: "vouched for" }),
+  signingKey: process.env.SIGNING_KEY,
+  sink: filesystemSink({ root: ${JSON.stringify(join(dir, "signed"))} }),
+})];
+`,
+    );
+    const cfg = ["--config", "signed.config.ts"];
+    const ran = await stowage(["run", ...cfg], { cwd: dir, env: { SIGNING_KEY: signingKey } });
+    expect(ran.code).toBe(0);
+    expect(ran.stdout + ran.stderr).not.toContain(signingKey);
+    const { filesystemSink, listManifests } = await import("../../src/index.js");
+    const sink = filesystemSink({ root: join(dir, "signed") });
+    const { manifests, invalid } = await listManifests(sink, { verifyKeys: [verifyKey] });
+    expect(invalid).toEqual([]);
+    expect(manifests.map((m) => m.signature?.keyId)).toEqual([id]);
+    const stranger = JSON.parse((await stowage(["keygen", "--signing", "--json"], { cwd: dir })).stdout);
+    const refused = await listManifests(sink, { verifyKeys: [stranger.verifyKey] });
+    expect(refused.invalid.map((i) => i.error.code)).toEqual(["SIGNATURE_INVALID"]);
+  });
+
   it("keygen: the recipient encrypts, the identity (written 0600, not printed) restores", async () => {
     const dir = await project("keygen");
     const gen = await stowage(["keygen", "--out", "identity.txt", "--json"], { cwd: dir });

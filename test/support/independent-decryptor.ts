@@ -302,7 +302,7 @@ export function independentVerifyManifest(manifest: Record<string, unknown>, ver
   const { signature, ...rest } = manifest as {
     signature?: { algorithm: string; keyId: string; value: string };
   };
-  if (!signature || signature.algorithm !== "ed25519") return false;
+  if (signature?.algorithm !== "ed25519") return false;
   const pub = decodeVerifyKey(verifyKey);
   const keyId = sha256(te("stowage signing key id v1"), Buffer.from([0]), pub)
     .subarray(0, 8)
