@@ -342,3 +342,42 @@ describe("the job's chain", () => {
     expect(await codeOf(restore({ sink: to, manifest: bare, keys, verifyKeys }))).toBe("SIGNATURE_MISSING");
   });
 });
+
+describe("signing in the write paths", () => {
+  it("a fan-out signs each secondary's manifest again, chained on that sink", async () => {
+    const { fanOutSink } = await import("../../src/jobs/fan-out.js");
+    const { signerFrom } = await import("../../src/core/signing.js");
+    const primary = memorySink();
+    const secondary = memorySink();
+    const fan = fanOutSink(primary, [{ sink: secondary }], { signer: signerFrom(signer.signingKey) });
+    const data = randomBytes(20_000);
+    const manifest = await backup({
+      job: "fan",
+      source: bytesSource({ data }),
+      sink: fan,
+      signingKey: signer.signingKey,
+    });
+    const [copy] = fan.manifestsFor(manifest.artifact.key);
+    expect(copy!.manifest.signature?.keyId).toBe(signer.id);
+    for (const sink of [primary, secondary]) {
+      const { manifests, invalid } = await listManifests(sink, { verifyKeys });
+      expect(invalid).toEqual([]);
+      expect((await attempt(sink, manifests[0]!, { verifyKeys })).out.equals(data)).toBe(true);
+    }
+  });
+
+  it("a sink whose listing fails while the chain is looked up leaves no artifact and no manifest", async () => {
+    const sink = memorySink();
+    const broken = {
+      ...sink,
+      list: () => ({
+        [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(new Error("list down")) }),
+      }),
+    };
+    const code = await codeOf(
+      backup({ job: "app", source: bytesSource({ data: "x" }), sink: broken, signingKey: signer.signingKey }),
+    );
+    expect(code).toBe("SINK_READ_FAILED");
+    expect([...sink.objects.keys()]).toEqual([]);
+  });
+});
