@@ -117,22 +117,36 @@ export function v2Keys(dataKey: Buffer): { headerKey: Buffer; payloadKey: Buffer
 }
 
 /** A complete version-2 header for `dataKey`, one stanza per recipient. */
-export async function buildV2Header(
+export function buildV2Header(
   dataKey: Buffer,
   recipients: readonly ResolvedRecipient[],
   log2Chunk: number,
 ): Promise<Buffer> {
+  return buildHeader(dataKey, recipients, log2Chunk, { version: 2, headerKey: v2Keys(dataKey).headerKey });
+}
+
+/**
+ * The layout versions 2 and 3 share: fixed fields, `before` (version 3's identity block), the
+ * stanzas, and an HMAC over all of it keyed with `headerKey`.
+ */
+export async function buildHeader(
+  dataKey: Buffer,
+  recipients: readonly ResolvedRecipient[],
+  log2Chunk: number,
+  layout: { version: number; headerKey: Buffer; before?: Buffer },
+): Promise<Buffer> {
+  const before = layout.before ?? Buffer.alloc(0);
   const stanzas: Buffer[] = [];
   for (const r of recipients) stanzas.push(await buildStanza(r, dataKey));
   const fixed = Buffer.alloc(V2_FIXED_LENGTH);
   MAGIC.copy(fixed, 0);
-  fixed[7] = 2;
+  fixed[7] = layout.version;
   fixed[8] = log2Chunk;
   fixed[9] = stanzas.length;
-  const length = V2_FIXED_LENGTH + stanzas.reduce((n, s) => n + s.length, 0) + V2_MAC_LENGTH;
+  const length = V2_FIXED_LENGTH + before.length + stanzas.reduce((n, s) => n + s.length, 0) + V2_MAC_LENGTH;
   fixed.writeUInt16BE(length, 10);
-  const unmacced = Buffer.concat([fixed, ...stanzas]);
-  const mac = createHmac("sha256", v2Keys(dataKey).headerKey).update(unmacced).digest();
+  const unmacced = Buffer.concat([fixed, before, ...stanzas]);
+  const mac = createHmac("sha256", layout.headerKey).update(unmacced).digest();
   return Buffer.concat([unmacced, mac]);
 }
 

@@ -6,11 +6,10 @@
  * holds the data key, binds the new id. The chunks are version 2's, under the same payload key, so
  * a rekey from version 2 keeps them.
  */
-import { createHmac } from "node:crypto";
 import type { BackupIdentity } from "../../core/types.js";
-import { decryptFailed, hkdf, MAGIC } from "./format.js";
+import { decryptFailed, hkdf } from "./format.js";
 import {
-  buildStanza,
+  buildHeader,
   type ParsedV2,
   parseV2,
   type ResolvedRecipient,
@@ -36,25 +35,17 @@ function identityBlock(identity: BackupIdentity): Buffer {
 }
 
 /** A complete version-3 header for `dataKey`, bound to `identity`. */
-export async function buildV3Header(
+export function buildV3Header(
   dataKey: Buffer,
   recipients: readonly ResolvedRecipient[],
   log2Chunk: number,
   identity: BackupIdentity,
 ): Promise<Buffer> {
-  const block = identityBlock(identity);
-  const stanzas: Buffer[] = [];
-  for (const r of recipients) stanzas.push(await buildStanza(r, dataKey));
-  const fixed = Buffer.alloc(V2_FIXED_LENGTH);
-  MAGIC.copy(fixed, 0);
-  fixed[7] = 3;
-  fixed[8] = log2Chunk;
-  fixed[9] = stanzas.length;
-  const length = V2_FIXED_LENGTH + block.length + stanzas.reduce((n, s) => n + s.length, 0) + V2_MAC_LENGTH;
-  fixed.writeUInt16BE(length, 10);
-  const unmacced = Buffer.concat([fixed, block, ...stanzas]);
-  const mac = createHmac("sha256", v3HeaderKey(dataKey)).update(unmacced).digest();
-  return Buffer.concat([unmacced, mac]);
+  return buildHeader(dataKey, recipients, log2Chunk, {
+    version: 3,
+    headerKey: v3HeaderKey(dataKey),
+    before: identityBlock(identity),
+  });
 }
 
 /** Parses a version-3 header: the identity block, then version 2's stanzas and MAC. */
