@@ -131,3 +131,15 @@ export const mbps = (bytes: number, seconds: number) => bytes / MB / seconds;
 export const round = (n: number, digits = 1) => Number(n.toFixed(digits));
 export const sizeName = (bytes: number) =>
   bytes >= GiB ? `${round(bytes / GiB, 2)} GiB` : `${round(bytes / (1 << 20), 0)} MiB`;
+
+/** The AWS CLI's environment for the local S3 test server (its fixed credentials), none of the user's config. */
+export const awsCliEnv = (home: string) => ({
+  HOME: home,
+  AWS_ACCESS_KEY_ID: "S3RVER",
+  AWS_SECRET_ACCESS_KEY: "S3RVER",
+  AWS_DEFAULT_REGION: "us-east-1",
+  AWS_CONFIG_FILE: "/dev/null",
+  AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
+  AWS_REQUEST_CHECKSUM_CALCULATION: "WHEN_REQUIRED",
+  AWS_RESPONSE_CHECKSUM_VALIDATION: "WHEN_REQUIRED",
+});

@@ -270,7 +270,7 @@ describe("s3 sink", () => {
     beforeAll(async () => {
       // No resumption: every cut below fails the read (resumption has its own test, in
       // test/integration/s3-restore.test.ts, and the fault after this loop).
-      ({ bucket, sink } = await place({ readResumes: 0 }));
+      ({ bucket, sink } = await place({ readResumes: 0, readPartSize: 8 * MiB }));
       manifest = await backupInto(sink);
     });
 

@@ -55,17 +55,18 @@ export const s3CommonOptionsSchema = z.object({
   queueSize: z.number().int().min(1).max(64).default(4),
   /**
    * Reads: the bytes one ranged GET asks for (1-64 MiB). Each GET in flight holds its range in
-   * memory until it is passed on in order. @default 8 MiB
+   * memory until it is passed on in order. @default 4 MiB
    */
   readPartSize: z
     .number()
     .int()
     .min(MiB, "readPartSize is at least 1 MiB (1048576)")
     .max(64 * MiB, "readPartSize is at most 64 MiB")
-    .default(8 * MiB),
+    .default(4 * MiB),
   /**
    * Reads: ranged GETs in flight at once. A read holds at most `readConcurrency × readPartSize`
-   * (48 MiB with the defaults). @default 6
+   * (24 MiB with the defaults: with the SDK loaded and restore's one 8 MiB
+   * block, a restore from S3 stays under 128 MiB of RSS). @default 6
    */
   readConcurrency: z.number().int().min(1).max(32).default(6),
   /**
