@@ -10,6 +10,14 @@
  * the pg_dump source, SQL literals and the query source, and the restore.
  */
 
+// Point-in-time recovery: WAL archiving, base backups, restore to a moment.
+export {
+  BASE_BACKUP_SOURCE_KIND,
+  type PgBaseBackupDetails,
+  type PgBaseBackupSourceOptions,
+  pgBaseBackupSource,
+  pgBaseBackupSourceOptionsSchema,
+} from "./postgres/base-backup-source.js";
 export { type PgConnection, pgConnectionFieldsSchema, pgConnectionSchema } from "./postgres/connection.js";
 export {
   type PgDumpDetails,
@@ -28,4 +36,27 @@ export {
   restorePostgres,
   restorePostgresOptionsSchema,
 } from "./postgres/restore.js";
+export {
+  type RestorePostgresToPointOptions,
+  type RestorePostgresToPointResult,
+  restorePostgresToPoint,
+  restorePostgresToPointOptionsSchema,
+} from "./postgres/restore-to-point.js";
 export type { PgParam } from "./postgres/sql-literals.js";
+export {
+  type ArchiveWalOptions,
+  type ArchiveWalResult,
+  archiveWal,
+  archiveWalOptionsSchema,
+} from "./postgres/wal-archive.js";
+export { type FetchWalOptions, fetchWal, fetchWalOptionsSchema } from "./postgres/wal-fetch.js";
+export {
+  type ArchivedWal,
+  formatLsn,
+  groupWalListing,
+  parseLsn,
+  parseWalName,
+  segmentName,
+  type WalFileName,
+} from "./postgres/wal-names.js";
+export { planRecovery, type RecoveryPlan, type RecoveryTarget } from "./postgres/wal-plan.js";
