@@ -13,7 +13,6 @@ import {
   pgConnectionSchema,
   redactor,
   resolveConnection,
-  toolConnectionArgs,
   toolEnvironment,
 } from "./connection.js";
 import { formatLsn, parseLsn, segmentName, segmentOfLsn } from "./wal-names.js";
@@ -64,8 +63,14 @@ export interface PgBaseBackupDetails extends Record<string, unknown> {
   port: number;
 }
 
-const START = /write-ahead log start point: ([0-9A-F]+\/[0-9A-F]+) on timeline (\d+)/i;
-const END = /write-ahead log end point: ([0-9A-F]+\/[0-9A-F]+)/i;
+/**
+ * With `-X none` pg_basebackup prints neither LSN; the backup manifest it puts last in the tar
+ * (`backup_manifest`) has both, and the timeline, in its WAL-Ranges near its own end.
+ */
+const WAL_RANGE =
+  /"Timeline":\s*(\d+),\s*"Start-LSN":\s*"([0-9A-F]+\/[0-9A-F]+)",\s*"End-LSN":\s*"([0-9A-F]+\/[0-9A-F]+)"/i;
+/** How much of the stream's end is kept to find the manifest's WAL range. */
+const TAIL_BYTES = 256 * 1024;
 
 /**
  * Streams `pg_basebackup -D - -Ft -X none`: the cluster's data directory as one tar on stdout,
@@ -97,7 +102,6 @@ export function pgBaseBackupSource(options: PgBaseBackupSourceOptions): Source {
       throwIfAborted(signal, where);
       const label = `stowage ${job ?? opts.name} ${startedAt.toISOString()}`;
       // -c fast|spread, -l label; the connection as for every libpq tool; no secret in argv.
-      const [, , host, , port, , user] = toolConnectionArgs(conn, conn.database);
       const args = [
         "-D",
         "-",
@@ -109,14 +113,13 @@ export function pgBaseBackupSource(options: PgBaseBackupSourceOptions): Source {
         opts.checkpoint,
         "-l",
         label,
-        "-v",
         "--no-password",
         "--host",
-        host!,
+        conn.host,
         "--port",
-        port!,
+        String(conn.port),
         "--username",
-        user!,
+        conn.user,
       ];
       const env = toolEnvironment(conn, opts.connectTimeoutMs);
       const { child, exit } = await spawnChild(opts.pgBaseBackupPath, args, {
@@ -124,18 +127,26 @@ export function pgBaseBackupSource(options: PgBaseBackupSourceOptions): Source {
         stdio: ["ignore", "pipe", "pipe"],
       });
       const stderr = new OutputTail(65536);
-      let start: RegExpExecArray | null = null;
-      let end: RegExpExecArray | null = null;
-      child.stderr!.on("data", (chunk: Buffer) => {
-        stderr.push(chunk);
-        const text = stderr.toString();
-        start ??= START.exec(text);
-        end ??= END.exec(text);
-      });
+      child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk));
+      // The end of the stream, where the backup manifest's WAL range is.
+      let tail: Buffer[] = [];
+      let tailBytes = 0;
+      const keepTail = (chunk: Buffer) => {
+        tail.push(chunk);
+        tailBytes += chunk.length;
+        while (tail.length > 1 && tailBytes - tail[0]!.length >= TAIL_BYTES)
+          tailBytes -= tail.shift()!.length;
+      };
+      let range: RegExpExecArray | null = null;
+      const walRange = () => {
+        range ??= WAL_RANGE.exec(Buffer.concat(tail).toString("latin1"));
+        tail = [];
+        return range;
+      };
       const target = describeTarget(conn);
       const judge = (result: ChildExit): Error | undefined => {
         const tail = redact(stderr.toString());
-        if (!result.error && result.code === 0 && !result.signal && start && end) return undefined;
+        if (!result.error && result.code === 0 && !result.signal && walRange()) return undefined;
         const missing = result.error?.code === "ENOENT";
         const how = missing
           ? `not found at "${opts.pgBaseBackupPath}" (install postgresql-client or set pgBaseBackupPath)`
@@ -145,7 +156,7 @@ export function pgBaseBackupSource(options: PgBaseBackupSourceOptions): Source {
               ? `was killed by ${result.signal}`
               : result.code !== 0
                 ? `exited with code ${result.code}`
-                : "did not report its start and end LSN";
+                : "wrote no backup manifest with the backup's WAL range";
         return coded(
           "SOURCE_FAILED",
           `${where}: pg_basebackup ${how}${tail ? `: ${lastLines(tail)}` : ""}`,
@@ -159,6 +170,8 @@ export function pgBaseBackupSource(options: PgBaseBackupSourceOptions): Source {
         );
       };
       const stream = new ChildStdout("pg_basebackup", child, exit, judge);
+      // Attached in the same tick as the stream's own listener, so it sees every chunk too.
+      child.stdout!.on("data", keepTail);
       const onAbort = () => stream.destroy(new StowageError("ABORTED", `${where}: aborted`));
       signal.addEventListener("abort", onAbort, { once: true });
       stream.once("close", () => signal.removeEventListener("abort", onAbort));
@@ -169,9 +182,10 @@ export function pgBaseBackupSource(options: PgBaseBackupSourceOptions): Source {
         extension: ".tar",
         details: async () => {
           await stream.done;
-          const startLsn = parseLsn(start![1]!);
-          const stopLsn = parseLsn(end![1]!);
-          const timeline = Number(start![2]);
+          const [, tli, from, to] = walRange()!;
+          const startLsn = parseLsn(from!);
+          const stopLsn = parseLsn(to!);
+          const timeline = Number(tli);
           const size = opts.walSegmentSize;
           const details: PgBaseBackupDetails = {
             startLsn: formatLsn(startLsn),

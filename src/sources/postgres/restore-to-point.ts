@@ -3,7 +3,7 @@
  * archived WAL up to a target, and (optionally) started until it gets there.
  */
 import { existsSync } from "node:fs";
-import { appendFile, lchown, mkdir, readdir, stat, writeFile } from "node:fs/promises";
+import { appendFile, lchown, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
@@ -198,7 +198,18 @@ const shellQuote = (s: string) => (/^[\w./@%+=:,-]+$/.test(s) ? s : `'${s.replac
 
 type StartOptions = z.output<typeof startSchema>;
 
-/** Starts the server with pg_ctl and waits until it has left recovery (recovery.signal is gone). */
+/**
+ * The cluster state in `global/pg_control`: a 4-byte enum after the 8-byte system identifier and
+ * two 4-byte version numbers, the same in every version since 9.0; 6 is DB_IN_PRODUCTION, written
+ * once recovery has ended and the server accepts writes. Read without pg_controldata, which the
+ * server's own bin directory may lack.
+ */
+async function inProduction(dataDirectory: string): Promise<boolean> {
+  const control = await readFile(join(dataDirectory, "global", "pg_control")).catch(() => undefined);
+  return control !== undefined && control.length >= 20 && control.readUInt32LE(16) === 6;
+}
+
+/** Starts the server with pg_ctl and waits until recovery has ended and it has promoted. */
 async function startAndWait(dataDirectory: string, start: StartOptions, where: string, signal?: AbortSignal) {
   const bin = start.binDirectory ?? (await pgConfigBinDirectory(signal));
   const pgCtl = bin ? join(bin, "pg_ctl") : "pg_ctl";
@@ -210,7 +221,6 @@ async function startAndWait(dataDirectory: string, start: StartOptions, where: s
   if (start.osUser) await chownTree(dataDirectory, start.osUser);
   const started = await ctl(["-D", dataDirectory, "-l", logFile, "-w", "-t", "120", "start"]);
   const logTail = async () => {
-    const { readFile } = await import("node:fs/promises");
     return lastLines(await readFile(logFile, "utf8").catch(() => ""), 5);
   };
   if (started.error || started.code !== 0) {
@@ -221,10 +231,10 @@ async function startAndWait(dataDirectory: string, start: StartOptions, where: s
     );
   }
   const deadline = Date.now() + start.timeoutMs;
-  while (existsSync(join(dataDirectory, "recovery.signal"))) {
+  while (existsSync(join(dataDirectory, "recovery.signal")) || !(await inProduction(dataDirectory))) {
     throwIfAborted(signal, where);
     const status = await ctl(["-D", dataDirectory, "status"]);
-    if (status.code !== 0 && existsSync(join(dataDirectory, "recovery.signal"))) {
+    if (status.code !== 0) {
       throw new StowageError(
         "RESTORE_FAILED",
         `${where}: the server stopped during recovery: ${await logTail()}`,
