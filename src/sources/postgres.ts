@@ -60,3 +60,9 @@ export {
   type WalFileName,
 } from "./postgres/wal-names.js";
 export { planRecovery, type RecoveryPlan, type RecoveryTarget } from "./postgres/wal-plan.js";
+export {
+  type ApplyWalRetentionOptions,
+  applyWalRetention,
+  applyWalRetentionOptionsSchema,
+  listArchivedWal,
+} from "./postgres/wal-retention.js";

@@ -9,14 +9,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { listManifests } from "../../core/catalog.js";
 import { lastLines, runCollecting } from "../../core/child-process.js";
-import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
+import { StowageError, throwIfAborted } from "../../core/errors.js";
 import { extractTar } from "../../core/extract-tar.js";
 import { JOB_NAME_PATTERN } from "../../core/keys.js";
 import { parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { restore } from "../../core/restore.js";
-import type { DecryptionKey, Sink } from "../../core/types.js";
-import { groupWalListing, WAL_FOLDER } from "./wal-names.js";
+import type { DecryptionKey } from "../../core/types.js";
 import { planRecovery, type RecoveryTarget, targetTime } from "./wal-plan.js";
+import { listArchivedWal } from "./wal-retention.js";
 
 const targetSchema = z.union([
   z.literal("latest"),
@@ -132,7 +132,7 @@ export async function restorePostgresToPoint(
   }
 
   const { manifests } = await listManifests(sink, { job, ...(signal ? { signal } : {}) });
-  const wal = await listWal(sink, job, signal);
+  const wal = await listArchivedWal(sink, job, signal);
   const plan = planRecovery(job, manifests, wal, target, opts.backup);
 
   const plain = await restore({
@@ -180,17 +180,6 @@ export async function restorePostgresToPoint(
   if (opts.start === false) return result;
   await startAndWait(dataDirectory, opts.start, where, signal);
   return { ...result, started: true };
-}
-
-async function listWal(sink: Sink, job: string, signal?: AbortSignal) {
-  const listed: Array<{ key: string; lastModified: Date }> = [];
-  const prefix = `${job}/${WAL_FOLDER}/`;
-  try {
-    for await (const info of sink.list(prefix, signal ? { signal } : {})) listed.push(info);
-  } catch (error) {
-    throw wrapError(error, "SINK_READ_FAILED", `listing the WAL of ${job}`, { prefix }, signal);
-  }
-  return groupWalListing(job, listed).files;
 }
 
 /** POSIX shell quoting for a path in `restore_command` (PostgreSQL runs it through `sh -c`). */
