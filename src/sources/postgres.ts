@@ -1,5 +1,8 @@
 /**
- * PostgreSQL: `pg_dump` and `COPY … TO STDOUT` sources, and a restore through `psql` / `pg_restore`.
+ * PostgreSQL: `pg_dump` and `COPY … TO STDOUT` sources, and a restore through `psql` / `pg_restore`;
+ * point-in-time recovery: WAL archiving (`archiveWal` / `fetchWal`, behind `stowage wal-push` and
+ * `stowage wal-fetch`), base backups (`pgBaseBackupSource`) and `restorePostgresToPoint`
+ * (see docs/PITR.md).
  *
  * `pg` and `pg-copy-streams` are optional peer dependencies, loaded only when a function here runs.
  * Passwords reach the child processes through `PGPASSWORD` (or a passfile named by `PGPASSFILE`),
@@ -50,16 +53,8 @@ export {
   archiveWalOptionsSchema,
 } from "./postgres/wal-archive.js";
 export { type FetchWalOptions, fetchWal, fetchWalOptionsSchema } from "./postgres/wal-fetch.js";
-export {
-  type ArchivedWal,
-  formatLsn,
-  groupWalListing,
-  parseLsn,
-  parseWalName,
-  segmentName,
-  type WalFileName,
-} from "./postgres/wal-names.js";
-export { planRecovery, type RecoveryPlan, type RecoveryTarget } from "./postgres/wal-plan.js";
+export type { ArchivedWal, WalFileName } from "./postgres/wal-names.js";
+export type { RecoveryTarget } from "./postgres/wal-plan.js";
 export {
   type ApplyWalRetentionOptions,
   applyWalRetention,

@@ -19,15 +19,14 @@ import {
   walArchiveStatus,
 } from "../../src/index.js";
 import {
-  archiveWal,
-  fetchWal,
   formatLsn,
   groupWalListing,
   parseLsn,
   parseWalName,
-  planRecovery,
   segmentName,
-} from "../../src/sources/postgres.js";
+} from "../../src/sources/postgres/wal-names.js";
+import { planRecovery } from "../../src/sources/postgres/wal-plan.js";
+import { archiveWal, fetchWal } from "../../src/sources/postgres.js";
 
 const key = randomBytes(32);
 let dir: string;
