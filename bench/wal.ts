@@ -20,6 +20,7 @@ import {
   embeddedBinDirectory,
   postgresUser,
   startArchivingCluster,
+  writeWalConfig,
 } from "../test/support/pitr.js";
 import type { BenchOptions, BenchRow } from "./lib.js";
 
@@ -37,9 +38,13 @@ const percentile = (xs: readonly number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? Number.NaN;
 const round3 = (n: number) => Math.round(n * 1000) / 1000;
 
-function pgbenchPath(): string {
+/** pgbench (Debian keeps it out of PATH) against the cluster, as postgres. */
+function pgbench(cluster: Cluster, args: string[]) {
   const debian = "/usr/lib/postgresql/15/bin/pgbench";
-  return existsSync(debian) ? debian : "pgbench";
+  const tool = existsSync(debian) ? debian : "pgbench";
+  return exec(tool, ["-h", "127.0.0.1", "-p", String(cluster.port), "-U", "postgres", ...args, "postgres"], {
+    maxBuffer: 16 << 20,
+  });
 }
 
 /** The timing wrapper: the shell that runs archive_command records each successful push. */
@@ -69,25 +74,7 @@ async function measure(cluster: Cluster, side: string, command: string, log: str
       await new Promise((r) => setTimeout(r, 500));
     }
   })();
-  await exec(
-    pgbenchPath(),
-    [
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(cluster.port),
-      "-U",
-      "postgres",
-      "-c",
-      "2",
-      "-j",
-      "2",
-      "-T",
-      String(seconds),
-      "postgres",
-    ],
-    { maxBuffer: 16 << 20 },
-  );
+  await pgbench(cluster, ["-c", "2", "-j", "2", "-T", String(seconds)]);
   sampling = false;
   await sampler;
   await cluster.switchAndWaitArchived();
@@ -115,76 +102,42 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
   await writeFile(keyFile, (await import("node:crypto")).randomBytes(32), { mode: 0o600 });
   await chown(keyFile, uid, gid);
   const config = join(root, "stowage.config.mjs");
-  await writeFile(
-    config,
-    `import { readFileSync } from "node:fs";
-import { aes256gcm, defineJob, filesystemSink, gzip } from "./bundle/index.mjs";
-import { pgBaseBackupSource } from "./bundle/postgres.mjs";
-const key = readFileSync(${JSON.stringify(keyFile)});
-export default [defineJob({
-  name: "bench",
-  source: pgBaseBackupSource({ connection: { host: "127.0.0.1", user: "postgres" } }),
-  sink: filesystemSink({ root: ${JSON.stringify(sinkRoot)} }),
-  transforms: [gzip(), aes256gcm({ key })],
-  keys: [{ key }],
-})];
-`,
-    { mode: 0o600 },
-  );
-  await chown(config, uid, gid);
+  await writeWalConfig(config, "bench", sinkRoot, keyFile);
   const push = `${process.execPath} ${cli} wal-push %p --job bench --config ${config}`;
   const cluster = await startArchivingCluster(root, bin, push);
   const seconds = Math.max(5, Math.round(30 * options.scale));
   try {
-    await exec(pgbenchPath(), [
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(cluster.port),
-      "-U",
-      "postgres",
-      "-i",
-      "-s",
-      "10",
-      "postgres",
-    ]);
+    await pgbench(cluster, ["-i", "-s", "10"]);
     const stowage = await measure(cluster, "stowage", push, join(root, "logs", "stowage.times"), seconds);
     const cp = await measure(cluster, "cp", `cp %p ${copies}/%f`, join(root, "logs", "cp.times"), seconds);
-    const rate = (s: Side) => round3(SEGMENT_MB / (s.times.reduce((a, b) => a + b, 0) / s.times.length));
+    const rate = (s: Side) => SEGMENT_MB / (s.times.reduce((a, b) => a + b, 0) / s.times.length);
     const note = (s: Side) => `${s.segments} segments in ${seconds} s of pgbench -c 2`;
+    const row = (
+      name: string,
+      unit: "s" | "MB/s",
+      ours: number,
+      theirs: number,
+      extra: Partial<BenchRow> = {},
+    ) => ({
+      name,
+      stowage: round3(ours),
+      anchor: round3(theirs),
+      anchorName: "archive_command = cp %p",
+      unit,
+      ratio: round3(unit === "s" ? theirs / ours : ours / theirs),
+      target: "info",
+      pass: true,
+      ...extra,
+    });
+    const p = (s: Side, q: number) => percentile(s.times, q);
     return [
-      {
-        name: "wal-push p50 per 16 MiB segment (gzip + AES -> file)",
-        stowage: round3(percentile(stowage.times, 0.5)),
-        anchor: round3(percentile(cp.times, 0.5)),
-        anchorName: "archive_command = cp %p",
-        unit: "s",
-        ratio: round3(percentile(cp.times, 0.5) / percentile(stowage.times, 0.5)),
-        target: "info",
-        pass: true,
+      row("wal-push p50 per 16 MiB segment (gzip + AES -> file)", "s", p(stowage, 0.5), p(cp, 0.5), {
         note: note(stowage),
-      },
-      {
-        name: "wal-push p99 per segment",
-        stowage: round3(percentile(stowage.times, 0.99)),
-        anchor: round3(percentile(cp.times, 0.99)),
-        anchorName: "archive_command = cp %p",
-        unit: "s",
-        ratio: round3(percentile(cp.times, 0.99) / percentile(stowage.times, 0.99)),
-        target: "info",
-        pass: true,
-      },
-      {
-        name: "wal-push sustained (one archiver, 16 MiB / mean push time)",
-        stowage: rate(stowage),
-        anchor: rate(cp),
-        anchorName: "archive_command = cp %p",
-        unit: "MB/s",
-        ratio: round3(rate(stowage) / rate(cp)),
-        target: "info",
-        pass: true,
+      }),
+      row("wal-push p99 per segment", "s", p(stowage, 0.99), p(cp, 0.99)),
+      row("wal-push sustained (one archiver, 16 MiB / mean push time)", "MB/s", rate(stowage), rate(cp), {
         note: note(cp),
-      },
+      }),
       {
         name: "archiver lag under pgbench (largest, segments)",
         stowage: stowage.maxLag,

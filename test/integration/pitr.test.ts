@@ -34,6 +34,7 @@ import {
   openTempDir,
   postgresUser,
   startArchivingCluster,
+  writeWalConfig,
 } from "../support/pitr.js";
 import { freePort } from "../support/postgres.js";
 
@@ -53,26 +54,23 @@ const started: Cluster[] = [];
 /** The server's clock when the first 200 rows were committed and the next not yet. */
 let moment: string;
 
-async function writeConfig(path: string, keyFile: string) {
-  const { uid, gid } = await postgresUser();
-  await writeFile(
-    path,
-    `import { readFileSync } from "node:fs";
-import { aes256gcm, defineJob, filesystemSink, gzip } from "./bundle/index.mjs";
-import { pgBaseBackupSource } from "./bundle/postgres.mjs";
-// The key never reaches argv: archive_command names only this config.
-const key = readFileSync(${JSON.stringify(keyFile)});
-export default [defineJob({
-  name: ${JSON.stringify(JOB)},
-  source: pgBaseBackupSource({ connection: { host: "127.0.0.1", user: "postgres" } }),
-  sink: filesystemSink({ root: ${JSON.stringify(sinkRoot)} }),
-  transforms: [gzip(), aes256gcm({ key })],
-  keys: [{ key }],
-})];
-`,
-    { mode: 0o600 },
+const writeConfig = (path: string, keyFile: string) => writeWalConfig(path, JOB, sinkRoot, keyFile);
+
+/** Runs the built CLI; resolves to its exit code and output, whatever the code. */
+async function stowage(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, [cli, ...args]).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
   );
-  await chown(path, uid, gid);
+}
+
+/** The name of an archived segment of timeline 1. */
+async function archivedSegment(): Promise<string> {
+  for await (const info of sink.list(`${JOB}/wal/00000001/`)) {
+    const m = /\/([0-9A-F]{24})\.wal\.json$/.exec(info.key);
+    if (m) return m[1]!;
+  }
+  throw new Error("no archived segment");
 }
 
 async function ids(cluster: Cluster): Promise<number[]> {
@@ -221,46 +219,24 @@ describe("point-in-time recovery (PostgreSQL 15, archive_command = stowage wal-p
 
   it("wal-fetch: a missing file exits 1 quietly; a wrong key exits above 125 (recovery aborts)", async () => {
     const dest = join(root, "fetched");
-    const missing = await run(process.execPath, [
-      cli,
-      "wal-fetch",
-      "0000000100000000000000FF",
-      dest,
-      "--job",
-      JOB,
-      "--config",
-      config,
-    ]).catch((e: { code: number; stderr: string }) => e);
-    expect((missing as { code: number }).code).toBe(1);
-    expect((missing as { stderr: string }).stderr).toBe("");
+    const fetch = (name: string, to: string, cfg: string) =>
+      stowage(["wal-fetch", name, to, "--job", JOB, "--config", cfg]);
+    const missing = await fetch("0000000100000000000000FF", dest, config);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe("");
     expect(existsSync(dest)).toBe(false);
 
-    const keys: string[] = [];
-    for await (const info of sink.list(`${JOB}/wal/00000001/`)) keys.push(info.key);
-    const name = keys
-      .find((k) => /\/[0-9A-F]{24}\.wal\.json$/.test(k))!
-      .split("/")
-      .at(-1)!
-      .slice(0, 24);
-    const good = await fetchWal({ sink, job: JOB, name, dest, keys: [{ key }] });
-    expect(good.bytes).toBe(16 * 1024 * 1024);
+    const name = await archivedSegment();
+    expect((await fetch(name, dest, config)).code).toBe(0);
+    expect((await readFile(dest)).length).toBe(16 * 1024 * 1024);
 
     const wrongKeyFile = join(root, "wrong.key");
     await writeFile(wrongKeyFile, randomBytes(32), { mode: 0o600 });
     const wrongConfig = join(root, "wrong.config.mjs");
     await writeConfig(wrongConfig, wrongKeyFile);
-    const wrong = await run(process.execPath, [
-      cli,
-      "wal-fetch",
-      name,
-      join(root, "fetched-wrong"),
-      "--job",
-      JOB,
-      "--config",
-      wrongConfig,
-    ]).catch((e: { code: number; stderr: string }) => e);
-    expect((wrong as { code: number }).code).toBeGreaterThan(125);
-    expect((wrong as { stderr: string }).stderr).toContain("DECRYPT_FAILED");
+    const wrong = await fetch(name, join(root, "fetched-wrong"), wrongConfig);
+    expect(wrong.code).toBeGreaterThan(125);
+    expect(wrong.stderr).toContain("DECRYPT_FAILED");
     expect(existsSync(join(root, "fetched-wrong"))).toBe(false);
     const library = await fetchWal({
       sink,
@@ -273,29 +249,22 @@ describe("point-in-time recovery (PostgreSQL 15, archive_command = stowage wal-p
   });
 
   it("wal-push: an identical re-push succeeds, different content fails loudly", async () => {
-    const keys: string[] = [];
-    for await (const info of sink.list(`${JOB}/wal/00000001/`)) keys.push(info.key);
-    const name = keys
-      .find((k) => /\/[0-9A-F]{24}\.wal\.json$/.test(k))!
-      .split("/")
-      .at(-1)!
-      .slice(0, 24);
+    const name = await archivedSegment();
     const folder = join(root, "push");
     await mkdir(folder);
     const path = join(folder, name);
     await fetchWal({ sink, job: JOB, name, dest: path, keys: [{ key }] });
-    const push = () =>
-      run(process.execPath, [cli, "wal-push", path, "--job", JOB, "--config", config, "--json"]);
-    const again = JSON.parse((await push()).stdout) as { status: string };
-    expect(again.status).toBe("already-archived");
+    const push = () => stowage(["wal-push", path, "--job", JOB, "--config", config, "--json"]);
+    const again = await push();
+    expect(again.code).toBe(0);
+    expect((JSON.parse(again.stdout) as { status: string }).status).toBe("already-archived");
 
     const bytes = await readFile(path);
     bytes[1000] = bytes[1000]! ^ 0xff;
     await writeFile(path, bytes);
-    const failed = await push().catch((e: { code: number; stdout: string }) => e);
-    expect((failed as { code: number }).code).not.toBe(0);
-    const report = JSON.parse((failed as { stdout: string }).stdout) as { error: { code: string } };
-    expect(report.error.code).toBe("INTEGRITY_MISMATCH");
+    const failed = await push();
+    expect(failed.code).not.toBe(0);
+    expect((JSON.parse(failed.stdout) as { error: { code: string } }).error.code).toBe("INTEGRITY_MISMATCH");
     const direct = await archiveWal({ sink, job: JOB, path, transforms }).catch((e: unknown) => e);
     expect(isStowageError(direct, "INTEGRITY_MISMATCH")).toBe(true);
   });

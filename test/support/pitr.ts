@@ -186,3 +186,30 @@ export async function startArchivingCluster(
   ]);
   return clusterAt(bin, dataDirectory, port, socketDirectory, join(logs, "server.log"));
 }
+
+/**
+ * Writes a config module (mode 0600, owned by the server's user) with one job that archives into
+ * a filesystem sink through gzip + AES-256-GCM, reading its key from `keyFile`: the key never
+ * reaches argv, archive_command names only this config. It imports the bundle `buildCli` made in
+ * `<config's folder>/bundle`.
+ */
+export async function writeWalConfig(path: string, job: string, sinkRoot: string, keyFile: string) {
+  const { uid, gid } = await postgresUser();
+  await writeFile(
+    path,
+    `import { readFileSync } from "node:fs";
+import { aes256gcm, defineJob, filesystemSink, gzip } from "./bundle/index.mjs";
+import { pgBaseBackupSource } from "./bundle/postgres.mjs";
+const key = readFileSync(${JSON.stringify(keyFile)});
+export default [defineJob({
+  name: ${JSON.stringify(job)},
+  source: pgBaseBackupSource({ connection: { host: "127.0.0.1", user: "postgres" } }),
+  sink: filesystemSink({ root: ${JSON.stringify(sinkRoot)} }),
+  transforms: [gzip(), aes256gcm({ key })],
+  keys: [{ key }],
+})];
+`,
+    { mode: 0o600 },
+  );
+  await chown(path, uid, gid);
+}
