@@ -26,7 +26,7 @@ import {
   segmentName,
 } from "../../src/sources/postgres/wal-names.js";
 import { planRecovery } from "../../src/sources/postgres/wal-plan.js";
-import { archiveWal, fetchWal } from "../../src/sources/postgres.js";
+import { applyWalRetention, archiveWal, fetchWal, listArchivedWal } from "../../src/sources/postgres.js";
 
 const key = randomBytes(32);
 let dir: string;
@@ -279,5 +279,24 @@ describe("WAL retention, gaps and status", () => {
       lagSegments: 2,
       gaps: [],
     });
+  });
+
+  it("applyWalRetention deletes the segments before the oldest kept base backup, record and artifact", async () => {
+    const sink = memorySink();
+    for (const n of [1, 2, 3]) {
+      const path = join(dir, segmentName(1, n));
+      await writeFile(path, randomBytes(1024));
+      await archiveWal({ sink, job: "db", path, transforms: [gzip()] });
+    }
+    const kept = [baseBackup("20261202T080000000Z-00000002", "2026-12-02T08:00:00Z", 2, 2)];
+    const dry = await applyWalRetention({ sink, job: "db", kept, dryRun: true });
+    expect(dry.drop.map((d) => d.file.name)).toEqual([segmentName(1, 1)]);
+    expect((await listArchivedWal(sink, "db")).length).toBe(3);
+    await applyWalRetention({ sink, job: "db", kept });
+    expect((await listArchivedWal(sink, "db")).map((f) => f.name)).toEqual([
+      segmentName(1, 2),
+      segmentName(1, 3),
+    ]);
+    expect(await sink.stat(`db/wal/00000001/${segmentName(1, 1)}.gz`)).toBeUndefined();
   });
 });
