@@ -170,7 +170,7 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     name: "wal-fetch",
-    summary: "restore_command: fetch one WAL file (%f) to %p; exit 1 when it is not archived",
+    summary: "restore_command: fetch one WAL file (%f) to %p; exit 1: not archived, 126: failed",
     usage: "<name> <dest> --job <name> [--config <file>]",
     positionals: 2,
     flags: [FLAGS.config, FLAGS.jobOne, FLAGS.json],
