@@ -23,8 +23,13 @@ export interface ChildArgs {
   /** The filesystem sink's root. */
   root: string;
   job: string;
-  codec: "gzip" | "zstd";
+  /** "none": no compression; with `encrypt: false` too, the artifact is the plain bytes. */
+  codec: "gzip" | "zstd" | "none";
   level: number;
+  /** AES-256-GCM after the codec. @default true */
+  encrypt?: boolean;
+  /** Read and write through the S3 sink on this server instead of the filesystem sink. */
+  s3?: { endpoint: string; bucket: string };
 }
 
 export interface ChildResult {
@@ -65,24 +70,36 @@ function traceMemory(): () => void {
   return () => clearInterval(timer);
 }
 
+/** The S3 sink on the bench's local server (s3rver's fixed credentials; checksums as s3rver needs). */
+async function s3BenchSink(s3: { endpoint: string; bucket: string }) {
+  const { S3Client } = await import("@aws-sdk/client-s3");
+  const { s3Sink } = await import("../src/sinks/s3.js");
+  const client = new S3Client({
+    endpoint: s3.endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+  return s3Sink({ client, bucket: s3.bucket, partSize: 8 << 20, queueSize: 10 });
+}
+
 async function main(): Promise<void> {
   const stopTrace = traceMemory();
   const args = JSON.parse(process.argv[2] ?? "{}") as ChildArgs;
   const key = process.env.STOWAGE_BENCH_KEY;
   if (!key) throw new Error("STOWAGE_BENCH_KEY is not set");
-  const sink = filesystemSink({ root: args.root });
+  const sink = args.s3 ? await s3BenchSink(args.s3) : filesystemSink({ root: args.root });
   const cpuBefore = process.resourceUsage();
   let result: Omit<ChildResult, "peakRssMiB" | "cpuSeconds">;
   if (args.mode === "backup") {
-    const compression: Transform =
-      args.codec === "zstd" ? zstd({ level: args.level }) : gzip({ level: args.level });
+    const transforms: Transform[] = [];
+    if (args.codec === "zstd") transforms.push(zstd({ level: args.level }));
+    if (args.codec === "gzip") transforms.push(gzip({ level: args.level }));
+    if (args.encrypt ?? true) transforms.push(aes256gcm({ key }));
     const started = process.hrtime.bigint();
-    const manifest = await backup({
-      job: args.job,
-      source: fileSource(args.file!),
-      transforms: [compression, aes256gcm({ key })],
-      sink,
-    });
+    const manifest = await backup({ job: args.job, source: fileSource(args.file!), transforms, sink });
     result = {
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
       plainBytes: manifest.content.bytes,
@@ -117,7 +134,11 @@ async function main(): Promise<void> {
   const peakRssMiB = usage.maxRSS / 1024; // maxRSS is in KiB
   const cpuSeconds =
     (usage.userCPUTime + usage.systemCPUTime - cpuBefore.userCPUTime - cpuBefore.systemCPUTime) / 1e6;
-  process.stdout.write(`${JSON.stringify({ ...result, peakRssMiB, cpuSeconds } satisfies ChildResult)}\n`);
+  // Exits once written: an S3 client's kept-alive sockets would hold the process open.
+  process.stdout.write(
+    `${JSON.stringify({ ...result, peakRssMiB, cpuSeconds } satisfies ChildResult)}\n`,
+    () => process.exit(0),
+  );
 }
 
 main().catch((error: unknown) => {

@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { startS3Server } from "../test/support/s3-server.js";
 import { type BenchOptions, type BenchRow, inRotation, median } from "./lib.js";
+import { awsCliEnv } from "./processes.js";
 
 const MiB = 1024 * 1024;
 const execFileAsync = promisify(execFile);
@@ -51,17 +52,7 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
   try {
     await writeRandomFile(file, bytes);
     const { bucket } = await server.scratch();
-    const cliEnv = {
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      HOME: options.workDir,
-      AWS_ACCESS_KEY_ID: "S3RVER",
-      AWS_SECRET_ACCESS_KEY: "S3RVER",
-      AWS_DEFAULT_REGION: "us-east-1",
-      AWS_CONFIG_FILE: "/dev/null",
-      AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
-      AWS_REQUEST_CHECKSUM_CALCULATION: "WHEN_REQUIRED",
-      AWS_RESPONSE_CHECKSUM_VALIDATION: "WHEN_REQUIRED",
-    };
+    const cliEnv = { PATH: process.env.PATH ?? "/usr/bin:/bin", ...awsCliEnv(options.workDir) };
     const cli = (args: string[]) =>
       execFileAsync("aws", ["--endpoint-url", server.endpoint, ...args], { env: cliEnv });
 

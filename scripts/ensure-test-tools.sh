@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs the system tools the integration tests drive, only those missing: pg_dump/psql/pg_restore
+# Installs the system tools the integration tests drive, only those missing: pg_dump/psql/pg_restore/pg_basebackup
 # (PostgreSQL 15 client, matching the embedded test server), kubectl and the AWS CLI (independent
 # clients that cross-check our test servers), promtool (Prometheus's linter for the metrics),
 # gzip and openssl. Runs before `npm test`.
 set -uo pipefail
 missing=()
-for tool in pg_dump pg_restore psql; do command -v "$tool" >/dev/null 2>&1 || missing+=(postgresql-client); done
+for tool in pg_dump pg_restore psql pg_basebackup; do command -v "$tool" >/dev/null 2>&1 || missing+=(postgresql-client); done
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v aws >/dev/null 2>&1 || missing+=(awscli)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

@@ -154,5 +154,11 @@ export {
   rekey,
   rekeyOptionsSchema,
 } from "./transforms/aes-256-gcm.js";
+export {
+  type CompressionOptions,
+  compression,
+  compressionOptionsSchema,
+  defaultCodec,
+} from "./transforms/compression.js";
 export { type GzipOptions, gzip, gzipOptionsSchema } from "./transforms/gzip.js";
 export { type ZstdOptions, zstd, zstdAvailable, zstdOptionsSchema } from "./transforms/zstd.js";

@@ -16,6 +16,7 @@ import { restoreCommand } from "./restore.js";
 import { runCommand } from "./run.js";
 import { statusCommand } from "./status.js";
 import { verifyCommand } from "./verify.js";
+import { walFetchCommand, walPushCommand } from "./wal.js";
 
 export interface Command {
   name: string;
@@ -24,6 +25,8 @@ export interface Command {
   /** What follows `stowage <name>` in the usage line. */
   usage: string;
   flags: readonly FlagSpec[];
+  /** How many arguments follow the command's name, handed over as `flags.positionals`. @default 0 */
+  positionals?: number;
   /** Resolves to the exit code; `load` loads the config module (keygen needs none). */
   handler(flags: Flags, io: Io, load: () => Promise<StowageConfig>): Promise<number>;
 }
@@ -162,6 +165,23 @@ export const COMMANDS: readonly Command[] = [
     ],
     handler: (flags, io) => keygenCommand(flags, io),
   },
+  // PostgreSQL point-in-time recovery: archive_command and restore_command.
+  {
+    name: "wal-push",
+    summary: "archive_command: store one WAL file (%p) through the job's transforms",
+    usage: "<path> --job <name> [--config <file>]",
+    positionals: 1,
+    flags: [FLAGS.config, FLAGS.jobOne, FLAGS.json],
+    handler: walPushCommand,
+  },
+  {
+    name: "wal-fetch",
+    summary: "restore_command: fetch one WAL file (%f) to %p; exit 1: not archived, 126: failed",
+    usage: "<name> <dest> --job <name> [--config <file>]",
+    positionals: 2,
+    flags: [FLAGS.config, FLAGS.jobOne, FLAGS.json],
+    handler: walFetchCommand,
+  },
 ];
 
 const GLOBAL = [FLAGS.help, FLAGS.version];
@@ -244,7 +264,10 @@ export async function main(argv: string[], io: Io): Promise<number> {
     const first = parse(argv, allFlags());
     flags = first.flags;
     [name] = first.positionals;
-    if (first.positionals.length > 1) throw new UsageError(`unexpected argument ${first.positionals[1]}`);
+    const takes = COMMANDS.find((c) => c.name === name)?.positionals ?? 0;
+    if (first.positionals.length > 1 + takes) {
+      throw new UsageError(`unexpected argument ${first.positionals[1 + takes]}`);
+    }
   } catch (error) {
     io.stderr.write(`stowage: ${(error as Error).message}\n\n${globalHelp()}`);
     return EXIT.badConfig;
@@ -268,7 +291,9 @@ export async function main(argv: string[], io: Io): Promise<number> {
   }
   try {
     // Then with the command's own: a flag it does not take is a usage error, as its help says.
-    flags = parse(argv, [...command.flags, ...GLOBAL]).flags;
+    const own = parse(argv, [...command.flags, ...GLOBAL]);
+    flags = own.flags;
+    if (command.positionals) flags.positionals = own.positionals.slice(1);
   } catch (error) {
     io.stderr.write(`stowage ${command.name}: ${(error as Error).message}\n\n${commandHelp(command)}`);
     return EXIT.badConfig;

@@ -46,6 +46,8 @@ export interface Flags {
   concurrency?: string;
   help?: boolean;
   version?: boolean;
+  /** The arguments after the command's name, for a command that takes some (wal-push, wal-fetch). */
+  positionals?: string[];
 }
 
 const spec = <const T extends FlagSpec>(s: T) => s;

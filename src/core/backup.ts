@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
 import { z } from "zod";
+import { BlockHashCounter } from "./blocks.js";
 import { writeSignedManifest } from "./chain.js";
 import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direct.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
@@ -279,9 +280,12 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
   }
 
   const report = () => run.report(plain.bytes, stored.bytes);
-  const plain = new HashCounter(report);
+  // Unencrypted artifacts also get a SHA-256 a block, so a restore can check them as they stream.
+  const blocked = !transforms.some((t) => t.role === "encryption");
+  const plain = encoders.length === 0 && blocked ? new BlockHashCounter(report) : new HashCounter(report);
   // With no transforms the stored bytes are the plain bytes: hash them once.
-  const stored = encoders.length === 0 ? plain : new HashCounter(report);
+  const stored =
+    encoders.length === 0 ? plain : blocked ? new BlockHashCounter(report) : new HashCounter(report);
   let sourceDetails: Record<string, unknown> = {};
   const gate = new EndGate(async () => {
     try {
@@ -320,7 +324,11 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
     contentType: output.contentType,
     written,
     content: { bytes: plain.bytes, sha256: plain.digest() },
-    artifact: { bytes: stored.bytes, sha256: stored.digest() },
+    artifact: {
+      bytes: stored.bytes,
+      sha256: stored.digest(),
+      ...(stored instanceof BlockHashCounter ? { blocks: stored.blocks() } : {}),
+    },
     sourceDetails,
   };
 }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { readSync } from "node:fs";
 import { setTimeout as delay, setImmediate as nextTurn } from "node:timers/promises";
+import type { ArtifactBlocks } from "./blocks.js";
 import { type StowageErrorCode, wrapError } from "./errors.js";
 import type {
   FileSourceOutput,
@@ -50,8 +51,8 @@ export interface BackupRun {
   written: WrittenObject;
   /** The plain bytes, as the source gave them. */
   content: { bytes: number; sha256: string };
-  /** The stored bytes; with no transforms, the plain bytes. */
-  artifact: { bytes: number; sha256: string };
+  /** The stored bytes; with no transforms, the plain bytes. Blocks: when unencrypted (stream path). */
+  artifact: { bytes: number; sha256: string; blocks?: ArtifactBlocks };
   sourceDetails: Record<string, unknown>;
 }
 

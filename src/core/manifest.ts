@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { artifactBlocksSchema, blocksMatchSize } from "./blocks.js";
 import { StowageError } from "./errors.js";
 import { unsafeKeyProblem } from "./keys.js";
 import { leaseRecordSchema } from "./lock.js";
@@ -47,18 +48,28 @@ export const manifestSchema = z.object({
     name: z.string(),
     details: z.record(z.string(), z.unknown()),
   }),
-  artifact: z.object({
-    sink: z.string().min(1),
-    /** Relative to the sink's root; an absolute key or one with `..` makes the manifest invalid. */
-    key: z.string().superRefine((key, ctx) => {
-      const problem = unsafeKeyProblem(key);
-      if (problem) ctx.addIssue({ code: "custom", message: `unsafe key: ${problem}` });
+  artifact: z
+    .object({
+      sink: z.string().min(1),
+      /** Relative to the sink's root; an absolute key or one with `..` makes the manifest invalid. */
+      key: z.string().superRefine((key, ctx) => {
+        const problem = unsafeKeyProblem(key);
+        if (problem) ctx.addIssue({ code: "custom", message: `unsafe key: ${problem}` });
+      }),
+      location: z.string().min(1),
+      bytes: byteCount,
+      sha256: sha256Hex,
+      storageClass: z.string().optional(),
+      /**
+       * Unencrypted artifacts: the SHA-256 of each fixed-size block of the stored bytes, so a restore
+       * checks each block before releasing it and reads the artifact once (see core/blocks.ts).
+       */
+      blocks: artifactBlocksSchema.optional(),
+    })
+    .refine((a) => !a.blocks || blocksMatchSize(a.blocks, a.bytes), {
+      path: ["blocks"],
+      message: "names a different number of blocks than the artifact's bytes make",
     }),
-    location: z.string().min(1),
-    bytes: byteCount,
-    sha256: sha256Hex,
-    storageClass: z.string().optional(),
-  }),
   content: z.object({
     bytes: byteCount,
     sha256: sha256Hex,

@@ -1,5 +1,6 @@
 import { type Duplex, Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { BlockCheck } from "./blocks.js";
 import { decodersFor, keyList } from "./codecs.js";
 import { isStowageError, StowageError, type StowageErrorCode, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
@@ -20,9 +21,11 @@ export interface RestoreOptions {
   transforms?: readonly Decoder[];
   /**
    * Re-read and hash the artifact before releasing any byte. Encrypted artifacts authenticate
-   * every chunk as they stream, so this defaults to on only for unencrypted ones, whose
-   * corruption would otherwise be found only at the end, after bytes were handed out.
-   * @default true when the manifest has no encryption transform
+   * every chunk as they stream, and unencrypted ones whose manifest has `artifact.blocks` are
+   * checked block by block as they stream (nothing of a block is released before it matches), so
+   * this defaults to on only for unencrypted artifacts without blocks (manifests written before
+   * blocks existed), whose corruption would otherwise be found only at the end.
+   * @default true when the manifest has neither an encryption transform nor `artifact.blocks`
    */
   verifyFirst?: boolean;
   /**
@@ -117,7 +120,8 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
   const encrypted = manifest.transforms.some((t) => t.role === "encryption");
   throwIfAborted(signal, "restore");
 
-  if (options.verifyFirst ?? !encrypted) {
+  const blocks = encrypted ? undefined : manifest.artifact.blocks;
+  if (options.verifyFirst ?? (!encrypted && !blocks)) {
     const report = await verify({
       sink,
       manifest,
@@ -155,7 +159,11 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     () => digestError(storedHash, manifest.artifact, mismatch("stored", manifest)),
     sizeCap("plain", manifest),
   );
-  const flowing = pipeline([raw, storedHash, ...decoders, plainCheck], signal ? { signal } : {});
+  const blockCheck = blocks ? [new BlockCheck(blocks, key)] : [];
+  const flowing = pipeline(
+    [raw, storedHash, ...blockCheck, ...decoders, plainCheck],
+    signal ? { signal } : {},
+  );
   flowing.catch(() => undefined); // the error is surfaced through the generator below
 
   async function* plaintext(): AsyncGenerator<Buffer> {

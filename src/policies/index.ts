@@ -61,3 +61,14 @@ export {
   validateManifest,
   validationRulesSchema,
 } from "./validation.js";
+// PostgreSQL WAL archives (point-in-time recovery).
+export {
+  findWalGaps,
+  planWalRetention,
+  type WalArchiveStatus,
+  type WalDecision,
+  type WalFile,
+  type WalGap,
+  type WalRetentionPlan,
+  walArchiveStatus,
+} from "./wal.js";

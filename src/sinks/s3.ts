@@ -1,17 +1,16 @@
-import { addAbortSignal, Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import type {
   DeleteObjectsCommandOutput,
-  GetObjectCommandOutput,
   HeadObjectCommandOutput,
   ListObjectsV2CommandOutput,
   PutObjectCommandInput,
   S3Client,
 } from "@aws-sdk/client-s3";
-import { z } from "zod";
-import { isStowageError, notFound, StowageError, throwIfAborted, wrapError } from "../core/errors.js";
+import type { z } from "zod";
+import { StowageError, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import { MANIFEST_SUFFIX } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { parseDuration, parseOptions } from "../core/options.js";
 import type {
   Leftover,
   LeftoverOptions,
@@ -22,116 +21,26 @@ import type {
   WriteOptions,
   WrittenObject,
 } from "../core/types.js";
-import { errorName, guardedSend, httpStatus, idleGuardedBody, type RequestGuard } from "./s3/requests.js";
+import { abortLeftovers } from "./s3/leftovers.js";
+import {
+  S3_STORAGE_CLASSES,
+  type S3SinkOptions,
+  type s3CommonOptionsSchema,
+  s3SinkOptionsSchema,
+} from "./s3/options.js";
+import { readObject } from "./s3/read.js";
+import { errorName, guardedSend, httpStatus, type RequestGuard } from "./s3/requests.js";
 import { s3Sdk } from "./s3/sdk.js";
-import { listUploads, putStream, S3_LIMITS } from "./s3/upload.js";
+import { listUploads, putStream } from "./s3/upload.js";
 
-const MiB = 1024 * 1024;
-
+export {
+  COLD_STORAGE_CLASSES,
+  S3_STORAGE_CLASSES,
+  type S3SinkOptions,
+  s3CommonOptionsSchema,
+  s3SinkOptionsSchema,
+} from "./s3/options.js";
 export { largestBackupBytes, PARTS_PER_STEP, partSizeFor, S3_LIMITS } from "./s3/upload.js";
-
-/** Storage classes an object can be read from at once (no restore request). */
-export const S3_STORAGE_CLASSES = [
-  "STANDARD",
-  "STANDARD_IA",
-  "ONEZONE_IA",
-  "INTELLIGENT_TIERING",
-  "GLACIER_IR",
-  "REDUCED_REDUNDANCY",
-] as const;
-/** Storage classes whose objects must be restored (hours) before they can be read. */
-export const COLD_STORAGE_CLASSES = ["GLACIER", "DEEP_ARCHIVE"] as const;
-
-const isS3Client = (v: unknown): v is S3Client =>
-  typeof v === "object" && v !== null && typeof (v as S3Client).send === "function";
-
-/** Options shared by {@link s3Sink} and `glacierSink`. */
-export const s3CommonOptionsSchema = z.object({
-  /**
-   * A ready `S3Client` from `@aws-sdk/client-s3`: credentials, region, endpoint, retries and
-   * checksum settings are yours (see {@link s3Sink} for what S3-compatible stores need).
-   */
-  client: z.custom<S3Client>(isS3Client, "expected an S3Client from @aws-sdk/client-s3"),
-  bucket: z
-    .string()
-    .min(1, "name the bucket")
-    .regex(/^[^/]+$/, "a bucket name has no '/'"),
-  /** Put every key under this prefix; a "/" is added when missing. @default "" */
-  prefix: z
-    .string()
-    .default("")
-    .refine((p) => !p.startsWith("/"), "a prefix does not start with '/'"),
-  serverSideEncryption: z.enum(["AES256", "aws:kms", "aws:kms:dsse"]).optional(),
-  /** The KMS key for `serverSideEncryption: "aws:kms"`; never logged. */
-  kmsKeyId: z.string().min(1).optional(),
-  /** Object tags set on each artifact and manifest. */
-  tags: z.record(z.string().min(1).max(128), z.string().max(256)).optional(),
-  /**
-   * Size of the first 1,000 parts of a multipart upload, in bytes (5 MiB–5 GiB); later parts
-   * double every 1,000 parts (see {@link partSizeFor}). @default 8 MiB
-   */
-  partSize: z
-    .number()
-    .int()
-    .min(S3_LIMITS.minPartSize, "partSize is at least 5 MiB (5242880), S3's smallest part")
-    .max(S3_LIMITS.maxPartSize, "partSize is at most 5 GiB, S3's largest part")
-    .default(8 * MiB),
-  /** Parts held in memory at once (being filled or uploading). @default 4 */
-  queueSize: z.number().int().min(1).max(64).default(4),
-  /**
-   * How long a request to S3 may go without a byte moving (sent or received) before it is given up:
-   * milliseconds or a duration ("60s", "5m"). A server that accepts a connection and never answers
-   * then fails the write with SINK_WRITE_FAILED (a read with SINK_READ_FAILED) and
-   * `details.reason: "timeout"`, instead of leaving `backup()` waiting forever. A slow link is not
-   * idle; a restore target that reads slowly does not count either. @default "60s"
-   */
-  idleTimeout: z
-    .union([z.number().int().positive(), durationSchema])
-    .default("60s")
-    .refine((v) => typeof v === "number" || parseDuration(v) > 0, "a timeout longer than 0"),
-  /**
-   * S3 Object Lock on each artifact and its manifest: `mode` and how long from the write
-   * (`retainFor`: "30d", "1y"...). The bucket must have Object Lock enabled. The lock's date is
-   * returned as `retainUntil`, which `backup()` records in the manifest so retention keeps it.
-   */
-  objectLock: z
-    .object({
-      mode: z.enum(["GOVERNANCE", "COMPLIANCE"]),
-      retainFor: durationSchema,
-    })
-    .strict()
-    .optional(),
-});
-
-const kmsCheck = (
-  opts: { serverSideEncryption?: string | undefined; kmsKeyId?: string | undefined },
-  ctx: z.RefinementCtx,
-) => {
-  if (opts.kmsKeyId && !opts.serverSideEncryption?.startsWith("aws:kms")) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["kmsKeyId"],
-      message: 'kmsKeyId needs serverSideEncryption "aws:kms" or "aws:kms:dsse"',
-    });
-  }
-};
-
-export const s3SinkOptionsSchema = s3CommonOptionsSchema
-  .extend({
-    /**
-     * Storage class of artifacts. Manifests always go to STANDARD (small, read by every listing).
-     * GLACIER and DEEP_ARCHIVE need a restore before a read: use `glacierSink` for them.
-     * @default "STANDARD"
-     */
-    storageClass: z
-      .enum(S3_STORAGE_CLASSES, {
-        error: `one of ${S3_STORAGE_CLASSES.join(", ")} (for GLACIER or DEEP_ARCHIVE use glacierSink from "stowage/sinks/glacier")`,
-      })
-      .default("STANDARD"),
-  })
-  .strict()
-  .superRefine(kmsCheck);
-export type S3SinkOptions = z.input<typeof s3SinkOptionsSchema>;
 
 /** What an S3-backed sink exposes beyond {@link Sink}. */
 export interface S3Sink extends Sink {
@@ -152,21 +61,6 @@ export interface S3SinkFlavour {
 }
 
 type CommonOptions = z.output<typeof s3CommonOptionsSchema>;
-
-/** Turns a GetObject failure into NOT_FOUND / OBJECT_ARCHIVED where it is one of those. */
-function readError(error: unknown, key: string, objectKey: string, where: string): unknown {
-  const name = errorName(error);
-  if (name === "NoSuchKey" || name === "NotFound" || httpStatus(error) === 404) return notFound(key, where);
-  if (name === "InvalidObjectState") {
-    const storageClass = (error as { StorageClass?: string }).StorageClass;
-    return new StowageError(
-      "OBJECT_ARCHIVED",
-      `${where}: ${objectKey} is archived${storageClass ? ` in ${storageClass}` : ""} and not restored: request a restore (glacierSink's requestRestore(manifest) or S3 RestoreObject), wait for it (waitForRestore), then read again`,
-      { cause: error, details: { key, ...(storageClass ? { storageClass } : {}) } },
-    );
-  }
-  return error;
-}
 
 /** @internal The S3 sink machinery; s3Sink and glacierSink differ only in `flavour`. */
 export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink {
@@ -264,29 +158,18 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
     async read(key: string, options: ReadOptions = {}): Promise<Readable> {
       const Key = objectKey(key);
       throwIfAborted(options.signal, `${where}: reading ${key}`);
-      const guard = reading(`reading ${key}`, key, options.signal);
-      try {
-        const out = await guardedSend<GetObjectCommandOutput>(
-          client,
-          new (await s3Sdk()).GetObjectCommand({ Bucket: bucket, Key }),
-          guard,
-        );
-        const body = out.Body;
-        if (!(body instanceof Readable)) {
-          throw new StowageError(
-            "SINK_READ_FAILED",
-            `${where}: GetObject of ${Key} returned no Node stream`,
-            {
-              details: { key },
-            },
-          );
-        }
-        const guarded = idleGuardedBody(body, guard, out.ContentLength);
-        return options.signal ? addAbortSignal(options.signal, guarded) : guarded;
-      } catch (error) {
-        if (isStowageError(error)) throw error;
-        throw readError(error, key, Key, where);
-      }
+      return readObject({
+        client,
+        bucket,
+        key,
+        Key,
+        where,
+        partSize: opts.readPartSize,
+        concurrency: opts.readConcurrency,
+        resumes: opts.readResumes,
+        guard: reading(`reading ${key}`, key, options.signal),
+        signal: options.signal,
+      });
     },
 
     async stat(key: string, options: ReadOptions = {}): Promise<ObjectInfo | undefined> {
@@ -368,53 +251,8 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
      * @throws {CONFIG_INVALID} for a leftover of another kind, before any request.
      * @throws {SINK_DELETE_FAILED} listing every upload that could not be aborted.
      */
-    async removeLeftovers(leftovers: readonly Leftover[], options: ReadOptions = {}): Promise<void> {
-      const foreign = leftovers.filter((l) => l.kind !== "multipart-upload");
-      if (foreign.length > 0) {
-        throw new StowageError(
-          "CONFIG_INVALID",
-          `${where}: removeLeftovers takes multipart uploads only, not ${foreign[0]!.kind}`,
-          { details: { issues: [{ option: "leftovers", problem: `kind ${foreign[0]!.kind}` }] } },
-        );
-      }
-      const targets = leftovers.map((l) => ({ leftover: l, Key: objectKey(l.key) }));
-      const errors: Array<{ key: string; uploadId: string; code: string; message: string }> = [];
-      for (const { leftover, Key } of targets) {
-        throwIfAborted(options.signal, `${where}: removing leftovers`);
-        try {
-          await guardedSend(
-            client,
-            new (await s3Sdk()).AbortMultipartUploadCommand({ Bucket: bucket, Key, UploadId: leftover.id }),
-            {
-              idleMs,
-              signal: options.signal,
-              code: "SINK_DELETE_FAILED",
-              what: `${where}: aborting multipart upload ${leftover.id} of ${leftover.key}`,
-              details: { key: leftover.key, uploadId: leftover.id },
-            },
-          );
-        } catch (error) {
-          if (errorName(error) === "NoSuchUpload" || httpStatus(error) === 404) continue;
-          if (options.signal?.aborted) {
-            throw wrapError(error, "SINK_DELETE_FAILED", `${where}: removing leftovers`, {}, options.signal);
-          }
-          errors.push({
-            key: leftover.key,
-            uploadId: leftover.id,
-            code: errorName(error) ?? "Error",
-            message: error instanceof Error ? error.message : String(error),
-          });
-        }
-      }
-      if (errors.length > 0) {
-        const first = errors[0]!;
-        throw new StowageError(
-          "SINK_DELETE_FAILED",
-          `${where}: ${errors.length} of ${leftovers.length} multipart uploads were not aborted (first: ${first.key}, upload ${first.uploadId}: ${first.code})`,
-          { details: { errors } },
-        );
-      }
-    },
+    removeLeftovers: (leftovers: readonly Leftover[], options: ReadOptions = {}) =>
+      abortLeftovers({ client, bucket, where, idleMs, objectKey }, leftovers, options.signal),
 
     async delete(keys: readonly string[], options: ReadOptions = {}): Promise<void> {
       const objectKeys = keys.map(objectKey);
@@ -483,10 +321,16 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
  *
  * **Memory.** At most `queueSize` parts are held at once (being filled or uploading): `queueSize ×
  * partSize` (32 MiB with the defaults) for backups up to `1,000 × partSize` (7.8 GiB), doubling
- * with the part size after that.
+ * with the part size after that. A read holds at most `readConcurrency × readPartSize` (24 MiB).
  *
- * **Manifests** go to STANDARD whatever `storageClass` says. `read` is a streaming GetObject,
- * `stat` HeadObject, `list` a paginated ListObjectsV2, `delete` DeleteObjects in batches of 1,000
+ * **Reads** are ranged GETs of `readPartSize`, `readConcurrency` at a time, streamed in order; all
+ * but the first carry `If-Match` with the object's ETag, so an object replaced mid-read fails the
+ * read (`details.reason: "changed"`). A range whose connection breaks (reset, cut short, 5xx) is
+ * asked again from its first byte not yet received, up to `readResumes` times, instead of starting
+ * the read over. `restore()` checks every block (unencrypted artifacts, `artifact.blocks`) or
+ * chunk (encrypted) before it releases a byte, so the artifact is read once.
+ *
+ * **Manifests** go to STANDARD whatever `storageClass` says. `stat` is HeadObject, `list` a paginated ListObjectsV2, `delete` DeleteObjects in batches of 1,000
  * (per-key failures, e.g. objects under Object Lock, are thrown together as SINK_DELETE_FAILED with
  * `details.errors`). A versioned bucket keeps old versions: deleting adds a delete marker.
  *
@@ -502,7 +346,8 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
  * plus `forcePathStyle: true` (MinIO, Ceph) and the store's endpoint and region (R2: `region: "auto"`).
  * stowage checks its own SHA-256 of every artifact at restore and verify, whatever the transport does.
  *
- * @default storageClass "STANDARD", partSize 8 MiB, queueSize 4, idleTimeout "60s", prefix ""
+ * @default storageClass "STANDARD", partSize 8 MiB, queueSize 4, idleTimeout "60s", prefix "",
+ *   readPartSize 4 MiB, readConcurrency 6, readResumes 5
  * @throws {CONFIG_INVALID} for a bad option (each named) when called; for a key with `..`, an
  *   absolute path or a control character before any request.
  * @throws {NOT_FOUND} from `read` of a missing key; {OBJECT_ARCHIVED} from `read` of an object in

@@ -1,5 +1,8 @@
 /**
- * PostgreSQL: `pg_dump` and `COPY … TO STDOUT` sources, and a restore through `psql` / `pg_restore`.
+ * PostgreSQL: `pg_dump` and `COPY … TO STDOUT` sources, and a restore through `psql` / `pg_restore`;
+ * point-in-time recovery: WAL archiving (`archiveWal` / `fetchWal`, behind `stowage wal-push` and
+ * `stowage wal-fetch`), base backups (`pgBaseBackupSource`) and `restorePostgresToPoint`
+ * (see docs/PITR.md).
  *
  * `pg` and `pg-copy-streams` are optional peer dependencies, loaded only when a function here runs.
  * Passwords reach the child processes through `PGPASSWORD` (or a passfile named by `PGPASSFILE`),
@@ -10,6 +13,14 @@
  * the pg_dump source, SQL literals and the query source, and the restore.
  */
 
+// Point-in-time recovery: WAL archiving, base backups, restore to a moment.
+export {
+  BASE_BACKUP_SOURCE_KIND,
+  type PgBaseBackupDetails,
+  type PgBaseBackupSourceOptions,
+  pgBaseBackupSource,
+  pgBaseBackupSourceOptionsSchema,
+} from "./postgres/base-backup-source.js";
 export { type PgConnection, pgConnectionFieldsSchema, pgConnectionSchema } from "./postgres/connection.js";
 export {
   type PgDumpDetails,
@@ -28,4 +39,25 @@ export {
   restorePostgres,
   restorePostgresOptionsSchema,
 } from "./postgres/restore.js";
+export {
+  type RestorePostgresToPointOptions,
+  type RestorePostgresToPointResult,
+  restorePostgresToPoint,
+  restorePostgresToPointOptionsSchema,
+} from "./postgres/restore-to-point.js";
 export type { PgParam } from "./postgres/sql-literals.js";
+export {
+  type ArchiveWalOptions,
+  type ArchiveWalResult,
+  archiveWal,
+  archiveWalOptionsSchema,
+} from "./postgres/wal-archive.js";
+export { type FetchWalOptions, fetchWal, fetchWalOptionsSchema } from "./postgres/wal-fetch.js";
+export type { ArchivedWal, WalFileName } from "./postgres/wal-names.js";
+export type { RecoveryTarget } from "./postgres/wal-plan.js";
+export {
+  type ApplyWalRetentionOptions,
+  applyWalRetention,
+  applyWalRetentionOptionsSchema,
+  listArchivedWal,
+} from "./postgres/wal-retention.js";

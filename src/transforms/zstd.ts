@@ -257,8 +257,8 @@ class ZstdBlockCodec implements BlockCodec {
 /**
  * zstd compression (RFC 8878) from `node:zlib`, in parallel blocks like {@link gzip}: faster than
  * gzip at a similar or better ratio. Needs a Node with zstd in `node:zlib` (>= 22.15 or >= 23.8),
- * checked when the transform is made and again when a manifest that names it is restored; gzip
- * stays the default. `zstd -d` reads the artifact once decrypted.
+ * checked when the transform is made and again when a manifest that names it is restored.
+ * `compression()` picks it where the runtime has it. `zstd -d` reads the artifact once decrypted.
  *
  * Memory: at most 2 × `concurrency` blocks (input and compressed) plus one zstd context (about
  * 2.5 MiB at level 3) per concurrent block.

@@ -148,7 +148,7 @@ describe("restore", () => {
     const stored = inner.objects.get(manifest.artifact.key)!;
     stored.data = Buffer.concat([stored.data, Buffer.alloc(32 * MiB)]);
     const { sink, read } = counting(inner);
-    const error = await failureOf(async () => drain(await restore({ sink, manifest })));
+    const error = await failureOf(async () => drain(await restore({ sink, manifest, verifyFirst: true })));
     const leftovers = read() > manifest.artifact.bytes + 2 * MiB ? [`read ${read()} stored bytes`] : [];
     return { error, code: "INTEGRITY_MISMATCH", leftovers };
   });

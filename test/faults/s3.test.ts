@@ -268,7 +268,9 @@ describe("s3 sink", () => {
     let manifest: Manifest;
     let sink: S3Sink;
     beforeAll(async () => {
-      ({ bucket, sink } = await place());
+      // No resumption: every cut below fails the read (resumption has its own test, in
+      // test/integration/s3-restore.test.ts, and the fault after this loop).
+      ({ bucket, sink } = await place({ readResumes: 0, readPartSize: 8 * MiB }));
       manifest = await backupInto(sink);
     });
 
@@ -296,6 +298,18 @@ describe("s3 sink", () => {
         };
       });
     }
+
+    fault(
+      "s3",
+      "restore: every GetObject's body is cut short: resumed readResumes times, then fails",
+      async () => {
+        const resuming = s3Sink({ client: sink.client, bucket, readResumes: 2, idleTimeout: "1s" });
+        const error = await withFaults({ cutGetAfter: 1000 }, async () =>
+          failureOf(async () => readAll(await restore({ sink: resuming, manifest }), 16 * MiB)),
+        );
+        return { error, code: "SINK_READ_FAILED", leftovers: await server.openUploads(bucket), secrets };
+      },
+    );
 
     fault("s3", "restore: GetObject's body stops half-way (idle timeout)", async () => {
       const before = await listing(sink);

@@ -200,7 +200,7 @@ function forward(
           return;
         }
         res.writeHead(up.statusCode ?? 500, headers);
-        relayBody(up, res, getObject && up.statusCode === 200).then(
+        relayBody(up, res, getObject && (up.statusCode === 200 || up.statusCode === 206)).then(
           () => resolve(up.statusCode ?? 500),
           () => resolve(up.statusCode ?? 500),
         );
@@ -337,6 +337,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     contentMd5: "content-md5" in req.headers,
     expectContinue: String(req.headers.expect ?? "").toLowerCase() === "100-continue",
     clientPort: req.socket.remotePort ?? 0,
+    ...(req.headers.range ? { range: String(req.headers.range) } : {}),
     startedAt: performance.now(),
   };
   res.once("finish", () => {

@@ -40,6 +40,8 @@ export interface RequestRecord {
   contentMd5: boolean;
   /** The request carried `Expect: 100-continue`. */
   expectContinue: boolean;
+  /** GetObject's `Range` header, when it had one ("bytes=0-8388607"). */
+  range?: string;
   /** The client's port: requests with the same one came over the same (kept-alive) connection. */
   clientPort: number;
   /** When the front received the request (the server process's performance.now()). */

@@ -428,7 +428,19 @@ describe("restore() and verify()", () => {
     expect(report.ok).toBe(false);
     expect(report.stored.ok).toBe(false);
     expect(report.problems.map((p) => p.code)).toContain("INTEGRITY_MISMATCH");
-    expect(await codeOf(restore({ sink, manifest }))).toBe("INTEGRITY_MISMATCH");
+    // Read once and checked block by block: the damaged block fails the stream, and nothing of it
+    // (here: nothing at all, the artifact is one block) is released.
+    expect(manifest.artifact.blocks).toBeDefined();
+    let released = 0;
+    const error = await rejection(
+      (async () => {
+        for await (const chunk of await restore({ sink, manifest })) released += (chunk as Buffer).length;
+      })(),
+    );
+    expect(error.code).toBe("INTEGRITY_MISMATCH");
+    expect(released).toBe(0);
+    // Verified first (the default for manifests without blocks): refused before the stream exists.
+    expect(await codeOf(restore({ sink, manifest, verifyFirst: true }))).toBe("INTEGRITY_MISMATCH");
   });
 
   it("verify with keys does a trial restore; without keys it checks only stored bytes", async () => {

@@ -140,7 +140,8 @@ describe("signed manifests", () => {
     sink.objects.set(victim!.manifest.artifact.key, { data: stored, lastModified: new Date() });
     const forged: Manifest = {
       ...victim!.manifest,
-      artifact: { ...victim!.manifest.artifact, bytes: stored.length, sha256: sha(stored) },
+      // Every digest the manifest holds is the attacker's (the block digests too, where recorded).
+      artifact: { ...victim!.manifest.artifact, ...attacker.artifact, key: victim!.manifest.artifact.key },
       content: { ...victim!.manifest.content, bytes: evil.length, sha256: sha(evil) },
     };
     store(sink, forged);

@@ -1,0 +1,295 @@
+/**
+ * Point-in-time recovery against a real PostgreSQL 15: `archive_command` runs the built CLI
+ * (`stowage wal-push`) as the server's user, base backups come from pg_basebackup, and restores
+ * start a real server on the restored data directory with `stowage wal-fetch` as its
+ * `restore_command`. The archive is gzip + AES-256-GCM throughout.
+ */
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  aes256gcm,
+  backup,
+  filesystemSink,
+  gzip,
+  isStowageError,
+  listManifests,
+  type Sink,
+} from "../../src/index.js";
+import {
+  archiveWal,
+  fetchWal,
+  pgBaseBackupSource,
+  restorePostgresToPoint,
+} from "../../src/sources/postgres.js";
+import {
+  buildCli,
+  type Cluster,
+  clusterAt,
+  embeddedBinDirectory,
+  openTempDir,
+  postgresUser,
+  startArchivingCluster,
+  writeWalConfig,
+} from "../support/pitr.js";
+import { freePort } from "../support/postgres.js";
+
+const run = promisify(execFile);
+const JOB = "db";
+const key = randomBytes(32);
+const transforms = [gzip(), aes256gcm({ key })];
+
+let root: string;
+let bin: string;
+let cli: string;
+let config: string;
+let sinkRoot: string;
+let sink: Sink;
+let primary: Cluster;
+const started: Cluster[] = [];
+/** The server's clock when the first 200 rows were committed and the next not yet. */
+let moment: string;
+
+const writeConfig = (path: string, keyFile: string) => writeWalConfig(path, JOB, sinkRoot, keyFile);
+
+/** Runs the built CLI; resolves to its exit code and output, whatever the code. */
+async function stowage(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, [cli, ...args]).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+}
+
+/** The name of an archived segment of timeline 1. */
+async function archivedSegment(): Promise<string> {
+  for await (const info of sink.list(`${JOB}/wal/00000001/`)) {
+    const m = /\/([0-9A-F]{24})\.wal\.json$/.exec(info.key);
+    if (m) return m[1]!;
+  }
+  throw new Error("no archived segment");
+}
+
+async function ids(cluster: Cluster): Promise<number[]> {
+  const rows = await cluster.query<{ id: number }>("SELECT id FROM t ORDER BY id");
+  return rows.map((r) => r.id);
+}
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** Restores into a new folder and starts a server there; the cluster is stopped in afterAll. */
+async function restoreAndStart(
+  name: string,
+  target: Parameters<typeof restorePostgresToPoint>[0]["target"],
+  archiveMode: "keep" | "off" = "off",
+): Promise<Cluster> {
+  const port = await freePort();
+  const dataDirectory = join(root, name);
+  const socket = join(root, "socket");
+  await restorePostgresToPoint({
+    sink,
+    job: JOB,
+    target,
+    dataDirectory,
+    keys: [{ key }],
+    restoreCommand: `${process.execPath} ${cli} wal-fetch %f %p --job ${JOB} --config ${config}`,
+    archiveMode,
+    settings: { port: String(port), unix_socket_directories: socket },
+    start: { binDirectory: bin, osUser: "postgres", logFile: join(root, "logs", `${name}.log`) },
+  });
+  const cluster = clusterAt(bin, dataDirectory, port, socket);
+  started.push(cluster);
+  return cluster;
+}
+
+beforeAll(async () => {
+  root = await openTempDir("stowage-pitr-");
+  bin = await embeddedBinDirectory();
+  ({ cli } = await buildCli(join(root, "bundle")));
+  // The sink: the archiver (user postgres) creates the timeline folders under db/wal.
+  sinkRoot = join(root, "sink");
+  await mkdir(join(sinkRoot, JOB, "wal"), { recursive: true });
+  await chmod(join(sinkRoot, JOB, "wal"), 0o777);
+  sink = filesystemSink({ root: sinkRoot });
+  const { uid, gid } = await postgresUser();
+  const keyFile = join(root, "wal.key");
+  await writeFile(keyFile, key, { mode: 0o600 });
+  await chown(keyFile, uid, gid);
+  config = join(root, "stowage.config.mjs");
+  await writeConfig(config, keyFile);
+  primary = await startArchivingCluster(
+    root,
+    bin,
+    `${process.execPath} ${cli} wal-push %p --job ${JOB} --config ${config}`,
+  );
+  started.push(primary);
+
+  await primary.query("CREATE TABLE t (id int PRIMARY KEY, note text)");
+  await primary.query("INSERT INTO t SELECT g, 'before the base backup' FROM generate_series(1, 100) g");
+  await primary.switchAndWaitArchived();
+  await backup({
+    job: JOB,
+    source: pgBaseBackupSource({ connection: { host: "127.0.0.1", port: primary.port, user: "postgres" } }),
+    transforms,
+    sink,
+  });
+  await primary.query("INSERT INTO t SELECT g, 'before T' FROM generate_series(101, 200) g");
+  // T is taken to the millisecond, at least 20 ms after the last commit before it and before the first after.
+  await primary.query("SELECT pg_sleep(0.02)");
+  const [now] = await primary.query<{ at: string }>(
+    `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at`,
+  );
+  moment = now!.at;
+  await primary.query("SELECT pg_sleep(0.05)");
+  await primary.query("INSERT INTO t SELECT g, 'after T' FROM generate_series(201, 300) g");
+  await primary.query("SELECT pg_create_restore_point('after-300')");
+  await primary.query("INSERT INTO t SELECT g, 'after the restore point' FROM generate_series(301, 400) g");
+  await primary.switchAndWaitArchived();
+}, 300_000);
+
+afterAll(async () => {
+  for (const cluster of started) await cluster.stop();
+  if (root) await rm(root, { recursive: true, force: true });
+}, 120_000);
+
+describe("point-in-time recovery (PostgreSQL 15, archive_command = stowage wal-push)", () => {
+  it("archived every segment encrypted and compressed, with its record", async () => {
+    const keys: string[] = [];
+    for await (const info of sink.list(`${JOB}/wal/`)) keys.push(info.key);
+    const segments = keys.filter((k) => /\/[0-9A-F]{24}\.gz\.enc$/.test(k));
+    expect(segments.length).toBeGreaterThanOrEqual(3);
+    for (const k of segments) expect(keys).toContain(`${k.replace(/\.gz\.enc$/, "")}.wal.json`);
+    expect(keys.some((k) => /\.backup\.gz\.enc$/.test(k))).toBe(true);
+    // Stored bytes are neither the plain segment nor readable without the key.
+    const raw = await readFile(join(sinkRoot, segments[0]!));
+    expect(raw.length).toBeLessThan(16 * 1024 * 1024);
+  });
+
+  it("restores to a moment T: exactly the rows committed before T", async () => {
+    const restored = await restoreAndStart("at-moment", { time: new Date(moment) }, "keep");
+    expect(await ids(restored)).toEqual(range(1, 200));
+    const [row] = await restored.query<{ recovery: boolean }>("SELECT pg_is_in_recovery() AS recovery");
+    expect(row!.recovery).toBe(false);
+  });
+
+  it("restores to a named restore point", async () => {
+    const restored = await restoreAndStart("at-name", { name: "after-300" });
+    expect(await ids(restored)).toEqual(range(1, 300));
+    await restored.stop();
+  });
+
+  it("follows the new timeline of a first recovery in a second one", async () => {
+    // The cluster restored to T promoted onto timeline 2 and archives there.
+    const first = started.find((c) => c.dataDirectory.endsWith("at-moment"))!;
+    await first.query("INSERT INTO t SELECT g, 'timeline 2' FROM generate_series(1001, 1010) g");
+    await first.switchAndWaitArchived();
+    await first.stop();
+    const history = await sink.stat(`${JOB}/wal/00000002/00000002.history.gz.enc`);
+    expect(history).toBeDefined();
+    const second = await restoreAndStart("latest-timeline-2", "latest");
+    expect(await ids(second)).toEqual([...range(1, 200), ...range(1001, 1010)]);
+    // Recovered along timeline 2, it promoted onto timeline 3.
+    const [tl] = await second.query<{ tli: string }>(
+      "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS tli",
+    );
+    expect(tl!.tli).toBe("00000003");
+    await second.stop();
+  });
+
+  it("refuses a target before the oldest base backup or past the newest WAL, writing nothing", async () => {
+    for (const [time, reason] of [
+      ["2000-01-01T00:00:00Z", "before-oldest-backup"],
+      ["2999-01-01T00:00:00Z", "after-newest-wal"],
+    ] as const) {
+      const dataDirectory = join(root, `refused-${reason}`);
+      const error = await restorePostgresToPoint({
+        sink,
+        job: JOB,
+        target: { time },
+        dataDirectory,
+        keys: [{ key }],
+      }).catch((e: unknown) => e);
+      expect(isStowageError(error, "NOT_FOUND")).toBe(true);
+      expect((error as { details: { reason: string } }).details.reason).toBe(reason);
+      expect(existsSync(dataDirectory)).toBe(false);
+    }
+  });
+
+  it("wal-fetch: a missing file exits 1 quietly; a wrong key exits above 125 (recovery aborts)", async () => {
+    const dest = join(root, "fetched");
+    const fetch = (name: string, to: string, cfg: string) =>
+      stowage(["wal-fetch", name, to, "--job", JOB, "--config", cfg]);
+    const missing = await fetch("0000000100000000000000FF", dest, config);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe("");
+    expect(existsSync(dest)).toBe(false);
+
+    const name = await archivedSegment();
+    expect((await fetch(name, dest, config)).code).toBe(0);
+    expect((await readFile(dest)).length).toBe(16 * 1024 * 1024);
+
+    const wrongKeyFile = join(root, "wrong.key");
+    await writeFile(wrongKeyFile, randomBytes(32), { mode: 0o600 });
+    const wrongConfig = join(root, "wrong.config.mjs");
+    await writeConfig(wrongConfig, wrongKeyFile);
+    const wrong = await fetch(name, join(root, "fetched-wrong"), wrongConfig);
+    expect(wrong.code).toBeGreaterThan(125);
+    expect(wrong.stderr).toContain("DECRYPT_FAILED");
+    expect(existsSync(join(root, "fetched-wrong"))).toBe(false);
+    const library = await fetchWal({
+      sink,
+      job: JOB,
+      name,
+      dest: join(root, "fetched-wrong"),
+      keys: [{ key: randomBytes(32) }],
+    }).catch((e: unknown) => e);
+    expect(isStowageError(library, "DECRYPT_FAILED")).toBe(true);
+  });
+
+  it("wal-push: an identical re-push succeeds, different content fails loudly", async () => {
+    const name = await archivedSegment();
+    const folder = join(root, "push");
+    await mkdir(folder);
+    const path = join(folder, name);
+    await fetchWal({ sink, job: JOB, name, dest: path, keys: [{ key }] });
+    const push = () => stowage(["wal-push", path, "--job", JOB, "--config", config, "--json"]);
+    const again = await push();
+    expect(again.code).toBe(0);
+    expect((JSON.parse(again.stdout) as { status: string }).status).toBe("already-archived");
+
+    const bytes = await readFile(path);
+    bytes[1000] = bytes[1000]! ^ 0xff;
+    await writeFile(path, bytes);
+    const failed = await push();
+    expect(failed.code).not.toBe(0);
+    expect((JSON.parse(failed.stdout) as { error: { code: string } }).error.code).toBe("INTEGRITY_MISMATCH");
+    const direct = await archiveWal({ sink, job: JOB, path, transforms }).catch((e: unknown) => e);
+    expect(isStowageError(direct, "INTEGRITY_MISMATCH")).toBe(true);
+  });
+
+  it("names a missing segment before writing anything", async () => {
+    // The base backup's start segment: every restore from it needs it, and it has no other timeline.
+    const { manifests } = await listManifests(sink, { job: JOB });
+    const victim = String(
+      manifests.find((m) => m.source.kind === "postgres-basebackup")!.source.details.startSegment,
+    );
+    const keys: string[] = [];
+    for await (const info of sink.list(`${JOB}/wal/00000001/`)) keys.push(info.key);
+    const gone = keys.filter((k) => k.endsWith(`/${victim}.gz.enc`) || k.endsWith(`/${victim}.wal.json`));
+    expect(gone.length).toBe(2);
+    await sink.delete(gone);
+    const dataDirectory = join(root, "missing-segment");
+    const error = await restorePostgresToPoint({
+      sink,
+      job: JOB,
+      target: "latest",
+      dataDirectory,
+      keys: [{ key }],
+    }).catch((e: unknown) => e);
+    expect(isStowageError(error, "NOT_FOUND")).toBe(true);
+    expect((error as { details: { segment: string } }).details.segment).toBe(victim);
+    expect(existsSync(dataDirectory)).toBe(false);
+  });
+});
