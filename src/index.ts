@@ -10,7 +10,14 @@ export {
   type ManifestListing,
   readManifest,
 } from "./core/catalog.js";
+export { type ContentFormat, extensionOf, formatOf } from "./core/content-types.js";
 export { type CopyBackupOptions, copyBackup } from "./core/copy.js";
+export {
+  type DirectoryRestoreTargetOptions,
+  directoryRestoreTarget,
+  directoryRestoreTargetOptionsSchema,
+  streamRestoreTarget,
+} from "./core/directory-target.js";
 export {
   isAbortError,
   isStowageError,
@@ -47,6 +54,12 @@ export {
   type VerifyReport,
   verify,
 } from "./core/restore.js";
+export {
+  type RestoreTarget,
+  type RestoreTargetContext,
+  type RestoreTargetResult,
+  restoreTargetSchema,
+} from "./core/restore-target.js";
 export {
   type ApplyRetentionOptions,
   type ApplyRetentionResult,
@@ -104,8 +117,10 @@ export {
 // Light sources (no SDK): also on their subpaths stowage/sources/http and stowage/sources/logs.
 export {
   type HttpBundleSourceOptions,
+  type HttpRestoreTargetOptions,
   type HttpSourceOptions,
   httpBundleSource,
+  httpRestoreTarget,
   httpSource,
   type RestoreHttpOptions,
   restoreHttp,

@@ -1,6 +1,7 @@
 import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { writeManifest } from "./catalog.js";
+import { extensionOf } from "./content-types.js";
 import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direct.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
@@ -47,16 +48,6 @@ export const backupOptionsSchema = z
   })
   .strict();
 export type BackupOptions = z.input<typeof backupOptionsSchema>;
-
-const EXTENSIONS: Record<string, string> = {
-  "application/sql": ".sql",
-  "application/x-tar": ".tar",
-  "application/json": ".json",
-  "application/x-ndjson": ".jsonl",
-  "text/csv": ".csv",
-  "text/plain": ".txt",
-  "application/x-postgresql-custom": ".dump",
-};
 
 /**
  * Runs one backup: source → SHA-256 of the plain bytes → transforms in order → SHA-256 and size
@@ -132,7 +123,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     };
     const keyFor = (output: { contentType: string; extension?: string }) => {
       const extension =
-        (output.extension ?? EXTENSIONS[output.contentType] ?? ".bin") +
+        (output.extension ?? extensionOf(output.contentType) ?? ".bin") +
         transforms.map((t) => t.extension).join("");
       const key = artifactKey(job, id, extension);
       assertSafeKey(key, `backup ${job}`);

@@ -4,7 +4,7 @@ import { StowageError } from "../core/errors.js";
 import { parseDuration, parseOptions, signalSchema } from "../core/options.js";
 import type { AuditTrail } from "./audit.js";
 import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
-import { type DrillRunReport, runDrills } from "./drill.js";
+import { type DrillRunReport, runDrills } from "./drill-run.js";
 import { assertJobs, cronPatternSchema, type Job, timeZoneSchema } from "./job.js";
 import { isLogger, type Logger, silentLogger } from "./logger.js";
 

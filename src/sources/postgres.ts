@@ -28,4 +28,9 @@ export {
   restorePostgres,
   restorePostgresOptionsSchema,
 } from "./postgres/restore.js";
+export {
+  type PostgresRestoreTargetOptions,
+  postgresRestoreTarget,
+  postgresRestoreTargetOptionsSchema,
+} from "./postgres/restore-target.js";
 export type { PgParam } from "./postgres/sql-literals.js";
