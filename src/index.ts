@@ -31,6 +31,7 @@ export {
   type ExtractTarResult,
   extractTar,
 } from "./core/extract-tar.js";
+export { type Issue, issuesFrom } from "./core/issues.js";
 export { artifactKey, assertSafeKey, newBackupId } from "./core/keys.js";
 export {
   MANIFEST_SUFFIX,

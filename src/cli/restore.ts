@@ -61,7 +61,7 @@ export async function restoreCommand(
   const refused = target?.accepts(manifest);
   if (typeof refused === "string") {
     throw new StowageError("CONFIG_INVALID", `restore --extract: ${refused}; use --out <file>`, {
-      details: { issues: [{ option: "extract", problem: refused }] },
+      details: { issues: [{ path: "extract", problem: refused }] },
     });
   }
   const bar = progressFor(flags, io, config);

@@ -85,7 +85,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       `backup: source ${source.kind}:${source.name} holds secrets and no encryption transform is configured (set allowUnencrypted to store it in the clear)`,
       {
         details: {
-          issues: [{ option: "transforms", problem: "encryption required for a sensitive source" }],
+          issues: [{ path: "transforms", problem: "encryption required for a sensitive source" }],
         },
       },
     );
@@ -94,7 +94,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     throw new StowageError(
       "CONFIG_INVALID",
       `backup: the ${sink.kind} sink does not offer storage class ${opts.storageClass}`,
-      { details: { issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
+      { details: { issues: [{ path: "storageClass", problem: "not offered by the sink" }] } },
     );
   }
   throwIfAborted(signal, "backup");
@@ -103,7 +103,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
   const startedAt = clock();
   if (!(startedAt instanceof Date) || Number.isNaN(startedAt.getTime())) {
     throw new StowageError("CONFIG_INVALID", "backup: now() did not return a valid Date", {
-      details: { issues: [{ option: "now", problem: "not a valid Date" }] },
+      details: { issues: [{ path: "now", problem: "not a valid Date" }] },
     });
   }
   const realStart = Date.now();

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { StowageError } from "./errors.js";
+import { issuesFrom, listIssues } from "./issues.js";
 import { unsafeKeyProblem } from "./keys.js";
 
 /** The manifest schema versions this build reads. Written manifests use the last one. */
@@ -90,19 +91,13 @@ export function parseManifest(input: string | unknown, where = "manifest"): Mani
     throw new StowageError(
       "MANIFEST_INVALID",
       `${where}: manifest version ${version} is not supported by this stowage (reads ${SUPPORTED_MANIFEST_VERSIONS.join(", ")})`,
-      { details: { issues: [{ field: "version", problem: "unsupported version" }] } },
+      { details: { issues: [{ path: "version", problem: "unsupported version" }] } },
     );
   }
   const result = manifestSchema.safeParse(value);
   if (result.success) return result.data;
-  const issues = result.error.issues.map((issue) => ({
-    field: issue.path.map(String).join(".") || "(root)",
-    problem: issue.message,
-  }));
-  const list = issues
-    .slice(0, 5)
-    .map((i) => `${i.field}: ${i.problem}`)
-    .join("; ");
+  const issues = issuesFrom(result.error.issues, "(root)");
+  const list = listIssues(issues.slice(0, 5));
   throw new StowageError("MANIFEST_INVALID", `${where}: ${list}`, { details: { issues } });
 }
 

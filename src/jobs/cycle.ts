@@ -1,3 +1,4 @@
+import { linkSignal } from "../core/abort.js";
 import { backup } from "../core/backup.js";
 import { listManifests, type ManifestCache } from "../core/catalog.js";
 import { copyBackup } from "../core/copy.js";
@@ -158,23 +159,14 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
   let findings: Finding[] = [];
   let manifest: Manifest | undefined;
 
-  const controller = new AbortController();
-  const forward = () => controller.abort(options.signal?.reason);
-  if (options.signal?.aborted) forward();
-  else options.signal?.addEventListener("abort", forward, { once: true });
-  const timer =
-    job.timeout === undefined
-      ? undefined
-      : setTimeout(
-          () =>
-            controller.abort(
-              new StowageError("ABORTED", `job ${job.name}: timed out after ${job.timeout}`, {
-                details: { job: job.name, timeout: job.timeout },
-              }),
-            ),
-          parseDuration(job.timeout, "timeout"),
-        );
-  const signal = controller.signal;
+  const link = linkSignal(options.signal, {
+    ...(job.timeout === undefined ? {} : { timeoutMs: parseDuration(job.timeout, "timeout") }),
+    timeoutReason: () =>
+      new StowageError("ABORTED", `job ${job.name}: timed out after ${job.timeout}`, {
+        details: { job: job.name, timeout: job.timeout },
+      }),
+  });
+  const signal = link.signal;
 
   const audit = async (entry: Parameters<AuditTrail["record"]>[0]) => {
     if (!options.audit) return;
@@ -386,8 +378,7 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
     }
     durations.validationMs = Date.now() - t3;
   } finally {
-    if (timer) clearTimeout(timer);
-    options.signal?.removeEventListener("abort", forward);
+    link.dispose();
   }
 
   const finished = Date.now();
@@ -599,7 +590,7 @@ export async function runJobs(jobs: readonly Job[], options: RunJobsOptions = {}
   const concurrency = options.concurrency ?? 1;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new StowageError("CONFIG_INVALID", "runJobs: concurrency must be a positive integer", {
-      details: { issues: [{ option: "concurrency", problem: "not a positive integer" }] },
+      details: { issues: [{ path: "concurrency", problem: "not a positive integer" }] },
     });
   }
   const started = Date.now();

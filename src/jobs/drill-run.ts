@@ -82,7 +82,7 @@ export async function runDrills(
   const drilled = jobs.filter((j) => j.drill !== undefined);
   if (drilled.length === 0) {
     throw new StowageError("CONFIG_INVALID", "runDrills: no job has a drill (`drill: { target, check? }`)", {
-      details: { issues: [{ option: "jobs", problem: "no job has a drill" }] },
+      details: { issues: [{ path: "jobs", problem: "no job has a drill" }] },
     });
   }
   const sinkFor = (job: Job): Sink => {
@@ -90,7 +90,7 @@ export async function runDrills(
     const copy = job.copies.find((c) => (c.name ?? c.sink.kind) === opts.from);
     if (!copy) {
       throw new StowageError("CONFIG_INVALID", `runDrills: job ${job.name} has no copy named ${opts.from}`, {
-        details: { issues: [{ option: "from", problem: `no copy of ${job.name} has that name` }] },
+        details: { issues: [{ path: "from", problem: `no copy of ${job.name} has that name` }] },
       });
     }
     return copy.sink;

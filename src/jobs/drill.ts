@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { linkSignal } from "../core/abort.js";
 import { listManifests } from "../core/catalog.js";
 import { directoryRestoreTarget, streamRestoreTarget } from "../core/directory-target.js";
 import { isStowageError, StowageError, throwIfAborted } from "../core/errors.js";
@@ -182,7 +183,7 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
   const sink = opts.sink ?? (typeof opts.job === "string" ? undefined : opts.job.sink);
   if (!sink) {
     throw new StowageError("CONFIG_INVALID", "restoreDrill: give a sink with a job name", {
-      details: { issues: [{ option: "sink", problem: "required when job is a name" }] },
+      details: { issues: [{ path: "sink", problem: "required when job is a name" }] },
     });
   }
   const keys = opts.keys ?? (typeof opts.job === "string" ? [] : [...opts.job.keys]);
@@ -195,10 +196,8 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
         : () => opts.now as Date;
   const { signal: outer } = opts;
   const target = resolveTarget(opts.target);
-  const controller = new AbortController();
-  const forward = () => controller.abort(outer?.reason);
-  outer?.addEventListener("abort", forward, { once: true });
-  const signal = controller.signal;
+  const link = linkSignal(outer);
+  const signal = link.signal;
 
   const started = new Date();
   const report: DrillReport = {
@@ -305,7 +304,7 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
           "CONFIG_INVALID",
           `restoreDrill: the ${target.kind} target refuses ${manifest.artifact.key}: ${accepted}`,
           {
-            details: { issues: [{ option: "target", problem: accepted }] },
+            details: { issues: [{ path: "target", problem: accepted }] },
           },
         );
       }
@@ -373,7 +372,7 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
       }
     }
     cleanups = [];
-    outer?.removeEventListener("abort", forward);
+    link.dispose();
   }
 
   measureObjectives(report, {

@@ -1,5 +1,6 @@
 import { once } from "node:events";
 import { PassThrough, Readable } from "node:stream";
+import { linkSignal } from "../core/abort.js";
 import { StowageError, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest, parseManifest, serializeManifest } from "../core/manifest.js";
 import { readAll } from "../core/streams.js";
@@ -34,9 +35,7 @@ export function fanOutSink(primary: Sink, secondaries: readonly FanOutTarget[]):
   const targets: FanOutTarget[] = [{ sink: primary }, ...secondaries];
 
   async function writeAll(key: string, body: Readable, options: WriteOptions): Promise<WrittenObject> {
-    const controller = new AbortController();
-    const forward = () => controller.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", forward, { once: true });
+    const controller = linkSignal(options.signal);
     const branches = targets.map(() => new PassThrough({ highWaterMark: 1 << 20 }));
     // The first real failure (a sink's, or the body's); the aborts it causes elsewhere are echoes.
     let firstError: unknown;
@@ -97,7 +96,7 @@ export function fanOutSink(primary: Sink, secondaries: readonly FanOutTarget[]):
       );
       return objects[0]!;
     } finally {
-      options.signal?.removeEventListener("abort", forward);
+      controller.dispose();
     }
   }
 

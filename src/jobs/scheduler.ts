@@ -152,7 +152,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
         `startScheduler: drill ${d.name} has no job with a drill to run`,
         {
           details: {
-            issues: [{ option: "drills", problem: `${d.name}: unknown job or job without a drill` }],
+            issues: [{ path: "drills", problem: `${d.name}: unknown job or job without a drill` }],
           },
         },
       );
@@ -161,7 +161,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
   });
   if (scheduled.length === 0 && drillSets.length === 0) {
     throw new StowageError("CONFIG_INVALID", "startScheduler: no job has a schedule", {
-      details: { issues: [{ option: "jobs", problem: "no job has a schedule" }] },
+      details: { issues: [{ path: "jobs", problem: "no job has a schedule" }] },
     });
   }
 
@@ -349,7 +349,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
       const job = jobs.find((j) => j.name === name);
       if (!job) {
         throw new StowageError("CONFIG_INVALID", `scheduler: no job named "${name}"`, {
-          details: { issues: [{ option: "job", problem: "unknown job" }] },
+          details: { issues: [{ path: "job", problem: "unknown job" }] },
         });
       }
       return launch(job, new Date());

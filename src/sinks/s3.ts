@@ -209,7 +209,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
           throw new StowageError(
             "CONFIG_INVALID",
             `${where}: storage class ${options.storageClass} is not one of ${offered.join(", ")}`,
-            { details: { key, issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
+            { details: { key, issues: [{ path: "storageClass", problem: "not offered by the sink" }] } },
           );
         }
       } catch (error) {
@@ -374,7 +374,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
         throw new StowageError(
           "CONFIG_INVALID",
           `${where}: removeLeftovers takes multipart uploads only, not ${foreign[0]!.kind}`,
-          { details: { issues: [{ option: "leftovers", problem: `kind ${foreign[0]!.kind}` }] } },
+          { details: { issues: [{ path: "leftovers", problem: `kind ${foreign[0]!.kind}` }] } },
         );
       }
       const targets = leftovers.map((l) => ({ leftover: l, Key: objectKey(l.key) }));

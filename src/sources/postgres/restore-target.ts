@@ -58,7 +58,7 @@ export function postgresRestoreTarget(options: PostgresRestoreTargetOptions): Re
         throw new StowageError(
           "CONFIG_INVALID",
           `postgresRestoreTarget: ${manifest.artifact.key} is not a PostgreSQL dump (${manifest.content.contentType})`,
-          { details: { issues: [{ option: "target", problem: "not a pg_dump backup" }] } },
+          { details: { issues: [{ path: "target", problem: "not a pg_dump backup" }] } },
         );
       }
       const database = opts.database ?? scratchDatabase(manifest.job);
