@@ -2,6 +2,10 @@ import { parseDuration } from "../core/options.js";
 import type { DrillReport } from "./drill.js";
 import type { JobObjectives } from "./job.js";
 
+/** A drill's clock: the time given, a function of it, or the real clock. */
+export const clockOf = (now: Date | (() => Date) | undefined): (() => Date) =>
+  now === undefined ? () => new Date() : typeof now === "function" ? now : () => now;
+
 /** The limits a drill is measured against: the options' own, else the job's `objectives`. */
 export interface DrillLimits {
   rpo?: string;

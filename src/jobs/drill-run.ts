@@ -7,6 +7,7 @@ import { parseOptions, signalSchema } from "../core/options.js";
 import type { Sink } from "../core/types.js";
 import type { AuditTrail } from "./audit.js";
 import { type DrillReport, type RestoreDrillOptions, restoreDrill } from "./drill.js";
+import { clockOf } from "./drill-objectives.js";
 import { assertJobs, type Job } from "./job.js";
 import { isLogger, type Logger } from "./logger.js";
 
@@ -73,12 +74,7 @@ export async function runDrills(
 ): Promise<DrillRunReport> {
   assertJobs(jobs, "runDrills");
   const opts = parseOptions(runDrillsOptionsSchema, options, "runDrills");
-  const now =
-    opts.now === undefined
-      ? () => new Date()
-      : typeof opts.now === "function"
-        ? opts.now
-        : () => opts.now as Date;
+  const now = clockOf(opts.now);
   const drilled = jobs.filter((j) => j.drill !== undefined);
   if (drilled.length === 0) {
     throw new StowageError("CONFIG_INVALID", "runDrills: no job has a drill (`drill: { target, check? }`)", {

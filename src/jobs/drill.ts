@@ -10,7 +10,7 @@ import { type RestoreTarget, restoreTargetSchema } from "../core/restore-target.
 import type { DecryptionKey } from "../core/types.js";
 import { selectBackup } from "../policies/select.js";
 import { type AuditEntryInput, type AuditTrail, errorCode, manifestFacts } from "./audit.js";
-import { measureObjectives } from "./drill-objectives.js";
+import { clockOf, measureObjectives } from "./drill-objectives.js";
 import { isJob, type Job } from "./job.js";
 import { isLogger, type Logger, silentLogger } from "./logger.js";
 
@@ -188,12 +188,7 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
   }
   const keys = opts.keys ?? (typeof opts.job === "string" ? [] : [...opts.job.keys]);
   const logger = opts.logger ?? silentLogger;
-  const now =
-    opts.now === undefined
-      ? () => new Date()
-      : typeof opts.now === "function"
-        ? opts.now
-        : () => opts.now as Date;
+  const now = clockOf(opts.now);
   const { signal: outer } = opts;
   const target = resolveTarget(opts.target);
   const link = linkSignal(outer);
