@@ -92,8 +92,8 @@ import {
 } from "stowage";
 import { s3Sink } from "stowage/sinks/s3";
 import { httpSource } from "stowage/sources/http";
-import { kubernetesSource } from "stowage/sources/kubernetes";
-import { pgDumpSource } from "stowage/sources/postgres";
+import { kubernetesRestoreTarget, kubernetesSource } from "stowage/sources/kubernetes";
+import { pgDumpSource, postgresRestoreTarget } from "stowage/sources/postgres";
 import { kubeConfig } from "./tiered-backups.js";
 
 /** Recovery time objectives: how long a restore of each class may take. */
@@ -259,17 +259,16 @@ export function disasterRecoveryConfig() {
     },
     drills: {
       "application-data": {
-        target: {
-          kind: "postgres",
+        target: postgresRestoreTarget({
           connection: process.env.STOWAGE_DRILL_PG_URL ?? connection,
           query: ROW_COUNTS,
-        },
+        }),
         check: tablesHaveRows,
       },
       configuration: { target: { kind: "directory" }, check: isJsonObject },
       // A server-side dry run (dryRun=All): every object is checked by the API server, none stored.
       infrastructure: {
-        target: { kind: "kubernetes", kubeConfig: kubeConfig() },
+        target: kubernetesRestoreTarget({ kubeConfig: kubeConfig() }),
         check: ({ kubernetes }) => ({
           ok: (kubernetes?.counts.failed ?? 1) === 0,
           details: { counts: kubernetes?.counts },

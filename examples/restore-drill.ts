@@ -22,6 +22,8 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { auditEntrySchema, type DrillCheck, type DrillReport, restoreDrill } from "stowage";
+import { kubernetesRestoreTarget } from "stowage/sources/kubernetes";
+import { postgresRestoreTarget } from "stowage/sources/postgres";
 import { CONSTITUTIONAL_HASH, kubeConfig, tieredConfig } from "./tiered-backups.js";
 
 const config = tieredConfig();
@@ -77,7 +79,7 @@ const drills: Array<{ name: string; run: () => Promise<DrillReport> }> = [
       restoreDrill({
         ...common,
         job: postgres,
-        target: { kind: "postgres", connection: scratchConnection, query: ROW_COUNTS },
+        target: postgresRestoreTarget({ connection: scratchConnection, query: ROW_COUNTS }),
         check: tablesHaveRows,
         rpo: "30m",
       }),
@@ -89,7 +91,7 @@ const drills: Array<{ name: string; run: () => Promise<DrillReport> }> = [
         ...common,
         job: postgres,
         sink: postgres.copies[0]!.sink,
-        target: { kind: "postgres", connection: scratchConnection, query: ROW_COUNTS },
+        target: postgresRestoreTarget({ connection: scratchConnection, query: ROW_COUNTS }),
         check: tablesHaveRows,
         rpo: "30m",
       }),
@@ -101,7 +103,7 @@ const drills: Array<{ name: string; run: () => Promise<DrillReport> }> = [
         ...common,
         job: job("kubernetes"),
         // A server-side dry run (dryRun=All) into the same cluster: checked, nothing stored.
-        target: { kind: "kubernetes", kubeConfig: kubeConfig() },
+        target: kubernetesRestoreTarget({ kubeConfig: kubeConfig() }),
         check: ({ kubernetes }) => ({
           ok: (kubernetes?.counts.failed ?? 1) === 0,
           details: { counts: kubernetes?.counts },

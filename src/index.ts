@@ -12,7 +12,14 @@ export {
 } from "./core/catalog.js";
 // Signed manifests and the job's chain (docs/FORMAT.md, "Manifest signatures").
 export { findPrevious } from "./core/chain.js";
+export { type ContentFormat, extensionOf, formatOf } from "./core/content-types.js";
 export { type CopyBackupOptions, copyBackup } from "./core/copy.js";
+export {
+  type DirectoryRestoreTargetOptions,
+  directoryRestoreTarget,
+  directoryRestoreTargetOptionsSchema,
+  streamRestoreTarget,
+} from "./core/directory-target.js";
 export {
   isAbortError,
   isStowageError,
@@ -26,6 +33,7 @@ export {
   type ExtractTarResult,
   extractTar,
 } from "./core/extract-tar.js";
+export { type Issue, issuesFrom } from "./core/issues.js";
 export { artifactKey, assertSafeKey, newBackupId } from "./core/keys.js";
 // The Lock contract jobs run on across replicas; the adapters are on `stowage/locks/*`.
 export {
@@ -61,6 +69,12 @@ export {
   type VerifyReport,
   verify,
 } from "./core/restore.js";
+export {
+  type RestoreTarget,
+  type RestoreTargetContext,
+  type RestoreTargetResult,
+  restoreTargetSchema,
+} from "./core/restore-target.js";
 export {
   type ApplyRetentionOptions,
   type ApplyRetentionResult,
@@ -127,8 +141,10 @@ export {
 // Light sources (no SDK): also on their subpaths stowage/sources/http and stowage/sources/logs.
 export {
   type HttpBundleSourceOptions,
+  type HttpRestoreTargetOptions,
   type HttpSourceOptions,
   httpBundleSource,
+  httpRestoreTarget,
   httpSource,
   type RestoreHttpOptions,
   restoreHttp,

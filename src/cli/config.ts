@@ -46,7 +46,7 @@ export async function loadConfig(path: string | undefined, cwd: string): Promise
       path
         ? `config ${file} does not exist`
         : `no config: give --config or create ${CONFIG_NAMES.join(" / ")}`,
-      { details: { issues: [{ option: "config", problem: "missing" }] } },
+      { details: { issues: [{ path: "config", problem: "missing" }] } },
     );
   }
   let mod: Record<string, unknown>;
@@ -59,7 +59,7 @@ export async function loadConfig(path: string | undefined, cwd: string): Promise
         throw new StowageError(
           "CONFIG_INVALID",
           `config ${file}: a TypeScript config needs tsx (npm install tsx), or write the config as .mjs`,
-          { cause: error, details: { issues: [{ option: "config", problem: "tsx not installed" }] } },
+          { cause: error, details: { issues: [{ path: "config", problem: "tsx not installed" }] } },
         );
       }
       mod = await tsImport(pathToFileURL(file).href, import.meta.url);
@@ -70,7 +70,7 @@ export async function loadConfig(path: string | undefined, cwd: string): Promise
     if (isStowageError(error)) throw error;
     throw new StowageError("CONFIG_INVALID", `config ${file} failed to load: ${(error as Error).message}`, {
       cause: error,
-      details: { issues: [{ option: "config", problem: "does not load" }] },
+      details: { issues: [{ path: "config", problem: "does not load" }] },
     });
   }
   let value: unknown = mod.default ?? (mod.jobs !== undefined ? { jobs: mod.jobs } : undefined);
@@ -88,7 +88,7 @@ export async function loadConfig(path: string | undefined, cwd: string): Promise
   if (Array.isArray(value)) value = { jobs: value };
   if (value === undefined) {
     throw new StowageError("CONFIG_INVALID", `config ${file} exports no jobs (default export or "jobs")`, {
-      details: { issues: [{ option: "jobs", problem: "missing" }] },
+      details: { issues: [{ path: "jobs", problem: "missing" }] },
     });
   }
   return defineConfig(value as Parameters<typeof defineConfig>[0]);

@@ -1,6 +1,7 @@
 /** What every command shares for output: the streams, exit codes, usage errors and error reports. */
 import type { Writable } from "node:stream";
 import { isStowageError, StowageError } from "../core/errors.js";
+import type { Issue } from "../core/issues.js";
 import { configFile, unsetVariables } from "./config.js";
 import { UsageError } from "./usage-error.js";
 
@@ -25,11 +26,9 @@ export function print(io: Io, text: string): void {
 /** An option that names an existing file or folder: CONFIG_INVALID, nothing was run. */
 export function outExists(path: string, problem: string): StowageError {
   return new StowageError("CONFIG_INVALID", `--out ${path} ${problem}`, {
-    details: { path, issues: [{ option: "--out", problem }] },
+    details: { path, issues: [{ path: "--out", problem }] },
   });
 }
-
-type Issue = { option: string; problem: string };
 
 /**
  * Prints a failure: `stowage: CODE: message` and one line per issue on stderr; with `--json` also
@@ -51,10 +50,10 @@ export async function reportError(
   const fromConfig =
     command !== "keygen" &&
     (code === "CONFIG_INVALID" || code === "DECRYPT_FAILED") &&
-    !issues.some((i) => i.option.startsWith("--"));
+    !issues.some((i) => i.path.startsWith("--"));
   const unset = fromConfig ? await unsetVariables(configFile(flags.config, io.cwd)) : [];
   io.stderr.write(usage ? `stowage: ${message}\n` : `stowage: ${code}: ${message}\n`);
-  for (const issue of issues) io.stderr.write(`  ${issue.option}: ${issue.problem}\n`);
+  for (const issue of issues) io.stderr.write(`  ${issue.path}: ${issue.problem}\n`);
   for (const name of unset) {
     io.stderr.write(`  the config reads the environment variable ${name}, which is not set\n`);
   }

@@ -6,8 +6,8 @@ import { basename, dirname, join, resolve } from "node:path";
 import { Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { listManifests } from "../core/catalog.js";
+import { directoryRestoreTarget } from "../core/directory-target.js";
 import { isStowageError, StowageError, wrapError } from "../core/errors.js";
-import { extractTar } from "../core/extract-tar.js";
 import { restore } from "../core/restore.js";
 import { type AuditTrail, errorCode, manifestFacts } from "../jobs/audit.js";
 import type { StowageConfig } from "../jobs/config.js";
@@ -54,6 +54,16 @@ export async function restoreCommand(
   }
   if (flags.out === "-" && io.stdout.isTTY)
     throw new UsageError("refusing to write a backup to a terminal; use --out <file>");
+  // --extract is a directory target that keeps what it restores, and takes only a tar.
+  const target = flags.extract
+    ? directoryRestoreTarget({ directory: resolve(io.cwd, flags.extract), tarOnly: true })
+    : undefined;
+  const refused = target?.accepts(manifest);
+  if (typeof refused === "string") {
+    throw new StowageError("CONFIG_INVALID", `restore --extract: ${refused}; use --out <file>`, {
+      details: { issues: [{ path: "extract", problem: refused }] },
+    });
+  }
   const bar = progressFor(flags, io, config);
   const label = `restore ${name}`;
   const t0 = Date.now();
@@ -78,8 +88,8 @@ export async function restoreCommand(
           }
         })(),
       );
-      const result = await extractTar(metered, resolve(io.cwd, flags.extract), { signal: io.signal });
-      summary = `${result.files} files into ${result.directory}`;
+      const result = await target!.restore(metered, { manifest, signal: io.signal });
+      summary = `${result.details.files} files into ${result.facts?.directory}`;
     } else if (flags.out === "-") {
       await pipeline(plain, meter, io.stdout, { signal: io.signal, end: false });
       summary = "to stdout";

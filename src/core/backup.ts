@@ -1,7 +1,9 @@
 import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { BlockHashCounter } from "./blocks.js";
+import { writeManifest } from "./catalog.js";
 import { writeSignedManifest } from "./chain.js";
+import { extensionOf } from "./content-types.js";
 import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direct.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
@@ -63,16 +65,6 @@ export const backupOptionsSchema = z
   .strict();
 export type BackupOptions = z.input<typeof backupOptionsSchema>;
 
-const EXTENSIONS: Record<string, string> = {
-  "application/sql": ".sql",
-  "application/x-tar": ".tar",
-  "application/json": ".json",
-  "application/x-ndjson": ".jsonl",
-  "text/csv": ".csv",
-  "text/plain": ".txt",
-  "application/x-postgresql-custom": ".dump",
-};
-
 /**
  * Runs one backup: source → SHA-256 of the plain bytes → transforms in order → SHA-256 and size
  * of the stored bytes → `sink.write`, then the manifest beside the artifact.
@@ -109,7 +101,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       `backup: source ${source.kind}:${source.name} holds secrets and no encryption transform is configured (set allowUnencrypted to store it in the clear)`,
       {
         details: {
-          issues: [{ option: "transforms", problem: "encryption required for a sensitive source" }],
+          issues: [{ path: "transforms", problem: "encryption required for a sensitive source" }],
         },
       },
     );
@@ -118,7 +110,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     throw new StowageError(
       "CONFIG_INVALID",
       `backup: the ${sink.kind} sink does not offer storage class ${opts.storageClass}`,
-      { details: { issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
+      { details: { issues: [{ path: "storageClass", problem: "not offered by the sink" }] } },
     );
   }
   const signer = opts.signingKey === undefined ? undefined : signerFrom(opts.signingKey);
@@ -128,7 +120,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
   const startedAt = clock();
   if (!(startedAt instanceof Date) || Number.isNaN(startedAt.getTime())) {
     throw new StowageError("CONFIG_INVALID", "backup: now() did not return a valid Date", {
-      details: { issues: [{ option: "now", problem: "not a valid Date" }] },
+      details: { issues: [{ path: "now", problem: "not a valid Date" }] },
     });
   }
   const realStart = Date.now();
@@ -148,7 +140,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
     };
     const keyFor = (output: { contentType: string; extension?: string }) => {
       const extension =
-        (output.extension ?? EXTENSIONS[output.contentType] ?? ".bin") +
+        (output.extension ?? extensionOf(output.contentType) ?? ".bin") +
         transforms.map((t) => t.extension).join("");
       const key = artifactKey(job, id, extension);
       assertSafeKey(key, `backup ${job}`);

@@ -69,7 +69,7 @@ export async function readManifest(sink: Sink, manifestKey: string, signal?: Abo
       {
         details: {
           key: manifestKey,
-          issues: [{ field: "artifact.key", problem: "does not match its location" }],
+          issues: [{ path: "artifact.key", problem: "does not match its location" }],
         },
       },
     );

@@ -99,15 +99,15 @@ export function keyList(
 ): readonly DecryptionKey[] {
   if (keys === undefined) return [];
   const list: readonly unknown[] = Array.isArray(keys) ? keys : [keys];
-  const issues: Array<{ option: string; problem: string }> = [];
+  const issues: Array<{ path: string; problem: string }> = [];
   for (const [i, entry] of list.entries()) {
     const problem = decryptionKeyProblem(entry);
-    if (problem) issues.push({ option: Array.isArray(keys) ? `${option}[${i}]` : option, problem });
+    if (problem) issues.push({ path: Array.isArray(keys) ? `${option}[${i}]` : option, problem });
   }
   if (issues.length > 0) {
     throw new StowageError(
       "CONFIG_INVALID",
-      `${where}: invalid options: ${issues.map((i) => `${i.option} ${i.problem}`).join("; ")}`,
+      `${where}: invalid options: ${issues.map((i) => `${i.path} ${i.problem}`).join("; ")}`,
       { details: { issues } },
     );
   }

@@ -49,14 +49,14 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
   const details = { key, from: from.kind, to: to.kind };
   if (from === to) {
     throw new StowageError("CONFIG_INVALID", "copyBackup: from and to are the same sink", {
-      details: { ...details, issues: [{ option: "to", problem: "same sink as from" }] },
+      details: { ...details, issues: [{ path: "to", problem: "same sink as from" }] },
     });
   }
   if (storageClass !== undefined && !to.capabilities.storageClasses?.includes(storageClass)) {
     throw new StowageError(
       "CONFIG_INVALID",
       `copyBackup: the ${to.kind} sink does not offer storage class ${storageClass}`,
-      { details: { ...details, issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
+      { details: { ...details, issues: [{ path: "storageClass", problem: "not offered by the sink" }] } },
     );
   }
   const signer = options.signingKey === undefined ? undefined : signerFrom(options.signingKey);

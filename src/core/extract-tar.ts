@@ -237,7 +237,7 @@ export async function extractTar(
     stream.destroy();
     const problem = self.isSymbolicLink() ? "is a symlink" : "is not a folder";
     throw new StowageError("CONFIG_INVALID", `extractTar: the target ${target} ${problem}`, {
-      details: { issues: [{ option: "directory", problem }] },
+      details: { issues: [{ path: "directory", problem }] },
     });
   }
   const existing = await readdir(target).catch((e: NodeJS.ErrnoException) => {
@@ -248,7 +248,7 @@ export async function extractTar(
   if (existing && existing.length > 0) {
     stream.destroy();
     throw new StowageError("CONFIG_INVALID", `extractTar: ${target} is not empty`, {
-      details: { issues: [{ option: "directory", problem: "not empty" }] },
+      details: { issues: [{ path: "directory", problem: "not empty" }] },
     });
   }
   const createdParent = await mkdir(dirname(target), { recursive: true });

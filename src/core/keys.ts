@@ -55,7 +55,7 @@ export function assertSafeKey(key: string, where: string): void {
   const problem = unsafeKeyProblem(key);
   if (problem) {
     throw new StowageError("CONFIG_INVALID", `${where}: key ${JSON.stringify(key)} ${problem}`, {
-      details: { key, issues: [{ option: "key", problem }] },
+      details: { key, issues: [{ path: "key", problem }] },
     });
   }
 }

@@ -163,17 +163,17 @@ export function lockFailed(kind: string, name: string, doing: string, error: unk
 
 /** Checks acquire's options the same way in every adapter. @throws {CONFIG_INVALID} */
 export function checkAcquire(kind: string, name: string, options: AcquireOptions): void {
-  const issues: Array<{ option: string; problem: string }> = [];
+  const issues: Array<{ path: string; problem: string }> = [];
   if (typeof name !== "string" || name.length === 0 || name.length > 200)
-    issues.push({ option: "name", problem: "1 to 200 characters" });
+    issues.push({ path: "name", problem: "1 to 200 characters" });
   if (!Number.isInteger(options?.ttlMs) || options.ttlMs < 1000)
-    issues.push({ option: "ttlMs", problem: "an integer of at least 1000" });
+    issues.push({ path: "ttlMs", problem: "an integer of at least 1000" });
   if (typeof options?.holder !== "string" || options.holder.length === 0 || options.holder.length > 200)
-    issues.push({ option: "holder", problem: "1 to 200 characters" });
+    issues.push({ path: "holder", problem: "1 to 200 characters" });
   if (issues.length > 0) {
     throw new StowageError(
       "CONFIG_INVALID",
-      `${kind} lock: bad acquire options (${issues.map((i) => i.option).join(", ")})`,
+      `${kind} lock: bad acquire options (${issues.map((i) => i.path).join(", ")})`,
       {
         details: { issues },
       },

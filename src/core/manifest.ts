@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { artifactBlocksSchema, blocksMatchSize } from "./blocks.js";
 import { StowageError } from "./errors.js";
+import { issuesFrom, listIssues } from "./issues.js";
 import { unsafeKeyProblem } from "./keys.js";
 import { leaseRecordSchema } from "./lock.js";
 
@@ -121,19 +122,13 @@ export function parseManifest(input: string | unknown, where = "manifest"): Mani
     throw new StowageError(
       "MANIFEST_INVALID",
       `${where}: manifest version ${version} is not supported by this stowage (reads ${SUPPORTED_MANIFEST_VERSIONS.join(", ")})`,
-      { details: { issues: [{ field: "version", problem: "unsupported version" }] } },
+      { details: { issues: [{ path: "version", problem: "unsupported version" }] } },
     );
   }
   const result = manifestSchema.safeParse(value);
   if (result.success) return result.data;
-  const issues = result.error.issues.map((issue) => ({
-    field: issue.path.map(String).join(".") || "(root)",
-    problem: issue.message,
-  }));
-  const list = issues
-    .slice(0, 5)
-    .map((i) => `${i.field}: ${i.problem}`)
-    .join("; ");
+  const issues = issuesFrom(result.error.issues, "(root)");
+  const list = listIssues(issues.slice(0, 5));
   throw new StowageError("MANIFEST_INVALID", `${where}: ${list}`, { details: { issues } });
 }
 

@@ -1,21 +1,19 @@
 import { z } from "zod";
 import { StowageError } from "./errors.js";
+import { issuesFrom, listIssues } from "./issues.js";
 import type { Sink, Source, Transform } from "./types.js";
 
 /**
  * Parses a factory's or a function's options at the boundary. Every bad option is named in the
- * message and listed in `details.issues` (`{ option, problem }`), so a user fixes them all at once.
+ * message and listed in `details.issues` (`{ path, problem }`, see `Issue`), so a user fixes them all at once.
  *
  * @throws {CONFIG_INVALID} when the input does not match the schema.
  */
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, where: string): z.output<S> {
   const result = schema.safeParse(input);
   if (result.success) return result.data;
-  const issues = result.error.issues.map((issue) => ({
-    option: issue.path.length > 0 ? issue.path.map(String).join(".") : "(options)",
-    problem: issue.message,
-  }));
-  const list = issues.map((i) => `${i.option}: ${i.problem}`).join("; ");
+  const issues = issuesFrom(result.error.issues, "(options)");
+  const list = listIssues(issues);
   throw new StowageError("CONFIG_INVALID", `${where}: invalid options: ${list}`, { details: { issues } });
 }
 
@@ -44,7 +42,7 @@ export function parseDuration(value: string, option = "duration"): number {
   const match = /^(\d+)(ms|s|m|h|d|w|y)$/.exec(value);
   if (!match) {
     throw new StowageError("CONFIG_INVALID", `${option}: "${value}" is not a duration such as "30d"`, {
-      details: { issues: [{ option, problem: "not a duration" }] },
+      details: { issues: [{ path: option, problem: "not a duration" }] },
     });
   }
   return Number(match[1]) * UNIT_MS[match[2]!]!;

@@ -2,7 +2,7 @@ import { z } from "zod";
 import type { RetentionDecision, RetentionPlan } from "../policies/retention.js";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "./manifest.js";
-import { durationSchema, parseDuration, parseOptions, signalSchema } from "./options.js";
+import { durationSchema, parseDuration, parseOptions, signalSchema, sinkSchema } from "./options.js";
 import type { Leftover, ObjectInfo, Sink } from "./types.js";
 
 /** A backup that {@link applyRetention} deleted (or, with `dryRun`, would delete). */
@@ -45,10 +45,7 @@ export interface ApplyRetentionResult {
 
 const applyOptionsSchema = z
   .object({
-    sink: z.custom<Sink>(
-      (v) => typeof (v as Sink | null)?.delete === "function" && typeof (v as Sink).list === "function",
-      "expected a Sink",
-    ),
+    sink: sinkSchema,
     plan: z.custom<RetentionPlan>(
       (v) =>
         Array.isArray((v as RetentionPlan | null)?.decisions) && typeof (v as RetentionPlan).now === "string",

@@ -6,7 +6,7 @@ import { z } from "zod";
 import { isStowageError, StowageError, wrapError } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import type { Manifest } from "../core/manifest.js";
-import { parseOptions } from "../core/options.js";
+import { parseOptions, sinkSchema } from "../core/options.js";
 import { readAll } from "../core/streams.js";
 import type { Sink } from "../core/types.js";
 
@@ -143,10 +143,7 @@ export const fileAuditOptionsSchema = z
 
 export const sinkAuditOptionsSchema = z
   .object({
-    sink: z.custom<Sink>(
-      (v) => typeof v === "object" && v !== null && typeof (v as Sink).write === "function",
-      "expected a Sink",
-    ),
+    sink: sinkSchema,
     /** Key prefix of the audit objects. @default "audit" */
     prefix: z
       .string()

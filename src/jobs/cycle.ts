@@ -1,3 +1,4 @@
+import { linkSignal } from "../core/abort.js";
 import { StowageError } from "../core/errors.js";
 import type { Manifest } from "../core/manifest.js";
 import { parseDuration } from "../core/options.js";
@@ -160,23 +161,14 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
   assertJobs([job], "runJob");
   const lock = options.lock === undefined ? undefined : resolveJobLock(options.lock, "runJob");
   const started = Date.now();
-  const controller = new AbortController();
-  const forward = () => controller.abort(options.signal?.reason);
-  if (options.signal?.aborted) forward();
-  else options.signal?.addEventListener("abort", forward, { once: true });
-  const timer =
-    job.timeout === undefined
-      ? undefined
-      : setTimeout(
-          () =>
-            controller.abort(
-              new StowageError("ABORTED", `job ${job.name}: timed out after ${job.timeout}`, {
-                details: { job: job.name, timeout: job.timeout },
-              }),
-            ),
-          parseDuration(job.timeout, "timeout"),
-        );
-  const run = newJobRun(job, options, controller.signal, lock?.replica);
+  const link = linkSignal(options.signal, {
+    ...(job.timeout === undefined ? {} : { timeoutMs: parseDuration(job.timeout, "timeout") }),
+    timeoutReason: () =>
+      new StowageError("ABORTED", `job ${job.name}: timed out after ${job.timeout}`, {
+        details: { job: job.name, timeout: job.timeout },
+      }),
+  });
+  const run = newJobRun(job, options, link.signal, lock?.replica);
   let held: HeldLease | undefined;
   try {
     if (lock) {
@@ -190,8 +182,7 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
     run.durations.validationMs = await timed(() => validationStage(run));
     return finishJobRun(run, started);
   } finally {
-    if (timer) clearTimeout(timer);
-    options.signal?.removeEventListener("abort", forward);
+    link.dispose();
     const holdUntil = options.lockHoldUntil ?? (lock?.holdMs ? new Date(started + lock.holdMs) : undefined);
     await held?.release(holdUntil, options.signal ?? new AbortController().signal);
   }
@@ -266,7 +257,7 @@ export async function runJobs(jobs: readonly Job[], options: RunJobsOptions = {}
   const concurrency = options.concurrency ?? 1;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new StowageError("CONFIG_INVALID", "runJobs: concurrency must be a positive integer", {
-      details: { issues: [{ option: "concurrency", problem: "not a positive integer" }] },
+      details: { issues: [{ path: "concurrency", problem: "not a positive integer" }] },
     });
   }
   const started = Date.now();

@@ -1,65 +1,57 @@
-import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { type Readable, Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { z } from "zod";
+import { linkSignal } from "../core/abort.js";
 import { listManifests } from "../core/catalog.js";
+import { directoryRestoreTarget, streamRestoreTarget } from "../core/directory-target.js";
 import { isStowageError, StowageError, throwIfAborted } from "../core/errors.js";
-import { extractTar } from "../core/extract-tar.js";
 import type { Manifest } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptions, signalSchema } from "../core/options.js";
+import { durationSchema, parseOptions, signalSchema, sinkSchema } from "../core/options.js";
 import { restore, verify } from "../core/restore.js";
-import type { DecryptionKey, Sink } from "../core/types.js";
+import { type RestoreTarget, restoreTargetSchema } from "../core/restore-target.js";
+import type { DecryptionKey } from "../core/types.js";
 import { selectBackup } from "../policies/select.js";
-import type { KubeConfigLike, KubernetesRestoreReport } from "../sources/kubernetes.js";
-import type { PgConnection } from "../sources/postgres.js";
 import { type AuditEntryInput, type AuditTrail, errorCode, manifestFacts } from "./audit.js";
-import { assertJobs, isJob, type Job } from "./job.js";
+import { clockOf, measureObjectives } from "./drill-objectives.js";
+import { isJob, type Job } from "./job.js";
 import { isLogger, type Logger, silentLogger } from "./logger.js";
 
 /**
- * Where a drill restores to. Each is a scratch place the drill creates and removes:
- * - `directory`: a temporary folder; a tar is extracted into it, anything else written as one file;
- * - `postgres`: a scratch database created on the server (dropped afterwards), restored with
- *   `restorePostgres` (plain dumps through psql, custom ones through pg_restore);
- * - `kubernetes`: a server-side dry run (`dryRun=All`) of the restore: every object is checked by
- *   the API server and nothing is stored;
- * - `stream`: the plain bytes are read and checked against the manifest, and thrown away.
+ * Where a drill restores to: a {@link RestoreTarget}, which the drill's cleanup undoes whatever
+ * happened (a scratch folder removed, a scratch database dropped). The adapters' targets come from
+ * their subpaths (`postgresRestoreTarget` from `stowage/sources/postgres`, `kubernetesRestoreTarget`
+ * — a server-side dry run — from `stowage/sources/kubernetes`, `httpRestoreTarget`). Two plain
+ * forms remain, for the core's own targets:
+ * - `{ kind: "directory", parent? }`: a temporary folder; a tar is extracted into it, anything else
+ *   written as one file (`directoryRestoreTarget({ parent })`);
+ * - `{ kind: "stream" }`: the plain bytes are read and checked against the manifest, and thrown
+ *   away (`streamRestoreTarget()`).
  */
 export type DrillTarget =
+  | RestoreTarget
   | {
       kind: "directory";
       /** Where the temporary folder is made. @default os.tmpdir() */
       parent?: string;
     }
-  | {
-      kind: "postgres";
-      /** A connection whose user may CREATE and DROP databases. */
-      connection: PgConnection;
-      /** The scratch database's name. @default "stowage_drill_<job>_<random>" */
-      database?: string;
-      /** A query run on the restored database; its rows reach `check` as `rows`. */
-      query?: string;
-      /** More arguments for psql / pg_restore, e.g. ["--no-owner"]. */
-      extraArgs?: string[];
-    }
-  | {
-      kind: "kubernetes";
-      kubeConfig: KubeConfigLike;
-      /** Only these namespaces (as named in the backup). */
-      namespaces?: string[];
-      /** Check the objects as if restored into other namespaces: `{ shop: "shop-drill" }`. */
-      namespaceMapping?: Record<string, string>;
-    }
   | { kind: "stream" };
+
+const isPlainTarget = (v: unknown): v is { kind: string } =>
+  typeof v === "object" && v !== null && typeof (v as { kind?: unknown }).kind === "string";
+
+/** The plain forms as the core's targets; a RestoreTarget as it is. */
+function resolveTarget(target: DrillTarget): RestoreTarget {
+  if ("restore" in target) return target;
+  if (target.kind === "directory") {
+    const { parent } = target as { parent?: string };
+    return directoryRestoreTarget(parent === undefined ? {} : { parent });
+  }
+  return streamRestoreTarget();
+}
 
 /** What a drill's `check` receives. */
 export interface DrillCheckContext {
   manifest: Manifest;
-  target: DrillTarget["kind"];
+  /** The target's kind. */
+  target: string;
   /** directory: the folder the backup was restored into. */
   directory?: string;
   /** directory, non-tar content: the file the plain bytes were written to. */
@@ -68,11 +60,15 @@ export interface DrillCheckContext {
   database?: string;
   /** postgres: the rows of the target's `query`. */
   rows?: Array<Record<string, unknown>>;
-  /** kubernetes: the dry run's report. */
-  kubernetes?: KubernetesRestoreReport;
+  /** kubernetes: the dry run's report (`restoreKubernetes`'s, with `counts` by status). */
+  kubernetes?: { dryRun: boolean; counts: Record<string, number>; results: Array<Record<string, unknown>> };
+  /** http: the requests sent and the services skipped (`restoreHttp`'s result). */
+  http?: Record<string, unknown>;
   /** Plain bytes restored. */
   bytes: number;
   signal: AbortSignal;
+  /** Any other fact a target reports (`RestoreTargetResult.facts`). */
+  [fact: string]: unknown;
 }
 
 /**
@@ -88,18 +84,16 @@ export const restoreDrillOptionsSchema = z
     /** The job to drill (its sink and keys are the defaults), or a job name with `sink`. */
     job: z.union([z.custom<Job>(isJob, "expected a job from defineJob"), z.string().min(1)]),
     /** Where to take the backup from (a copy's sink, to drill the offsite copy). @default the job's sink */
-    sink: z
-      .custom<Sink>((v) => typeof v === "object" && v !== null && typeof (v as Sink).read === "function")
-      .optional(),
+    sink: sinkSchema.optional(),
     /** Keys that decrypt the backup. @default the job's keys */
     keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).optional(),
-    target: z.custom<DrillTarget>(
-      (v) =>
-        typeof v === "object" &&
-        v !== null &&
-        ["directory", "postgres", "kubernetes", "stream"].includes((v as { kind?: string }).kind ?? ""),
-      'expected a target with kind "directory", "postgres", "kubernetes" or "stream"',
-    ),
+    target: z.union([
+      restoreTargetSchema,
+      z.custom<DrillTarget>(
+        (v) => isPlainTarget(v) && (v.kind === "directory" || v.kind === "stream"),
+        'expected a RestoreTarget (postgresRestoreTarget(…), kubernetesRestoreTarget(…)…) or { kind: "directory" | "stream" }',
+      ),
+    ]),
     check: z.custom<DrillCheck>((v) => typeof v === "function", "expected a function").optional(),
     /** The clock RPO is measured against. @default () => new Date() */
     now: z.union([z.date(), z.custom<() => Date>((v) => typeof v === "function")]).optional(),
@@ -135,7 +129,8 @@ export interface DrillObjective {
 export interface DrillReport {
   ok: boolean;
   job: string;
-  target: DrillTarget["kind"];
+  /** The target's kind. */
+  target: string;
   startedAt: string;
   finishedAt: string;
   /** The backup drilled. */
@@ -167,20 +162,6 @@ export interface DrillReport {
 
 const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
-/** A scratch database name: lowercase, `stowage_drill_<job>_<random>`, at most 63 bytes. */
-function scratchDatabase(job: string): string {
-  const safe = job.replace(/[^a-z0-9_]/g, "_").slice(0, 30);
-  return `stowage_drill_${safe}_${randomBytes(4).toString("hex")}`;
-}
-
-class Counter extends Writable {
-  bytes = 0;
-  override _write(chunk: Buffer, _e: BufferEncoding, cb: (error?: Error | null) => void): void {
-    this.bytes += chunk.length;
-    cb();
-  }
-}
-
 /**
  * A restore drill (the seeds' monthly backup test): takes the latest backup of a job, verifies
  * it (stored bytes, and with keys a trial decryption), restores it into a scratch target, runs
@@ -191,7 +172,7 @@ class Counter extends Writable {
  * @throws {CONFIG_INVALID} for bad options (e.g. a job name without `sink`).
  * @example
  * const report = await restoreDrill({
- *   job: db, target: { kind: "postgres", connection: process.env.DRILL_PG_URL!, query: "SELECT count(*) FROM orders" },
+ *   job: db, target: postgresRestoreTarget({ connection: process.env.DRILL_PG_URL!, query: "SELECT count(*) FROM orders" }),
  *   check: ({ rows }) => Number(rows?.[0]?.count) > 0, rpo: "1h", rto: "30m",
  * });
  * await writeFile("drill-report.json", JSON.stringify(report, null, 2));
@@ -202,22 +183,16 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
   const sink = opts.sink ?? (typeof opts.job === "string" ? undefined : opts.job.sink);
   if (!sink) {
     throw new StowageError("CONFIG_INVALID", "restoreDrill: give a sink with a job name", {
-      details: { issues: [{ option: "sink", problem: "required when job is a name" }] },
+      details: { issues: [{ path: "sink", problem: "required when job is a name" }] },
     });
   }
   const keys = opts.keys ?? (typeof opts.job === "string" ? [] : [...opts.job.keys]);
   const logger = opts.logger ?? silentLogger;
-  const now =
-    opts.now === undefined
-      ? () => new Date()
-      : typeof opts.now === "function"
-        ? opts.now
-        : () => opts.now as Date;
-  const { target, signal: outer } = opts;
-  const controller = new AbortController();
-  const forward = () => controller.abort(outer?.reason);
-  outer?.addEventListener("abort", forward, { once: true });
-  const signal = controller.signal;
+  const now = clockOf(opts.now);
+  const { signal: outer } = opts;
+  const target = resolveTarget(opts.target);
+  const link = linkSignal(outer);
+  const signal = link.signal;
 
   const started = new Date();
   const report: DrillReport = {
@@ -315,12 +290,28 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
 
     // Restore into the scratch target, then check.
     const r0 = Date.now();
-    const context: DrillCheckContext = { manifest, target: target.kind, bytes: 0, signal };
+    let context: DrillCheckContext = { manifest, target: target.kind, bytes: 0, signal };
     try {
       throwIfAborted(signal, "restoreDrill");
+      const accepted = target.accepts(manifest);
+      if (accepted !== true) {
+        throw new StowageError(
+          "CONFIG_INVALID",
+          `restoreDrill: the ${target.kind} target refuses ${manifest.artifact.key}: ${accepted}`,
+          {
+            details: { issues: [{ path: "target", problem: accepted }] },
+          },
+        );
+      }
       const plain = await restore({ sink, manifest, keys, signal });
-      const result = await restoreInto(target, plain, manifest, context, (c) => cleanups.push(c), signal);
-      report.restore = { ok: true, durationMs: Date.now() - r0, bytes: context.bytes, details: result };
+      const result = await target.restore(plain, { manifest, signal, onCleanup: (c) => cleanups.push(c) });
+      context = { ...result.facts, ...context, bytes: result.bytes };
+      report.restore = {
+        ok: true,
+        durationMs: Date.now() - r0,
+        bytes: result.bytes,
+        details: result.details,
+      };
       await audit({
         action: "restore",
         ...manifestFacts(manifest),
@@ -376,45 +367,14 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
       }
     }
     cleanups = [];
-    outer?.removeEventListener("abort", forward);
+    link.dispose();
   }
 
-  const objectives = typeof opts.job === "string" ? undefined : opts.job.objectives;
-  const rpo = opts.rpo ?? objectives?.rpo;
-  const rto = opts.rto ?? objectives?.rto;
-  // The class is reported only for the job's own limit, not for one the options override.
-  const rpoClass = opts.rpo === undefined ? objectives?.rpoClass : undefined;
-  const rtoClass = opts.rto === undefined ? objectives?.rtoClass : undefined;
-  if (rpo && report.rpoMs !== null) {
-    const limitMs = parseDuration(rpo, "rpo");
-    report.objectives.rpo = {
-      limitMs,
-      met: report.rpoMs <= limitMs,
-      ...(rpoClass ? { class: rpoClass } : {}),
-    };
-    if (!report.objectives.rpo.met) {
-      report.errors.push({
-        stage: "objective",
-        code: "RPO_BREACHED",
-        message: `the backup is older than the RPO of ${rpo}${rpoClass ? ` (${rpoClass})` : ""}`,
-      });
-    }
-  }
-  if (rto && report.rtoMs !== null) {
-    const limitMs = parseDuration(rto, "rto");
-    report.objectives.rto = {
-      limitMs,
-      met: report.rtoMs <= limitMs,
-      ...(rtoClass ? { class: rtoClass } : {}),
-    };
-    if (!report.objectives.rto.met) {
-      report.errors.push({
-        stage: "objective",
-        code: "RTO_BREACHED",
-        message: `restore and check took longer than the RTO of ${rto}${rtoClass ? ` (${rtoClass})` : ""}`,
-      });
-    }
-  }
+  measureObjectives(report, {
+    ...(opts.rpo ? { rpo: opts.rpo } : {}),
+    ...(opts.rto ? { rto: opts.rto } : {}),
+    ...(typeof opts.job === "string" || !opts.job.objectives ? {} : { objectives: opts.job.objectives }),
+  });
   report.finishedAt = new Date().toISOString();
   report.ok = report.errors.length === 0;
   if (manifest) {
@@ -444,282 +404,4 @@ export async function restoreDrill(options: RestoreDrillOptions): Promise<DrillR
     "restore drill finished",
   );
   return report;
-}
-
-export const runDrillsOptionsSchema = z
-  .object({
-    /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
-    name: z.string().min(1).max(128).optional(),
-    /**
-     * Drill the backups a copy holds (its `name`, else its sink's kind) instead of the primary
-     * sink's: a failover drill restores from the second region. "primary" is the primary.
-     */
-    from: z.string().min(1).optional(),
-    /**
-     * Where to write the JSON report: a path, or a function of the drill's start time (by `now`)
-     * that returns one, so a monthly test keeps one report a month. Written whole (temp + rename).
-     */
-    report: z
-      .union([z.string().min(1), z.custom<(at: Date) => string>((v) => typeof v === "function")])
-      .optional(),
-    /** The clock the drills' RPO and the report's times are read from. @default () => new Date() */
-    now: z.union([z.date(), z.custom<() => Date>((v) => typeof v === "function")]).optional(),
-    audit: z.custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v).optional(),
-    logger: z.custom<Logger>(isLogger, "expected a logger").optional(),
-    signal: signalSchema.optional(),
-  })
-  .strict();
-export type RunDrillsOptions = z.input<typeof runDrillsOptionsSchema>;
-
-/** What {@link runDrills} returns and writes: one report for a set of drills. */
-export interface DrillRunReport {
-  kind: "stowage-drill-report";
-  name?: string;
-  /** The copy drilled, when not the primary sink. */
-  from?: string;
-  startedAt: string;
-  finishedAt: string;
-  /** True when every drill passed and the report was written. */
-  ok: boolean;
-  drills: DrillReport[];
-  /** Where the report was written. */
-  path?: string;
-  /** Failures outside any drill (writing the report). */
-  errors: Array<{ code: string; message: string }>;
-}
-
-/**
- * Runs the restore drill of every job that has one (`job.drill`: its target and check; its RPO and
- * RTO come from the job's `objectives` unless the drill names its own) one after another, and
- * writes one JSON report: the seeds' monthly backup test, or with `from` the quarterly failover
- * drill from the second region. The scheduler runs it on a schedule (`startScheduler`'s `drills`).
- * Never throws for a failed drill: the report says which failed, and why, by code.
- *
- * @throws {CONFIG_INVALID} for bad options, no job with a drill, or a job without the copy `from` names.
- * @example
- * const report = await runDrills(config.jobs, { name: "monthly-backup-test",
- *   report: (at) => `/var/lib/stowage/drills/${at.toISOString().slice(0, 7)}.json` });
- * if (!report.ok) alert(report);
- */
-export async function runDrills(
-  jobs: readonly Job[],
-  options: RunDrillsOptions = {},
-): Promise<DrillRunReport> {
-  assertJobs(jobs, "runDrills");
-  const opts = parseOptions(runDrillsOptionsSchema, options, "runDrills");
-  const now =
-    opts.now === undefined
-      ? () => new Date()
-      : typeof opts.now === "function"
-        ? opts.now
-        : () => opts.now as Date;
-  const drilled = jobs.filter((j) => j.drill !== undefined);
-  if (drilled.length === 0) {
-    throw new StowageError("CONFIG_INVALID", "runDrills: no job has a drill (`drill: { target, check? }`)", {
-      details: { issues: [{ option: "jobs", problem: "no job has a drill" }] },
-    });
-  }
-  const sinkFor = (job: Job): Sink => {
-    if (opts.from === undefined || opts.from === "primary") return job.sink;
-    const copy = job.copies.find((c) => (c.name ?? c.sink.kind) === opts.from);
-    if (!copy) {
-      throw new StowageError("CONFIG_INVALID", `runDrills: job ${job.name} has no copy named ${opts.from}`, {
-        details: { issues: [{ option: "from", problem: `no copy of ${job.name} has that name` }] },
-      });
-    }
-    return copy.sink;
-  };
-  const sinks = drilled.map(sinkFor); // every sink is found before anything runs
-  const startedAt = now();
-  const report: DrillRunReport = {
-    kind: "stowage-drill-report",
-    ...(opts.name ? { name: opts.name } : {}),
-    ...(opts.from && opts.from !== "primary" ? { from: opts.from } : {}),
-    startedAt: startedAt.toISOString(),
-    finishedAt: startedAt.toISOString(),
-    ok: false,
-    drills: [],
-    errors: [],
-  };
-  for (const [i, job] of drilled.entries()) {
-    report.drills.push(
-      await restoreDrill({
-        ...(job.drill as Record<string, unknown>),
-        job,
-        sink: sinks[i],
-        now,
-        ...(opts.audit ? { audit: opts.audit } : {}),
-        ...(opts.logger ? { logger: opts.logger } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      } as RestoreDrillOptions),
-    );
-  }
-  report.finishedAt = now().toISOString();
-  report.ok = report.drills.every((d) => d.ok);
-  if (opts.report !== undefined) {
-    const path = resolve(typeof opts.report === "function" ? opts.report(startedAt) : opts.report);
-    report.path = path;
-    const temp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
-    try {
-      await mkdir(dirname(path), { recursive: true });
-      const written = { ...report, ok: report.ok };
-      await writeFile(temp, `${JSON.stringify(written, null, 2)}\n`, { mode: 0o600 });
-      await rename(temp, path);
-    } catch (error) {
-      await rm(temp, { force: true }).catch(() => undefined);
-      report.ok = false;
-      report.errors.push({
-        code: "SINK_WRITE_FAILED",
-        message: `runDrills: writing the report ${path} failed: ${messageOf(error)}`,
-      });
-    }
-  }
-  return report;
-}
-
-const EXTENSIONS: Record<string, string> = {
-  "application/sql": ".sql",
-  "application/json": ".json",
-  "application/x-ndjson": ".jsonl",
-  "text/csv": ".csv",
-  "text/plain": ".txt",
-  "application/x-postgresql-custom": ".dump",
-};
-
-async function restoreInto(
-  target: DrillTarget,
-  plain: Readable,
-  manifest: Manifest,
-  context: DrillCheckContext,
-  onCleanup: (cleanup: () => Promise<void>) => void,
-  signal: AbortSignal,
-): Promise<Record<string, unknown>> {
-  switch (target.kind) {
-    case "stream": {
-      const counter = new Counter();
-      await pipeline(plain, counter, { signal });
-      context.bytes = counter.bytes;
-      return { bytes: counter.bytes };
-    }
-    case "directory": {
-      const scratch = await mkdtemp(join(target.parent ?? tmpdir(), "stowage-drill-"));
-      onCleanup(() => rm(scratch, { recursive: true, force: true }));
-      if (manifest.content.contentType === "application/x-tar") {
-        const directory = join(scratch, "restored");
-        const result = await extractTar(plain, directory, { signal });
-        context.directory = directory;
-        context.bytes = manifest.content.bytes;
-        return { files: result.files, directories: result.directories, fileBytes: result.bytes };
-      }
-      const file = join(scratch, `restored${EXTENSIONS[manifest.content.contentType] ?? ".bin"}`);
-      const counter = new Counter();
-      await pipeline(
-        plain,
-        async function* (source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) {
-            counter.bytes += chunk.length;
-            yield chunk;
-          }
-        },
-        createWriteStream(file, { mode: 0o600 }),
-        { signal },
-      );
-      context.directory = scratch;
-      context.file = file;
-      context.bytes = counter.bytes;
-      return { file: "restored", bytes: counter.bytes };
-    }
-    case "postgres": {
-      const { restorePostgres } = await import("../sources/postgres.js");
-      const format =
-        manifest.content.contentType === "application/x-postgresql-custom"
-          ? "custom"
-          : manifest.content.contentType === "application/sql"
-            ? "plain"
-            : undefined;
-      if (!format) {
-        plain.destroy();
-        throw new StowageError(
-          "CONFIG_INVALID",
-          `restoreDrill: ${manifest.artifact.key} is not a PostgreSQL dump (${manifest.content.contentType})`,
-          {
-            details: { issues: [{ option: "target", problem: "not a pg_dump backup" }] },
-          },
-        );
-      }
-      const database = target.database ?? scratchDatabase(manifest.job);
-      // Registered before the restore: restorePostgres drops what it created on failure, and
-      // DROP … IF EXISTS makes a second drop harmless.
-      onCleanup(() => dropDatabase(target.connection, database));
-      const result = await restorePostgres({
-        stream: plain,
-        format,
-        connection: target.connection,
-        database,
-        createDatabase: true,
-        clean: true,
-        ...(target.query ? { check: target.query } : {}),
-        ...(target.extraArgs ? { extraArgs: target.extraArgs } : {}),
-        signal,
-      });
-      context.database = database;
-      context.bytes = manifest.content.bytes; // restore() errors the stream unless every byte matched
-      if (result.check) context.rows = result.check;
-      return { database, format, ...(result.check ? { rows: result.check.length } : {}) };
-    }
-    case "kubernetes": {
-      const { restoreKubernetes } = await import("../sources/kubernetes.js");
-      const result = await restoreKubernetes({
-        stream: plain,
-        kubeConfig: target.kubeConfig,
-        dryRun: true,
-        ...(target.namespaces ? { namespaces: target.namespaces } : {}),
-        ...(target.namespaceMapping ? { namespaceMapping: target.namespaceMapping } : {}),
-        signal,
-      });
-      context.kubernetes = result;
-      context.bytes = manifest.content.bytes;
-      if (result.counts.failed > 0) {
-        const first = result.results.find((r) => r.status === "failed");
-        throw new StowageError(
-          "RESTORE_FAILED",
-          `restoreDrill: the server refused ${result.counts.failed} object(s) in the dry run${first ? `, first ${first.kind} ${first.namespace ? `${first.namespace}/` : ""}${first.name}: ${first.reason ?? ""}` : ""}`,
-          { details: { counts: result.counts } },
-        );
-      }
-      return { dryRun: true, counts: result.counts };
-    }
-  }
-}
-
-/** Drops a scratch database with `pg` (an optional peer, loaded here only). */
-async function dropDatabase(connection: PgConnection, database: string): Promise<void> {
-  const pg = await import("pg");
-  const Client = pg.default?.Client ?? (pg as unknown as { Client: typeof pg.default.Client }).Client;
-  const config =
-    typeof connection === "string"
-      ? { connectionString: connection }
-      : {
-          host: connection.host ?? "localhost",
-          port: connection.port ?? 5432,
-          ...(connection.user ? { user: connection.user } : {}),
-          ...(connection.password !== undefined ? { password: connection.password } : {}),
-          database: connection.database ?? "postgres",
-        };
-  const client = new Client({ ...config, connectionTimeoutMillis: 10_000 });
-  try {
-    await client.connect();
-    await client.query(`DROP DATABASE IF EXISTS "${database.replace(/"/g, '""')}" WITH (FORCE)`);
-  } catch (error) {
-    throw new StowageError(
-      "RESTORE_FAILED",
-      `restoreDrill: dropping the scratch database ${database} failed`,
-      {
-        cause: error,
-        details: { database },
-      },
-    );
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }

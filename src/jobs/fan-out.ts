@@ -1,5 +1,6 @@
 import { once } from "node:events";
 import { PassThrough, Readable } from "node:stream";
+import { linkSignal } from "../core/abort.js";
 import { findPrevious } from "../core/chain.js";
 import { StowageError, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest, parseManifest, serializeManifest } from "../core/manifest.js";
@@ -40,9 +41,7 @@ export function fanOutSink(
   const targets: FanOutTarget[] = [{ sink: primary }, ...secondaries];
 
   async function writeAll(key: string, body: Readable, options: WriteOptions): Promise<WrittenObject> {
-    const controller = new AbortController();
-    const forward = () => controller.abort(options.signal?.reason);
-    options.signal?.addEventListener("abort", forward, { once: true });
+    const controller = linkSignal(options.signal);
     const branches = targets.map(() => new PassThrough({ highWaterMark: 1 << 20 }));
     // The first real failure (a sink's, or the body's); the aborts it causes elsewhere are echoes.
     let firstError: unknown;
@@ -103,7 +102,7 @@ export function fanOutSink(
       );
       return objects[0]!;
     } finally {
-      options.signal?.removeEventListener("abort", forward);
+      controller.dispose();
     }
   }
 

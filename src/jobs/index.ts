@@ -34,16 +34,18 @@ export {
   type DrillCheckContext,
   type DrillObjective,
   type DrillReport,
-  type DrillRunReport,
   type DrillStage,
   type DrillTarget,
   type RestoreDrillOptions,
-  type RunDrillsOptions,
   restoreDrill,
   restoreDrillOptionsSchema,
+} from "./drill.js";
+export {
+  type DrillRunReport,
+  type RunDrillsOptions,
   runDrills,
   runDrillsOptionsSchema,
-} from "./drill.js";
+} from "./drill-run.js";
 export { type FanOutSink, type FanOutTarget, fanOutSink } from "./fan-out.js";
 export {
   type CopyTarget,

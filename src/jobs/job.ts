@@ -1,6 +1,7 @@
 import { Cron } from "croner";
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
+import { listIssues } from "../core/issues.js";
 import { JOB_NAME_PATTERN } from "../core/keys.js";
 import { labelsSchema } from "../core/manifest.js";
 import { durationSchema, parseOptions, sinkSchema, sourceSchema, transformSchema } from "../core/options.js";
@@ -187,18 +188,18 @@ export function isJob(value: unknown): value is Job {
 export function assertJobs(jobs: readonly unknown[], where: string): asserts jobs is readonly Job[] {
   if (!Array.isArray(jobs)) {
     throw new StowageError("CONFIG_INVALID", `${where}: expected an array of jobs`, {
-      details: { issues: [{ option: "jobs", problem: "not an array" }] },
+      details: { issues: [{ path: "jobs", problem: "not an array" }] },
     });
   }
   const seen = new Set<string>();
-  const issues: Array<{ option: string; problem: string }> = [];
+  const issues: Array<{ path: string; problem: string }> = [];
   jobs.forEach((job, i) => {
-    if (!isJob(job)) issues.push({ option: `jobs.${i}`, problem: "not made by defineJob()" });
-    else if (seen.has(job.name)) issues.push({ option: `jobs.${i}.name`, problem: `"${job.name}" twice` });
+    if (!isJob(job)) issues.push({ path: `jobs.${i}`, problem: "not made by defineJob()" });
+    else if (seen.has(job.name)) issues.push({ path: `jobs.${i}.name`, problem: `"${job.name}" twice` });
     else seen.add(job.name);
   });
   if (issues.length > 0) {
-    const list = issues.map((i) => `${i.option}: ${i.problem}`).join("; ");
+    const list = listIssues(issues);
     throw new StowageError("CONFIG_INVALID", `${where}: ${list}`, { details: { issues } });
   }
 }

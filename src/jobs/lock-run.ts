@@ -54,7 +54,7 @@ export function resolveJobLock(input: JobLock, where: string): ResolvedJobLock {
   const ttlMs = toMs(o.ttl, "lock.ttl");
   if (ttlMs < 1000) {
     throw new StowageError("CONFIG_INVALID", `${where}: lock.ttl must be at least 1s`, {
-      details: { issues: [{ option: "lock.ttl", problem: "less than 1s" }] },
+      details: { issues: [{ path: "lock.ttl", problem: "less than 1s" }] },
     });
   }
   return {

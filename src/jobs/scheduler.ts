@@ -4,7 +4,7 @@ import { StowageError } from "../core/errors.js";
 import { parseDuration, parseOptions, signalSchema } from "../core/options.js";
 import type { AuditTrail } from "./audit.js";
 import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
-import { type DrillRunReport, runDrills } from "./drill.js";
+import { type DrillRunReport, runDrills } from "./drill-run.js";
 import { assertJobs, cronPatternSchema, type Job, timeZoneSchema } from "./job.js";
 import { jobLockSchema, resolveJobLock } from "./lock-run.js";
 import { isLogger, type Logger, silentLogger } from "./logger.js";
@@ -166,7 +166,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
         `startScheduler: drill ${d.name} has no job with a drill to run`,
         {
           details: {
-            issues: [{ option: "drills", problem: `${d.name}: unknown job or job without a drill` }],
+            issues: [{ path: "drills", problem: `${d.name}: unknown job or job without a drill` }],
           },
         },
       );
@@ -175,7 +175,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
   });
   if (scheduled.length === 0 && drillSets.length === 0) {
     throw new StowageError("CONFIG_INVALID", "startScheduler: no job has a schedule", {
-      details: { issues: [{ option: "jobs", problem: "no job has a schedule" }] },
+      details: { issues: [{ path: "jobs", problem: "no job has a schedule" }] },
     });
   }
 
@@ -393,7 +393,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
       const job = jobs.find((j) => j.name === name);
       if (!job) {
         throw new StowageError("CONFIG_INVALID", `scheduler: no job named "${name}"`, {
-          details: { issues: [{ option: "job", problem: "unknown job" }] },
+          details: { issues: [{ path: "job", problem: "unknown job" }] },
         });
       }
       return launch(job, new Date(), true);

@@ -58,7 +58,7 @@ export function assertTimeZone(timeZone: string, option = "timeZone"): string {
   } catch (error) {
     throw new StowageError("CONFIG_INVALID", `${option}: "${timeZone}" is not an IANA time zone`, {
       cause: error,
-      details: { issues: [{ option, problem: "unknown time zone" }] },
+      details: { issues: [{ path: option, problem: "unknown time zone" }] },
     });
   }
 }

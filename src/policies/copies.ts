@@ -37,14 +37,14 @@ export function copyDue(
   const every = options.every as CalendarPeriod;
   if (!(COPY_PERIODS as readonly string[]).includes(every)) {
     throw new StowageError("CONFIG_INVALID", `copyDue: every must be one of ${COPY_PERIODS.join(", ")}`, {
-      details: { issues: [{ option: "every", problem: "unknown period" }] },
+      details: { issues: [{ path: "every", problem: "unknown period" }] },
     });
   }
   const timeZone = assertTimeZone(options.timeZone ?? "UTC");
   const at = toMs(startedAt);
   if (Number.isNaN(at)) {
     throw new StowageError("CONFIG_INVALID", "copyDue: startedAt is not a time", {
-      details: { issues: [{ option: "startedAt", problem: "not a time" }] },
+      details: { issues: [{ path: "startedAt", problem: "not a time" }] },
     });
   }
   const bucket = bucketOf(at, every, timeZone);

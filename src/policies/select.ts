@@ -38,7 +38,7 @@ export function selectBackup(
     limit = (options.at instanceof Date ? options.at : new Date(options.at)).getTime();
     if (Number.isNaN(limit)) {
       throw new StowageError("CONFIG_INVALID", "selectBackup: at is not a valid time", {
-        details: { issues: [{ option: "at", problem: "not a valid time" }] },
+        details: { issues: [{ path: "at", problem: "not a valid time" }] },
       });
     }
   }

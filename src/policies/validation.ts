@@ -152,7 +152,7 @@ export function nowMs(now: unknown, where: string): number {
         : Number.NaN;
   if (!Number.isFinite(ms)) {
     throw new StowageError("CONFIG_INVALID", `${where}: invalid options: now: expected a valid Date`, {
-      details: { issues: [{ option: "now", problem: "expected a valid Date" }] },
+      details: { issues: [{ path: "now", problem: "expected a valid Date" }] },
     });
   }
   return ms;

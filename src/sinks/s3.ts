@@ -103,7 +103,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
           throw new StowageError(
             "CONFIG_INVALID",
             `${where}: storage class ${options.storageClass} is not one of ${offered.join(", ")}`,
-            { details: { key, issues: [{ option: "storageClass", problem: "not offered by the sink" }] } },
+            { details: { key, issues: [{ path: "storageClass", problem: "not offered by the sink" }] } },
           );
         }
       } catch (error) {

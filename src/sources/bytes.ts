@@ -1,5 +1,6 @@
 import { Readable } from "node:stream";
 import { z } from "zod";
+import { throwIfAborted } from "../core/errors.js";
 import { bytesSchema, parseOptions } from "../core/options.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
@@ -76,6 +77,7 @@ export function bytesSource(options: BytesSourceOptions): Source {
     name: opts.name,
     sensitive: opts.sensitive,
     async open({ signal }: SourceContext): Promise<SourceOutput> {
+      throwIfAborted(signal, "bytesSource");
       const chunks: Chunks =
         typeof data === "function"
           ? data(signal)

@@ -5,6 +5,7 @@ import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
 import tar from "tar-stream";
 import { z } from "zod";
+import { linkSignal } from "../core/abort.js";
 import { isStowageError, StowageError } from "../core/errors.js";
 import { parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
@@ -119,7 +120,12 @@ function fileFailed(
  * Streams one file's first `size` bytes into its tar entry. A file that shrank, grew or vanished
  * since it was listed fails the backup, naming it: a torn file is worse than no backup.
  */
-async function packFile(root: string, entry: Entry, target: NodeJS.WritableStream): Promise<void> {
+async function packFile(
+  root: string,
+  entry: Entry,
+  target: NodeJS.WritableStream,
+  signal: AbortSignal,
+): Promise<void> {
   let handle: Awaited<ReturnType<typeof open>>;
   try {
     handle = await open(entry.abs, "r");
@@ -142,7 +148,7 @@ async function packFile(root: string, entry: Entry, target: NodeJS.WritableStrea
       autoClose: false,
     });
     try {
-      await pipeline(file, counter, target);
+      await pipeline(file, counter, target, { signal });
     } catch (error) {
       if (isStowageError(error)) throw error;
       throw fileFailed(root, entry.rel, "could not be packed", { reason: "unreadable" }, error);
@@ -191,8 +197,18 @@ export function directorySource(options: DirectorySourceOptions): Source {
 
       const counts = { files: 0, directories: 0, symlinks: 0, bytes: 0, skipped: 0 };
       const pack = tar.pack();
+      // Stops the walk and the file being read when the consumer goes away early (the tar entry
+      // of a destroyed pack never drains), so the file is closed and details() settles.
+      const stop = linkSignal(signal);
       const produce = async () => {
-        for await (const entry of walkTree(root, "", keep, skip, counts, signal)) {
+        try {
+          await walk();
+        } finally {
+          stop.dispose();
+        }
+      };
+      const walk = async () => {
+        for await (const entry of walkTree(root, "", keep, skip, counts, stop.signal)) {
           const header = { name: entry.rel, mode: entry.mode, mtime: entry.mtime };
           if (entry.type === "directory") {
             counts.directories++;
@@ -212,13 +228,19 @@ export function directorySource(options: DirectorySourceOptions): Source {
             if (entry.size === 0) {
               pack.entry({ ...header, type: "file", size: 0 }, Buffer.alloc(0));
             } else {
-              await packFile(root, entry, pack.entry({ ...header, type: "file", size: entry.size }));
+              await packFile(
+                root,
+                entry,
+                pack.entry({ ...header, type: "file", size: entry.size }),
+                stop.signal,
+              );
             }
           }
         }
       };
       const produced = produce();
       const stream = packedTar(pack, produced);
+      stream.once("close", () => stop.abort());
       return {
         stream,
         contentType: "application/x-tar",

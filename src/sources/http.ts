@@ -26,4 +26,9 @@ export {
   restoreHttp,
   restoreHttpOptionsSchema,
 } from "./http/restore.js";
+export {
+  type HttpRestoreTargetOptions,
+  httpRestoreTarget,
+  httpRestoreTargetOptionsSchema,
+} from "./http/restore-target.js";
 export { DEFAULT_SECRET_HEADERS } from "./http/secrets.js";

@@ -33,3 +33,8 @@ export {
   restoreKubernetesOptionsSchema,
 } from "./kubernetes/restore.js";
 export type { KubernetesRestoreResult, KubernetesRestoreStatus } from "./kubernetes/restore-apply.js";
+export {
+  type KubernetesRestoreTargetOptions,
+  kubernetesRestoreTarget,
+  kubernetesRestoreTargetOptionsSchema,
+} from "./kubernetes/restore-target.js";

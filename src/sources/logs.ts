@@ -6,6 +6,7 @@ import picomatch from "picomatch";
 import tar from "tar-stream";
 import { glob } from "tinyglobby";
 import { z } from "zod";
+import { linkSignal } from "../core/abort.js";
 import { StowageError, throwIfAborted } from "../core/errors.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
@@ -157,7 +158,7 @@ export function logsSource(options: LogsSourceOptions): Source {
       const until = moment(opts.until, startedAt, "until");
       if (since && until && since.getTime() >= until.getTime()) {
         throw new StowageError("CONFIG_INVALID", "logsSource: since must be before until", {
-          details: { issues: [{ option: "since", problem: "not before until" }] },
+          details: { issues: [{ path: "since", problem: "not before until" }] },
         });
       }
       const window = { since: since?.toISOString() ?? null, until: until?.toISOString() ?? null };
@@ -177,7 +178,7 @@ export function logsSource(options: LogsSourceOptions): Source {
         const rel = relative(baseDir, abs).split(sep).join("/");
         if (rel.startsWith("../") || rel === ".." || isAbsolute(rel)) {
           throw new StowageError("CONFIG_INVALID", `logsSource: ${abs} is outside baseDir ${baseDir}`, {
-            details: { issues: [{ option: "baseDir", problem: `does not contain ${abs}` }] },
+            details: { issues: [{ path: "baseDir", problem: `does not contain ${abs}` }] },
           });
         }
         if (!excluded(rel)) candidates.push({ abs, rel });
@@ -201,7 +202,7 @@ export function logsSource(options: LogsSourceOptions): Source {
           throw new StowageError(
             "CONFIG_INVALID",
             `logsSource: ${candidate.abs} is a link to ${real}, outside baseDir ${baseDir}`,
-            { details: { issues: [{ option: "baseDir", problem: `does not contain ${real}` }] } },
+            { details: { issues: [{ path: "baseDir", problem: `does not contain ${real}` }] } },
           );
         }
         candidate.real = real;
@@ -222,14 +223,12 @@ export function logsSource(options: LogsSourceOptions): Source {
       const pack = tar.pack();
       // Stops the read in progress when the run is aborted or the consumer goes away early, so
       // the open file is closed either way.
-      const stop = new AbortController();
-      const onAbort = () => stop.abort(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
+      const stop = linkSignal(signal);
       const produce = async () => {
         try {
           await packAll();
         } finally {
-          signal.removeEventListener("abort", onAbort);
+          stop.dispose();
         }
       };
       const packAll = async () => {

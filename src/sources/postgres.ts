@@ -40,6 +40,11 @@ export {
   restorePostgresOptionsSchema,
 } from "./postgres/restore.js";
 export {
+  type PostgresRestoreTargetOptions,
+  postgresRestoreTarget,
+  postgresRestoreTargetOptionsSchema,
+} from "./postgres/restore-target.js";
+export {
   type RestorePostgresToPointOptions,
   type RestorePostgresToPointResult,
   restorePostgresToPoint,

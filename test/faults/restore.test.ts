@@ -196,8 +196,8 @@ describe("restore", () => {
       const before = await listing(sink);
       const lying = { ...manifest, artifact: { ...manifest.artifact, key: unsafe } };
       const error = await failureOf(async () => drain(await restore({ sink, manifest: lying })));
-      const named = (error as { details?: { issues?: Array<{ field: string }> } }).details?.issues?.some(
-        (i) => i.field === "artifact.key",
+      const named = (error as { details?: { issues?: Array<{ path: string }> } }).details?.issues?.some(
+        (i) => i.path === "artifact.key",
       );
       const leftovers = [
         ...listingChange(before, await listing(sink)),

@@ -419,7 +419,7 @@ export const jobs = [defineJob({
     expect(refused.code).toBe(2);
     const { error } = JSON.parse(refused.stdout);
     expect(error.code).toBe("CONFIG_INVALID");
-    expect(error.issues.map((i: { option: string }) => i.option)).toEqual(["--out"]);
+    expect(error.issues.map((i: { path: string }) => i.path)).toEqual(["--out"]);
     expect(await readFile(join(dir, "state.json"), "utf8")).toBe("precious");
 
     // A failing restore (wrong key) with --force leaves the file as it was and no temporary file.

@@ -177,9 +177,7 @@ describe("glacierSink: cold artifacts, STANDARD manifests, restore workflow", ()
       throw new Error("expected CONFIG_INVALID");
     } catch (error) {
       expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-      const options = ((error as StowageError).details.issues as Array<{ option: string }>).map(
-        (i) => i.option,
-      );
+      const options = ((error as StowageError).details.issues as Array<{ path: string }>).map((i) => i.path);
       expect(options.sort()).toEqual(["partSize", "storageClass"]);
     }
   });

@@ -373,7 +373,7 @@ describe("httpSource", () => {
       ),
     );
     expect(error.code).toBe("CONFIG_INVALID");
-    const options = (error.details.issues as Array<{ option: string }>).map((i) => i.option).sort();
+    const options = (error.details.issues as Array<{ path: string }>).map((i) => i.path).sort();
     expect(options).toEqual(["expect.status.0", "retries", "url"]);
   });
 });

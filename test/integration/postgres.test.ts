@@ -716,7 +716,7 @@ describe("failure matrix: each leaves no artifact and no manifest", () => {
       pgDumpSource({ connection: server.connection("shop"), pgDumpPath: leak.path }),
     );
     expect(error.code).toBe("SOURCE_FAILED");
-    expect(String(error.details.stderr)).toContain("***");
+    expect(String(error.details.stderr)).toContain("[REDACTED]");
     expect(inspect(error, { depth: 10 })).not.toContain(server.password);
   });
 

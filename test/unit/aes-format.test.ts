@@ -296,9 +296,7 @@ describe("aes256gcm options", () => {
     try {
       aes256gcm({ passphrase: "short" });
     } catch (error) {
-      expect(((error as StowageError).details.issues as Array<{ option: string }>)[0]?.option).toBe(
-        "passphrase",
-      );
+      expect(((error as StowageError).details.issues as Array<{ path: string }>)[0]?.path).toBe("passphrase");
       expect((error as Error).message).not.toContain('short"');
     }
   });

@@ -66,8 +66,8 @@ describe("defineJob", () => {
       error = e;
     }
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-    const options = (error as { details: { issues: Array<{ option: string }> } }).details.issues.map(
-      (i) => i.option,
+    const options = (error as { details: { issues: Array<{ path: string }> } }).details.issues.map(
+      (i) => i.path,
     );
     expect(options).toEqual(expect.arrayContaining(["name", "schedule", "retention.keepLast", "rules"]));
   });

@@ -294,9 +294,7 @@ describe("gzip() in backup and restore", () => {
         expect.unreachable();
       } catch (error) {
         expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-        expect((error as { details: { issues: { option: string }[] } }).details.issues[0]!.option).toBe(
-          option,
-        );
+        expect((error as { details: { issues: { path: string }[] } }).details.issues[0]!.path).toBe(option);
       }
     }
   });

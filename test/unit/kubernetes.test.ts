@@ -30,8 +30,8 @@ function issuesOf(fn: () => unknown): string[] {
     fn();
   } catch (error) {
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-    return ((error as { details: { issues: Array<{ option: string }> } }).details.issues ?? []).map(
-      (i) => i.option,
+    return ((error as { details: { issues: Array<{ path: string }> } }).details.issues ?? []).map(
+      (i) => i.path,
     );
   }
   throw new Error("expected CONFIG_INVALID");
@@ -61,9 +61,7 @@ describe("options", () => {
     const error = await restoreKubernetes({ kubeConfig, dryRun: "yes" } as never).catch((e: unknown) => e);
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
     expect(
-      (error as { details: { issues: Array<{ option: string }> } }).details.issues
-        .map((i) => i.option)
-        .sort(),
+      (error as { details: { issues: Array<{ path: string }> } }).details.issues.map((i) => i.path).sort(),
     ).toEqual(["dryRun", "stream"]);
     expect(issuesOf(() => kubernetesLogsSource({ kubeConfig, sinceSeconds: -1 } as never)).sort()).toEqual([
       "namespace",

@@ -1,7 +1,8 @@
 /**
  * The core knows no adapter: `src/core` and `src/policies` import nothing from sources, sinks or
  * transforms, except the core's static name → decoder map of the built-in transforms
- * (`src/core/codecs.ts`), which a manifest that names them needs in order to restore. And no module
+ * (`src/core/codecs.ts`), which a manifest that names them needs in order to restore. `src/jobs`
+ * restores through the RestoreTarget contract and imports no source. And no module
  * of `src` imports itself round a cycle, which could leave that map's decoders uninitialised.
  */
 import { readdirSync, readFileSync } from "node:fs";
@@ -47,6 +48,14 @@ describe("layering", () => {
     expect(importsOf(EXCEPTION.file, true).filter((t) => t.startsWith("transforms/")).length).toBeGreaterThan(
       0,
     );
+  });
+
+  it("src/jobs imports no source module, not even its types", () => {
+    const crossings = files
+      .filter((f) => f.startsWith("jobs/"))
+      .flatMap((file) => importsOf(file, true).map((target) => `${file} -> ${target}`))
+      .filter((edge) => edge.split(" -> ")[1]!.startsWith("sources/"));
+    expect(crossings).toEqual([]);
   });
 
   it("no module of src imports itself through a cycle of value imports", () => {

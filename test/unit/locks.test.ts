@@ -215,7 +215,7 @@ describe("runJob on a lock", () => {
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
     expect(JSON.stringify((error as StowageError).details)).toContain("ttl");
     const short = await runJob(job(), { lock: { lock: memoryLock(), ttl: 500 } }).catch((e: unknown) => e);
-    expect((short as StowageError).details.issues).toEqual([expect.objectContaining({ option: "lock.ttl" })]);
+    expect((short as StowageError).details.issues).toEqual([expect.objectContaining({ path: "lock.ttl" })]);
   });
 });
 

@@ -257,7 +257,7 @@ describe("logsSource", () => {
       Promise.resolve().then(() => logsSource({ paths: [], since: "yesterday", maxFiles: 0 } as never)),
     );
     expect(bad.code).toBe("CONFIG_INVALID");
-    expect((bad.details.issues as Array<{ option: string }>).map((i) => i.option).sort()).toEqual([
+    expect((bad.details.issues as Array<{ path: string }>).map((i) => i.path).sort()).toEqual([
       "maxFiles",
       "paths",
       "since",

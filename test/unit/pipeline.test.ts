@@ -101,7 +101,7 @@ describe("backup()", () => {
       expect.unreachable();
     } catch (error) {
       expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-      expect((error as StowageError).details.issues).toEqual([expect.objectContaining({ option: "job" })]);
+      expect((error as StowageError).details.issues).toEqual([expect.objectContaining({ path: "job" })]);
     }
     expect(opened).toBe(false);
   });
@@ -504,7 +504,7 @@ describe("restore() and verify()", () => {
         restore({ sink, manifest: { ...manifest, artifact: { ...manifest.artifact, key: bad } } }),
       );
       expect(error.code).toBe("MANIFEST_INVALID");
-      expect(error.details.issues).toEqual([expect.objectContaining({ field: "artifact.key" })]);
+      expect(error.details.issues).toEqual([expect.objectContaining({ path: "artifact.key" })]);
     }
   });
 
@@ -515,7 +515,7 @@ describe("restore() and verify()", () => {
       const error = await rejection(restore({ sink, manifest, keys: keys as never }));
       expect(error.code).toBe("CONFIG_INVALID");
       const option = keys.length === 2 ? "keys[1]" : "keys[0]";
-      expect(error.details.issues).toEqual([expect.objectContaining({ option })]);
+      expect(error.details.issues).toEqual([expect.objectContaining({ path: option })]);
       const text = JSON.stringify({ m: error.message, d: error.details });
       expect(text).not.toContain(identity);
       expect(text).not.toContain(key.toString("hex"));
@@ -594,7 +594,7 @@ describe("manifests", () => {
       expect.unreachable();
     } catch (error) {
       expect(isStowageError(error, "MANIFEST_INVALID")).toBe(true);
-      const fields = ((error as StowageError).details.issues as Array<{ field: string }>).map((i) => i.field);
+      const fields = ((error as StowageError).details.issues as Array<{ path: string }>).map((i) => i.path);
       expect(fields).toContain("id");
       expect(fields).toContain("job");
     }

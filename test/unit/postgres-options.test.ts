@@ -12,7 +12,7 @@ function configError(fn: () => unknown): StowageError {
   }
   throw new Error("expected CONFIG_INVALID");
 }
-const options = (e: StowageError) => (e.details.issues as Array<{ option: string }>).map((i) => i.option);
+const options = (e: StowageError) => (e.details.issues as Array<{ path: string }>).map((i) => i.path);
 
 describe("postgres options", () => {
   it("accepts a URL or fields", () => {

@@ -253,10 +253,10 @@ describe("applyRetention", () => {
     );
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
     expect((error as StowageError).details.issues).toEqual([
-      { option: "orphans.olderThan", problem: expect.any(String) },
+      { path: "orphans.olderThan", problem: expect.any(String) },
     ]);
     const bad = await applyRetention({ sink, plan: {} as never }).catch((e: unknown) => e);
-    expect((bad as StowageError).details.issues).toEqual([{ option: "plan", problem: expect.any(String) }]);
+    expect((bad as StowageError).details.issues).toEqual([{ path: "plan", problem: expect.any(String) }]);
   });
 
   it("sweeps orphans only under the plan's jobs, and only old ones", async () => {

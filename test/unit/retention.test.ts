@@ -304,9 +304,7 @@ describe("planRetention: safety rules", () => {
   it("names a bad option: policy, time zone, now", () => {
     const ms = [at("2026-11-20T00:00:00Z")];
     const issues = (fn: () => unknown) =>
-      (codeOf(fn)?.details as { issues?: Array<{ option: string }> } | undefined)?.issues?.map(
-        (i) => i.option,
-      );
+      (codeOf(fn)?.details as { issues?: Array<{ path: string }> } | undefined)?.issues?.map((i) => i.path);
     expect(codeOf(() => plan(ms, { keepDaily: -1 }, now))?.code).toBe("CONFIG_INVALID");
     expect(issues(() => plan(ms, { keepDaily: -1, maxAge: "30 days" } as RetentionPolicy, now))).toEqual([
       "maxAge",
@@ -481,7 +479,7 @@ describe("src/policies is pure", () => {
     );
     expect(error).toEqual({
       code: "CONFIG_INVALID",
-      details: { issues: [{ option: "rules.maxAge", problem: expect.any(String) }] },
+      details: { issues: [{ path: "rules.maxAge", problem: expect.any(String) }] },
     });
   });
 });

@@ -12,7 +12,7 @@ function optionsNamed(make: () => unknown): string[] {
     make();
   } catch (error) {
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-    return ((error as StowageError).details.issues as Array<{ option: string }>).map((i) => i.option).sort();
+    return ((error as StowageError).details.issues as Array<{ path: string }>).map((i) => i.path).sort();
   }
   throw new Error("expected CONFIG_INVALID");
 }

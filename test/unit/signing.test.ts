@@ -97,7 +97,7 @@ describe("signing keys", () => {
       sink: memorySink(),
       signingKey: mangled,
     }).catch((e: unknown) => e as { code: string; message: string; details: { issues: unknown[] } });
-    expect(error).toMatchObject({ code: "CONFIG_INVALID", details: { issues: [{ option: "signingKey" }] } });
+    expect(error).toMatchObject({ code: "CONFIG_INVALID", details: { issues: [{ path: "signingKey" }] } });
     expect((error as { message: string }).message).not.toContain(mangled.slice(14));
   });
 });

@@ -161,7 +161,7 @@ describe("summarize", () => {
     } catch (error) {
       expect((error as { code: string }).code).toBe("CONFIG_INVALID");
       expect(
-        (error as { details: { issues: Array<{ option: string }> } }).details.issues.map((i) => i.option),
+        (error as { details: { issues: Array<{ path: string }> } }).details.issues.map((i) => i.path),
       ).toEqual(["rpo"]);
     }
   });

@@ -122,8 +122,8 @@ describe("validateManifest", () => {
       try {
         fn();
       } catch (error) {
-        const e = error as { code: string; details: { issues: Array<{ option: string }> } };
-        return [e.code, e.details.issues.map((i) => i.option)];
+        const e = error as { code: string; details: { issues: Array<{ path: string }> } };
+        return [e.code, e.details.issues.map((i) => i.path)];
       }
       return undefined;
     };

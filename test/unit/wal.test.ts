@@ -140,9 +140,7 @@ describe("archiveWal / fetchWal", () => {
     await writeFile(path, "x");
     const error = await archiveWal({ sink: memorySink(), job: "db", path }).catch((e: unknown) => e);
     expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-    expect((error as { details: { issues: Array<{ option: string }> } }).details.issues[0]!.option).toBe(
-      "path",
-    );
+    expect((error as { details: { issues: Array<{ path: string }> } }).details.issues[0]!.path).toBe("path");
   });
 });
 

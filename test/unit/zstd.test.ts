@@ -259,9 +259,7 @@ describe(`zstd on Node ${process.version} (zstd in node:zlib: ${available})`, ()
       expect.unreachable();
     } catch (error) {
       expect(isStowageError(error, "CONFIG_INVALID")).toBe(true);
-      expect((error as { details: { issues: { option: string }[] } }).details.issues[0]!.option).toBe(
-        "level",
-      );
+      expect((error as { details: { issues: { path: string }[] } }).details.issues[0]!.path).toBe("level");
     }
   });
 });

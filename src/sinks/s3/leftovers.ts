@@ -31,7 +31,7 @@ export async function abortLeftovers(
     throw new StowageError(
       "CONFIG_INVALID",
       `${where}: removeLeftovers takes multipart uploads only, not ${foreign[0]!.kind}`,
-      { details: { issues: [{ option: "leftovers", problem: `kind ${foreign[0]!.kind}` }] } },
+      { details: { issues: [{ path: "leftovers", problem: `kind ${foreign[0]!.kind}` }] } },
     );
   }
   const targets = leftovers.map((l) => ({ leftover: l, Key: objectKey(l.key) }));

@@ -1,6 +1,7 @@
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 import { z } from "zod";
+import { linkSignal } from "../../core/abort.js";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
 import { packedTar } from "../../core/pack-tar.js";
@@ -111,9 +112,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
     async open({ signal, startedAt, job }: SourceContext): Promise<SourceOutput> {
       const prefix = job ? `backup ${job}: ` : "";
       // Our own controller: in all-or-nothing mode the first failure stops the rest.
-      const controller = new AbortController();
-      const forward = () => controller.abort(signal.reason);
-      signal.addEventListener("abort", forward, { once: true });
+      const controller = linkSignal(signal);
       const results: Array<{ ok: true; fetched: Fetched } | { ok: false; error: StowageError } | undefined> =
         opts.services.map(() => undefined);
       let firstFailure: { index: number; error: StowageError } | undefined;
@@ -161,7 +160,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
           };
           await Promise.all(Array.from({ length: Math.min(opts.concurrency, opts.services.length) }, worker));
         } finally {
-          signal.removeEventListener("abort", forward);
+          controller.dispose();
         }
         throwIfAborted(signal, `http bundle ${opts.name}`);
 

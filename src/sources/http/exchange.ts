@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
+import { linkSignal } from "../../core/abort.js";
 import { StowageError, type StowageErrorCode } from "../../core/errors.js";
 import { type Prepared, scrub, scrubbedCause } from "./secrets.js";
 import type { Spool } from "./spool.js";
@@ -131,19 +132,12 @@ async function attempt(
   where: string,
   spool: Spool | undefined,
 ): Promise<Omit<Exchange, "attempts">> {
-  const controller = new AbortController();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort();
-  }, p.timeoutMs);
-  const forward = () => controller.abort(signal?.reason);
-  signal?.addEventListener("abort", forward, { once: true });
+  const controller = linkSignal(signal, { timeoutMs: p.timeoutMs });
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   const failed = (error: unknown, reading: boolean): never => {
     if (error instanceof AttemptFailure) throw error;
     if (signal?.aborted) throw aborted(where, request.method, p, signal.reason);
-    if (timedOut) {
+    if (controller.timedOut) {
       throw new AttemptFailure("timeout", `no complete response within ${p.timeoutMs} ms`, true);
     }
     throw new AttemptFailure(
@@ -224,8 +218,7 @@ async function attempt(
     }
     return { status, contentType, bytes: total };
   } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", forward);
+    controller.dispose();
     // Releases the socket when we stopped reading early (too large, aborted).
     await reader?.cancel().catch(() => undefined);
   }

@@ -162,7 +162,7 @@ export async function restoreHttp(options: RestoreHttpOptions): Promise<RestoreH
   if (!index || !files) {
     if (typeof opts.url !== "string") {
       throw new StowageError("CONFIG_INVALID", `${where}: a single state needs one url, not a map`, {
-        details: { issues: [{ option: "url", problem: "a map is for bundles" }] },
+        details: { issues: [{ path: "url", problem: "a map is for bundles" }] },
       });
     }
     return { requests: [await send(opts.url, state, opts.contentType)], skipped: [] };
@@ -173,7 +173,7 @@ export async function restoreHttp(options: RestoreHttpOptions): Promise<RestoreH
   const unknown = (opts.services ?? []).filter((n) => !known.has(n));
   if (unknown.length > 0) {
     throw new StowageError("CONFIG_INVALID", `${where}: the bundle has no service ${unknown.join(", ")}`, {
-      details: { issues: [{ option: "services", problem: `not in the bundle: ${unknown.join(", ")}` }] },
+      details: { issues: [{ path: "services", problem: `not in the bundle: ${unknown.join(", ")}` }] },
     });
   }
   const skipped: RestoreHttpResult["skipped"] = [];
@@ -197,7 +197,7 @@ export async function restoreHttp(options: RestoreHttpOptions): Promise<RestoreH
       throw new StowageError(
         "CONFIG_INVALID",
         `${where}: no url for service ${entry.name} (give a template with {name} or a map)`,
-        { details: { issues: [{ option: "url", problem: `no url for service ${entry.name}` }] } },
+        { details: { issues: [{ path: "url", problem: `no url for service ${entry.name}` }] } },
       );
     }
     const body = files.get(entry.file);

@@ -1,6 +1,8 @@
 // Redaction for the HTTP source and restore: which header values, URL credentials and query
 // values are secret, and scrubbing them out of messages, details and cause chains.
 
+import { redactCause, redactDeep, redactor } from "../../core/redact.js";
+
 /** Header names whose values are always treated as secret (compared case-insensitively). */
 export const DEFAULT_SECRET_HEADERS: readonly string[] = [
   "authorization",
@@ -84,26 +86,15 @@ export function prepare(opts: RequestOptions, extraSecrets: readonly string[] = 
   };
 }
 
-export function scrub(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const secret of secrets) out = out.split(secret).join("[REDACTED]");
-  return out;
-}
+// The HTTP code passes its secrets as a list (collected by `prepare`, already without short
+// fragments); the redaction itself is the core's.
+export const scrub = (text: string, secrets: readonly string[]): string =>
+  redactor(secrets, { minLength: 1 })(text);
 
 /** A copy of `value` (JSON-like) with every secret string replaced; for details and index files. */
-export function scrubDeep<T>(value: T, secrets: readonly string[]): T {
-  if (secrets.length === 0) return value;
-  return JSON.parse(scrub(JSON.stringify(value), secrets)) as T;
-}
+export const scrubDeep = <T>(value: T, secrets: readonly string[]): T =>
+  secrets.length === 0 ? value : redactDeep(value, redactor(secrets, { minLength: 1 }));
 
 /** An error whose cause chain has its messages scrubbed: the original may quote a URL or a header. */
-export function scrubbedCause(error: unknown, secrets: readonly string[], depth = 0): unknown {
-  if (!(error instanceof Error) || depth > 4) return error;
-  const copy = new Error(scrub(error.message, secrets), {
-    cause: scrubbedCause((error as { cause?: unknown }).cause, secrets, depth + 1),
-  });
-  copy.name = error.name;
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === "string") (copy as Error & { code: string }).code = code;
-  return copy;
-}
+export const scrubbedCause = (error: unknown, secrets: readonly string[]): unknown =>
+  redactCause(error, redactor(secrets, { minLength: 1 }));

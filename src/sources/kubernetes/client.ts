@@ -74,7 +74,7 @@ export class KubeClient {
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster?.server) {
       throw new StowageError("CONFIG_INVALID", "kubernetes: the KubeConfig has no current cluster", {
-        details: { issues: [{ option: "kubeConfig", problem: "no current cluster (server)" }] },
+        details: { issues: [{ path: "kubeConfig", problem: "no current cluster (server)" }] },
       });
     }
     try {
@@ -82,7 +82,7 @@ export class KubeClient {
     } catch (error) {
       throw new StowageError("CONFIG_INVALID", "kubernetes: the current cluster's server is not a URL", {
         cause: error,
-        details: { issues: [{ option: "kubeConfig", problem: "cluster server is not a URL" }] },
+        details: { issues: [{ path: "kubeConfig", problem: "cluster server is not a URL" }] },
       });
     }
   }

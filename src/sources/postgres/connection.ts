@@ -8,6 +8,7 @@ import { readFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { z } from "zod";
 import { StowageError, type StowageErrorCode } from "../../core/errors.js";
+import { redactor as makeRedactor, REDACTED, type Redact, redactCause } from "../../core/redact.js";
 
 const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] as const;
 
@@ -203,34 +204,27 @@ export const extraArgsSchema = z
   )
   .default([]);
 
-/** Replaces the password (and URL-encoded forms of it) and anything shaped like one with `***`. */
-export function redactor(c: ResolvedConnection): (text: string) => string {
-  const secrets = [c.password, c.password && encodeURIComponent(c.password)]
-    .filter((s): s is string => typeof s === "string" && s.length > 0)
-    .sort((a, b) => b.length - a.length);
-  return (text) => {
-    let out = text;
-    for (const secret of secrets) out = out.split(secret).join("***");
-    return out
-      .replace(/(postgres(?:ql)?:\/\/[^:@/\s]*):[^@\s]*@/gi, "$1:***@")
-      .replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, "$1***");
-  };
+/** Replaces the password (and URL-encoded forms of it) and anything shaped like one with `[REDACTED]`. */
+export function redactor(c: ResolvedConnection): Redact {
+  return makeRedactor([c.password, c.password && encodeURIComponent(c.password)], {
+    minLength: 1, // a short password is still a password
+    patterns: [
+      [/(postgres(?:ql)?:\/\/[^:@/\s]*):[^@\s]*@/gi, `$1:${REDACTED}@`],
+      [/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, `$1${REDACTED}`],
+    ],
+  });
 }
 
-/** An error whose message (and cause's message) has been redacted. */
+/** An error whose message (and whose causes' messages) have been redacted. */
 export function coded(
   code: StowageErrorCode,
   message: string,
-  redact: (s: string) => string,
+  redact: Redact,
   details: Record<string, unknown>,
   cause?: unknown,
 ): StowageError {
-  let safeCause = cause;
-  if (cause instanceof Error && redact(cause.message) !== cause.message) {
-    safeCause = new Error(redact(cause.message));
-  }
   return new StowageError(code, redact(message), {
-    ...(safeCause !== undefined ? { cause: safeCause } : {}),
+    ...(cause !== undefined ? { cause: redactCause(cause, redact) } : {}),
     details,
   });
 }

@@ -127,7 +127,7 @@ export async function restorePostgresToPoint(
   throwIfAborted(signal, where);
   if (existsSync(dataDirectory) && (await readdir(dataDirectory)).length > 0) {
     throw new StowageError("CONFIG_INVALID", `${where}: ${dataDirectory} is not empty`, {
-      details: { issues: [{ option: "dataDirectory", problem: "exists and is not empty" }] },
+      details: { issues: [{ path: "dataDirectory", problem: "exists and is not empty" }] },
     });
   }
 
@@ -258,7 +258,7 @@ async function chownTree(root: string, user: string) {
   const gid = await runCollecting("id", ["-g", user], process.env, undefined);
   if (id.code !== 0 || gid.code !== 0) {
     throw new StowageError("CONFIG_INVALID", `restorePostgresToPoint: no user ${user}`, {
-      details: { issues: [{ option: "start.osUser", problem: "no such user" }] },
+      details: { issues: [{ path: "start.osUser", problem: "no such user" }] },
     });
   }
   const uid = Number(id.stdout.trim());

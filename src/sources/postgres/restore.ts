@@ -114,7 +114,7 @@ export async function restorePostgres(options: RestorePostgresOptions): Promise<
         "restorePostgres: clean without createDatabase cannot clean for a plain dump (make the dump with --clean, or set createDatabase to recreate the database)",
         {
           details: {
-            issues: [{ option: "clean", problem: "not possible for a plain dump without createDatabase" }],
+            issues: [{ path: "clean", problem: "not possible for a plain dump without createDatabase" }],
           },
         },
       );

@@ -22,7 +22,7 @@ const quoteLiteral = (text: string): string => {
       "CONFIG_INVALID",
       "pgQuerySource: a parameter holds a NUL character, which PostgreSQL cannot store",
       {
-        details: { issues: [{ option: "params", problem: "NUL character" }] },
+        details: { issues: [{ path: "params", problem: "NUL character" }] },
       },
     );
   }
@@ -48,7 +48,7 @@ function literalText(value: Exclude<PgParam, null | undefined>): string {
   if (value instanceof Date) {
     if (Number.isNaN(value.getTime())) {
       throw new StowageError("CONFIG_INVALID", "pgQuerySource: a parameter is an invalid Date", {
-        details: { issues: [{ option: "params", problem: "invalid Date" }] },
+        details: { issues: [{ path: "params", problem: "invalid Date" }] },
       });
     }
     return value.toISOString();
@@ -126,7 +126,7 @@ export function inlineParams(sql: string, params: readonly PgParam[]): string {
           throw new StowageError(
             "CONFIG_INVALID",
             `pgQuerySource: the query uses $${index} but ${params.length} parameter(s) were given`,
-            { details: { issues: [{ option: "params", problem: `no parameter $${index}` }] } },
+            { details: { issues: [{ path: "params", problem: `no parameter $${index}` }] } },
           );
         }
         const value = params[index - 1];

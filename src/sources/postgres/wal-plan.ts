@@ -40,7 +40,7 @@ export function targetTime(target: { time: Date | string }): Date {
   const at = target.time instanceof Date ? target.time : new Date(target.time);
   if (Number.isNaN(at.getTime())) {
     throw new StowageError("CONFIG_INVALID", `restorePostgresToPoint: target.time is not a time`, {
-      details: { issues: [{ option: "target.time", problem: "not a valid time" }] },
+      details: { issues: [{ path: "target.time", problem: "not a valid time" }] },
     });
   }
   return at;

@@ -48,7 +48,7 @@ export async function readWalRecord(
       "MANIFEST_INVALID",
       `WAL record ${key} does not describe ${file.name} of job ${job}`,
       {
-        details: { key, issues: [{ field: "artifact.key", problem: "not this WAL file's" }] },
+        details: { key, issues: [{ path: "artifact.key", problem: "not this WAL file's" }] },
       },
     );
   }

@@ -82,7 +82,7 @@ export const hkdf = (ikm: Buffer, salt: Buffer, info: string): Buffer =>
 
 export function configInvalid(option: string, problem: string): StowageError {
   return new StowageError("CONFIG_INVALID", `${option}: ${problem}`, {
-    details: { issues: [{ option, problem }] },
+    details: { issues: [{ path: option, problem }] },
   });
 }
 

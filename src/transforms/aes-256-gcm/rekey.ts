@@ -3,28 +3,28 @@
  * artifact's chunks, which depend on the data key alone (docs/FORMAT.md, "Version 2"), or the
  * chunks are re-sealed under a new data key; either way the content does not change.
  */
+
 import type { Readable } from "node:stream";
 import { z } from "zod";
+import { linkSignal } from "../../core/abort.js";
+import { writeManifest } from "../../core/catalog.js";
 import { writeSignedManifest } from "../../core/chain.js";
 import { keyList } from "../../core/codecs.js";
 import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
 import { FirstFailure, transfer } from "../../core/failure.js";
 import { artifactKey, assertSafeKey, newBackupId } from "../../core/keys.js";
 import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "../../core/manifest.js";
-import { parseOptions, signalSchema } from "../../core/options.js";
+import { parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { signerFrom } from "../../core/signing.js";
 import { ExpectDigest, HashCounter } from "../../core/streams.js";
-import type { DecryptionKey, Sink } from "../../core/types.js";
+import type { DecryptionKey } from "../../core/types.js";
 import { createRekeyStream, type HeaderInfo } from "./chunks.js";
 import { AES_FORMAT_VERSION } from "./format.js";
 import { parseRecipients, type Recipient } from "./options.js";
 
-const isSink = (v: unknown): v is Sink =>
-  typeof v === "object" && v !== null && typeof (v as Sink).write === "function" && "capabilities" in v;
-
 export const rekeyOptionsSchema = z
   .object({
-    sink: z.custom<Sink>(isSink, "expected a Sink"),
+    sink: sinkSchema,
     /** The backup to rekey; parsed with the manifest schema. */
     manifest: z.unknown(),
     /** Keys that open the artifact now: `{ identity }`, `{ key }` or `{ passphrase }`. */
@@ -117,9 +117,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
   assertSafeKey(key, "rekey");
   const details = { key: old, newKey: key };
 
-  const controller = new AbortController();
-  const forwardAbort = () => controller.abort(signal?.reason);
-  signal?.addEventListener("abort", forwardAbort, { once: true });
+  const controller = linkSignal(signal);
   try {
     let raw: Readable;
     try {
@@ -233,6 +231,6 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
     }
     return stored;
   } finally {
-    signal?.removeEventListener("abort", forwardAbort);
+    controller.dispose();
   }
 }
