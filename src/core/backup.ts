@@ -8,6 +8,7 @@ import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./key
 import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
+import type { Agrees, Assert } from "./type-checks.js";
 import type {
   BackupProgress,
   Sink,
@@ -46,7 +47,34 @@ export const backupOptionsSchema = z
       .optional(),
   })
   .strict();
-export type BackupOptions = z.input<typeof backupOptionsSchema>;
+export interface BackupOptions {
+  /** The job name; the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
+  job: string;
+  /** What to back up: a Source from one of the adapters, or your own. */
+  source: Source;
+  /** Where the artifact and its manifest are written. */
+  sink: Sink;
+  /** Applied in order on the way in (compress before you encrypt). @default [] */
+  transforms?: Transform[];
+  /** Free string labels kept in the manifest, e.g. { constitutional_hash: "…" }. @default {} */
+  labels?: Record<string, string>;
+  /** A storage class the sink declares in `capabilities.storageClasses`. */
+  storageClass?: string;
+  /** A hold: retention keeps this backup until then. */
+  retainUntil?: Date;
+  /** Let a sensitive source (e.g. Kubernetes with secrets) be stored unencrypted. @default false */
+  allowUnencrypted?: boolean;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+  /** Called (at most every 250 ms, and once at the end) with the bytes read and written so far. */
+  onProgress?: (p: BackupProgress) => void;
+  /**
+   * The clock the backup's start and finish times (and so its id and key) are read from, as a
+   * cycle's `now` (simulations, tests). Progress is timed on the real clock. @default () => new Date()
+   */
+  now?: () => Date;
+}
+type _BackupOptionsAgrees = Assert<Agrees<BackupOptions, z.input<typeof backupOptionsSchema>>>;
 
 const EXTENSIONS: Record<string, string> = {
   "application/sql": ".sql",

@@ -12,6 +12,7 @@ import { extractTar } from "../core/extract-tar.js";
 import type { Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions, signalSchema } from "../core/options.js";
 import { restore, verify } from "../core/restore.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { DecryptionKey, Sink } from "../core/types.js";
 import { selectBackup } from "../policies/select.js";
 import type { KubeConfigLike, KubernetesRestoreReport } from "../sources/kubernetes.js";
@@ -120,7 +121,41 @@ export const restoreDrillOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RestoreDrillOptions = z.input<typeof restoreDrillOptionsSchema>;
+export interface RestoreDrillOptions {
+  /** The job to drill (its sink and keys are the defaults), or a job name with `sink`. */
+  job: string | Job;
+  /** Where to restore for the drill: a scratch database, folder, namespace or endpoint. */
+  target: DrillTarget;
+  /** Where to take the backup from (a copy's sink, to drill the offsite copy). @default the job's sink */
+  sink?: Sink;
+  /** Keys that decrypt the backup. @default the job's keys */
+  keys?: DecryptionKey[];
+  /** Runs after the restore; a throw or `false` fails the drill (row counts, a health query…). */
+  check?: DrillCheck;
+  /** The clock RPO is measured against. @default () => new Date() */
+  now?: Date | (() => Date);
+  /** Drill the latest backup at or before this time instead of the latest. */
+  at?: string | Date;
+  /**
+   * The recovery point objective: the drill fails when the backup is older than this.
+   * @default the job's `objectives.rpo`
+   */
+  rpo?: string;
+  /**
+   * The recovery time objective: the drill fails when restore and check take longer.
+   * @default the job's `objectives.rto`
+   */
+  rto?: string;
+  /** Where the drill is recorded. */
+  audit?: AuditTrail;
+  /** pino-compatible. @default silent */
+  logger?: Logger;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RestoreDrillOptionsAgrees = Assert<
+  Agrees<RestoreDrillOptions, z.input<typeof restoreDrillOptionsSchema>>
+>;
 
 export type DrillStage = "select" | "verify" | "restore" | "check" | "cleanup" | "objective" | "audit";
 
@@ -469,7 +504,29 @@ export const runDrillsOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RunDrillsOptions = z.input<typeof runDrillsOptionsSchema>;
+export interface RunDrillsOptions {
+  /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
+  name?: string;
+  /**
+   * Drill the backups a copy holds (its `name`, else its sink's kind) instead of the primary
+   * sink's: a failover drill restores from the second region. "primary" is the primary.
+   */
+  from?: string;
+  /**
+   * Where to write the JSON report: a path, or a function of the drill's start time (by `now`)
+   * that returns one, so a monthly test keeps one report a month. Written whole (temp + rename).
+   */
+  report?: string | ((at: Date) => string);
+  /** The clock the drills' RPO and the report's times are read from. @default () => new Date() */
+  now?: Date | (() => Date);
+  /** Where the drill is recorded. */
+  audit?: AuditTrail;
+  /** pino-compatible. @default silent */
+  logger?: Logger;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RunDrillsOptionsAgrees = Assert<Agrees<RunDrillsOptions, z.input<typeof runDrillsOptionsSchema>>>;
 
 /** What {@link runDrills} returns and writes: one report for a set of drills. */
 export interface DrillRunReport {

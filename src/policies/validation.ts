@@ -2,6 +2,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { type Manifest, SUPPORTED_MANIFEST_VERSIONS } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 
 /**
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
@@ -36,7 +37,34 @@ export const validationRulesSchema = z
     futureTolerance: durationSchema.default("5m"),
   })
   .strict();
-export type ValidationRules = z.input<typeof validationRulesSchema>;
+export interface ValidationRules {
+  /**
+   * Labels every backup must carry, with these exact values (the seeds' constitutional hash:
+   * `{ constitutional_hash: "cdd01ef066bc6cf2" }`).
+   */
+  requiredLabels?: Record<string, string>;
+  /** The backup must have gone through an encryption transform. @default false */
+  requireEncryption?: boolean;
+  /**
+   * Recipients every backup must be encrypted to, by fingerprint (`recipientFingerprint(recipient)`
+   * or `keyFingerprint(key)`), e.g. the offline recovery key. Implies encryption.
+   */
+  requiredRecipients?: string[];
+  /** The backup must have gone through a compression transform. @default false */
+  requireCompression?: boolean;
+  /** The smallest plausible backup, in plain (uncompressed, unencrypted) bytes. */
+  minBytes?: number;
+  /**
+   * The recovery point objective: a backup older than this (start time to `now`) breaches it.
+   * A "freshness" rule: it says the job is late, not that the backup is bad.
+   */
+  maxAge?: string;
+  /** Manifest schema versions accepted. @default SUPPORTED_MANIFEST_VERSIONS */
+  supportedVersions?: number[];
+  /** How far in the future a start time may lie before it is reported (clock skew). @default "5m" */
+  futureTolerance?: string;
+}
+type _ValidationRulesAgrees = Assert<Agrees<ValidationRules, z.input<typeof validationRulesSchema>>>;
 type ParsedRules = z.output<typeof validationRulesSchema>;
 
 /**

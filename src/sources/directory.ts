@@ -8,6 +8,7 @@ import { z } from "zod";
 import { isStowageError, StowageError } from "../core/errors.js";
 import { parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 export const directorySourceOptionsSchema = z
@@ -22,7 +23,19 @@ export const directorySourceOptionsSchema = z
     name: z.string().optional(),
   })
   .strict();
-export type DirectorySourceOptions = z.input<typeof directorySourceOptionsSchema>;
+export interface DirectorySourceOptions {
+  /** The folder to back up. */
+  path: string;
+  /** Globs (relative, `/`-separated) of paths to keep; folders are walked regardless. @default all */
+  include?: string[];
+  /** Globs of paths to leave out; a matching folder is not entered. @default none */
+  exclude?: string[];
+  /** Logical name for the manifest. @default the folder's path */
+  name?: string;
+}
+type _DirectorySourceOptionsAgrees = Assert<
+  Agrees<DirectorySourceOptions, z.input<typeof directorySourceOptionsSchema>>
+>;
 
 interface Entry {
   rel: string;

@@ -9,6 +9,7 @@ import { z } from "zod";
 import { StowageError, throwIfAborted } from "../core/errors.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 /** A moment: a Date, an ISO 8601 date-time, or a duration before the run's start ("24h", "7d"). */
@@ -44,7 +45,31 @@ export const logsSourceOptionsSchema = z
     name: z.string().min(1).default("logs"),
   })
   .strict();
-export type LogsSourceOptions = z.input<typeof logsSourceOptionsSchema>;
+export interface LogsSourceOptions {
+  /**
+   * Globs of the files to export (tinyglobby syntax: `**`, `{a,b}`, `*.log*`), relative to
+   * `baseDir` or absolute. Rotated files (`app.log.1`, `app.log.2.gz`) are files like any other:
+   * match them (`app.log*`) and they are kept as they are, compressed or not.
+   */
+  paths: string[];
+  /**
+   * The folder paths in the tar are relative to, and relative globs start from. Every matched
+   * file must lie under it.
+   * @default the deepest folder common to all globs when they are all absolute, else the process's cwd
+   */
+  baseDir?: string;
+  /** Keep files modified at or after this moment; a duration counts back from the run's start. @default no lower bound */
+  since?: string | Date;
+  /** Keep files modified before this moment; a duration counts back from the run's start. @default no upper bound */
+  until?: string | Date;
+  /** Fail rather than export more files than this (a glob gone wide). @default 10000 */
+  maxFiles?: number;
+  /** Globs (relative to `baseDir`) of files to leave out, e.g. `["**\/*.tmp"]`. @default [] */
+  exclude?: string[];
+  /** Logical name for the manifest. @default "logs" */
+  name?: string;
+}
+type _LogsSourceOptionsAgrees = Assert<Agrees<LogsSourceOptions, z.input<typeof logsSourceOptionsSchema>>>;
 
 function moment(
   value: z.output<typeof momentSchema> | undefined,

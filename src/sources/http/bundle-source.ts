@@ -4,7 +4,9 @@ import { z } from "zod";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
 import { packedTar } from "../../core/pack-tar.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
+import type { HttpSourceOptions } from "./http-source.js";
 import { type Fetched, fetchChecked, httpSourceOptionsSchema } from "./http-source.js";
 import { prepare, scrub, scrubDeep } from "./secrets.js";
 
@@ -17,7 +19,11 @@ export const httpBundleServiceSchema = httpSourceOptionsSchema.extend({
   /** The service's name: letters, digits, `.`, `_`, `-`; its file in the tar is `<name>.json`. */
   name: z.string().regex(SERVICE_NAME, "letters, digits, '.', '_' and '-', at most 128"),
 });
-export type HttpBundleService = z.input<typeof httpBundleServiceSchema>;
+export interface HttpBundleService extends HttpSourceOptions {
+  /** The service's name: letters, digits, `.`, `_`, `-`; its file in the tar is `<name>.json`. */
+  name: string;
+}
+type _HttpBundleServiceAgrees = Assert<Agrees<HttpBundleService, z.input<typeof httpBundleServiceSchema>>>;
 
 export const httpBundleSourceOptionsSchema = z
   .object({
@@ -38,7 +44,23 @@ export const httpBundleSourceOptionsSchema = z
     name: z.string().min(1).default("http-bundle"),
   })
   .strict();
-export type HttpBundleSourceOptions = z.input<typeof httpBundleSourceOptionsSchema>;
+export interface HttpBundleSourceOptions {
+  /** The services whose state is fetched, one file each in the tar. */
+  services: HttpBundleService[];
+  /**
+   * `"all-or-nothing"`: any failed service fails the backup. `"best-effort"`: failed services are
+   * listed in the details and in `index.json`, and the backup keeps the rest (it fails only when
+   * every service failed). @default "all-or-nothing"
+   */
+  mode?: "all-or-nothing" | "best-effort";
+  /** Services fetched at once. @default 4 */
+  concurrency?: number;
+  /** Logical name for the manifest. @default "http-bundle" */
+  name?: string;
+}
+type _HttpBundleSourceOptionsAgrees = Assert<
+  Agrees<HttpBundleSourceOptions, z.input<typeof httpBundleSourceOptionsSchema>>
+>;
 
 /** Marks an `index.json` as a bundle's, so `restoreHttp` recognises one. */
 export const HTTP_BUNDLE_FORMAT = "stowage-http-bundle";

@@ -13,6 +13,7 @@ import { artifactKey, assertSafeKey, newBackupId } from "../../core/keys.js";
 import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "../../core/manifest.js";
 import { parseOptions, signalSchema } from "../../core/options.js";
 import { ExpectDigest, HashCounter } from "../../core/streams.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { DecryptionKey, Sink } from "../../core/types.js";
 import { createRekeyStream, type HeaderInfo } from "./chunks.js";
 import { parseRecipients, type Recipient } from "./options.js";
@@ -51,14 +52,35 @@ export const rekeyOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RekeyOptions = Omit<
-  z.input<typeof rekeyOptionsSchema>,
-  "manifest" | "identities" | "recipients"
-> & {
+/** Options of {@link rekey}. */
+export interface RekeyOptions {
+  /** The sink that holds the backup; the new artifact and manifest are written there too. */
+  sink: Sink;
+  /** The backup to rekey (from `listManifests` or `readManifest`). */
   manifest: Manifest;
+  /** Keys that open the artifact now: `{ identity }`, `{ key }` or `{ passphrase }`. */
   identities: DecryptionKey | readonly DecryptionKey[];
+  /** Everyone who may decrypt the new artifact, as for `aes256gcm({ recipients })`. */
   recipients: readonly Recipient[];
-};
+  /** scrypt cost for passphrase recipients. @default { log2N: 15, r: 8, p: 1 } */
+  scrypt?: { log2N: number; r: number; p: number };
+  /**
+   * Also draw a fresh data key and re-encrypt every chunk (the ciphertext changes). Without it
+   * only the header changes. Version-1 artifacts are always re-encrypted. @default false
+   */
+  reencrypt?: boolean;
+  /** Keep the old artifact and manifest instead of deleting them once the new ones are committed. @default false */
+  keepOld?: boolean;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+// The schema takes `manifest`, `identities` and `recipients` loosely and checks them itself (they
+// are typed here as a caller holds them, read-only arrays included); the rest agree exactly.
+type Checked = "manifest" | "identities" | "recipients";
+type _RekeyOptionsAgrees = Assert<
+  Agrees<Omit<RekeyOptions, Checked>, Omit<z.input<typeof rekeyOptionsSchema>, Checked>>
+>;
+type _RekeyOptionsKeys = Assert<Agrees<keyof RekeyOptions, keyof z.input<typeof rekeyOptionsSchema>>>;
 
 /**
  * Re-encrypts a backup for a new set of recipients without touching its content: rewraps the
