@@ -3,6 +3,7 @@ import { writeManifest } from "./catalog.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
+import { ProgressCounter, type ProgressListener } from "./progress.js";
 import { ExpectDigest } from "./streams.js";
 import type { Sink } from "./types.js";
 
@@ -13,7 +14,14 @@ export interface CopyBackupOptions {
   to: Sink;
   /** A storage class `to` offers (its `capabilities.storageClasses`); else the sink's default. */
   storageClass?: string | undefined;
+  /** Aborts the copy; it then rejects with code `ABORTED` and leaves nothing at `to`. */
   signal?: AbortSignal | undefined;
+  /**
+   * Progress, as `backup` reports it: `bytesRead` bytes read from `from`, `bytesWritten` bytes
+   * handed to `to` (`manifest.artifact.bytes` is the total). `done` comes once the copy's manifest
+   * is written.
+   */
+  onProgress?: ProgressListener | undefined;
 }
 
 /**
@@ -67,6 +75,7 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
     );
   }
 
+  const progress = new ProgressCounter(options.onProgress);
   const failure = new FirstFailure();
   const check = new ExpectDigest(
     manifest.artifact,
@@ -86,7 +95,7 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
   failure.watch(raw, "SINK_READ_FAILED", `copyBackup: reading ${key} from ${from.kind}`);
 
   const written = await transfer({
-    streams: [raw, check],
+    streams: [raw, ...progress.meter("read"), check, ...progress.meter("written")],
     sink: to,
     key,
     write: {
@@ -123,5 +132,6 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
     what: `copyBackup of ${key} to ${to.kind}`,
     details,
   });
+  progress.done();
   return copied;
 }

@@ -12,6 +12,7 @@ import { FirstFailure, transfer } from "../../core/failure.js";
 import { artifactKey, assertSafeKey, newBackupId } from "../../core/keys.js";
 import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "../../core/manifest.js";
 import { parseOptions, signalSchema } from "../../core/options.js";
+import { ProgressCounter, type ProgressListener } from "../../core/progress.js";
 import { ExpectDigest, HashCounter } from "../../core/streams.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { DecryptionKey, Sink } from "../../core/types.js";
@@ -50,6 +51,7 @@ export const rekeyOptionsSchema = z
      */
     keepOld: z.boolean().default(false),
     signal: signalSchema.optional(),
+    onProgress: z.custom<ProgressListener>((v) => typeof v === "function", "expected a function").optional(),
   })
   .strict();
 /** Options of {@link rekey}. */
@@ -73,6 +75,11 @@ export interface RekeyOptions {
   keepOld?: boolean;
   /** Aborts the operation; it then rejects with code `ABORTED`. */
   signal?: AbortSignal;
+  /**
+   * Progress, as `backup` reports it: `bytesRead` bytes of the old artifact read, `bytesWritten`
+   * bytes of the new one handed to the sink. `done` comes once the new manifest is written.
+   */
+  onProgress?: ProgressListener;
 }
 // The schema takes `manifest`, `identities` and `recipients` loosely and checks them itself (they
 // are typed here as a caller holds them, read-only arrays included); the rest agree exactly.
@@ -112,6 +119,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
   const { recipients, records } = parseRecipients(opts.recipients as Recipient[], opts.scrypt);
   const keys = keyList(opts.identities as DecryptionKey | DecryptionKey[], "rekey", "identities");
   const old = manifest.artifact.key;
+  const progress = new ProgressCounter(opts.onProgress);
 
   const aesAt = manifest.transforms.findIndex((t) => t.name === "aes-256-gcm");
   if (aesAt < 0 || aesAt !== manifest.transforms.length - 1) {
@@ -162,7 +170,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
         header = info;
       },
     });
-    const written = new HashCounter();
+    const written = new HashCounter(progress.written);
     failure.watch(raw, "SINK_READ_FAILED", `rekey: reading ${old} failed`);
     failure.watch(storedCheck, "INTEGRITY_MISMATCH", `rekey: ${old}`);
     failure.watch(rekeying, "DECRYPT_FAILED", `rekey: ${old}`);
@@ -173,7 +181,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
         ? manifest.artifact.storageClass
         : undefined;
     const wrote = await transfer({
-      streams: [raw, storedCheck, rekeying, written],
+      streams: [raw, ...progress.meter("read"), storedCheck, rekeying, written],
       sink,
       key,
       write: {
@@ -233,6 +241,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
         }
       }
     }
+    progress.done();
     return next;
   } finally {
     signal?.removeEventListener("abort", forwardAbort);
