@@ -10,7 +10,12 @@
  * the pg_dump source, SQL literals and the query source, and the restore.
  */
 
-export { type PgConnection, pgConnectionFieldsSchema, pgConnectionSchema } from "./postgres/connection.js";
+export {
+  type PgConnection,
+  type PgConnectionFields,
+  pgConnectionFieldsSchema,
+  pgConnectionSchema,
+} from "./postgres/connection.js";
 export {
   type PgDumpDetails,
   type PgDumpSourceOptions,
