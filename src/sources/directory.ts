@@ -3,9 +3,9 @@ import { join, resolve } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
-import tar from "tar-stream";
 import { z } from "zod";
 import { isStowageError, StowageError } from "../core/errors.js";
+import { loadTarStream } from "../core/lazy-deps.js";
 import { parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
@@ -203,7 +203,7 @@ export function directorySource(options: DirectorySourceOptions): Source {
         throw new StowageError("SOURCE_FAILED", `directory source: ${root} is not a folder`);
 
       const counts = { files: 0, directories: 0, symlinks: 0, bytes: 0, skipped: 0 };
-      const pack = tar.pack();
+      const pack = (await loadTarStream()).pack();
       const produce = async () => {
         for await (const entry of walkTree(root, "", keep, skip, counts, signal)) {
           const header = { name: entry.rel, mode: entry.mode, mtime: entry.mtime };

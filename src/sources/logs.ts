@@ -3,10 +3,9 @@ import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
-import tar from "tar-stream";
-import { glob } from "tinyglobby";
 import { z } from "zod";
 import { StowageError, throwIfAborted } from "../core/errors.js";
+import { loadGlob, loadTarStream } from "../core/lazy-deps.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
@@ -187,6 +186,7 @@ export function logsSource(options: LogsSourceOptions): Source {
       }
       const window = { since: since?.toISOString() ?? null, until: until?.toISOString() ?? null };
 
+      const glob = await loadGlob();
       const matched = await glob(opts.paths, {
         cwd: baseDir,
         absolute: true,
@@ -244,7 +244,7 @@ export function logsSource(options: LogsSourceOptions): Source {
 
       const counts = { files: 0, bytes: 0 };
       const grew: Array<{ path: string; bytesAtOpen: number; bytesNow: number }> = [];
-      const pack = tar.pack();
+      const pack = (await loadTarStream()).pack();
       // Stops the read in progress when the run is aborted or the consumer goes away early, so
       // the open file is closed either way.
       const stop = new AbortController();

@@ -1,7 +1,7 @@
 import { pipeline } from "node:stream/promises";
-import tar from "tar-stream";
 import { z } from "zod";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
+import { loadTarStream } from "../../core/lazy-deps.js";
 import { parseOptions } from "../../core/options.js";
 import { packedTar } from "../../core/pack-tar.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
@@ -234,7 +234,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
           allSecrets,
         );
 
-        const pack = tar.pack();
+        const pack = (await loadTarStream()).pack();
         const header = { mode: 0o644, mtime: startedAt, type: "file" as const };
         // Each body streams from its spool into its entry, one at a time: memory holds no body.
         const produce = async () => {

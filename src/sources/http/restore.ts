@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import tar from "tar-stream";
 import { z } from "zod";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
+import { loadTarStream } from "../../core/lazy-deps.js";
 import { parseOptions, signalSchema } from "../../core/options.js";
 import { readAll } from "../../core/streams.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
@@ -94,7 +94,7 @@ export interface RestoreHttpResult {
 
 async function untar(buffer: Buffer): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>();
-  const extract = tar.extract();
+  const extract = (await loadTarStream()).extract();
   const feeding = pipeline(Readable.from([buffer], { objectMode: false }), extract);
   feeding.catch(() => undefined); // surfaced by the iteration, or awaited below
   for await (const entry of extract) {
