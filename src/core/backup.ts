@@ -96,7 +96,7 @@ const EXTENSIONS: Record<string, string> = {
  *
  * With no transforms, a source that runs another process (`pgDumpSource`) and a sink on a local
  * disk (`filesystemSink`), the process writes straight into the sink's file and stowage hashes the
- * file as it grows ({@link backupThroughFile}): the same guarantees, without the bytes passing
+ * file as it grows (`backupThroughFile`): the same guarantees, without the bytes passing
  * through this process.
  *
  * @returns the manifest that was written.

@@ -138,7 +138,7 @@ const isCold = (storageClass: string) => (COLD_STORAGE_CLASSES as readonly strin
 /**
  * Archives artifacts in S3 Glacier (Flexible Retrieval, Deep Archive or Instant Retrieval) while
  * their **manifests stay in STANDARD**, so listing, validation and retention planning never need a
- * restore. Everything else is {@link s3Sink}'s (multipart streaming, bounded memory, Object Lock,
+ * restore. Everything else is `s3Sink`'s (multipart streaming, bounded memory, Object Lock,
  * checksums advice for S3-compatible stores).
  *
  * Reading an artifact in GLACIER or DEEP_ARCHIVE takes a restore first: `read` (and so `restore()`

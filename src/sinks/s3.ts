@@ -136,7 +136,7 @@ export const s3SinkOptionsSchema = s3CommonOptionsSchema
 export interface S3CommonOptions {
   /**
    * A ready `S3Client` from `@aws-sdk/client-s3`: credentials, region, endpoint, retries and
-   * checksum settings are yours (see {@link s3Sink} for what S3-compatible stores need).
+   * checksum settings are yours (see `s3Sink` for what S3-compatible stores need).
    */
   client: S3Client;
   /** The bucket; it must exist. */
@@ -151,7 +151,7 @@ export interface S3CommonOptions {
   tags?: Record<string, string>;
   /**
    * Size of the first 1,000 parts of a multipart upload, in bytes (5 MiB–5 GiB); later parts
-   * double every 1,000 parts (see {@link partSizeFor}). @default 8 MiB
+   * double every 1,000 parts (see `partSizeFor`). @default 8 MiB
    */
   partSize?: number;
   /** Parts held in memory at once (being filled or uploading). @default 4 */

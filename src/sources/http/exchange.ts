@@ -74,7 +74,7 @@ export interface HttpRequestOptions {
    * goes to a temporary file, not to memory, so this bounds disk use: raise it freely. @default 64 MiB
    */
   maxBytes?: number;
-  /** More header names to treat as secret, besides {@link DEFAULT_SECRET_HEADERS}. @default [] */
+  /** More header names to treat as secret, besides `DEFAULT_SECRET_HEADERS`. @default [] */
   secretHeaders?: string[];
   /**
    * Query parameters whose values are redacted from recorded URLs and errors, besides any whose

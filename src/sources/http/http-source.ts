@@ -201,7 +201,7 @@ function defaultName(url: string): string {
  *   `details.differences` says what (`details.reason` the first).
  * @throws {SOURCE_FAILED} on connection errors, timeouts, a body that ends early (after the
  *   retries), a body over `maxBytes`, or a temporary file that cannot be written (`"spool"`);
- *   `details.reason` is an {@link HttpFailureReason}.
+ *   `details.reason` is an `HttpFailureReason`.
  * @throws {ABORTED} when the backup's signal fires, naming the job, the source and the URL.
  * @example
  * await backup({

@@ -104,7 +104,7 @@ type _RekeyOptionsKeys = Assert<Agrees<keyof RekeyOptions, keyof z.input<typeof 
  * @throws {CONFIG_INVALID} bad options or recipients (named, never echoed).
  * @throws {UNSUPPORTED} the manifest has no aes-256-gcm stage, or not as its last transform.
  * @throws {DECRYPT_FAILED} no identity opens the artifact (the message names its recipients), or a
- *   chunk fails authentication. {@link INTEGRITY_MISMATCH} when the stored bytes differ from the manifest.
+ *   chunk fails authentication. `INTEGRITY_MISMATCH` when the stored bytes differ from the manifest.
  * @throws {SINK_READ_FAILED | SINK_WRITE_FAILED | NOT_FOUND | ABORTED}
  * @throws {SINK_DELETE_FAILED} the new backup was committed but the old one could not be removed
  *   (e.g. an object lock); `details.newManifest` is the new manifest.
