@@ -51,6 +51,9 @@ export {
   MANIFEST_SUFFIX,
   MANIFEST_VERSION,
   type Manifest,
+  type ManifestArtifact,
+  type ManifestContent,
+  type ManifestSource,
   manifestKeyFor,
   manifestSchema,
   parseManifest,
@@ -60,6 +63,7 @@ export {
   transformRecordSchema,
 } from "./core/manifest.js";
 export { durationSchema, parseDuration, parseOptions } from "./core/options.js";
+export type { ProgressListener } from "./core/progress.js";
 export {
   type DigestCheck,
   type RestoreOptions,

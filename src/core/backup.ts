@@ -13,6 +13,7 @@ import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
 import { signerFrom } from "./signing.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
+import type { Agrees, Assert } from "./type-checks.js";
 import type {
   BackupProgress,
   Sink,
@@ -63,7 +64,46 @@ export const backupOptionsSchema = z
     signingKey: z.string().optional(),
   })
   .strict();
-export type BackupOptions = z.input<typeof backupOptionsSchema>;
+export interface BackupOptions {
+  /** The job name; the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
+  job: string;
+  /** What to back up: a Source from one of the adapters, or your own. */
+  source: Source;
+  /** Where the artifact and its manifest are written. */
+  sink: Sink;
+  /** Applied in order on the way in (compress before you encrypt). @default [] */
+  transforms?: Transform[];
+  /** Free string labels kept in the manifest, e.g. { constitutional_hash: "…" }. @default {} */
+  labels?: Record<string, string>;
+  /** A storage class the sink declares in `capabilities.storageClasses`. */
+  storageClass?: string;
+  /** A hold: retention keeps this backup until then. */
+  retainUntil?: Date;
+  /** Let a sensitive source (e.g. Kubernetes with secrets) be stored unencrypted. @default false */
+  allowUnencrypted?: boolean;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+  /** Called (at most every 250 ms, and once at the end) with the bytes read and written so far. */
+  onProgress?: (p: BackupProgress) => void;
+  /**
+   * The clock the backup's start and finish times (and so its id and key) are read from, as a
+   * cycle's `now` (simulations, tests). Progress is timed on the real clock. @default () => new Date()
+   */
+  now?: () => Date;
+  /**
+   * A lease the run must still hold when it commits: `check` runs just before the artifact is
+   * committed (after the source has reported success) and a throw (LOCK_LOST) leaves nothing;
+   * the lease goes into the manifest as `lease`. Set by a job that runs on a `lock`.
+   */
+  fence?: Fence;
+  /**
+   * Signs the manifest (a `stowage-sign1:…` string from `generateSigningKey()`) and records the
+   * job's previous manifest on the sink in it (`previous`), which costs a LIST and a GET
+   * (see `findPrevious`). Never written anywhere. @default unsigned
+   */
+  signingKey?: string;
+}
+type _BackupOptionsAgrees = Assert<Agrees<BackupOptions, z.input<typeof backupOptionsSchema>>>;
 
 /**
  * Runs one backup: source → SHA-256 of the plain bytes → transforms in order → SHA-256 and size
@@ -75,7 +115,7 @@ export type BackupOptions = z.input<typeof backupOptionsSchema>;
  *
  * With no transforms, a source that runs another process (`pgDumpSource`) and a sink on a local
  * disk (`filesystemSink`), the process writes straight into the sink's file and stowage hashes the
- * file as it grows ({@link backupThroughFile}): the same guarantees, without the bytes passing
+ * file as it grows (`backupThroughFile`): the same guarantees, without the bytes passing
  * through this process.
  *
  * @returns the manifest that was written.

@@ -3,6 +3,7 @@ import { writeSignedManifest } from "./chain.js";
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
+import { ProgressCounter, type ProgressListener } from "./progress.js";
 import { signerFrom } from "./signing.js";
 import { ExpectDigest } from "./streams.js";
 import type { Sink } from "./types.js";
@@ -14,6 +15,7 @@ export interface CopyBackupOptions {
   to: Sink;
   /** A storage class `to` offers (its `capabilities.storageClasses`); else the sink's default. */
   storageClass?: string | undefined;
+  /** Aborts the copy; it then rejects with code `ABORTED` and leaves nothing at `to`. */
   signal?: AbortSignal | undefined;
   /**
    * Signs the copy's manifest, whose `previous` names the job's previous backup on `to`. Without
@@ -21,6 +23,12 @@ export interface CopyBackupOptions {
    * could not hold). @default unsigned
    */
   signingKey?: string | undefined;
+  /**
+   * Progress, as `backup` reports it: `bytesRead` bytes read from `from`, `bytesWritten` bytes
+   * handed to `to` (`manifest.artifact.bytes` is the total). `done` comes once the copy's manifest
+   * is written.
+   */
+  onProgress?: ProgressListener | undefined;
 }
 
 /**
@@ -75,6 +83,7 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
     );
   }
 
+  const progress = new ProgressCounter(options.onProgress);
   const failure = new FirstFailure();
   const check = new ExpectDigest(
     manifest.artifact,
@@ -94,7 +103,7 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
   failure.watch(raw, "SINK_READ_FAILED", `copyBackup: reading ${key} from ${from.kind}`);
 
   const written = await transfer({
-    streams: [raw, check],
+    streams: [raw, ...progress.meter("read"), check, ...progress.meter("written")],
     sink: to,
     key,
     write: {
@@ -127,9 +136,11 @@ export async function copyBackup(options: CopyBackupOptions): Promise<Manifest> 
     },
     ...(retainUntil ? { retainUntil } : {}),
   };
-  return await writeSignedManifest(to, copied, signer, {
+  const stored = await writeSignedManifest(to, copied, signer, {
     ...(signal ? { signal } : {}),
     what: `copyBackup of ${key} to ${to.kind}`,
     details,
   });
+  progress.done();
+  return stored;
 }

@@ -18,8 +18,8 @@ import {
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { PassThrough, type Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import tar from "tar-stream";
 import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
+import { loadTarStream } from "./lazy-deps.js";
 import type { Manifest } from "./manifest.js";
 import { restoredManifest } from "./restore.js";
 
@@ -295,7 +295,7 @@ export async function extractTar(
     return dest;
   }
 
-  const extract = tar.extract();
+  const extract = (await loadTarStream()).extract();
   const feeding = pipeline(stream, extract, signal ? { signal } : {});
   let feedError: unknown;
   feeding.catch((error: unknown) => {

@@ -48,7 +48,7 @@ export function unsafeKeyProblem(key: unknown): string | undefined {
 
 /**
  * Refuses keys that could escape a sink's root or confuse a file system (see
- * {@link unsafeKeyProblem}).
+ * `unsafeKeyProblem`).
  * @throws {CONFIG_INVALID}
  */
 export function assertSafeKey(key: string, where: string): void {

@@ -1,9 +1,10 @@
 import { z } from "zod";
-import { artifactBlocksSchema, blocksMatchSize } from "./blocks.js";
+import { type ArtifactBlocks, artifactBlocksSchema, blocksMatchSize } from "./blocks.js";
 import { StowageError } from "./errors.js";
 import { issuesFrom, listIssues } from "./issues.js";
 import { unsafeKeyProblem } from "./keys.js";
-import { leaseRecordSchema } from "./lock.js";
+import { type LeaseRecord, leaseRecordSchema } from "./lock.js";
+import type { Agrees, Assert } from "./type-checks.js";
 
 /** The manifest schema versions this build reads. Written manifests use the last one. */
 export const SUPPORTED_MANIFEST_VERSIONS = [1] as const;
@@ -24,7 +25,23 @@ export const transformRecordSchema = z.looseObject({
   name: z.string().min(1),
   role: z.enum(["compression", "encryption", "other"]),
 });
-export type TransformRecord = z.infer<typeof transformRecordSchema>;
+export interface TransformRecord {
+  /** The transform's name (`"gzip"`, `"aes-256-gcm"`…): it picks the decoder. */
+  name: string;
+  /** What the stage does; validation rules look for an `encryption` or `compression` stage. */
+  role: "compression" | "encryption" | "other";
+  /** The stage's own parameters, as its `describe()` returned them. */
+  [field: string]: unknown;
+}
+// Assignable both ways (the keys of an index signature differ only in `number`, which JSON has not).
+type TransformRecordOutput = z.output<typeof transformRecordSchema>;
+type _TransformRecordAgrees = Assert<
+  [TransformRecord] extends [TransformRecordOutput]
+    ? [TransformRecordOutput] extends [TransformRecord]
+      ? true
+      : false
+    : false
+>;
 
 /** Label keys are short identifiers; values are free text. */
 export const labelsSchema = z.record(
@@ -102,7 +119,104 @@ export const manifestSchema = z.object({
     })
     .optional(),
 });
-export type Manifest = z.infer<typeof manifestSchema>;
+/** A backup as its manifest describes it (see {@link manifestSchema}). */
+export interface Manifest {
+  /** Schema version; see {@link SUPPORTED_MANIFEST_VERSIONS}. */
+  version: 1;
+  /** Time-sortable id, unique per job: `20261122T034924123Z-1a2b3c4d`. */
+  id: string;
+  /** The job name: the first segment of the artifact's key. */
+  job: string;
+  /** When the backup started (ISO 8601 with offset); retention and RPO count from here. */
+  startedAt: string;
+  /** When the artifact and its manifest were committed (ISO 8601 with offset). */
+  finishedAt: string;
+  /** What was backed up. */
+  source: ManifestSource;
+  /** The stored bytes: where, how many, their SHA-256. */
+  artifact: ManifestArtifact;
+  /** The plain bytes (after undoing every transform): how many, their SHA-256, their type. */
+  content: ManifestContent;
+  /** In the order they were applied on the way in; restore undoes them last to first. */
+  transforms: TransformRecord[];
+  /** Free string labels given to `backup()`. */
+  labels: Record<string, string>;
+  /** A hold: retention keeps the backup until this time whatever the policy says. */
+  retainUntil?: string;
+  /** The program that wrote the manifest. */
+  generator: {
+    /** `"stowage"`. */
+    name: string;
+    /** Its version. */
+    version: string;
+  };
+  /**
+   * The lease the backup was committed under, when its job ran on a lock (replicas): the lock's
+   * kind and name, the holder (replica) and the fencing token, checked just before the commit.
+   */
+  lease?: LeaseRecord;
+  /**
+   * The job's previous manifest on this sink when this one was written: its id and the SHA-256 of
+   * its canonical encoding. Recorded by signed backups; absent for the first.
+   */
+  previous?: {
+    /** The predecessor's id. */
+    id: string;
+    /** SHA-256 of the predecessor's canonical encoding, lowercase hex. */
+    sha256: string;
+  };
+  /** Ed25519 over the canonical encoding of every other field (docs/FORMAT.md). */
+  signature?: {
+    /** Always `"ed25519"`. */
+    algorithm: "ed25519";
+    /** The signing key's id: 16 lowercase hex digits. */
+    keyId: string;
+    /** The 64-byte signature, base64. */
+    value: string;
+  };
+}
+type _ManifestAgrees = Assert<Agrees<Manifest, z.output<typeof manifestSchema>>>;
+
+/** The source of a backup, as its manifest records it. */
+export interface ManifestSource {
+  /** The source's kind, e.g. `"postgres"`, `"directory"`, `"kubernetes"`. */
+  kind: string;
+  /** Its logical name (a database, a folder, a cluster). */
+  name: string;
+  /** What the source reported about the run (its `details()`), e.g. the server version. */
+  details: Record<string, unknown>;
+}
+
+/** The artifact of a backup, as its manifest records it. */
+export interface ManifestArtifact {
+  /** The kind of sink that holds it (`"filesystem"`, `"s3"`…). */
+  sink: string;
+  /** Relative to the sink's root; an absolute key or one with `..` makes the manifest invalid. */
+  key: string;
+  /** Where the sink put it, for people: a path or an `s3://` URL. */
+  location: string;
+  /** Stored size in bytes. */
+  bytes: number;
+  /** SHA-256 of the stored bytes, lowercase hex. */
+  sha256: string;
+  /** The storage class it was written with, where the sink has classes. */
+  storageClass?: string;
+  /**
+   * One SHA-256 per block of the stored bytes, for unencrypted artifacts: restore checks each block
+   * before releasing any of it and reads the artifact once (docs/FORMAT.md).
+   */
+  blocks?: ArtifactBlocks;
+}
+
+/** The plain content of a backup, as its manifest records it. */
+export interface ManifestContent {
+  /** Plain size in bytes. */
+  bytes: number;
+  /** SHA-256 of the plain bytes, lowercase hex. */
+  sha256: string;
+  /** The source's media type, e.g. `"application/sql"`, `"application/x-tar"`. */
+  contentType: string;
+}
 
 /**
  * Parses a manifest from JSON text or a value.

@@ -5,6 +5,7 @@ import { decodersFor, keyList } from "./codecs.js";
 import { isStowageError, StowageError, type StowageErrorCode, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure } from "./failure.js";
 import { type Manifest, parseManifest } from "./manifest.js";
+import { ProgressCounter, type ProgressListener } from "./progress.js";
 import { assertSigned, verifyKeyring } from "./signing.js";
 import { type ByteCap, digestError, ExpectDigest, HashCounter } from "./streams.js";
 import type { BackupIdentity, Decoder, DecryptionKey, Sink } from "./types.js";
@@ -34,7 +35,14 @@ export interface RestoreOptions {
    * @default no signature check
    */
   verifyKeys?: string | readonly string[];
+  /** Aborts the restore; the stream then fails with code `ABORTED`. */
   signal?: AbortSignal;
+  /**
+   * Progress, as `backup` reports it: `bytesRead` stored bytes read from the sink, `bytesWritten`
+   * plain bytes released on the stream (`manifest.artifact.bytes` and `manifest.content.bytes`
+   * are the totals). `done` comes once the last byte is out and checked.
+   */
+  onProgress?: ProgressListener;
 }
 
 const mismatch =
@@ -152,7 +160,8 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     failure.watch(decoder, "TRANSFORM_FAILED", `restore: decoding ${key} (${name}) failed`);
   }
   // The stored digest is settled at the very end, once the decoders have seen every chunk.
-  const storedHash = new HashCounter(undefined, sizeCap("stored", manifest));
+  const progress = new ProgressCounter(options.onProgress);
+  const storedHash = new HashCounter(progress.read, sizeCap("stored", manifest));
   const plainCheck = new ExpectDigest(
     manifest.content,
     mismatch("plain", manifest),
@@ -168,8 +177,12 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
 
   async function* plaintext(): AsyncGenerator<Buffer> {
     try {
-      for await (const chunk of plainCheck) yield chunk as Buffer;
+      for await (const chunk of plainCheck) {
+        yield chunk as Buffer;
+        progress.written(plainCheck.bytes);
+      }
       await flowing;
+      progress.done();
     } catch (error) {
       throw failure.toError({ code: "RESTORE_FAILED", what: `restore: ${key}`, error }, { key }, signal);
     }
@@ -205,7 +218,13 @@ export interface VerifyOptions {
   decode?: boolean;
   /** As for {@link restore}: a manifest that fails them is reported, and its artifact not read. */
   verifyKeys?: string | readonly string[];
+  /** Aborts the verification; it then rejects with code `ABORTED`. */
   signal?: AbortSignal;
+  /**
+   * Progress, as `backup` reports it: `bytesRead` stored bytes read, `bytesWritten` plain bytes
+   * decoded and checked (0 when not decoding). `done` comes once every byte is checked.
+   */
+  onProgress?: ProgressListener;
 }
 
 export interface DigestCheck {
@@ -274,8 +293,9 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     return report;
   }
 
-  const storedHash = new HashCounter(undefined, sizeCap("stored", manifest));
-  const plainHash = new HashCounter(undefined, sizeCap("plain", manifest));
+  const progress = new ProgressCounter(options.onProgress);
+  const storedHash = new HashCounter(progress.read, sizeCap("stored", manifest));
+  const plainHash = new HashCounter(progress.written, sizeCap("plain", manifest));
   const stages: Duplex[] = [storedHash];
   if (decode) {
     try {
@@ -306,7 +326,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (streamFailed && decode) {
     // A trial restore that broke read only part of the artifact. Re-read the stored bytes alone
     // to tell damage in storage (the usual cause) from a decoding problem.
-    const storedOnly = await verify({ ...options, manifest, decode: false });
+    const storedOnly = await verify({ ...options, manifest, decode: false, onProgress: undefined });
     report.stored = storedOnly.stored;
     report.problems.unshift(...storedOnly.problems);
     report.ok = false;
@@ -330,5 +350,6 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     }
   }
   report.ok = report.problems.length === 0 && report.stored.ok && (report.plain?.ok ?? true);
+  if (!streamFailed) progress.done();
   return report;
 }

@@ -3,6 +3,7 @@ import type { RetentionDecision, RetentionPlan } from "../policies/retention.js"
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "./manifest.js";
 import { durationSchema, parseDuration, parseOptions, signalSchema, sinkSchema } from "./options.js";
+import type { Agrees, Assert } from "./type-checks.js";
 import type { Leftover, ObjectInfo, Sink } from "./types.js";
 
 /** A backup that {@link applyRetention} deleted (or, with `dryRun`, would delete). */
@@ -67,7 +68,28 @@ const applyOptionsSchema = z
     batchSize: z.number().int().min(1).max(1000).default(1000),
   })
   .strict();
-export type ApplyRetentionOptions = z.input<typeof applyOptionsSchema>;
+export interface ApplyRetentionOptions {
+  /** Where the artifact and its manifest are written. */
+  sink: Sink;
+  /** What to delete: the plan from `planRetention`. */
+  plan: RetentionPlan;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+  /** Report what would be deleted and delete nothing. @default false */
+  dryRun?: boolean;
+  /**
+   * Remove leftovers of interrupted runs under the plan's jobs (see {@link findOrphans}): artifacts
+   * without a manifest older than this — a younger one may be a backup whose manifest is being
+   * written right now — and what the sink's `leftovers` reports; false to skip.
+   * @default { olderThan: "1h" }
+   */
+  orphans?: false | { olderThan: string };
+  /** The reference time for orphan ages. @default the plan's `now` */
+  now?: Date;
+  /** Keys per `sink.delete` call (S3 DeleteObjects takes 1,000). @default 1000 */
+  batchSize?: number;
+}
+type _ApplyRetentionOptionsAgrees = Assert<Agrees<ApplyRetentionOptions, z.input<typeof applyOptionsSchema>>>;
 
 /** Deletes keys in one call; if it fails, key by key, to tell which failed. Aborts are thrown. */
 async function deleteKeys(
@@ -280,7 +302,21 @@ const orphanOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type FindOrphansOptions = z.input<typeof orphanOptionsSchema>;
+export interface FindOrphansOptions {
+  /**
+   * Only artifacts without a manifest older than this (by the sink's last-modified time) are
+   * reported; handed to the sink's `leftovers` as `olderThanMs`, which applies it only to what
+   * it cannot tell alive or dead by itself.
+   */
+  olderThan: string;
+  /** The reference time. @default new Date() */
+  now?: Date;
+  /** Only keys under this prefix (e.g. `"app-db/"`). @default "" */
+  prefix?: string;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _FindOrphansOptionsAgrees = Assert<Agrees<FindOrphansOptions, z.input<typeof orphanOptionsSchema>>>;
 
 /** What {@link findOrphans} found. */
 export interface OrphanReport {

@@ -8,6 +8,7 @@ import { assertSafeKey } from "../core/keys.js";
 import type { Manifest } from "../core/manifest.js";
 import { parseOptions, sinkSchema } from "../core/options.js";
 import { readAll } from "../core/streams.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Sink } from "../core/types.js";
 
 /** What an audit line records. */
@@ -140,6 +141,14 @@ export const fileAuditOptionsSchema = z
     mode: z.number().int().min(0).max(0o777).default(0o600),
   })
   .strict();
+/** An audit trail in a JSON-lines file. */
+export interface FileAuditOptions {
+  /** The JSON-lines file; created (with its folder) if missing, appended to otherwise. */
+  path: string;
+  /** Mode of a file the trail creates. @default 0o600 */
+  mode?: number;
+}
+type _FileAuditOptionsAgrees = Assert<Agrees<FileAuditOptions, z.input<typeof fileAuditOptionsSchema>>>;
 
 export const sinkAuditOptionsSchema = z
   .object({
@@ -151,8 +160,17 @@ export const sinkAuditOptionsSchema = z
       .default("audit"),
   })
   .strict();
+/** An audit trail written to a sink, one object per flush. */
+export interface SinkAuditOptions {
+  /** The sink the audit objects are written to. */
+  sink: Sink;
+  /** Key prefix of the audit objects. @default "audit" */
+  prefix?: string;
+}
+type _SinkAuditOptionsAgrees = Assert<Agrees<SinkAuditOptions, z.input<typeof sinkAuditOptionsSchema>>>;
 
-export type AuditLogOptions = z.input<typeof fileAuditOptionsSchema> | z.input<typeof sinkAuditOptionsSchema>;
+/** Where `auditLog` writes: `{ path }` for a file, `{ sink, prefix? }` for a sink. */
+export type AuditLogOptions = FileAuditOptions | SinkAuditOptions;
 
 /**
  * An audit trail: JSON lines appended to a file, or written to a sink under a prefix.

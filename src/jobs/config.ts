@@ -1,9 +1,11 @@
 import { z } from "zod";
 import { durationSchema, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
+import type { ValidationRules } from "../policies/validation.js";
 import { validationRulesSchema } from "../policies/validation.js";
 import type { AuditTrail } from "./audit.js";
 import { assertJobs, isJob, type Job, timeZoneSchema } from "./job.js";
-import { jobLockSchema } from "./lock-run.js";
+import { type JobLock, jobLockSchema } from "./lock-run.js";
 import { isLogger, type Logger } from "./logger.js";
 
 export const stowageConfigSchema = z
@@ -40,7 +42,35 @@ export const stowageConfigSchema = z
   })
   .strict();
 
-export type StowageConfigInput = z.input<typeof stowageConfigSchema>;
+export interface StowageConfigInput {
+  /** The jobs, each from `defineJob`. */
+  jobs: Job[];
+  /** Where every backup, copy, verify, restore and deletion is recorded. */
+  audit?: AuditTrail;
+  /** Jobs run at once by `stowage run`. @default 1 */
+  concurrency?: number;
+  /** The zone cron patterns and calendar retention are read in, unless a job has its own. @default "UTC" */
+  timeZone?: string;
+  /**
+   * For `stowage status`: rules for the compliance figures and the RPO (for all jobs or per job).
+   * A job's own `objectives.rpo` fills in for a job this map does not name.
+   */
+  status?: {
+    /** The rules the compliance figures count against. */
+    rules?: ValidationRules;
+    /** The RPO: one duration for every job, or one per job name. */
+    rpo?: string | Record<string, string>;
+  };
+  /**
+   * A lock several hosts or CronJobs share, so that each job of `stowage run` runs on one of them:
+   * `kubernetesLease(…)`, `postgresLock(…)` or `s3Lock(…)` from `stowage/locks/*`, alone or as
+   * `{ lock, ttl, hold, replica }`. Give `hold` above the spread of your hosts' start times.
+   */
+  lock?: JobLock;
+  /** pino-compatible; the CLI logs nothing by default. */
+  logger?: Logger;
+}
+type _StowageConfigInputAgrees = Assert<Agrees<StowageConfigInput, z.input<typeof stowageConfigSchema>>>;
 export type StowageConfig = z.output<typeof stowageConfigSchema>;
 
 /**

@@ -4,6 +4,7 @@ import { dirname, resolve } from "node:path";
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { parseOptions, signalSchema } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Sink } from "../core/types.js";
 import type { AuditTrail } from "./audit.js";
 import { type DrillReport, type RestoreDrillOptions, restoreDrill } from "./drill.js";
@@ -36,7 +37,29 @@ export const runDrillsOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RunDrillsOptions = z.input<typeof runDrillsOptionsSchema>;
+export interface RunDrillsOptions {
+  /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
+  name?: string;
+  /**
+   * Drill the backups a copy holds (its `name`, else its sink's kind) instead of the primary
+   * sink's: a failover drill restores from the second region. "primary" is the primary.
+   */
+  from?: string;
+  /**
+   * Where to write the JSON report: a path, or a function of the drill's start time (by `now`)
+   * that returns one, so a monthly test keeps one report a month. Written whole (temp + rename).
+   */
+  report?: string | ((at: Date) => string);
+  /** The clock the drills' RPO and the report's times are read from. @default () => new Date() */
+  now?: Date | (() => Date);
+  /** Where the drill is recorded. */
+  audit?: AuditTrail;
+  /** pino-compatible. @default silent */
+  logger?: Logger;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RunDrillsOptionsAgrees = Assert<Agrees<RunDrillsOptions, z.input<typeof runDrillsOptionsSchema>>>;
 
 /** What {@link runDrills} returns and writes: one report for a set of drills. */
 export interface DrillRunReport {

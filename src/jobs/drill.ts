@@ -7,7 +7,8 @@ import type { Manifest } from "../core/manifest.js";
 import { durationSchema, parseOptions, signalSchema, sinkSchema } from "../core/options.js";
 import { restore, verify } from "../core/restore.js";
 import { type RestoreTarget, restoreTargetSchema } from "../core/restore-target.js";
-import type { DecryptionKey } from "../core/types.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
+import type { DecryptionKey, Sink } from "../core/types.js";
 import { selectBackup } from "../policies/select.js";
 import { type AuditEntryInput, type AuditTrail, errorCode, manifestFacts } from "./audit.js";
 import { clockOf, measureObjectives } from "./drill-objectives.js";
@@ -114,7 +115,41 @@ export const restoreDrillOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RestoreDrillOptions = z.input<typeof restoreDrillOptionsSchema>;
+export interface RestoreDrillOptions {
+  /** The job to drill (its sink and keys are the defaults), or a job name with `sink`. */
+  job: string | Job;
+  /** Where to restore for the drill: a scratch database, folder, namespace or endpoint. */
+  target: DrillTarget;
+  /** Where to take the backup from (a copy's sink, to drill the offsite copy). @default the job's sink */
+  sink?: Sink;
+  /** Keys that decrypt the backup. @default the job's keys */
+  keys?: DecryptionKey[];
+  /** Runs after the restore; a throw or `false` fails the drill (row counts, a health query…). */
+  check?: DrillCheck;
+  /** The clock RPO is measured against. @default () => new Date() */
+  now?: Date | (() => Date);
+  /** Drill the latest backup at or before this time instead of the latest. */
+  at?: string | Date;
+  /**
+   * The recovery point objective: the drill fails when the backup is older than this.
+   * @default the job's `objectives.rpo`
+   */
+  rpo?: string;
+  /**
+   * The recovery time objective: the drill fails when restore and check take longer.
+   * @default the job's `objectives.rto`
+   */
+  rto?: string;
+  /** Where the drill is recorded. */
+  audit?: AuditTrail;
+  /** pino-compatible. @default silent */
+  logger?: Logger;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RestoreDrillOptionsAgrees = Assert<
+  Agrees<RestoreDrillOptions, z.input<typeof restoreDrillOptionsSchema>>
+>;
 
 export type DrillStage = "select" | "verify" | "restore" | "check" | "cleanup" | "objective" | "audit";
 

@@ -11,8 +11,10 @@ export {
   type AuditTrail,
   auditEntrySchema,
   auditLog,
+  type FileAuditOptions,
   readAuditLog,
   redactLocation,
+  type SinkAuditOptions,
 } from "./audit.js";
 export { defineConfig, type StowageConfig, type StowageConfigInput, stowageConfigSchema } from "./config.js";
 export {
@@ -53,6 +55,7 @@ export {
   defineJob,
   isJob,
   type Job,
+  type JobCopyOptions,
   type JobObjectives,
   type JobOptions,
   jobSchema,

@@ -6,7 +6,8 @@ import { JOB_NAME_PATTERN } from "../core/keys.js";
 import { labelsSchema } from "../core/manifest.js";
 import { durationSchema, parseOptions, sinkSchema, sourceSchema, transformSchema } from "../core/options.js";
 import { signerFrom } from "../core/signing.js";
-import type { DecryptionKey } from "../core/types.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
+import type { DecryptionKey, Sink, Source, Transform } from "../core/types.js";
 import { COPY_PERIODS } from "../policies/copies.js";
 import { type RetentionPolicy, retentionPolicySchema } from "../policies/retention.js";
 import { type ValidationRules, validationRulesSchema } from "../policies/validation.js";
@@ -63,6 +64,23 @@ export const copySchema = z
     every: z.enum(COPY_PERIODS).optional(),
   })
   .strict();
+/** One of a job's `copies`: another sink that receives a copy of each backup. */
+export interface JobCopyOptions {
+  /** Another sink that receives a copy of every backup (verified while copying). */
+  sink: Sink;
+  /** Retention on that sink; without it nothing is deleted there. */
+  retention?: RetentionPolicy;
+  /** A storage class that sink offers, e.g. "GLACIER" or "DEEP_ARCHIVE". */
+  storageClass?: string;
+  /** A name for reports and metrics. @default the sink's kind */
+  name?: string;
+  /**
+   * Copy only the first backup of each calendar period (in the job's zone) that this sink does
+   * not hold yet: `"monthly"` sends one backup a month to an archive. @default every backup is copied
+   */
+  every?: "hourly" | "daily" | "weekly" | "monthly" | "yearly";
+}
+type _JobCopyOptionsAgrees = Assert<Agrees<JobCopyOptions, z.input<typeof copySchema>>>;
 
 /**
  * A job's recovery objectives. `rpo` (recovery point): the longest the job may go without a valid
@@ -78,7 +96,18 @@ export const objectivesSchema = z
     rtoClass: z.string().min(1).max(64).optional(),
   })
   .strict();
-export type JobObjectives = z.output<typeof objectivesSchema>;
+/** A job's recovery objectives (see {@link objectivesSchema}). */
+export interface JobObjectives {
+  /** Recovery point: the longest the job may go without a valid backup, e.g. "1h". */
+  rpo?: string;
+  /** Recovery time: the longest a restore (and its check) may take in a drill, e.g. "30m". */
+  rto?: string;
+  /** The class `rpo` comes from ("critical", "standard"…), reported beside it. */
+  rpoClass?: string;
+  /** The class `rto` comes from, reported beside it. */
+  rtoClass?: string;
+}
+type _JobObjectivesAgrees = Assert<Agrees<JobObjectives, z.input<typeof objectivesSchema>>>;
 
 export const jobSchema = z
   .object({
@@ -142,7 +171,54 @@ export const jobSchema = z
     });
   });
 
-export type JobOptions = z.input<typeof jobSchema>;
+export interface JobOptions {
+  /** The job name: the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
+  name: string;
+  /** What to back up: a Source from one of the adapters, or your own. */
+  source: Source;
+  /** The primary sink. */
+  sink: Sink;
+  /** Applied in order (compress before you encrypt). @default [] */
+  transforms?: Transform[];
+  /** When the scheduler runs the job: a cron pattern (croner syntax). Absent: only on demand. */
+  schedule?: string;
+  /** The zone the schedule and calendar retention are read in. @default the scheduler's, else "UTC" */
+  timeZone?: string;
+  /** Retention on the primary sink; without it nothing is deleted. */
+  retention?: RetentionPolicy;
+  /** Labels written into every manifest, e.g. `{ constitutional_hash: "cdd01ef066bc6cf2" }`. @default {} */
+  labels?: Record<string, string>;
+  /** Other sinks that receive a copy of each backup. @default [] */
+  copies?: JobCopyOptions[];
+  /** Validation rules every new backup is checked against. */
+  rules?: ValidationRules;
+  /**
+   * Write to the primary sink and every copy in one read of the source (the bytes are teed),
+   * instead of copying after the backup. For sources that are expensive or unrepeatable to read.
+   * @default false
+   */
+  fanOut?: boolean;
+  /** A storage class the primary sink offers. */
+  storageClass?: string;
+  /** Keys that decrypt this job's backups, for `verify`, restores and drills (never logged). @default [] */
+  keys?: DecryptionKey[];
+  /** Abort a run that takes longer than this, e.g. "2h". */
+  timeout?: string;
+  /** Let a sensitive source be stored unencrypted. @default false */
+  allowUnencrypted?: boolean;
+  /**
+   * Signs every manifest the job writes (backups, copies, fan-out), from `generateSigningKey()`.
+   * Never logged. @default unsigned
+   */
+  signingKey?: string;
+  /** Recovery objectives (RPO, RTO and their classes) that status and drills check. */
+  objectives?: JobObjectives;
+  /** How `stowage drill` tests this job: `{ target, check? }` as `restoreDrill` takes them. */
+  drill?: Record<string, unknown>;
+  /** Free text for reports. */
+  description?: string;
+}
+type _JobOptionsAgrees = Assert<Agrees<JobOptions, z.input<typeof jobSchema>>>;
 export type CopyTarget = z.output<typeof copySchema>;
 
 /** A validated job, as {@link defineJob} returns it. Frozen; pass it to `runJobs` or `startScheduler`. */

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import { type MetricFamily, STATUS_FAMILIES, statusMetrics } from "../policies/prometheus.js";
 import type { StatusReport } from "../policies/status.js";
 
@@ -45,7 +46,21 @@ const statusCollectorSchema = z
     ),
   })
   .strict();
-export type StatusCollectorOptions = z.input<typeof statusCollectorSchema>;
+export interface StatusCollectorOptions {
+  /** The prom-client module, injected so that stowage does not depend on it. */
+  client: PromClientLike;
+  /**
+   * Makes the report for a scrape, e.g. `() => listManifests(sink).then(({ manifests }) =>
+   * summarize(manifests, { now: new Date(), rpo: "1h" }))`. Called once per scrape, however many
+   * families the scrape collects.
+   */
+  report: () => StatusReport | Promise<StatusReport>;
+  /** The registry to register in. @default prom-client's global registry */
+  registry?: unknown;
+}
+type _StatusCollectorOptionsAgrees = Assert<
+  Agrees<StatusCollectorOptions, z.input<typeof statusCollectorSchema>>
+>;
 
 /**
  * Registers stowage's status gauges in a prom-client registry. Each scrape calls `report` once

@@ -2,11 +2,13 @@ import { Cron } from "croner";
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { parseDuration, parseOptions, signalSchema } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
+import type { BackupProgress } from "../core/types.js";
 import type { AuditTrail } from "./audit.js";
 import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
 import { type DrillRunReport, runDrills } from "./drill-run.js";
 import { assertJobs, cronPatternSchema, type Job, timeZoneSchema } from "./job.js";
-import { jobLockSchema, resolveJobLock } from "./lock-run.js";
+import { type JobLock, jobLockSchema, resolveJobLock } from "./lock-run.js";
 import { isLogger, type Logger, silentLogger } from "./logger.js";
 
 /** What the scheduler reports, to `onEvent` and the logger. */
@@ -64,7 +66,19 @@ export const scheduledDrillSchema = z
       .optional(),
   })
   .strict();
-export type ScheduledDrill = z.input<typeof scheduledDrillSchema>;
+export interface ScheduledDrill {
+  /** The set's name, e.g. "monthly-backup-test". */
+  name: string;
+  /** When it runs: a cron pattern, e.g. "0 6 1 * *" (06:00 on the 1st of each month). */
+  schedule: string;
+  /** Only these jobs (by name). @default every job that has a `drill` */
+  jobs?: string[];
+  /** Drill a copy's backups instead of the primary's (see `runDrills`). */
+  from?: string;
+  /** Where the JSON report goes: a path or a function of the start time (see `runDrills`). */
+  report?: string | ((at: Date) => string);
+}
+type _ScheduledDrillAgrees = Assert<Agrees<ScheduledDrill, z.input<typeof scheduledDrillSchema>>>;
 
 export const startSchedulerOptionsSchema = z
   .object({
@@ -101,7 +115,42 @@ export const startSchedulerOptionsSchema = z
     random: z.custom<() => number>((v) => typeof v === "function").optional(),
   })
   .strict();
-export type StartSchedulerOptions = z.input<typeof startSchedulerOptionsSchema>;
+export interface StartSchedulerOptions {
+  /** The zone cron patterns are read in, unless a job has its own. @default "UTC" */
+  timeZone?: string;
+  /** Called for every event; an exception it throws is logged and ignored. */
+  onEvent?: (event: SchedulerEvent) => void;
+  /** pino-compatible. @default silent */
+  logger?: Logger;
+  /** Delay each run by a random time up to this ("30s", "5m"), so many hosts do not start at once. */
+  jitter?: string | number;
+  /** Where every backup, copy and deletion is recorded; flushed after each run. */
+  audit?: AuditTrail;
+  /** Firing it stops the scheduler and aborts running jobs, like `stop({ signal })`. */
+  signal?: AbortSignal;
+  /** Progress of each backup's bytes. */
+  onProgress?: (job: string, progress: BackupProgress) => void;
+  /**
+   * Restore drills on their own schedules (the monthly backup test): each runs `runDrills` over
+   * the scheduler's jobs and writes its report; a set never overlaps itself. @default []
+   */
+  drills?: ScheduledDrill[];
+  /** Called when a scheduled drill set finishes or is skipped; an exception it throws is logged. */
+  onDrill?: (event: DrillEvent) => void;
+  /**
+   * Replicas of one service share the schedule: each scheduled run of a job happens on the one
+   * replica that takes its lock (`kubernetesLease`, `postgresLock`, `s3Lock` from
+   * `stowage/locks/*`); the others report `skipped` with reason `locked`. See {@link runJob}'s
+   * `lock`; its `hold` defaults to half the interval to the job's next run, at most 1 minute
+   * plus `jitter`.
+   */
+  lock?: JobLock;
+  /** For tests: the random source for jitter. @default Math.random */
+  random?: () => number;
+}
+type _StartSchedulerOptionsAgrees = Assert<
+  Agrees<StartSchedulerOptions, z.input<typeof startSchedulerOptionsSchema>>
+>;
 
 export interface Scheduler {
   /**

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import { assertTimeZone, bucketOf, type CalendarPeriod, type LocalTime, localTime } from "./calendar.js";
 import {
   compileRules,
@@ -53,7 +54,27 @@ export const retentionPolicySchema = z
     holdLabel: z.string().min(1).default("hold"),
   })
   .strict();
-export type RetentionPolicy = z.input<typeof retentionPolicySchema>;
+export interface RetentionPolicy {
+  /** Drop backups older than this ("30d", "90d", "7y"); see above. */
+  maxAge?: string;
+  /** Keep the n newest backups. */
+  keepLast?: number | "unlimited";
+  /** Keep the newest backup of each of the n newest hours that have one (offset-aware, see `bucketOf`). */
+  keepHourly?: number | "unlimited";
+  /** Keep the newest backup of each of the n newest days that have one, in `timeZone`. */
+  keepDaily?: number | "unlimited";
+  /** Keep the newest backup of each of the n newest ISO weeks (Monday to Sunday) that have one. */
+  keepWeekly?: number | "unlimited";
+  /** Keep the newest backup of each of the n newest calendar months that have one. */
+  keepMonthly?: number | "unlimited";
+  /** Keep the newest backup of each of the n newest calendar years that have one. */
+  keepYearly?: number | "unlimited";
+  /** Keep every backup that started less than this long before `now` (not before the newest backup, as restic does). */
+  keepWithin?: string;
+  /** The label that puts a backup on hold when it has any non-empty value. @default "hold" */
+  holdLabel?: string;
+}
+type _RetentionPolicyAgrees = Assert<Agrees<RetentionPolicy, z.input<typeof retentionPolicySchema>>>;
 export type ParsedRetentionPolicy = z.output<typeof retentionPolicySchema>;
 
 const planOptionsSchema = z

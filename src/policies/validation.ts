@@ -3,6 +3,7 @@ import { StowageError } from "../core/errors.js";
 import { type Manifest, SUPPORTED_MANIFEST_VERSIONS } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import { signatureProblem, type VerifyKeyring, verifyKeyring } from "../core/signing.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import { chainFindings } from "./chain.js";
 
 /**
@@ -55,7 +56,50 @@ export const validationRulesSchema = z
     chain: z.boolean().default(false),
   })
   .strict();
-export type ValidationRules = z.input<typeof validationRulesSchema>;
+export interface ValidationRules {
+  /**
+   * Labels every backup must carry, with these exact values (the seeds' constitutional hash:
+   * `{ constitutional_hash: "cdd01ef066bc6cf2" }`).
+   */
+  requiredLabels?: Record<string, string>;
+  /** The backup must have gone through an encryption transform. @default false */
+  requireEncryption?: boolean;
+  /**
+   * Recipients every backup must be encrypted to, by fingerprint (`recipientFingerprint(recipient)`
+   * or `keyFingerprint(key)`), e.g. the offline recovery key. Implies encryption.
+   */
+  requiredRecipients?: string[];
+  /** The backup must have gone through a compression transform. @default false */
+  requireCompression?: boolean;
+  /** The smallest plausible backup, in plain (uncompressed, unencrypted) bytes. */
+  minBytes?: number;
+  /**
+   * The recovery point objective: a backup older than this (start time to `now`) breaches it.
+   * A "freshness" rule: it says the job is late, not that the backup is bad.
+   */
+  maxAge?: string;
+  /** Manifest schema versions accepted. @default SUPPORTED_MANIFEST_VERSIONS */
+  supportedVersions?: number[];
+  /** How far in the future a start time may lie before it is reported (clock skew). @default "5m" */
+  futureTolerance?: string;
+  /**
+   * Every backup's manifest must be signed (rule `signature`). With `verifyKeys`, by one of them,
+   * over the manifest as it is; without, the signature's presence alone is checked. @default false
+   */
+  requireSignature?: boolean;
+  /**
+   * Public keys (`stowage-verify1:…`) that may sign. Given, a manifest that is unsigned, signed
+   * by another key or changed after signing fails rule `signature`, as with `requireSignature`.
+   */
+  verifyKeys?: string[];
+  /**
+   * `validateBackups` follows each job's chain (`previous`): a predecessor missing from the middle
+   * is a `chain-gap` warning; a predecessor whose manifest is not the one its successor chained
+   * to, or a chain that runs backwards or repeats an id, is a `chain-replay` error. @default false
+   */
+  chain?: boolean;
+}
+type _ValidationRulesAgrees = Assert<Agrees<ValidationRules, z.input<typeof validationRulesSchema>>>;
 type ParsedRules = z.output<typeof validationRulesSchema>;
 
 /**

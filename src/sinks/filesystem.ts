@@ -21,6 +21,7 @@ import { z } from "zod";
 import { notFound, StowageError, type StowageErrorCode, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import { parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type {
   Leftover,
   LeftoverOptions,
@@ -50,7 +51,23 @@ export const filesystemSinkOptionsSchema = z
     heartbeatMs: z.number().int().min(10).max(600_000).default(30_000),
   })
   .strict();
-export type FilesystemSinkOptions = z.input<typeof filesystemSinkOptionsSchema>;
+export interface FilesystemSinkOptions {
+  /** The folder that holds every key; created if missing. It may itself be a symbolic link. */
+  root: string;
+  /** Permissions of written files; backups are private by default. @default 0o600 */
+  fileMode?: number;
+  /** Permissions of folders the sink creates. @default 0o700 */
+  dirMode?: number;
+  /**
+   * How often a writer rewrites the owner record of its temporary file while it writes, so that
+   * a sweep on another host can tell it is alive (see {@link FilesystemSink.leftovers}).
+   * @default 30000
+   */
+  heartbeatMs?: number;
+}
+type _FilesystemSinkOptionsAgrees = Assert<
+  Agrees<FilesystemSinkOptions, z.input<typeof filesystemSinkOptionsSchema>>
+>;
 
 /**
  * Temporary files (and their owner records, `<temp>.owner`) carry this marker in their name;

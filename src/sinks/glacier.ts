@@ -3,7 +3,9 @@ import { z } from "zod";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions, signalSchema } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import { s3Sdk } from "./s3/sdk.js";
+import type { S3CommonOptions } from "./s3.js";
 import { buildS3Sink, COLD_STORAGE_CLASSES, type S3Sink, s3CommonOptionsSchema } from "./s3.js";
 
 /** Archive classes a glacier sink writes artifacts to. */
@@ -20,7 +22,15 @@ export const glacierSinkOptionsSchema = s3CommonOptionsSchema
     storageClass: z.enum(GLACIER_STORAGE_CLASSES).default("GLACIER"),
   })
   .strict();
-export type GlacierSinkOptions = z.input<typeof glacierSinkOptionsSchema>;
+export interface GlacierSinkOptions extends S3CommonOptions {
+  /**
+   * Where artifacts go. GLACIER (Flexible Retrieval) and DEEP_ARCHIVE must be restored before
+   * a read (minutes to 48 hours); GLACIER_IR (Instant Retrieval) reads at once.
+   * @default "GLACIER"
+   */
+  storageClass?: "GLACIER_IR" | "GLACIER" | "DEEP_ARCHIVE";
+}
+type _GlacierSinkOptionsAgrees = Assert<Agrees<GlacierSinkOptions, z.input<typeof glacierSinkOptionsSchema>>>;
 
 /** Where an archived artifact stands, from HeadObject's `x-amz-restore` header. */
 export type RestoreStatus =
@@ -45,7 +55,20 @@ export const requestRestoreOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RequestRestoreOptions = z.input<typeof requestRestoreOptionsSchema>;
+export interface RequestRestoreOptions {
+  /** How long the restored copy stays readable. @default 7 */
+  days?: number;
+  /**
+   * Retrieval speed and price: Expedited (1–5 min, GLACIER only), Standard (3–5 h; 12 h for
+   * DEEP_ARCHIVE), Bulk (5–12 h; 48 h for DEEP_ARCHIVE). @default "Standard"
+   */
+  tier?: "Standard" | "Bulk" | "Expedited";
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RequestRestoreOptionsAgrees = Assert<
+  Agrees<RequestRestoreOptions, z.input<typeof requestRestoreOptionsSchema>>
+>;
 
 export const waitForRestoreOptionsSchema = z
   .object({
@@ -54,7 +77,15 @@ export const waitForRestoreOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type WaitForRestoreOptions = z.input<typeof waitForRestoreOptionsSchema>;
+export interface WaitForRestoreOptions {
+  /** Time between HeadObject polls: milliseconds or a duration such as "5m". @default "5m" */
+  pollInterval?: string | number;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _WaitForRestoreOptionsAgrees = Assert<
+  Agrees<WaitForRestoreOptions, z.input<typeof waitForRestoreOptionsSchema>>
+>;
 
 /** What {@link GlacierSink.requestRestore} found or started. */
 export type RestoreRequestResult =
@@ -107,7 +138,7 @@ const isCold = (storageClass: string) => (COLD_STORAGE_CLASSES as readonly strin
 /**
  * Archives artifacts in S3 Glacier (Flexible Retrieval, Deep Archive or Instant Retrieval) while
  * their **manifests stay in STANDARD**, so listing, validation and retention planning never need a
- * restore. Everything else is {@link s3Sink}'s (multipart streaming, bounded memory, Object Lock,
+ * restore. Everything else is `s3Sink`'s (multipart streaming, bounded memory, Object Lock,
  * checksums advice for S3-compatible stores).
  *
  * Reading an artifact in GLACIER or DEEP_ARCHIVE takes a restore first: `read` (and so `restore()`

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { notFound, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import { parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { ObjectInfo, ReadOptions, Sink, WriteOptions, WrittenObject } from "../core/types.js";
 
 export const memorySinkOptionsSchema = z
@@ -17,7 +18,13 @@ export const memorySinkOptionsSchema = z
       .default(1 << 16),
   })
   .strict();
-export type MemorySinkOptions = z.input<typeof memorySinkOptionsSchema>;
+export interface MemorySinkOptions {
+  /** Storage classes to accept (lets tests exercise storage-class plans). @default [] */
+  storageClasses?: string[];
+  /** Bytes handed to each read's stream per chunk. @default 65536 */
+  readChunkSize?: number;
+}
+type _MemorySinkOptionsAgrees = Assert<Agrees<MemorySinkOptions, z.input<typeof memorySinkOptionsSchema>>>;
 
 interface StoredObject {
   data: Buffer;

@@ -11,6 +11,7 @@ import { StowageError, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import { MANIFEST_SUFFIX } from "../core/manifest.js";
 import { parseDuration, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type {
   Leftover,
   LeftoverOptions,
@@ -36,6 +37,7 @@ import { listUploads, putStream } from "./s3/upload.js";
 export {
   COLD_STORAGE_CLASSES,
   S3_STORAGE_CLASSES,
+  type S3CommonOptions,
   type S3SinkOptions,
   s3CommonOptionsSchema,
   s3SinkOptionsSchema,

@@ -2,6 +2,7 @@ import { Readable } from "node:stream";
 import { z } from "zod";
 import { throwIfAborted } from "../core/errors.js";
 import { bytesSchema, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
@@ -61,7 +62,20 @@ export const bytesSourceOptionsSchema = z
     sensitive: z.boolean().default(false),
   })
   .strict();
-export type BytesSourceOptions = z.input<typeof bytesSourceOptionsSchema>;
+export interface BytesSourceOptions {
+  /**
+   * The bytes, or a function returning a fresh (async) iterable of chunks for each run; it gets
+   * the run's AbortSignal.
+   */
+  data: string | Uint8Array | ((signal: AbortSignal) => Chunks);
+  /** @default "bytes" */
+  name?: string;
+  /** @default "application/octet-stream" */
+  contentType?: string;
+  /** Marks the source as holding secrets (encryption then becomes mandatory). @default false */
+  sensitive?: boolean;
+}
+type _BytesSourceOptionsAgrees = Assert<Agrees<BytesSourceOptions, z.input<typeof bytesSourceOptionsSchema>>>;
 
 /**
  * A source of bytes you already have, or of chunks a function generates: for tests (yours and

@@ -3,12 +3,13 @@ import { join, resolve } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
-import tar from "tar-stream";
 import { z } from "zod";
 import { linkSignal } from "../core/abort.js";
 import { isStowageError, StowageError } from "../core/errors.js";
+import { loadTarStream } from "../core/lazy-deps.js";
 import { parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 export const directorySourceOptionsSchema = z
@@ -23,7 +24,19 @@ export const directorySourceOptionsSchema = z
     name: z.string().optional(),
   })
   .strict();
-export type DirectorySourceOptions = z.input<typeof directorySourceOptionsSchema>;
+export interface DirectorySourceOptions {
+  /** The folder to back up. */
+  path: string;
+  /** Globs (relative, `/`-separated) of paths to keep; folders are walked regardless. @default all */
+  include?: string[];
+  /** Globs of paths to leave out; a matching folder is not entered. @default none */
+  exclude?: string[];
+  /** Logical name for the manifest. @default the folder's path */
+  name?: string;
+}
+type _DirectorySourceOptionsAgrees = Assert<
+  Agrees<DirectorySourceOptions, z.input<typeof directorySourceOptionsSchema>>
+>;
 
 interface Entry {
   rel: string;
@@ -196,7 +209,7 @@ export function directorySource(options: DirectorySourceOptions): Source {
         throw new StowageError("SOURCE_FAILED", `directory source: ${root} is not a folder`);
 
       const counts = { files: 0, directories: 0, symlinks: 0, bytes: 0, skipped: 0 };
-      const pack = tar.pack();
+      const pack = (await loadTarStream()).pack();
       // Stops the walk and the file being read when the consumer goes away early (the tar entry
       // of a destroyed pack never drains), so the file is closed and details() settles.
       const stop = linkSignal(signal);

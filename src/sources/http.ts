@@ -12,7 +12,7 @@ export {
   httpBundleSource,
   httpBundleSourceOptionsSchema,
 } from "./http/bundle-source.js";
-export { DEFAULT_HTTP_MAX_BYTES, type HttpFailureReason } from "./http/exchange.js";
+export { DEFAULT_HTTP_MAX_BYTES, type HttpFailureReason, type HttpRequestOptions } from "./http/exchange.js";
 export {
   DEFAULT_HTTP_MAX_PARSE_BYTES,
   type HttpExpect,

@@ -3,13 +3,13 @@ import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
-import tar from "tar-stream";
-import { glob } from "tinyglobby";
 import { z } from "zod";
 import { linkSignal } from "../core/abort.js";
 import { StowageError, throwIfAborted } from "../core/errors.js";
+import { loadGlob, loadTarStream } from "../core/lazy-deps.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 /** A moment: a Date, an ISO 8601 date-time, or a duration before the run's start ("24h", "7d"). */
@@ -45,7 +45,31 @@ export const logsSourceOptionsSchema = z
     name: z.string().min(1).default("logs"),
   })
   .strict();
-export type LogsSourceOptions = z.input<typeof logsSourceOptionsSchema>;
+export interface LogsSourceOptions {
+  /**
+   * Globs of the files to export (tinyglobby syntax: `**`, `{a,b}`, `*.log*`), relative to
+   * `baseDir` or absolute. Rotated files (`app.log.1`, `app.log.2.gz`) are files like any other:
+   * match them (`app.log*`) and they are kept as they are, compressed or not.
+   */
+  paths: string[];
+  /**
+   * The folder paths in the tar are relative to, and relative globs start from. Every matched
+   * file must lie under it.
+   * @default the deepest folder common to all globs when they are all absolute, else the process's cwd
+   */
+  baseDir?: string;
+  /** Keep files modified at or after this moment; a duration counts back from the run's start. @default no lower bound */
+  since?: string | Date;
+  /** Keep files modified before this moment; a duration counts back from the run's start. @default no upper bound */
+  until?: string | Date;
+  /** Fail rather than export more files than this (a glob gone wide). @default 10000 */
+  maxFiles?: number;
+  /** Globs (relative to `baseDir`) of files to leave out, e.g. `["**\/*.tmp"]`. @default [] */
+  exclude?: string[];
+  /** Logical name for the manifest. @default "logs" */
+  name?: string;
+}
+type _LogsSourceOptionsAgrees = Assert<Agrees<LogsSourceOptions, z.input<typeof logsSourceOptionsSchema>>>;
 
 function moment(
   value: z.output<typeof momentSchema> | undefined,
@@ -163,6 +187,7 @@ export function logsSource(options: LogsSourceOptions): Source {
       }
       const window = { since: since?.toISOString() ?? null, until: until?.toISOString() ?? null };
 
+      const glob = await loadGlob();
       const matched = await glob(opts.paths, {
         cwd: baseDir,
         absolute: true,
@@ -220,7 +245,7 @@ export function logsSource(options: LogsSourceOptions): Source {
 
       const counts = { files: 0, bytes: 0 };
       const grew: Array<{ path: string; bytesAtOpen: number; bytesNow: number }> = [];
-      const pack = tar.pack();
+      const pack = (await loadTarStream()).pack();
       // Stops the read in progress when the run is aborted or the consumer goes away early, so
       // the open file is closed either way.
       const stop = linkSignal(signal);

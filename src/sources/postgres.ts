@@ -21,7 +21,12 @@ export {
   pgBaseBackupSource,
   pgBaseBackupSourceOptionsSchema,
 } from "./postgres/base-backup-source.js";
-export { type PgConnection, pgConnectionFieldsSchema, pgConnectionSchema } from "./postgres/connection.js";
+export {
+  type PgConnection,
+  type PgConnectionFields,
+  pgConnectionFieldsSchema,
+  pgConnectionSchema,
+} from "./postgres/connection.js";
 export {
   type PgDumpDetails,
   type PgDumpSourceOptions,

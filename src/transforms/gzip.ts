@@ -2,6 +2,7 @@ import * as zlib from "node:zlib";
 import { z } from "zod";
 import type { TransformRecord } from "../core/manifest.js";
 import { parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Transform } from "../core/types.js";
 import {
   type BlockCodec,
@@ -20,7 +21,19 @@ export const gzipOptionsSchema = z
     ...blockParallelOptionsShape,
   })
   .strict();
-export type GzipOptions = z.input<typeof gzipOptionsSchema>;
+export interface GzipOptions {
+  /**
+   * Blocks compressed at once on libuv's thread pool.
+   * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
+   *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
+   */
+  concurrency?: number;
+  /** Input bytes per block, 64 KiB-64 MiB. @default 1048576 (1 MiB) */
+  blockSize?: number;
+  /** zlib level 0-9. @default 6 */
+  level?: number;
+}
+type _GzipOptionsAgrees = Assert<Agrees<GzipOptions, z.input<typeof gzipOptionsSchema>>>;
 
 /**
  * Compresses one block as raw deflate. Not the last block: ends on a byte boundary with a sync

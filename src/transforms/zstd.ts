@@ -4,6 +4,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import type { TransformRecord } from "../core/manifest.js";
 import { parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Decoder, Transform } from "../core/types.js";
 import {
   type BlockCodec,
@@ -182,7 +183,19 @@ export const zstdOptionsSchema = z
     ...blockParallelOptionsShape,
   })
   .strict();
-export type ZstdOptions = z.input<typeof zstdOptionsSchema>;
+export interface ZstdOptions {
+  /**
+   * Blocks compressed at once on libuv's thread pool.
+   * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
+   *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
+   */
+  concurrency?: number;
+  /** Input bytes per block, 64 KiB-64 MiB. @default 1048576 (1 MiB) */
+  blockSize?: number;
+  /** zstd level 1-19 (the fast, low-memory ones; 20-22 need ultra mode). @default 3 */
+  level?: number;
+}
+type _ZstdOptionsAgrees = Assert<Agrees<ZstdOptions, z.input<typeof zstdOptionsSchema>>>;
 
 /**
  * Independent frames, one per block, each with zstd's content checksum. RFC 8878 defines a zstd

@@ -50,6 +50,13 @@ describe("package shape", () => {
     for (const name of reached) expect(Object.keys(pkg.dependencies), name).toContain(name);
   });
 
+  it("the root entry loads tar-stream and tinyglobby only when an operation needs them", () => {
+    // Importing stowage should not pay for what only a tar source, a restore or logsSource uses
+    // (bench/import-cost.ts measures the import; src/core/lazy-deps.ts loads these at first use).
+    const reached = packagesReachedFrom(join(repo, "src/index.ts"));
+    for (const deferred of ["tar-stream", "tinyglobby"]) expect(reached.has(deferred), deferred).toBe(false);
+  });
+
   it("no subpath entry imports a heavy SDK statically: importing it works without the SDK installed", () => {
     for (const subpath of Object.keys(pkg.exports)) {
       if (subpath === "./package.json") continue;

@@ -1,6 +1,7 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { durationSchema, parseDuration } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import { S3_LIMITS } from "./upload.js";
 
 const MiB = 1024 * 1024;
@@ -127,4 +128,74 @@ export const s3SinkOptionsSchema = s3CommonOptionsSchema
   })
   .strict()
   .superRefine(kmsCheck);
-export type S3SinkOptions = z.input<typeof s3SinkOptionsSchema>;
+export interface S3CommonOptions {
+  /**
+   * A ready `S3Client` from `@aws-sdk/client-s3`: credentials, region, endpoint, retries and
+   * checksum settings are yours (see `s3Sink` for what S3-compatible stores need).
+   */
+  client: S3Client;
+  /** The bucket; it must exist. */
+  bucket: string;
+  /** Put every key under this prefix; a "/" is added when missing. @default "" */
+  prefix?: string;
+  /** Server-side encryption S3 applies to each object. @default the bucket's default */
+  serverSideEncryption?: "AES256" | "aws:kms" | "aws:kms:dsse";
+  /** The KMS key for `serverSideEncryption: "aws:kms"`; never logged. */
+  kmsKeyId?: string;
+  /** Object tags set on each artifact and manifest. */
+  tags?: Record<string, string>;
+  /**
+   * Size of the first 1,000 parts of a multipart upload, in bytes (5 MiB–5 GiB); later parts
+   * double every 1,000 parts (see `partSizeFor`). @default 8 MiB
+   */
+  partSize?: number;
+  /** Parts held in memory at once (being filled or uploading). @default 4 */
+  queueSize?: number;
+  /**
+   * Reads: the bytes one ranged GET asks for (1-64 MiB). Each GET in flight holds its range in
+   * memory until it is passed on in order. @default 4 MiB
+   */
+  readPartSize?: number;
+  /**
+   * Reads: ranged GETs in flight at once. A read holds at most `readConcurrency × readPartSize`.
+   * @default 6
+   */
+  readConcurrency?: number;
+  /**
+   * Reads: how many times one range may be asked again after its connection broke (a reset, a body
+   * cut short, a 5xx), from its first byte not yet received, before the read fails. @default 5
+   */
+  readResumes?: number;
+  /**
+   * How long a request to S3 may go without a byte moving (sent or received) before it is given up:
+   * milliseconds or a duration ("60s", "5m"). A server that accepts a connection and never answers
+   * then fails the write with SINK_WRITE_FAILED (a read with SINK_READ_FAILED) and
+   * `details.reason: "timeout"`, instead of leaving `backup()` waiting forever. A slow link is not
+   * idle; a restore target that reads slowly does not count either. @default "60s"
+   */
+  idleTimeout?: string | number;
+  /**
+   * S3 Object Lock on each artifact and its manifest: `mode` and how long from the write
+   * (`retainFor`: "30d", "1y"...). The bucket must have Object Lock enabled. The lock's date is
+   * returned as `retainUntil`, which `backup()` records in the manifest so retention keeps it.
+   */
+  objectLock?: { mode: "GOVERNANCE" | "COMPLIANCE"; retainFor: string };
+}
+type _S3CommonAgrees = Assert<Agrees<S3CommonOptions, z.input<typeof s3CommonOptionsSchema>>>;
+
+/** Options of {@link s3Sink}. */
+export interface S3SinkOptions extends S3CommonOptions {
+  /**
+   * Storage class of artifacts. Manifests always go to STANDARD (small, read by every listing).
+   * GLACIER and DEEP_ARCHIVE need a restore before a read: use `glacierSink` for them.
+   * @default "STANDARD"
+   */
+  storageClass?:
+    | "STANDARD"
+    | "STANDARD_IA"
+    | "ONEZONE_IA"
+    | "INTELLIGENT_TIERING"
+    | "GLACIER_IR"
+    | "REDUCED_REDUNDANCY";
+}
+type _S3SinkOptionsAgrees = Assert<Agrees<S3SinkOptions, z.input<typeof s3SinkOptionsSchema>>>;

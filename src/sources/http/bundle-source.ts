@@ -1,11 +1,13 @@
 import { pipeline } from "node:stream/promises";
-import tar from "tar-stream";
 import { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
+import { loadTarStream } from "../../core/lazy-deps.js";
 import { parseOptions } from "../../core/options.js";
 import { packedTar } from "../../core/pack-tar.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
+import type { HttpSourceOptions } from "./http-source.js";
 import { type Fetched, fetchChecked, httpSourceOptionsSchema } from "./http-source.js";
 import { prepare, scrub, scrubDeep } from "./secrets.js";
 
@@ -18,7 +20,11 @@ export const httpBundleServiceSchema = httpSourceOptionsSchema.extend({
   /** The service's name: letters, digits, `.`, `_`, `-`; its file in the tar is `<name>.json`. */
   name: z.string().regex(SERVICE_NAME, "letters, digits, '.', '_' and '-', at most 128"),
 });
-export type HttpBundleService = z.input<typeof httpBundleServiceSchema>;
+export interface HttpBundleService extends HttpSourceOptions {
+  /** The service's name: letters, digits, `.`, `_`, `-`; its file in the tar is `<name>.json`. */
+  name: string;
+}
+type _HttpBundleServiceAgrees = Assert<Agrees<HttpBundleService, z.input<typeof httpBundleServiceSchema>>>;
 
 export const httpBundleSourceOptionsSchema = z
   .object({
@@ -39,7 +45,23 @@ export const httpBundleSourceOptionsSchema = z
     name: z.string().min(1).default("http-bundle"),
   })
   .strict();
-export type HttpBundleSourceOptions = z.input<typeof httpBundleSourceOptionsSchema>;
+export interface HttpBundleSourceOptions {
+  /** The services whose state is fetched, one file each in the tar. */
+  services: HttpBundleService[];
+  /**
+   * `"all-or-nothing"`: any failed service fails the backup. `"best-effort"`: failed services are
+   * listed in the details and in `index.json`, and the backup keeps the rest (it fails only when
+   * every service failed). @default "all-or-nothing"
+   */
+  mode?: "all-or-nothing" | "best-effort";
+  /** Services fetched at once. @default 4 */
+  concurrency?: number;
+  /** Logical name for the manifest. @default "http-bundle" */
+  name?: string;
+}
+type _HttpBundleSourceOptionsAgrees = Assert<
+  Agrees<HttpBundleSourceOptions, z.input<typeof httpBundleSourceOptionsSchema>>
+>;
 
 /** Marks an `index.json` as a bundle's, so `restoreHttp` recognises one. */
 export const HTTP_BUNDLE_FORMAT = "stowage-http-bundle";
@@ -211,7 +233,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
           allSecrets,
         );
 
-        const pack = tar.pack();
+        const pack = (await loadTarStream()).pack();
         const header = { mode: 0o644, mtime: startedAt, type: "file" as const };
         // Each body streams from its spool into its entry, one at a time: memory holds no body.
         const produce = async () => {

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
 import { StowageError, type StowageErrorCode } from "../../core/errors.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import { type Prepared, scrub, scrubbedCause } from "./secrets.js";
 import type { Spool } from "./spool.js";
 
@@ -50,6 +51,44 @@ export const requestShape = {
    */
   followRedirects: z.boolean().default(false),
 };
+
+/** Options of one HTTP request, shared by the source, a bundle's services and the restore. */
+export interface HttpRequestOptions {
+  /** The endpoint. Credentials in it (`https://user:pass@…`) become a Basic Authorization header. */
+  url: string;
+  /** @default "GET" */
+  method?: string;
+  /** Request headers. Values of secret headers never appear in errors or manifests. @default {} */
+  headers?: Record<string, string>;
+  /** A request body, e.g. for a `POST` backup endpoint. */
+  body?: string;
+  /** Per attempt, for the whole exchange (connect, headers, body). @default 30000 */
+  timeoutMs?: number;
+  /** Further attempts after a connection error, a timeout, a cut body, a 5xx or a 429. @default 3 */
+  retries?: number;
+  /** First backoff delay; doubles each retry, with jitter (half fixed, half random). @default 500 */
+  retryDelayMs?: number;
+  /** Cap on one backoff delay, a `Retry-After` included. @default 30000 */
+  maxRetryDelayMs?: number;
+  /**
+   * The most bytes read from one response; a larger one fails with reason `"too-large"`. The body
+   * goes to a temporary file, not to memory, so this bounds disk use: raise it freely. @default 64 MiB
+   */
+  maxBytes?: number;
+  /** More header names to treat as secret, besides `DEFAULT_SECRET_HEADERS`. @default [] */
+  secretHeaders?: string[];
+  /**
+   * Query parameters whose values are redacted from recorded URLs and errors, besides any whose
+   * name contains token, key, secret, pass, sig, auth, credential, session or code. @default []
+   */
+  secretParams?: string[];
+  /**
+   * Follow redirects. Off by default: a redirect would carry custom secret headers (an API key) to
+   * wherever it points; a 3xx then fails the status expectation instead. @default false
+   */
+  followRedirects?: boolean;
+}
+type _HttpRequestAgrees = Assert<Agrees<HttpRequestOptions, z.input<z.ZodObject<typeof requestShape>>>>;
 
 /** Why an HTTP exchange failed, in `error.details.reason`. */
 export type HttpFailureReason =

@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
 import { z } from "zod";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Exchange, HttpFailureReason } from "./exchange.js";
 import { JsonScanner, JsonSyntaxError, type ScannedValue } from "./json-scan.js";
 import type { Spool } from "./spool.js";
@@ -44,7 +45,30 @@ export const httpExpectSchema = z
     json: z.boolean().optional(),
   })
   .strict();
-export type HttpExpect = z.input<typeof httpExpectSchema>;
+export interface HttpExpect {
+  /** Accepted status codes. @default any 2xx */
+  status?: number[];
+  /**
+   * Accepted media types, compared without parameters and case-insensitively
+   * (`"application/json"` accepts `application/json; charset=utf-8`).
+   * @default any
+   */
+  contentType?: string | string[];
+  /** A zod schema the JSON body must satisfy. */
+  schema?: z.ZodType;
+  /**
+   * Fields the JSON body must carry, with exact values (deep equality). A key is a dot-separated
+   * path (`"meta.hash"`); a top-level key that itself contains dots is looked up first.
+   * @example { constitutional_hash: "cdd01ef066bc6cf2" }
+   */
+  requiredFields?: Record<string, unknown>;
+  /**
+   * Parse the body as JSON and refuse it if it is not. @default true when `schema` or
+   * `requiredFields` is set or the response says it is JSON (`application/json`, `…+json`).
+   */
+  json?: boolean;
+}
+type _HttpExpectAgrees = Assert<Agrees<HttpExpect, z.input<typeof httpExpectSchema>>>;
 
 export const mediaType = (contentType: string | undefined) =>
   contentType?.split(";")[0]?.trim().toLowerCase();

@@ -2,8 +2,11 @@ import { tmpdir } from "node:os";
 import { z } from "zod";
 import { isStowageError, StowageError } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
+import type { HttpRequestOptions } from "./exchange.js";
 import { type Exchange, exchange, is2xx, requestShape } from "./exchange.js";
+import type { HttpExpect } from "./expect.js";
 import {
   DEFAULT_HTTP_MAX_PARSE_BYTES,
   differences,
@@ -43,7 +46,26 @@ export const httpSourceOptionsSchema = z
     name: z.string().min(1).optional(),
   })
   .strict();
-export type HttpSourceOptions = z.input<typeof httpSourceOptionsSchema>;
+export interface HttpSourceOptions extends HttpRequestOptions {
+  /** What the response must look like before it is kept. @default any 2xx */
+  expect?: HttpExpect;
+  /** Logical name for the manifest. @default the URL's host and path */
+  name?: string;
+  /**
+   * The largest JSON body parsed whole in memory (needed by `expect.schema`). A larger body is
+   * checked by a streaming scanner instead, in constant memory: its JSON syntax and
+   * `expect.requiredFields` (values up to 64 KiB each); with `expect.schema` it is refused with
+   * reason `"too-large-to-validate"`. At most {@link MAX_HTTP_PARSE_BYTES}. @default 64 MiB
+   */
+  maxParseBytes?: number;
+  /**
+   * Folder for the temporary file each response is spooled to while it is fetched and checked:
+   * mode 0600 in a fresh 0700 folder, unlinked as soon as it is open (so nothing is left even if
+   * the process dies) and closed when the backup ends, fails or is aborted. @default os.tmpdir()
+   */
+  spoolDir?: string;
+}
+type _HttpSourceOptionsAgrees = Assert<Agrees<HttpSourceOptions, z.input<typeof httpSourceOptionsSchema>>>;
 type HttpSourceParsed = z.output<typeof httpSourceOptionsSchema>;
 
 export interface Fetched extends Exchange {
@@ -179,7 +201,7 @@ function defaultName(url: string): string {
  *   `details.differences` says what (`details.reason` the first).
  * @throws {SOURCE_FAILED} on connection errors, timeouts, a body that ends early (after the
  *   retries), a body over `maxBytes`, or a temporary file that cannot be written (`"spool"`);
- *   `details.reason` is an {@link HttpFailureReason}.
+ *   `details.reason` is an `HttpFailureReason`.
  * @throws {ABORTED} when the backup's signal fires, naming the job, the source and the URL.
  * @example
  * await backup({

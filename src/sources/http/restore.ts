@@ -1,12 +1,14 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import tar from "tar-stream";
 import { z } from "zod";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
+import { loadTarStream } from "../../core/lazy-deps.js";
 import { parseOptions, signalSchema } from "../../core/options.js";
 import { readAll } from "../../core/streams.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import { type HttpBundleIndex, httpBundleIndexSchema, SERVICE_NAME } from "./bundle-source.js";
+import type { HttpRequestOptions } from "./exchange.js";
 import { exchange, is2xx, requestShape } from "./exchange.js";
 import { prepare } from "./secrets.js";
 
@@ -52,7 +54,36 @@ export const restoreHttpOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RestoreHttpOptions = z.input<typeof restoreHttpOptionsSchema>;
+export interface RestoreHttpOptions extends Omit<HttpRequestOptions, "url" | "method" | "body" | "retries"> {
+  /** The state to send: usually `await restore({ sink, manifest })`. */
+  stream: Readable;
+  /**
+   * Where to send it. For a bundle: a template with `{name}` (the service's name) or a map from
+   * service name to URL; every service to be restored must have one.
+   */
+  url: string | Record<string, string>;
+  /** @default "POST" */
+  method?: string;
+  /** Content type of a single state. Bundles send each service's recorded type. @default "application/json" */
+  contentType?: string;
+  /**
+   * Whether the stream is a bundle from {@link httpBundleSource}. @default detected: a tar whose
+   * first entry is a bundle `index.json`
+   */
+  bundle?: boolean;
+  /** Restore only these services of a bundle. @default every service the bundle holds */
+  services?: string[];
+  /** Statuses that count as restored. @default any 2xx */
+  expectStatus?: number[];
+  /**
+   * Retries for a restore request, on the same faults as the source. Off by default: a restore
+   * endpoint need not be idempotent. @default 0
+   */
+  retries?: number;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RestoreHttpOptionsAgrees = Assert<Agrees<RestoreHttpOptions, z.input<typeof restoreHttpOptionsSchema>>>;
 
 export interface RestoreHttpResult {
   /** One per request sent, in order. */
@@ -63,7 +94,7 @@ export interface RestoreHttpResult {
 
 async function untar(buffer: Buffer): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>();
-  const extract = tar.extract();
+  const extract = (await loadTarStream()).extract();
   const feeding = pipeline(Readable.from([buffer], { objectMode: false }), extract);
   feeding.catch(() => undefined); // surfaced by the iteration, or awaited below
   for await (const entry of extract) {

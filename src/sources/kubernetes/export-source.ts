@@ -7,6 +7,7 @@ import { z } from "zod";
 import { StowageError } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
 import { packedTar } from "../../core/pack-tar.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import { VERSION } from "../../core/version.js";
 import { enc, groupVersionPath, KubeApiError, KubeClient, type KubeObject, sourceError } from "./client.js";
@@ -27,6 +28,7 @@ import {
   skip,
 } from "./export-archive.js";
 import { planExport } from "./export-plan.js";
+import type { KubeConfigLike } from "./kube-config.js";
 import { kubeConfigSchema } from "./kube-config.js";
 
 export const kubernetesSourceOptionsSchema = z
@@ -64,7 +66,42 @@ export const kubernetesSourceOptionsSchema = z
     name: z.string().min(1).optional(),
   })
   .strict();
-export type KubernetesSourceOptions = z.input<typeof kubernetesSourceOptionsSchema>;
+export interface KubernetesSourceOptions {
+  /** A ready KubeConfig (`@kubernetes/client-node`). */
+  kubeConfig: KubeConfigLike;
+  /** The namespaces to back up, or "all". */
+  namespaces: string[] | "all";
+  /**
+   * Only these types, each named by plural, singular, kind or short name, case-insensitive,
+   * optionally with its group (`deployments`, `Deployment`, `deploy`, `deployments.apps`); also
+   * brings back a default-excluded type.
+   * @default every listable type
+   */
+  includeResources?: string[];
+  /** Leave these types out. @default none (besides events, nodes and other derived types) */
+  excludeResources?: string[];
+  /** A label selector applied to every list (not to the Namespace and CRD objects). */
+  labelSelector?: string;
+  /**
+   * Also export cluster-scoped types (ClusterRoles, StorageClasses, all CRDs…). Without it, only
+   * the Namespaces backed up and the CRDs of custom resources found are exported.
+   * @default true when namespaces is "all", else false
+   */
+  includeClusterResources?: boolean;
+  /** Export Secrets; the source is then sensitive and `backup()` requires encryption. @default false */
+  includeSecrets?: boolean;
+  /** Export objects a controller owns (Pods of a ReplicaSet, ReplicaSets of a Deployment). @default false */
+  includeOwned?: boolean;
+  /** Objects per list request; memory holds about one page. @default 250 */
+  pageSize?: number;
+  /** Fail on a type the credentials may not list (403) instead of recording and skipping it. @default false */
+  strict?: boolean;
+  /** Logical name for the manifest. @default the cluster's server URL */
+  name?: string;
+}
+type _KubernetesSourceOptionsAgrees = Assert<
+  Agrees<KubernetesSourceOptions, z.input<typeof kubernetesSourceOptionsSchema>>
+>;
 
 /**
  * Kubernetes resources as a tar: one YAML document per object at

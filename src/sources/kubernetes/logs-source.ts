@@ -13,8 +13,10 @@ import { z } from "zod";
 import { throwIfAborted } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
 import { packedTar } from "../../core/pack-tar.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import { enc, KubeApiError, KubeClient, type KubeObject, sourceError } from "./client.js";
+import type { KubeConfigLike } from "./kube-config.js";
 import { kubeConfigSchema } from "./kube-config.js";
 
 export const kubernetesLogsSourceOptionsSchema = z
@@ -42,7 +44,33 @@ export const kubernetesLogsSourceOptionsSchema = z
     name: z.string().min(1).optional(),
   })
   .strict();
-export type KubernetesLogsSourceOptions = z.input<typeof kubernetesLogsSourceOptionsSchema>;
+export interface KubernetesLogsSourceOptions {
+  /** A ready KubeConfig (`@kubernetes/client-node`). */
+  kubeConfig: KubeConfigLike;
+  /** The namespace whose pods' logs are exported. */
+  namespace: string;
+  /** Only pods matching this label selector. @default every pod */
+  labelSelector?: string;
+  /** Only log lines from the last N seconds. @default the whole log the kubelet keeps */
+  sinceSeconds?: number;
+  /** Only these container names (init containers included). @default every container */
+  containers?: string[];
+  /** Prefix each line with its RFC 3339 time (the kubelet's `timestamps`). @default false */
+  timestamps?: boolean;
+  /** Cap per container log (the kubelet's `limitBytes`). @default no cap */
+  limitBytes?: number;
+  /** Fail when a container's log cannot be read, instead of listing it in the details. @default false */
+  strict?: boolean;
+  /** Logs can hold secrets; set this to make `backup()` require encryption. @default false */
+  sensitive?: boolean;
+  /** Where each log is staged (tar needs sizes up front). @default the OS temp folder */
+  spoolDirectory?: string;
+  /** Logical name for the manifest. @default the namespace */
+  name?: string;
+}
+type _KubernetesLogsSourceOptionsAgrees = Assert<
+  Agrees<KubernetesLogsSourceOptions, z.input<typeof kubernetesLogsSourceOptionsSchema>>
+>;
 
 /**
  * Pod logs through the Kubernetes API, as a tar: `<pod>/<container>.log` for each container of

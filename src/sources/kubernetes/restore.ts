@@ -9,8 +9,10 @@ import type { Readable } from "node:stream";
 import { z } from "zod";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
 import { parseOptions, signalSchema } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import { type Json, KubeClient } from "./client.js";
 import { resourceListSchema } from "./discovery.js";
+import type { KubeConfigLike } from "./kube-config.js";
 import { kubeConfigSchema } from "./kube-config.js";
 import {
   applyEntry,
@@ -64,7 +66,45 @@ export const restoreKubernetesOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RestoreKubernetesOptions = z.input<typeof restoreKubernetesOptionsSchema>;
+export interface RestoreKubernetesOptions {
+  /** The plain tar (e.g. `await restore({ sink, manifest, keys })`). */
+  stream: Readable;
+  /** A ready KubeConfig (`@kubernetes/client-node`). */
+  kubeConfig: KubeConfigLike;
+  /** Only objects of these namespaces (as named in the backup). @default every namespace */
+  namespaces?: string[];
+  /** Restore namespace A into B: `{ shop: "shop-copy" }`. Subjects of RoleBindings follow. @default {} */
+  namespaceMapping?: Record<string, string>;
+  /**
+   * Only these types, named as for `kubernetesSource` (plural, singular, kind or short name,
+   * optionally with its group); Namespaces the objects need are kept.
+   */
+  includeResources?: string[];
+  /** Leave these types out, named as for `includeResources`. */
+  excludeResources?: string[];
+  /**
+   * Apply cluster-scoped objects other than CRDs and Namespaces (ClusterRoles…).
+   * @default true when `namespaces` is not given
+   */
+  includeClusterResources?: boolean;
+  /** Server-side dry run (`dryRun=All`): the server checks every object and stores nothing. @default false */
+  dryRun?: boolean;
+  /** Stop at the first failed object (throws `RESTORE_FAILED`). @default false */
+  strict?: boolean;
+  /** Take fields another manager owns (`force=true`) instead of reporting a conflict. @default false */
+  force?: boolean;
+  /** The server-side apply field manager. @default "stowage" */
+  fieldManager?: string;
+  /** How long to wait for a restored CRD to be Established before its objects. @default 30000 */
+  crdTimeoutMs?: number;
+  /** Largest YAML document accepted from the archive. @default 16 MiB */
+  maxObjectBytes?: number;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RestoreKubernetesOptionsAgrees = Assert<
+  Agrees<RestoreKubernetesOptions, z.input<typeof restoreKubernetesOptionsSchema>>
+>;
 
 /** What `restoreKubernetes` did, object by object. */
 export interface KubernetesRestoreReport {

@@ -9,6 +9,7 @@ import { userInfo } from "node:os";
 import { z } from "zod";
 import { StowageError, type StowageErrorCode } from "../../core/errors.js";
 import { redactor as makeRedactor, REDACTED, type Redact, redactCause } from "../../core/redact.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 
 const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] as const;
 
@@ -56,7 +57,28 @@ export const pgConnectionSchema = z.union([
   }),
   pgConnectionFieldsSchema,
 ]);
-export type PgConnection = z.input<typeof pgConnectionSchema>;
+/** A connection given as fields. */
+export interface PgConnectionFields {
+  /** Host name, IP address, or a folder holding the server's Unix socket. @default "localhost" */
+  host?: string;
+  /** @default 5432 */
+  port?: number;
+  /** @default the operating-system user, as libpq does */
+  user?: string;
+  /** Handed to child processes as `PGPASSWORD`, never as an argument. */
+  password?: string;
+  /** A libpq password file (`host:port:db:user:password` lines), handed over as `PGPASSFILE`. */
+  passfile?: string;
+  /** @default "postgres" */
+  database?: string;
+  /** libpq's `sslmode`. @default libpq's default ("prefer") for the tools; no TLS for the checks */
+  sslmode?: "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full";
+}
+type _PgConnectionFieldsAgrees = Assert<Agrees<PgConnectionFields, z.input<typeof pgConnectionFieldsSchema>>>;
+
+/** A PostgreSQL connection: a `postgres://user:password@host:port/database?sslmode=…` URL, or fields. */
+export type PgConnection = string | PgConnectionFields;
+type _PgConnectionAgrees = Assert<Agrees<PgConnection, z.input<typeof pgConnectionSchema>>>;
 
 /** A connection with every field decided. */
 export interface ResolvedConnection {

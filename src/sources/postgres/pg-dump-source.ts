@@ -14,7 +14,9 @@ import {
 } from "../../core/child-process.js";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { FileSourceOutput, Source, SourceContext, SourceOutput } from "../../core/types.js";
+import type { PgConnection } from "./connection.js";
 import {
   coded,
   describeTarget,
@@ -52,7 +54,31 @@ export const pgDumpSourceOptionsSchema = z
     name: z.string().min(1).optional(),
   })
   .strict();
-export type PgDumpSourceOptions = z.input<typeof pgDumpSourceOptionsSchema>;
+export interface PgDumpSourceOptions {
+  /** Where to connect: a URL or fields. The password goes to pg_dump by environment only. */
+  connection: PgConnection;
+  /** The database to dump. @default the connection's database */
+  database?: string;
+  /** `plain` SQL (restore with psql) or pg_dump's `custom` archive (restore with pg_restore). @default "plain" */
+  format?: "custom" | "plain";
+  /** The pg_dump binary. @default "pg_dump" (from PATH) */
+  pgDumpPath?: string;
+  /** Only these schemas (`--schema`). */
+  schemas?: string[];
+  /** Only these tables (`--table`, patterns allowed). */
+  tables?: string[];
+  /** Leave these tables out (`--exclude-table`). */
+  excludeTables?: string[];
+  /** More pg_dump arguments, e.g. ["--no-owner", "-Z0"]; connection, file and format ones are refused. */
+  extraArgs?: string[];
+  /** How long to wait for the server to answer. @default 10000 */
+  connectTimeoutMs?: number;
+  /** Logical name for the manifest. @default the database name */
+  name?: string;
+}
+type _PgDumpSourceOptionsAgrees = Assert<
+  Agrees<PgDumpSourceOptions, z.input<typeof pgDumpSourceOptionsSchema>>
+>;
 
 /** Facts a `pgDumpSource` records in the manifest. */
 export interface PgDumpDetails extends Record<string, unknown> {

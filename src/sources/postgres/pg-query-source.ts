@@ -6,7 +6,9 @@ import type { Client as PgClient } from "pg";
 import { z } from "zod";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
+import type { PgConnection } from "./connection.js";
 import { pgConnectionSchema, resolveConnection } from "./connection.js";
 import { connectClient, connectionError, loadCopyTo, loadPg } from "./peers.js";
 import { copyBody, inlineParams, type PgParam } from "./sql-literals.js";
@@ -30,7 +32,27 @@ export const pgQuerySourceOptionsSchema = z
     name: z.string().min(1).optional(),
   })
   .strict();
-export type PgQuerySourceOptions = z.input<typeof pgQuerySourceOptionsSchema>;
+export interface PgQuerySourceOptions {
+  /** Where to connect: a URL or fields. The password never reaches argv, logs or errors. */
+  connection: PgConnection;
+  /** A SELECT (or anything COPY accepts in parentheses); `$1`… refer to `params`. */
+  query: string;
+  /** The database to query. @default the connection's database */
+  database?: string;
+  /** Values for `$1`, `$2`, …; inlined as quoted literals (COPY takes no bind parameters). @default [] */
+  params?: unknown[];
+  /** `csv` (RFC 4180-style, PostgreSQL's CSV) or `jsonl` (one `row_to_json` object a line). @default "jsonl" */
+  format?: "csv" | "jsonl";
+  /** A header line for csv. @default true */
+  header?: boolean;
+  /** How long to wait for the server to answer. @default 10000 */
+  connectTimeoutMs?: number;
+  /** Logical name for the manifest. @default the database name */
+  name?: string;
+}
+type _PgQuerySourceOptionsAgrees = Assert<
+  Agrees<PgQuerySourceOptions, z.input<typeof pgQuerySourceOptionsSchema>>
+>;
 
 /**
  * Streams a query's result with `COPY (query) TO STDOUT` (pg-copy-streams), with backpressure and

@@ -16,6 +16,8 @@ import {
 } from "../../core/child-process.js";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
 import { parseOptions, signalSchema } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import type { PgConnection } from "./connection.js";
 import {
   coded,
   describeTarget,
@@ -73,7 +75,49 @@ export const restorePostgresOptionsSchema = z
     signal: signalSchema.optional(),
   })
   .strict();
-export type RestorePostgresOptions = z.input<typeof restorePostgresOptionsSchema>;
+export interface RestorePostgresOptions {
+  /** The plain bytes of a dump, e.g. what `restore()` returns. */
+  stream: Readable;
+  /** How the dump was made: `plain` goes through psql, `custom` through pg_restore. */
+  format: "custom" | "plain";
+  /** Where to connect (the user needs rights to create the database if `createDatabase`). */
+  connection: PgConnection;
+  /** The database to restore into. */
+  database: string;
+  /**
+   * Create the database first (from template0). It must not exist, unless `clean` is also set,
+   * which drops it first. A database created here is dropped again if the restore fails.
+   * @default false
+   */
+  createDatabase?: boolean;
+  /**
+   * Drop what is there first: with `createDatabase`, the whole database (`DROP DATABASE … WITH
+   * (FORCE)`); otherwise, for `custom`, the dumped objects (`pg_restore --clean --if-exists`).
+   * A plain dump carries DROP statements only if made with `--clean`, so `clean` alone is
+   * refused for `plain`.
+   * @default false
+   */
+  clean?: boolean;
+  /** Restore in one transaction, so a failure leaves the database as it was. @default true */
+  singleTransaction?: boolean;
+  /** A query run on the restored database afterwards (e.g. row counts); its rows are returned. */
+  check?: string;
+  /** @default "psql" */
+  psqlPath?: string;
+  /** @default "pg_restore" */
+  pgRestorePath?: string;
+  /** More arguments for psql / pg_restore, e.g. ["--no-owner"]. */
+  extraArgs?: string[];
+  /** The database to connect to for CREATE/DROP DATABASE. @default the connection's database, else "postgres" */
+  maintenanceDatabase?: string;
+  /** @default 10000 */
+  connectTimeoutMs?: number;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RestorePostgresOptionsAgrees = Assert<
+  Agrees<RestorePostgresOptions, z.input<typeof restorePostgresOptionsSchema>>
+>;
 
 export interface RestorePostgresResult {
   database: string;

@@ -1,6 +1,7 @@
 /** The options of `aes256gcm` and the recipients it (and `rekey`) accept, checked with zod. */
 import { z } from "zod";
 import { bytesSchema, parseOptions } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import { AES_LIMITS, configInvalid, type ScryptParams, scryptWithinLimits } from "./format.js";
 import type { ResolvedRecipient } from "./header-v2.js";
 import {
@@ -33,7 +34,17 @@ const recipientSchema = z.union([
   z.object({ key: keyInputSchema }).strict(),
 ]);
 /** One recipient: an x25519 `stowage-pub1…` string, `{ passphrase }` or `{ key }` (32 bytes). */
-export type Recipient = z.input<typeof recipientSchema>;
+export type Recipient =
+  | string
+  | {
+      /** A passphrase of at least 8 characters, stretched with scrypt. */
+      passphrase: string;
+    }
+  | {
+      /** A 32-byte key, as bytes, 64 hex digits or base64. */
+      key: string | Uint8Array;
+    };
+type _RecipientAgrees = Assert<Agrees<Recipient, z.input<typeof recipientSchema>>>;
 
 const recipientsSchema = z
   .array(recipientSchema)
@@ -83,7 +94,22 @@ export const aes256gcmOptionsSchema = z
     message: "give exactly one of key, passphrase or recipients",
     path: ["recipients"],
   });
-export type Aes256GcmOptions = z.input<typeof aes256gcmOptionsSchema>;
+export interface Aes256GcmOptions {
+  /** A 32-byte key, as bytes, 64 hex digits or base64. Give this, `passphrase` or `recipients`. */
+  key?: string | Uint8Array;
+  /** A passphrase, stretched with scrypt and a per-artifact salt. */
+  passphrase?: string;
+  /**
+   * Everyone who may decrypt: x25519 `stowage-pub1…` strings (public keys: the backup host can
+   * then write backups it cannot read), `{ passphrase }` and `{ key }`. Each decrypts alone.
+   */
+  recipients?: Recipient[];
+  /** Plaintext bytes per authenticated chunk, a power of two from 1 KiB to 16 MiB. @default 65536 */
+  chunkSize?: number;
+  /** scrypt cost for passphrases. @default { log2N: 15, r: 8, p: 1 } (32 MiB, ~0.1 s) */
+  scrypt?: ScryptParams;
+}
+type _Aes256GcmOptionsAgrees = Assert<Agrees<Aes256GcmOptions, z.input<typeof aes256gcmOptionsSchema>>>;
 
 export function resolveRecipients(list: readonly Recipient[], params: ScryptParams): ResolvedRecipient[] {
   return list.map((r, i): ResolvedRecipient => {

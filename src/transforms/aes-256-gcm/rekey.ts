@@ -15,9 +15,11 @@ import { FirstFailure, transfer } from "../../core/failure.js";
 import { artifactKey, assertSafeKey, newBackupId } from "../../core/keys.js";
 import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "../../core/manifest.js";
 import { parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
+import { ProgressCounter, type ProgressListener } from "../../core/progress.js";
 import { signerFrom } from "../../core/signing.js";
 import { ExpectDigest, HashCounter } from "../../core/streams.js";
-import type { DecryptionKey } from "../../core/types.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import type { DecryptionKey, Sink } from "../../core/types.js";
 import { createRekeyStream, type HeaderInfo } from "./chunks.js";
 import { AES_FORMAT_VERSION } from "./format.js";
 import { parseRecipients, type Recipient } from "./options.js";
@@ -57,16 +59,49 @@ export const rekeyOptionsSchema = z
      */
     signingKey: z.string().optional(),
     signal: signalSchema.optional(),
+    onProgress: z.custom<ProgressListener>((v) => typeof v === "function", "expected a function").optional(),
   })
   .strict();
-export type RekeyOptions = Omit<
-  z.input<typeof rekeyOptionsSchema>,
-  "manifest" | "identities" | "recipients"
-> & {
+/** Options of {@link rekey}. */
+export interface RekeyOptions {
+  /** The sink that holds the backup; the new artifact and manifest are written there too. */
+  sink: Sink;
+  /** The backup to rekey (from `listManifests` or `readManifest`). */
   manifest: Manifest;
+  /** Keys that open the artifact now: `{ identity }`, `{ key }` or `{ passphrase }`. */
   identities: DecryptionKey | readonly DecryptionKey[];
+  /** Everyone who may decrypt the new artifact, as for `aes256gcm({ recipients })`. */
   recipients: readonly Recipient[];
-};
+  /** scrypt cost for passphrase recipients. @default { log2N: 15, r: 8, p: 1 } */
+  scrypt?: { log2N: number; r: number; p: number };
+  /**
+   * Also draw a fresh data key and re-encrypt every chunk (the ciphertext changes). Without it
+   * only the header changes. Version-1 artifacts are always re-encrypted. @default false
+   */
+  reencrypt?: boolean;
+  /** Keep the old artifact and manifest instead of deleting them once the new ones are committed. @default false */
+  keepOld?: boolean;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+  /**
+   * Progress, as `backup` reports it: `bytesRead` bytes of the old artifact read, `bytesWritten`
+   * bytes of the new one handed to the sink. `done` comes once the new manifest is written.
+   */
+  /**
+   * Signs the new manifest (`generateSigningKey()`); it keeps the old one's `previous`, since it
+   * stands in for the same backup. Without it the new manifest is unsigned: its artifact, id and
+   * recipients change, so an old signature could not hold. @default unsigned
+   */
+  signingKey?: string;
+  onProgress?: ProgressListener;
+}
+// The schema takes `manifest`, `identities` and `recipients` loosely and checks them itself (they
+// are typed here as a caller holds them, read-only arrays included); the rest agree exactly.
+type Checked = "manifest" | "identities" | "recipients";
+type _RekeyOptionsAgrees = Assert<
+  Agrees<Omit<RekeyOptions, Checked>, Omit<z.input<typeof rekeyOptionsSchema>, Checked>>
+>;
+type _RekeyOptionsKeys = Assert<Agrees<keyof RekeyOptions, keyof z.input<typeof rekeyOptionsSchema>>>;
 
 /**
  * Re-encrypts a backup for a new set of recipients without touching its content: rewraps the
@@ -83,7 +118,7 @@ export type RekeyOptions = Omit<
  * @throws {CONFIG_INVALID} bad options or recipients (named, never echoed).
  * @throws {UNSUPPORTED} the manifest has no aes-256-gcm stage, or not as its last transform.
  * @throws {DECRYPT_FAILED} no identity opens the artifact (the message names its recipients), or a
- *   chunk fails authentication. {@link INTEGRITY_MISMATCH} when the stored bytes differ from the manifest.
+ *   chunk fails authentication. `INTEGRITY_MISMATCH` when the stored bytes differ from the manifest.
  * @throws {SINK_READ_FAILED | SINK_WRITE_FAILED | NOT_FOUND | ABORTED}
  * @throws {SINK_DELETE_FAILED} the new backup was committed but the old one could not be removed
  *   (e.g. an object lock); `details.newManifest` is the new manifest.
@@ -99,6 +134,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
   const keys = keyList(opts.identities as DecryptionKey | DecryptionKey[], "rekey", "identities");
   const signer = opts.signingKey === undefined ? undefined : signerFrom(opts.signingKey);
   const old = manifest.artifact.key;
+  const progress = new ProgressCounter(opts.onProgress);
 
   const aesAt = manifest.transforms.findIndex((t) => t.name === "aes-256-gcm");
   if (aesAt < 0 || aesAt !== manifest.transforms.length - 1) {
@@ -152,7 +188,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
       },
       identity: { job: manifest.job, id },
     });
-    const written = new HashCounter();
+    const written = new HashCounter(progress.written);
     failure.watch(raw, "SINK_READ_FAILED", `rekey: reading ${old} failed`);
     failure.watch(storedCheck, "INTEGRITY_MISMATCH", `rekey: ${old}`);
     failure.watch(rekeying, "DECRYPT_FAILED", `rekey: ${old}`);
@@ -163,7 +199,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
         ? manifest.artifact.storageClass
         : undefined;
     const wrote = await transfer({
-      streams: [raw, storedCheck, rekeying, written],
+      streams: [raw, ...progress.meter("read"), storedCheck, rekeying, written],
       sink,
       key,
       write: {
@@ -229,6 +265,7 @@ export async function rekey(options: RekeyOptions): Promise<Manifest> {
         }
       }
     }
+    progress.done();
     return stored;
   } finally {
     controller.dispose();
