@@ -10,6 +10,17 @@ export {
   type ManifestListing,
   readManifest,
 } from "./core/catalog.js";
+// Chains of full, differential and incremental backups (issue 26).
+export {
+  BACKUP_KINDS,
+  type BackupKind,
+  type ChainableSource,
+  type ChainPlan,
+  type ChainProblem,
+  type ChainResolution,
+  isChainable,
+  resolveChain,
+} from "./core/chain.js";
 export { type CopyBackupOptions, copyBackup } from "./core/copy.js";
 export {
   isAbortError,
@@ -26,6 +37,8 @@ export {
 } from "./core/extract-tar.js";
 export { artifactKey, assertSafeKey, newBackupId } from "./core/keys.js";
 export {
+  type ChainRecord,
+  chainRecordSchema,
   MANIFEST_SUFFIX,
   MANIFEST_VERSION,
   type Manifest,
@@ -77,6 +90,7 @@ export type {
   WriteOptions,
   WrittenObject,
 } from "./core/types.js";
+export { type VerifyChainOptions, type VerifyChainReport, verifyChain } from "./core/verify-chain.js";
 export { VERSION } from "./core/version.js";
 // Jobs, the backup cycle, the scheduler, audit trail and restore drills. Adapters with SDKs are
 // loaded only when a drill needs them.
@@ -97,9 +111,18 @@ export {
 } from "./sinks/memory.js";
 export { type BytesSourceOptions, bytesSource, bytesSourceOptionsSchema } from "./sources/bytes.js";
 export {
+  type DirectorySource,
   type DirectorySourceOptions,
+  directoryIncrementalSchema,
   directorySource,
   directorySourceOptionsSchema,
+  type FileIndex,
+  INDEX_MEMBER,
+  type IndexEntry,
+  type RestoreDirectoryChainOptions,
+  type RestoreDirectoryChainResult,
+  readIndex,
+  restoreDirectoryChain,
 } from "./sources/directory.js";
 // Light sources (no SDK): also on their subpaths stowage/sources/http and stowage/sources/logs.
 export {

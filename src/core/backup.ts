@@ -5,7 +5,7 @@ import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direc
 import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
-import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
+import { type ChainRecord, labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
 import type {
@@ -194,6 +194,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       transforms: transforms.map((t) => t.describe()),
       labels: opts.labels,
       ...(holdUntil ? { retainUntil: holdUntil.toISOString() } : {}),
+      ...(run.chain ? { chain: run.chain } : {}),
       generator: { name: "stowage", version: VERSION },
     };
 
@@ -292,5 +293,12 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
     content: { bytes: plain.bytes, sha256: plain.digest() },
     artifact: { bytes: stored.bytes, sha256: stored.digest() },
     sourceDetails,
+    ...chainOf(output),
   };
+}
+
+/** The chain record an incremental source reports, shaped to spread into the run. */
+function chainOf(output: SourceOutput): { chain?: ChainRecord } {
+  const chain = output.chain?.();
+  return chain ? { chain } : {};
 }

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { readSync } from "node:fs";
 import { setTimeout as delay, setImmediate as nextTurn } from "node:timers/promises";
 import { type StowageErrorCode, wrapError } from "./errors.js";
+import type { ChainRecord } from "./manifest.js";
 import type {
   FileSourceOutput,
   Sink,
@@ -51,6 +52,8 @@ export interface BackupRun {
   /** The stored bytes; with no transforms, the plain bytes. */
   artifact: { bytes: number; sha256: string };
   sourceDetails: Record<string, unknown>;
+  /** The source's chain record, for an incremental source (see `SourceOutput.chain`). */
+  chain?: ChainRecord;
 }
 
 /** Whether `backup()` can take {@link backupThroughFile}: no transforms, and both ends able to. */
