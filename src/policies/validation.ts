@@ -2,6 +2,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { type Manifest, SUPPORTED_MANIFEST_VERSIONS } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { chainFindings } from "./chains.js";
 
 /**
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
@@ -57,7 +58,9 @@ export type RuleId =
   | "recipient"
   | "compression"
   | "min-size"
-  | "max-age";
+  | "max-age"
+  /** A differential or incremental whose parents cannot be followed to a full (validateBackups). */
+  | "chain";
 
 /** One rule's verdict on one backup. Only failures are reported; no finding means the rule passed. */
 export interface Finding {
@@ -80,6 +83,7 @@ const KIND: Record<RuleId, FindingKind> = {
   "required-label": "compliance",
   recipient: "compliance",
   "max-age": "freshness",
+  chain: "validity",
 };
 
 /** Options for {@link validateManifest} and {@link validateBackups}. */
@@ -299,7 +303,9 @@ export function jobOfKey(key: string): string {
 /**
  * Validates every backup and aggregates per job: total, valid, compliant, validity rate and
  * compliance rate — the figures the seeds' validation script prints. Freshness findings
- * (`maxAge`) are listed but do not make a backup invalid or non-compliant.
+ * (`maxAge`) are listed but do not make a backup invalid or non-compliant. A differential or
+ * incremental whose chain cannot be followed to its full among `manifests` gets a `chain`
+ * finding (validity, error) naming the missing link.
  *
  * @throws {CONFIG_INVALID} for bad rules or an invalid `now`.
  * @example
@@ -332,9 +338,11 @@ export function validateBackups(
     }
     return entry;
   };
+  const brokenChains = chainFindings(manifests);
   for (const manifest of manifests) {
     const entry = jobFor(manifest.job);
-    const findings = check(manifest, c, now);
+    const broken = brokenChains.get(manifest);
+    const findings = broken ? [...check(manifest, c, now), broken] : check(manifest, c, now);
     entry.total++;
     const errors = findings.filter((f) => f.severity === "error");
     const valid = !errors.some((f) => f.kind === "validity");
