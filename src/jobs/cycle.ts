@@ -1,5 +1,6 @@
 import { backup } from "../core/backup.js";
 import { listManifests, type ManifestCache } from "../core/catalog.js";
+import type { BackupKind } from "../core/chain.js";
 import { copyBackup } from "../core/copy.js";
 import { isAbortError, isStowageError, StowageError, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
@@ -10,6 +11,7 @@ import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.j
 import { planRetention } from "../policies/retention.js";
 import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
 import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
+import { sourceForRun } from "./chain-plan.js";
 import { fanOutSink } from "./fan-out.js";
 import { assertJobs, type Job, type RetentionPolicy } from "./job.js";
 import { type Logger, silentLogger } from "./logger.js";
@@ -113,6 +115,12 @@ export interface RunJobOptions {
   retention?: boolean;
   /** Time zone for calendar retention when the job has none. @default "UTC" */
   timeZone?: string;
+  /**
+   * For a chainable source: the kind of this run; the base is picked from the primary sink's
+   * listing (see `sourceForRun`). @default "incremental" for a job with a schedule per kind, else
+   * an ordinary (unchained) backup
+   */
+  kind?: BackupKind;
 }
 
 export interface RunJobsOptions extends RunJobOptions {
@@ -200,7 +208,7 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
     try {
       manifest = await backup({
         job: job.name,
-        source: job.source,
+        source: await sourceForRun(job, options.kind, () => listManifestsCached(job.sink, job.name, signal)),
         transforms: [...job.transforms],
         sink: fan ?? job.sink,
         labels: { ...job.labels },

@@ -14,6 +14,14 @@ export {
   readAuditLog,
   redactLocation,
 } from "./audit.js";
+export {
+  hasKindSchedules,
+  KIND_ORDER,
+  largerKindDue,
+  pickBase,
+  schedulesOf,
+  sourceForRun,
+} from "./chain-plan.js";
 export { defineConfig, type StowageConfig, type StowageConfigInput, stowageConfigSchema } from "./config.js";
 export {
   type CopyResult,
@@ -54,6 +62,7 @@ export {
   type JobObjectives,
   type JobOptions,
   jobSchema,
+  kindSchedulesSchema,
   objectivesSchema,
   type RetentionPolicy,
   timeZoneSchema,

@@ -1,8 +1,10 @@
 import { Cron } from "croner";
 import { z } from "zod";
+import type { BackupKind } from "../core/chain.js";
 import { StowageError } from "../core/errors.js";
 import { parseDuration, parseOptions, signalSchema } from "../core/options.js";
 import type { AuditTrail } from "./audit.js";
+import { largerKindDue, schedulesOf } from "./chain-plan.js";
 import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
 import { type DrillRunReport, runDrills } from "./drill.js";
 import { assertJobs, cronPatternSchema, type Job, timeZoneSchema } from "./job.js";
@@ -195,7 +197,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
       signal.addEventListener("abort", onAbort, { once: true });
     });
 
-  function launch(job: Job, scheduledFor: Date): Promise<JobResult | undefined> {
+  function launch(job: Job, scheduledFor: Date, kind?: BackupKind): Promise<JobResult | undefined> {
     const at = () => new Date().toISOString();
     const when = scheduledFor.toISOString();
     if (stopped) {
@@ -227,6 +229,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
           ...(opts.audit ? { audit: opts.audit } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           timeZone: job.timeZone ?? opts.timeZone,
+          ...(kind ? { kind } : {}),
         });
         if (opts.audit) {
           try {
@@ -263,14 +266,16 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
   }
 
   for (const job of scheduled) {
-    const cron = new Cron(
-      job.schedule!,
-      { name: undefined, timezone: job.timeZone ?? opts.timeZone, catch: true },
-      (self: Cron) => {
-        void launch(job, self.currentRun() ?? new Date());
-      },
-    );
-    crons.set(job.name, cron);
+    // A schedule per kind (chains) is one cron a kind, named `<job>:<kind>` in nextRuns().
+    for (const [kind, pattern] of schedulesOf(job)) {
+      const timezone = job.timeZone ?? opts.timeZone;
+      const cron = new Cron(pattern, { name: undefined, timezone, catch: true }, (self: Cron) => {
+        const at = self.currentRun() ?? new Date();
+        if (kind && largerKindDue(job, kind, at, timezone)) return;
+        void launch(job, at, kind);
+      });
+      crons.set(kind ? `${job.name}:${kind}` : job.name, cron);
+    }
   }
 
   function launchDrill(set: (typeof drillSets)[number], scheduledFor: Date): void {
