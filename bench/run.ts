@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { BenchOptions, BenchRow } from "./lib.js";
 
-const MODULES = ["core", "postgres", "s3"] as const;
+const MODULES = ["core", "postgres", "s3", "incremental"] as const;
 
 function machine(): Record<string, string> {
   let cpu = cpus()[0]?.model ?? "unknown";
