@@ -4,13 +4,13 @@ import { pipeline } from "node:stream/promises";
 import tar, { type Header, type Pack } from "tar-stream";
 import { listManifests } from "../../core/catalog.js";
 import { resolveChain } from "../../core/chain.js";
-import { isStowageError, StowageError, wrapError } from "../../core/errors.js";
+import { StowageError, wrapError } from "../../core/errors.js";
 import { type ExtractTarResult, extractTar } from "../../core/extract-tar.js";
 import { type Manifest, parseManifest } from "../../core/manifest.js";
 import { packedTar } from "../../core/pack-tar.js";
 import { restore, verify } from "../../core/restore.js";
 import type { Decoder, DecryptionKey, Sink } from "../../core/types.js";
-import { type FileIndex, INDEX_MEMBER, type IndexEntry, readIndex } from "./file-index.js";
+import { type FileIndex, forEachTarEntry, INDEX_MEMBER, type IndexEntry, readIndex } from "./file-index.js";
 
 export interface RestoreDirectoryChainOptions {
   sink: Sink;
@@ -207,11 +207,10 @@ async function copyLink(c: CopyLink): Promise<void> {
     ...(signal ? { signal } : {}),
   });
   const ownFiles = c.own && c.index ? new Map(c.index.entries.map((e) => [e.path, e])) : undefined;
-  const extract = tar.extract();
-  const feeding = pipeline(plain, extract, signal ? { signal } : {});
-  feeding.catch(() => undefined);
-  try {
-    for await (const entry of extract) {
+  await forEachTarEntry(
+    plain,
+    signal,
+    async (entry) => {
       const { header } = entry;
       const name = header.name;
       let expected: IndexEntry | undefined;
@@ -219,12 +218,12 @@ async function copyLink(c: CopyLink): Promise<void> {
         expected = header.type === "file" ? take.get(name) : undefined;
         if (!expected) {
           entry.resume();
-          continue;
+          return;
         }
         take.delete(name);
       } else if (name === INDEX_MEMBER) {
         entry.resume();
-        continue;
+        return;
       } else if (ownFiles && header.type === "file") {
         expected = ownFiles.get(name);
         if (!expected || expected.origin !== undefined) {
@@ -237,25 +236,16 @@ async function copyLink(c: CopyLink): Promise<void> {
       }
       const target = pack.entry(copyHeader(header));
       await pipeline(entry, new Expect(expected, name, link), target);
-    }
-    await feeding;
-  } catch (error) {
-    plain.destroy();
-    extract.destroy();
-    const cause = await feeding.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    if (isStowageError(error)) throw error;
-    if (isStowageError(cause)) throw cause;
-    throw wrapError(
-      error,
-      "RESTORE_FAILED",
-      `restoreDirectoryChain: reading link ${link.artifact.key}`,
-      { link: linkOf(link) },
-      signal,
-    );
-  }
+    },
+    (error) =>
+      wrapError(
+        error,
+        "RESTORE_FAILED",
+        `restoreDirectoryChain: reading link ${link.artifact.key}`,
+        { link: linkOf(link) },
+        signal,
+      ),
+  );
 }
 
 function copyHeader(h: Header): Parameters<Pack["entry"]>[0] {

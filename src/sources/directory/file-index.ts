@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
-import { PassThrough } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import tar from "tar-stream";
+import tar, { type Header } from "tar-stream";
 import { isStowageError, StowageError, wrapError } from "../../core/errors.js";
 import type { Manifest } from "../../core/manifest.js";
 import { restore } from "../../core/restore.js";
@@ -150,15 +150,14 @@ export async function readIndex(options: ReadIndexOptions): Promise<FileIndex> {
     verifyFirst: false,
     ...(signal ? { signal } : {}),
   });
-  const extract = tar.extract();
-  const feeding = pipeline(plain, extract, signal ? { signal } : {});
-  feeding.catch(() => undefined);
   let found: Buffer | undefined;
-  try {
-    for await (const entry of extract) {
+  await forEachTarEntry(
+    plain,
+    signal,
+    async (entry) => {
       if (entry.header.name !== chain.index.member) {
         entry.resume();
-        continue;
+        return;
       }
       const parts: Buffer[] = [];
       let size = 0;
@@ -171,7 +170,34 @@ export async function readIndex(options: ReadIndexOptions): Promise<FileIndex> {
       }
       await copying;
       found = Buffer.concat(parts);
-    }
+    },
+    (error) => wrapError(error, "RESTORE_FAILED", `${key}: reading its file index`, { key }, signal),
+  );
+  if (!found) {
+    throw new StowageError("RESTORE_FAILED", `${key}: the artifact has no file index member`, {
+      details: { key, reason: "index-missing" },
+    });
+  }
+  if (sha256Of(found) !== chain.index.sha256) throw damaged(key, "does not match the manifest's SHA-256");
+  return parseIndex(found, key);
+}
+
+/**
+ * Hands every entry of the tar `plain` to `each`, in order. On a failure it releases both streams
+ * and throws the most telling error: a StowageError of `each`, else the stream's own (an
+ * INTEGRITY_MISMATCH or DECRYPT_FAILED from `restore`), else `wrap(error)`.
+ */
+export async function forEachTarEntry(
+  plain: Readable,
+  signal: AbortSignal | undefined,
+  each: (entry: Readable & { header: Header }) => Promise<void>,
+  wrap: (error: unknown) => Error,
+): Promise<void> {
+  const extract = tar.extract();
+  const feeding = pipeline(plain, extract, signal ? { signal } : {});
+  feeding.catch(() => undefined);
+  try {
+    for await (const entry of extract) await each(entry as unknown as Readable & { header: Header });
     await feeding;
   } catch (error) {
     plain.destroy();
@@ -180,17 +206,8 @@ export async function readIndex(options: ReadIndexOptions): Promise<FileIndex> {
       () => undefined,
       (e: unknown) => e,
     );
-    throw isStowageError(error)
-      ? error
-      : isStowageError(cause)
-        ? cause
-        : wrapError(error, "RESTORE_FAILED", `${key}: reading its file index`, { key }, signal);
+    if (isStowageError(error)) throw error;
+    if (isStowageError(cause)) throw cause;
+    throw wrap(error);
   }
-  if (!found) {
-    throw new StowageError("RESTORE_FAILED", `${key}: the artifact has no file index member`, {
-      details: { key, reason: "index-missing" },
-    });
-  }
-  if (sha256Of(found) !== chain.index.sha256) throw damaged(key, "does not match the manifest's SHA-256");
-  return parseIndex(found, key);
 }

@@ -41,8 +41,7 @@ export class IndexBuilder {
   async unchanged(root: string, entry: Entry): Promise<IndexEntry | undefined> {
     const before = this.left.get(entry.rel);
     if (
-      !before ||
-      before.type !== "file" ||
+      before?.type !== "file" ||
       before.size !== entry.size ||
       before.mode !== entry.mode ||
       before.mtimeNs !== entry.mtimeNs ||
