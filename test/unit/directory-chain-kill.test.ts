@@ -5,11 +5,10 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   aes256gcm,
   applyRetention,
@@ -21,18 +20,12 @@ import {
   planRetention,
   restoreDirectoryChain,
 } from "../../src/index.js";
+import { tempFolders } from "../faults/harness.js";
 
 const repo = fileURLToPath(new URL("../../", import.meta.url));
 const childScript = fileURLToPath(new URL("../support/incremental-child.ts", import.meta.url));
-const temps: string[] = [];
-afterAll(async () => {
-  await Promise.all(temps.map((t) => rm(t, { recursive: true, force: true })));
-});
-async function temp(name: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `stowage-chainkill-${name}-`));
-  temps.push(dir);
-  return dir;
-}
+/** Fresh temporary folders, removed after the file. */
+const temp = tempFolders("chainkill");
 
 /** Every file under `dir`, relative, sorted. */
 async function files(dir: string): Promise<string[]> {

@@ -10,7 +10,6 @@ import {
   chmod,
   lstat,
   mkdir,
-  mkdtemp,
   readdir,
   readFile,
   readlink,
@@ -21,11 +20,10 @@ import {
   utimes,
   writeFile,
 } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import tar from "tar-stream";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   aes256gcm,
   backup,
@@ -42,16 +40,10 @@ import {
   type Source,
   verifyChain,
 } from "../../src/index.js";
+import { tempFolders } from "../faults/harness.js";
 
-const temps: string[] = [];
-afterAll(async () => {
-  await Promise.all(temps.map((t) => rm(t, { recursive: true, force: true })));
-});
-async function temp(name: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `stowage-chain-${name}-`));
-  temps.push(dir);
-  return dir;
-}
+/** Fresh temporary folders, removed after the file. */
+const temp = tempFolders("chain");
 
 const key = randomBytes(32);
 const keys = [{ key }];
@@ -85,7 +77,7 @@ async function put(root: string, rel: string, data: string | Buffer, mode = 0o64
   await chmod(join(root, rel), mode);
 }
 
-async function exists(path: string): Promise<boolean> {
+async function _exists(path: string): Promise<boolean> {
   return lstat(path).then(
     () => true,
     () => false,

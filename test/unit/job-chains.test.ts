@@ -4,10 +4,10 @@
  * minute both fall due.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   aes256gcm,
   bytesSource,
@@ -20,16 +20,10 @@ import {
   restoreDirectoryChain,
   runJob,
 } from "../../src/index.js";
+import { tempFolders } from "../faults/harness.js";
 
-const temps: string[] = [];
-afterAll(async () => {
-  await Promise.all(temps.map((t) => rm(t, { recursive: true, force: true })));
-});
-async function temp(name: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `stowage-jobchain-${name}-`));
-  temps.push(dir);
-  return dir;
-}
+/** Fresh temporary folders, removed after the file. */
+const temp = tempFolders("jobchain");
 
 const key = randomBytes(32);
 
