@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { BenchOptions, BenchRow } from "./lib.js";
 
-const MODULES = ["core", "postgres", "s3", "wal", "peers"] as const;
+const MODULES = ["core", "postgres", "s3", "wal", "incremental", "peers"] as const;
 
 function machine(): Record<string, string> {
   let cpu = cpus()[0]?.model ?? "unknown";

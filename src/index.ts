@@ -33,6 +33,17 @@ export {
   type ExtractTarResult,
   extractTar,
 } from "./core/extract-tar.js";
+// Chains of full, differential and incremental backups (docs/FORMAT.md).
+export {
+  BACKUP_KINDS,
+  type BackupKind,
+  type ChainableSource,
+  type ChainPlan,
+  type ChainProblem,
+  type ChainResolution,
+  isChainable,
+  resolveChain,
+} from "./core/incremental.js";
 export { type Issue, issuesFrom } from "./core/issues.js";
 export { artifactKey, assertSafeKey, newBackupId } from "./core/keys.js";
 // The Lock contract jobs run on across replicas; the adapters are on `stowage/locks/*`.
@@ -48,6 +59,8 @@ export {
   trackedLease,
 } from "./core/lock.js";
 export {
+  type ChainRecord,
+  chainRecordSchema,
   MANIFEST_SUFFIX,
   MANIFEST_VERSION,
   type Manifest,
@@ -118,6 +131,7 @@ export type {
   WriteOptions,
   WrittenObject,
 } from "./core/types.js";
+export { type VerifyChainOptions, type VerifyChainReport, verifyChain } from "./core/verify-chain.js";
 export { VERSION } from "./core/version.js";
 // Jobs, the backup cycle, the scheduler, audit trail and restore drills. Adapters with SDKs are
 // loaded only when a drill needs them.
@@ -138,9 +152,18 @@ export {
 } from "./sinks/memory.js";
 export { type BytesSourceOptions, bytesSource, bytesSourceOptionsSchema } from "./sources/bytes.js";
 export {
+  type DirectorySource,
   type DirectorySourceOptions,
+  directoryIncrementalSchema,
   directorySource,
   directorySourceOptionsSchema,
+  type FileIndex,
+  INDEX_MEMBER,
+  type IndexEntry,
+  type RestoreDirectoryChainOptions,
+  type RestoreDirectoryChainResult,
+  readIndex,
+  restoreDirectoryChain,
 } from "./sources/directory.js";
 // Light sources (no SDK): also on their subpaths stowage/sources/http and stowage/sources/logs.
 export {

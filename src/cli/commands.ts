@@ -57,13 +57,19 @@ export const COMMANDS: readonly Command[] = [
   {
     name: "verify",
     summary: "re-read the latest backup of each job in each sink and check it (--all: every backup)",
-    usage: "[--job <name>]... [--from <copy>] [--all] [options]",
+    usage: "[--job <name>]... [--from <copy>] [--all] [--chain] [options]",
     flags: [
       FLAGS.config,
       FLAGS.job,
       FLAGS.json,
       FLAGS.from,
       { name: "all", type: "boolean", default: false, description: "every backup, not only the latest" },
+      {
+        name: "chain",
+        type: "boolean",
+        default: false,
+        description: "also every backup an incremental depends on, up to its full",
+      },
       ...progressFlags,
     ],
     handler: verifyCommand,

@@ -35,6 +35,8 @@ export interface Flags {
   "no-prune"?: boolean;
   "dry-run"?: boolean;
   all?: boolean;
+  /** verify: every link of an incremental's chain too. */
+  chain?: boolean;
   at?: string;
   from?: string;
   out?: string;

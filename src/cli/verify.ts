@@ -4,8 +4,9 @@ import { pipeline } from "node:stream/promises";
 import { listManifests } from "../core/catalog.js";
 import type { StowageError } from "../core/errors.js";
 import type { Manifest } from "../core/manifest.js";
-import { verify } from "../core/restore.js";
+import { type VerifyOptions, verify } from "../core/restore.js";
 import type { Sink } from "../core/types.js";
+import { verifyChain } from "../core/verify-chain.js";
 import { type AuditTrail, errorCode, manifestFacts } from "../jobs/audit.js";
 import type { StowageConfig } from "../jobs/config.js";
 import { selectBackup } from "../policies/select.js";
@@ -110,12 +111,15 @@ async function verifyAll(config: StowageConfig, flags: Flags, io: Io, bar: Progr
         const t0 = Date.now();
         try {
           const label = `verify ${job.name}@${name}`;
-          const report = await verify({
+          const checked = {
             sink: metered(sink, manifest, label, bar),
             manifest,
             keys: job.keys,
             signal: io.signal,
-          }).finally(() => bar.end(label));
+          };
+          const report = await (flags.chain ? chainAsOne(checked, manifests) : verify(checked)).finally(() =>
+            bar.end(label),
+          );
           lines.push({
             job: job.name,
             sink: name,
@@ -167,4 +171,23 @@ async function verifyAll(config: StowageConfig, flags: Flags, io: Io, bar: Progr
     }
   }
   return failed.length === 0 ? EXIT.ok : EXIT.failed;
+}
+
+/**
+ * `--chain`: the backup and every link it depends on, as one report: ok when the chain resolves
+ * and every link verifies; a broken chain is `RESTORE_FAILED`, a link's problems are its own codes.
+ */
+async function chainAsOne(options: VerifyOptions, manifests: readonly Manifest[]) {
+  const report = await verifyChain({ ...options, manifests });
+  const own = report.links.at(-1);
+  return {
+    ok: report.ok,
+    problems: [
+      ...(report.broken
+        ? [{ code: "RESTORE_FAILED", message: `broken chain at ${report.broken.link.key}` }]
+        : []),
+      ...report.links.flatMap((l) => l.problems),
+    ],
+    ...(own?.plain ? { plain: own.plain } : {}),
+  };
 }

@@ -9,7 +9,7 @@ import { StowageError, throwIfAborted, wrapError } from "./errors.js";
 import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
 import { type Fence, fenceSchema } from "./lock.js";
-import { labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
+import { type ChainRecord, labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
 import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
 import { signerFrom } from "./signing.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
@@ -246,6 +246,7 @@ export async function backup(options: BackupOptions): Promise<Manifest> {
       labels: opts.labels,
       ...(holdUntil ? { retainUntil: holdUntil.toISOString() } : {}),
       ...(opts.fence ? { lease: opts.fence.lease } : {}),
+      ...(run.chain ? { chain: run.chain } : {}),
       generator: { name: "stowage", version: VERSION },
     };
 
@@ -362,5 +363,12 @@ async function backupThroughStreams(run: StreamsRun): Promise<BackupRun> {
       ...(stored instanceof BlockHashCounter ? { blocks: stored.blocks() } : {}),
     },
     sourceDetails,
+    ...chainOf(output),
   };
+}
+
+/** The chain record an incremental source reports, shaped to spread into the run. */
+function chainOf(output: SourceOutput): { chain?: ChainRecord } {
+  const chain = output.chain?.();
+  return chain ? { chain } : {};
 }

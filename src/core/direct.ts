@@ -3,6 +3,7 @@ import { readSync } from "node:fs";
 import { setTimeout as delay, setImmediate as nextTurn } from "node:timers/promises";
 import type { ArtifactBlocks } from "./blocks.js";
 import { type StowageErrorCode, wrapError } from "./errors.js";
+import type { ChainRecord } from "./manifest.js";
 import type {
   FileSourceOutput,
   Sink,
@@ -54,6 +55,8 @@ export interface BackupRun {
   /** The stored bytes; with no transforms, the plain bytes. Blocks: when unencrypted (stream path). */
   artifact: { bytes: number; sha256: string; blocks?: ArtifactBlocks };
   sourceDetails: Record<string, unknown>;
+  /** The source's chain record, for an incremental source (see `SourceOutput.chain`). */
+  chain?: ChainRecord;
 }
 
 /** Whether `backup()` can take {@link backupThroughFile}: no transforms, and both ends able to. */

@@ -43,6 +43,26 @@ type _TransformRecordAgrees = Assert<
     : false
 >;
 
+/** A backup's place in a chain of incrementals; see {@link manifestSchema}'s `chain`. */
+export const chainRecordSchema = z
+  .object({
+    /** `full` stands alone; `differential` depends on a full; `incremental` on any earlier link. */
+    kind: z.enum(["full", "differential", "incremental"]),
+    /** The backup this one depends on (absent for a full): restore needs it, retention keeps it. */
+    parent: z.object({ id: z.string().min(1), key: z.string().min(1) }).optional(),
+    /**
+     * Where the file index is: a member of the artifact itself (its last tar member, named here),
+     * so it is encrypted like the artifact and copied, kept and deleted with it. `sha256` is of the
+     * index's plain bytes, `entries` the paths it lists.
+     */
+    index: z.object({ member: z.string().min(1), entries: byteCount, sha256: sha256Hex }),
+  })
+  .refine((c) => (c.kind === "full") === (c.parent === undefined), {
+    message: "a full has no parent; a differential or incremental names one",
+    path: ["parent"],
+  });
+export type ChainRecord = z.infer<typeof chainRecordSchema>;
+
 /** Label keys are short identifiers; values are free text. */
 export const labelsSchema = z.record(
   z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/, "label keys are 1-63 of [A-Za-z0-9._/-]"),
@@ -103,6 +123,12 @@ export const manifestSchema = z.object({
    * kind and name, the holder (replica) and the fencing token, checked just before the commit.
    */
   lease: leaseRecordSchema.optional(),
+  /**
+   * Optional (absent on a standalone backup): the backup's kind and, for a differential or an
+   * incremental, the parent it depends on. Written by sources that back up only what changed
+   * (`directorySource` with `incremental`).
+   */
+  chain: chainRecordSchema.optional(),
   generator: z.object({ name: z.string(), version: z.string() }),
   // --- Signed manifests and the job's chain (docs/FORMAT.md, "Manifest signatures"). ---
   /**
@@ -155,6 +181,12 @@ export interface Manifest {
    * kind and name, the holder (replica) and the fencing token, checked just before the commit.
    */
   lease?: LeaseRecord;
+  /**
+   * The backup's place in a chain of incrementals (absent on a standalone backup): its kind and,
+   * for a differential or an incremental, the parent it depends on. Written by sources that back
+   * up only what changed (`directorySource` with `incremental`).
+   */
+  chain?: ChainRecord;
   /**
    * The job's previous manifest on this sink when this one was written: its id and the SHA-256 of
    * its canonical encoding. Recorded by signed backups; absent for the first.

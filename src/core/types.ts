@@ -1,6 +1,6 @@
 import type { FileHandle } from "node:fs/promises";
 import type { Duplex, Readable } from "node:stream";
-import type { TransformRecord } from "./manifest.js";
+import type { ChainRecord, TransformRecord } from "./manifest.js";
 
 /** What a source hands the pipeline for one run. */
 export interface SourceOutput {
@@ -16,6 +16,11 @@ export interface SourceOutput {
    * waits for it before the sink commits, so a source that fails late still leaves nothing.
    */
   details(): Promise<Record<string, unknown>>;
+  /**
+   * For a source that backs up only what changed since a parent backup: the manifest's `chain`
+   * record (kind, parent, where the file index is). Called after `details()` has settled.
+   */
+  chain?(): ChainRecord | undefined;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { linkSignal } from "../core/abort.js";
 import { StowageError } from "../core/errors.js";
+import type { BackupKind } from "../core/incremental.js";
 import type { Manifest } from "../core/manifest.js";
 import { parseDuration } from "../core/options.js";
 import type { BackupProgress } from "../core/types.js";
@@ -140,6 +141,12 @@ export interface RunJobOptions {
    * time); else `lock.hold` after the run's start.
    */
   lockHoldUntil?: Date;
+  /**
+   * For a chainable source: the kind of this run; the base is picked from the primary sink's
+   * listing (see `sourceForRun`). @default "incremental" for a job with a schedule per kind, else
+   * an ordinary (unchained) backup
+   */
+  kind?: BackupKind;
 }
 
 export interface RunJobsOptions extends RunJobOptions {

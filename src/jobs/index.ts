@@ -16,6 +16,14 @@ export {
   redactLocation,
   type SinkAuditOptions,
 } from "./audit.js";
+export {
+  hasKindSchedules,
+  KIND_ORDER,
+  largerKindDue,
+  pickBase,
+  schedulesOf,
+  sourceForRun,
+} from "./chain-plan.js";
 export { defineConfig, type StowageConfig, type StowageConfigInput, stowageConfigSchema } from "./config.js";
 export {
   type CopyResult,
@@ -59,6 +67,7 @@ export {
   type JobObjectives,
   type JobOptions,
   jobSchema,
+  kindSchedulesSchema,
   objectivesSchema,
   type RetentionPolicy,
   timeZoneSchema,

@@ -1,6 +1,7 @@
 import { Cron } from "croner";
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
+import { isChainable } from "../core/incremental.js";
 import { listIssues } from "../core/issues.js";
 import { JOB_NAME_PATTERN } from "../core/keys.js";
 import { labelsSchema } from "../core/manifest.js";
@@ -26,6 +27,29 @@ export const cronPatternSchema = z.string().refine(
   },
   { message: 'expected a cron pattern such as "*/15 * * * *" or "@hourly"' },
 );
+
+/**
+ * A schedule per backup kind, for a source that can back up only what changed (a chain:
+ * `directorySource`), e.g. `{ full: "0 3 * * 0", incremental: "*\/15 * * * *" }`. When two kinds
+ * fall due at the same minute the larger runs (full, then differential, then incremental).
+ */
+export interface KindSchedules {
+  /** Cron pattern of the full backups that start each chain. */
+  full?: string;
+  /** Cron pattern of differentials (against the last full). */
+  differential?: string;
+  /** Cron pattern of incrementals (against the last backup of the chain). */
+  incremental?: string;
+}
+
+export const kindSchedulesSchema = z
+  .object({
+    full: cronPatternSchema.optional(),
+    differential: cronPatternSchema.optional(),
+    incremental: cronPatternSchema.optional(),
+  })
+  .strict()
+  .refine((s) => Object.values(s).some((v) => v !== undefined), { message: "names no kind" });
 
 /** An IANA time zone Node knows, e.g. "Europe/Berlin". */
 export const timeZoneSchema = z.string().refine(
@@ -118,8 +142,11 @@ export const jobSchema = z
     transforms: z.array(transformSchema).default([]),
     /** The primary sink. */
     sink: sinkSchema,
-    /** When the scheduler runs the job: a cron pattern (croner syntax). Absent: only on demand. */
-    schedule: cronPatternSchema.optional(),
+    /**
+     * When the scheduler runs the job: a cron pattern (croner syntax), or one per backup kind for
+     * a chainable source (see {@link kindSchedulesSchema}). Absent: only on demand.
+     */
+    schedule: z.union([cronPatternSchema, kindSchedulesSchema]).optional(),
     /** The zone the schedule and calendar retention are read in. @default the scheduler's, else "UTC" */
     timeZone: timeZoneSchema.optional(),
     /** Retention on the primary sink; without it nothing is deleted. */
@@ -161,6 +188,13 @@ export const jobSchema = z
   })
   .strict()
   .superRefine((job, ctx) => {
+    if (typeof job.schedule === "object" && !isChainable(job.source)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["schedule"],
+        message: "a schedule per kind needs a source that backs up what changed (directorySource)",
+      });
+    }
     job.copies.forEach((copy, i) => {
       if (copy.sink === job.sink) {
         ctx.addIssue({ code: "custom", path: ["copies", i, "sink"], message: "is the job's own sink" });
@@ -180,8 +214,12 @@ export interface JobOptions {
   sink: Sink;
   /** Applied in order (compress before you encrypt). @default [] */
   transforms?: Transform[];
-  /** When the scheduler runs the job: a cron pattern (croner syntax). Absent: only on demand. */
-  schedule?: string;
+  /**
+   * When the scheduler runs the job: a cron pattern (croner syntax), or one per backup kind for
+   * a chainable source, e.g. `{ full: "0 3 * * 0", incremental: "*\/15 * * * *" }` (when two kinds
+   * fall due at the same minute the larger runs). Absent: only on demand.
+   */
+  schedule?: string | KindSchedules;
   /** The zone the schedule and calendar retention are read in. @default the scheduler's, else "UTC" */
   timeZone?: string;
   /** Retention on the primary sink; without it nothing is deleted. */

@@ -13,7 +13,7 @@ import type { Logger } from "./logger.js";
 /** Manifests already read, per sink, so that a job run lists fresh but reads only new manifests. */
 const manifestCaches = new WeakMap<Sink, ManifestCache>();
 
-function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
+export function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
   let cache = manifestCaches.get(sink);
   if (!cache) {
     cache = new Map();

@@ -1,10 +1,12 @@
 import { Cron } from "croner";
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
+import type { BackupKind } from "../core/incremental.js";
 import { parseDuration, parseOptions, signalSchema } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { BackupProgress } from "../core/types.js";
 import type { AuditTrail } from "./audit.js";
+import { largerKindDue, schedulesOf } from "./chain-plan.js";
 import { type JobResult, type RunJobOptions, runJob } from "./cycle.js";
 import { type DrillRunReport, runDrills } from "./drill-run.js";
 import { assertJobs, cronPatternSchema, type Job, timeZoneSchema } from "./job.js";
@@ -273,7 +275,12 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
     return new Date(scheduledFor.getTime() + holdMs);
   };
 
-  function launch(job: Job, scheduledFor: Date, manual = false): Promise<JobResult | undefined> {
+  function launch(
+    job: Job,
+    scheduledFor: Date,
+    manual = false,
+    kind?: BackupKind,
+  ): Promise<JobResult | undefined> {
     const at = () => new Date().toISOString();
     const when = scheduledFor.toISOString();
     if (stopped) {
@@ -316,6 +323,7 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
           ...(opts.audit ? { audit: opts.audit } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           timeZone: job.timeZone ?? opts.timeZone,
+          ...(kind ? { kind } : {}),
         });
         if (result.status === "skipped") {
           emit({ type: "skipped", job: job.name, at: at(), scheduledFor: when, reason: "locked" });
@@ -356,14 +364,16 @@ export function startScheduler(jobs: readonly Job[], options: StartSchedulerOpti
   }
 
   for (const job of scheduled) {
-    const cron = new Cron(
-      job.schedule!,
-      { name: undefined, timezone: job.timeZone ?? opts.timeZone, catch: true },
-      (self: Cron) => {
-        void launch(job, self.currentRun() ?? new Date());
-      },
-    );
-    crons.set(job.name, cron);
+    // A schedule per kind (chains) is one cron a kind, named `<job>:<kind>` in nextRuns().
+    for (const [kind, pattern] of schedulesOf(job)) {
+      const timezone = job.timeZone ?? opts.timeZone;
+      const cron = new Cron(pattern, { name: undefined, timezone, catch: true }, (self: Cron) => {
+        const at = self.currentRun() ?? new Date();
+        if (kind && largerKindDue(job, kind, at, timezone)) return;
+        void launch(job, at, false, kind);
+      });
+      crons.set(kind ? `${job.name}:${kind}` : job.name, cron);
+    }
   }
 
   function launchDrill(set: (typeof drillSets)[number], scheduledFor: Date): void {

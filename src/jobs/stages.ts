@@ -13,13 +13,14 @@ import type { BackupProgress, Sink } from "../core/types.js";
 import { type CopyPeriod, copyDue, startOfBackupKey } from "../policies/copies.js";
 import { type Finding, passesValidation, validateManifest } from "../policies/validation.js";
 import { type AuditTrail, errorCode, manifestFacts } from "./audit.js";
+import { sourceForRun } from "./chain-plan.js";
 import type { CopyResult, JobError, JobResult, RetentionResult, RunJobOptions } from "./cycle.js";
 import { type FanOutSink, fanOutSink } from "./fan-out.js";
 import type { Job, RetentionPolicy } from "./job.js";
 import { jobError } from "./job-error.js";
 import { type HeldLease, holdJobLease, type ResolvedJobLock } from "./lock-run.js";
 import { type Logger, silentLogger } from "./logger.js";
-import { prune } from "./prune.js";
+import { listManifestsCached, prune } from "./prune.js";
 
 export const clock = (now: RunJobOptions["now"]): (() => Date) =>
   now === undefined ? () => new Date() : typeof now === "function" ? now : () => now;
@@ -189,10 +190,12 @@ export async function backupStage(run: JobRun): Promise<void> {
   }
   run.manifest = await step(
     run,
-    () =>
+    async () =>
       backup({
         job: job.name,
-        source: job.source,
+        source: await sourceForRun(job, options.kind, () =>
+          listManifestsCached(job.sink, job.name, run.signal),
+        ),
         transforms: [...job.transforms],
         sink: run.fan ?? job.sink,
         labels: { ...job.labels },

@@ -10,6 +10,7 @@ export {
   type LocalTime,
   localTime,
 } from "./calendar.js";
+export { chainFindings, keepChainParents } from "./chains.js";
 export { COPY_PERIODS, type CopyDue, type CopyPeriod, copyDue, startOfBackupKey } from "./copies.js";
 export {
   escapeLabelValue,

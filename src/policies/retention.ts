@@ -4,6 +4,7 @@ import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { assertTimeZone, bucketOf, type CalendarPeriod, type LocalTime, localTime } from "./calendar.js";
+import { chainFindings, keepChainParents } from "./chains.js";
 import {
   compileRules,
   findingsOf,
@@ -29,6 +30,9 @@ const countSchema = z.union([z.number().int().nonnegative(), z.literal("unlimite
  *   every backup up to that age — the seeds' "30 days local, 90 days offsite, 7 years archive".
  * - **Holds** keep a backup whatever the policy says: a non-empty label named `holdLabel`
  *   (`hold=legal`), a `retainUntil` in the future, or an S3 Object Lock date in the future.
+ * - **Chains**: a backup that a kept differential or incremental depends on (its parent, up to
+ *   the full) is kept too, with the reason `needed by <id>`; a backup whose chain is broken is not
+ *   valid (it cannot be the newest valid one). See `keepChainParents`.
  *
  * Counts are non-negative integers or `"unlimited"`; 0 turns a class off.
  */
@@ -330,6 +334,7 @@ export function planRetention(
     };
   });
 
+  const brokenChains = chainFindings(manifests.filter((m) => !malformed(m)));
   const groups = new Map<string, Entry[]>();
   for (const manifest of manifests) {
     const problem = malformed(manifest);
@@ -359,7 +364,7 @@ export function planRetention(
       reasons: [],
       protect: false,
       keptByRule: false,
-      valid: passesValidation(findingsOf(manifest, rules, now)),
+      valid: passesValidation(findingsOf(manifest, rules, now)) && !brokenChains.has(manifest),
     });
   }
 
@@ -421,7 +426,7 @@ export function planRetention(
       for (const e of entries) if (now - e.time <= maxAgeMs) byRule.get(e)!.push(`max age ${p.maxAge}`);
     }
 
-    let keep = 0;
+    const groupDecisions: RetentionDecision[] = [];
     for (const e of entries) {
       const ruled = byRule.get(e)!;
       const tooOld = maxAgeMs !== undefined && now - e.time > maxAgeMs;
@@ -436,8 +441,7 @@ export function planRetention(
         action = "drop";
         e.reasons.push(tooOld ? `older than ${p.maxAge}` : "not kept by any rule");
       }
-      if (action === "keep") keep++;
-      decisions.push({
+      groupDecisions.push({
         action,
         reasons: e.reasons,
         job: e.manifest.job,
@@ -450,6 +454,10 @@ export function planRetention(
         manifest: e.manifest,
       });
     }
+    // A kept incremental needs its parents, whatever the rules said of them.
+    keepChainParents(groupDecisions);
+    decisions.push(...groupDecisions);
+    const keep = groupDecisions.filter((d) => d.action === "keep").length;
     const first = entries[0]!;
     planGroups.push({
       job: first.manifest.job,

@@ -5,6 +5,7 @@ import { durationSchema, parseDuration, parseOptions } from "../core/options.js"
 import { signatureProblem, type VerifyKeyring, verifyKeyring } from "../core/signing.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { chainFindings } from "./chain.js";
+import { chainFindings as brokenChainFindings } from "./chains.js";
 
 /**
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
@@ -123,7 +124,9 @@ export type RuleId =
   | "max-age"
   | "signature"
   | "chain-gap"
-  | "chain-replay";
+  | "chain-replay"
+  /** A differential or incremental whose parents cannot be followed to a full (validateBackups). */
+  | "chain";
 
 /** One rule's verdict on one backup. Only failures are reported; no finding means the rule passed. */
 export interface Finding {
@@ -149,6 +152,7 @@ const KIND: Record<RuleId, FindingKind> = {
   signature: "validity",
   "chain-gap": "compliance",
   "chain-replay": "validity",
+  chain: "validity",
 };
 
 /** Options for {@link validateManifest} and {@link validateBackups}. */
@@ -383,7 +387,9 @@ export function jobOfKey(key: string): string {
 /**
  * Validates every backup and aggregates per job: total, valid, compliant, validity rate and
  * compliance rate — the figures the seeds' validation script prints. Freshness findings
- * (`maxAge`) are listed but do not make a backup invalid or non-compliant.
+ * (`maxAge`) are listed but do not make a backup invalid or non-compliant. A differential or
+ * incremental whose chain cannot be followed to its full among `manifests` gets a `chain`
+ * finding (validity, error) naming the missing link.
  *
  * @throws {CONFIG_INVALID} for bad rules or an invalid `now`.
  * @example
@@ -417,10 +423,13 @@ export function validateBackups(
     return entry;
   };
   const chained = c.rules.chain ? chainFindings(manifests) : undefined;
+  const brokenChains = brokenChainFindings(manifests);
   for (const manifest of manifests) {
     const entry = jobFor(manifest.job);
     const findings = check(manifest, c, now);
     for (const f of chained?.get(manifest) ?? []) findings.push({ ...f, kind: KIND[f.rule] });
+    const broken = brokenChains.get(manifest);
+    if (broken) findings.push(broken);
     entry.total++;
     const errors = findings.filter((f) => f.severity === "error");
     const valid = !errors.some((f) => f.kind === "validity");

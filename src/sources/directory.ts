@@ -1,16 +1,65 @@
-import { lstat, open, opendir, readlink, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
-import { Transform, type TransformCallback } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { readlink, stat } from "node:fs/promises";
+import { resolve } from "node:path";
 import picomatch from "picomatch";
 import { z } from "zod";
 import { linkSignal } from "../core/abort.js";
-import { isStowageError, StowageError } from "../core/errors.js";
+import { StowageError } from "../core/errors.js";
+import type { ChainableSource, ChainPlan } from "../core/incremental.js";
 import { loadTarStream } from "../core/lazy-deps.js";
-import { parseOptions } from "../core/options.js";
+import { type ChainRecord, type Manifest, parseManifest } from "../core/manifest.js";
+import { parseOptions, sinkSchema } from "../core/options.js";
 import { packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
-import type { Source, SourceContext, SourceOutput } from "../core/types.js";
+import type { DecryptionKey, Sink, SourceContext, SourceOutput } from "../core/types.js";
+import { INDEX_MEMBER, readIndex } from "./directory/file-index.js";
+import { EMPTY_SHA256, type IndexBase, IndexBuilder, IndexCache } from "./directory/incremental.js";
+import { packFile, unreadable, walkTree } from "./directory/walk.js";
+
+export {
+  type RestoreDirectoryChainOptions,
+  type RestoreDirectoryChainResult,
+  restoreDirectoryChain,
+} from "./directory/chain-restore.js";
+export { type FileIndex, INDEX_MEMBER, type IndexEntry, readIndex } from "./directory/file-index.js";
+
+/** Options of an incremental run; see {@link directorySource}. */
+export const directoryIncrementalSchema = z
+  .object({
+    /**
+     * The manifest of an earlier chained backup of the same folder and job. Absent: this run is a
+     * full that starts a chain (it carries the file index the next run needs).
+     */
+    base: z.unknown().optional(),
+    /** `incremental` against any earlier link, or `differential` against a full. @default "incremental" */
+    kind: z.enum(["incremental", "differential"]).default("incremental"),
+    /** The sink the base is stored in: its file index is read from there. */
+    sink: sinkSchema,
+    /** Keys that decrypt the base. @default [] */
+    keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
+    /** Also re-read every unchanged-looking file and compare its SHA-256 (slow: reads the whole tree). @default false */
+    compareContent: z.boolean().default(false),
+  })
+  .strict();
+
+/** Options of an incremental run of {@link directorySource}. */
+export interface DirectoryIncrementalOptions {
+  /**
+   * The manifest of an earlier chained backup of the same folder and job. Absent: this run is a
+   * full that starts a chain (it carries the file index the next run needs).
+   */
+  base?: unknown;
+  /** `incremental` against any earlier link, or `differential` against a full. @default "incremental" */
+  kind?: "incremental" | "differential";
+  /** The sink the base is stored in: its file index is read from there. */
+  sink: Sink;
+  /** Keys that decrypt the base. @default [] */
+  keys?: DecryptionKey[];
+  /** Also re-read every unchanged-looking file and compare its SHA-256 (slow: reads the whole tree). @default false */
+  compareContent?: boolean;
+}
+type _DirectoryIncrementalAgrees = Assert<
+  Agrees<DirectoryIncrementalOptions, z.input<typeof directoryIncrementalSchema>>
+>;
 
 export const directorySourceOptionsSchema = z
   .object({
@@ -22,6 +71,8 @@ export const directorySourceOptionsSchema = z
     exclude: z.array(z.string().min(1)).optional(),
     /** Logical name for the manifest. @default the folder's path */
     name: z.string().optional(),
+    /** Back up only what changed since `incremental.base` (see {@link directoryIncrementalSchema}). */
+    incremental: directoryIncrementalSchema.optional(),
   })
   .strict();
 export interface DirectorySourceOptions {
@@ -33,152 +84,15 @@ export interface DirectorySourceOptions {
   exclude?: string[];
   /** Logical name for the manifest. @default the folder's path */
   name?: string;
+  /** Back up only what changed since `incremental.base` (see {@link DirectoryIncrementalOptions}). */
+  incremental?: DirectoryIncrementalOptions;
 }
 type _DirectorySourceOptionsAgrees = Assert<
   Agrees<DirectorySourceOptions, z.input<typeof directorySourceOptionsSchema>>
 >;
 
-interface Entry {
-  rel: string;
-  abs: string;
-  type: "file" | "directory" | "symlink";
-  size: number;
-  mode: number;
-  mtime: Date;
-}
-
-async function* walkTree(
-  root: string,
-  rel: string,
-  keep: (rel: string) => boolean,
-  skip: (rel: string) => boolean,
-  counts: { skipped: number },
-  signal: AbortSignal,
-): AsyncGenerator<Entry> {
-  const dir = rel ? join(root, rel) : root;
-  const names: string[] = [];
-  try {
-    for await (const dirent of await opendir(dir)) names.push(dirent.name);
-  } catch (error) {
-    throw unreadable(root, rel || ".", error);
-  }
-  names.sort();
-  for (const name of names) {
-    if (signal.aborted) throw new StowageError("ABORTED", "directory source: aborted");
-    const childRel = rel ? `${rel}/${name}` : name;
-    if (skip(childRel)) continue;
-    const abs = join(root, childRel);
-    const info = await lstat(abs).catch((error: unknown) => {
-      throw unreadable(root, childRel, error);
-    });
-    const base = { rel: childRel, abs, mode: info.mode & 0o7777, mtime: info.mtime };
-    if (info.isDirectory()) {
-      yield { ...base, type: "directory", size: 0 };
-      yield* walkTree(root, childRel, keep, skip, counts, signal);
-    } else if (!keep(childRel)) {
-    } else if (info.isFile()) {
-      yield { ...base, type: "file", size: info.size };
-    } else if (info.isSymbolicLink()) {
-      yield { ...base, type: "symlink", size: 0 };
-    } else {
-      counts.skipped++; // sockets, FIFOs, devices: not something a backup can carry
-    }
-  }
-}
-
-function unreadable(root: string, rel: string, error: unknown): StowageError {
-  const code = (error as NodeJS.ErrnoException).code;
-  return code === "ENOENT"
-    ? fileFailed(root, rel, "was removed while the folder was packed", { reason: "vanished" }, error)
-    : fileFailed(root, rel, `cannot be read (${code ?? "error"})`, { reason: "unreadable" }, error);
-}
-
-/**
- * Counts what passes and fails with `short()` when the file ends before its listed size: before
- * the tar entry sees the end, so the named error (not tar-stream's bare "Size mismatch") is the one
- * that destroys the archive.
- */
-class Counter extends Transform {
-  bytes = 0;
-  constructor(
-    private readonly expected: number,
-    private readonly short: (seen: number) => Error,
-  ) {
-    super({ highWaterMark: 1 << 20 });
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    callback(null, chunk);
-  }
-  override _flush(callback: TransformCallback): void {
-    callback(this.bytes === this.expected ? null : this.short(this.bytes));
-  }
-}
-
-/** SOURCE_FAILED naming the file (relative to the folder) and what happened to it. */
-function fileFailed(
-  root: string,
-  rel: string,
-  problem: string,
-  extra: Record<string, unknown>,
-  cause?: unknown,
-) {
-  return new StowageError("SOURCE_FAILED", `directory source ${root}: ${rel} ${problem}`, {
-    ...(cause !== undefined ? { cause } : {}),
-    details: { path: root, file: rel, ...extra },
-  });
-}
-
-/**
- * Streams one file's first `size` bytes into its tar entry. A file that shrank, grew or vanished
- * since it was listed fails the backup, naming it: a torn file is worse than no backup.
- */
-async function packFile(
-  root: string,
-  entry: Entry,
-  target: NodeJS.WritableStream,
-  signal: AbortSignal,
-): Promise<void> {
-  let handle: Awaited<ReturnType<typeof open>>;
-  try {
-    handle = await open(entry.abs, "r");
-  } catch (error) {
-    throw unreadable(root, entry.rel, error);
-  }
-  const counter = new Counter(entry.size, (seen) =>
-    fileFailed(
-      root,
-      entry.rel,
-      `shrank while it was packed (${seen} of the ${entry.size} bytes seen when listed)`,
-      { reason: "changed-while-read", expected: entry.size, actual: seen },
-    ),
-  );
-  try {
-    const file = handle.createReadStream({
-      start: 0,
-      end: entry.size - 1,
-      highWaterMark: 1 << 20,
-      autoClose: false,
-    });
-    try {
-      await pipeline(file, counter, target, { signal });
-    } catch (error) {
-      if (isStowageError(error)) throw error;
-      throw fileFailed(root, entry.rel, "could not be packed", { reason: "unreadable" }, error);
-    }
-    const now = await handle.stat();
-    if (now.size !== entry.size) {
-      throw fileFailed(
-        root,
-        entry.rel,
-        `${now.size > entry.size ? "grew" : "shrank"} while it was packed (${entry.size} bytes when listed, ${now.size} after)`,
-        { reason: "changed-while-read", expected: entry.size, actual: now.size },
-      );
-    }
-  } finally {
-    await handle.close().catch(() => undefined);
-  }
-}
+/** A {@link directorySource}: a source a job can chain (see `ChainableSource`). */
+export type DirectorySource = ChainableSource;
 
 /**
  * A folder streamed as a tar (USTAR with pax headers): relative paths, modes, mtimes, symlinks as
@@ -188,27 +102,104 @@ async function packFile(
  * `"changed-while-read"` or `"vanished"`). Exclude files that are appended to all the time (live
  * logs), or back them up with the logs source. Memory: one read buffer at a time.
  *
- * @throws {CONFIG_INVALID} on bad options; {SOURCE_FAILED} when `path` is not a readable folder,
- *   or a file changed, vanished or could not be read while packed.
+ * **Chains.** With `incremental` (or through a job's per-kind schedule, which calls `chainFrom`),
+ * each backup also carries a file index (path, type, size, mode, mtime, ctime, inode, SHA-256, and
+ * which backup holds each file's bytes) as the tar's last member, `.stowage-index.ndjson`, so it
+ * is compressed and encrypted like the files. Without a base the run is a `full` that starts a
+ * chain. With one, it packs every folder and symlink but only the files that are new or whose
+ * size, mtime, ctime, mode or inode changed (or content, with `compareContent`); deletions are in
+ * the index. The manifest's `chain` names the kind and the parent. Restore a chained backup with
+ * `restoreDirectoryChain`, which applies the links in order. The base's index is read back from
+ * the sink, or from memory when this source wrote it (the last full and last run are kept).
+ * Memory: the base's and this run's index, about 200 bytes a path.
+ *
+ * @throws {CONFIG_INVALID} on bad options (a base that is not a chained directory backup, a
+ *   differential whose base is not a full); {SOURCE_FAILED} when `path` is not a readable folder,
+ *   or a file changed, vanished or could not be read while packed, or the base's index cannot be
+ *   read (its error is the cause).
  * @example directorySource({ path: "/srv/app/uploads", exclude: ["**\/*.tmp"] })
+ * @example directorySource({ path: "/srv/app/uploads", incremental: { base: lastManifest, sink } })
  */
-export function directorySource(options: DirectorySourceOptions): Source {
+export function directorySource(options: DirectorySourceOptions): DirectorySource {
   const opts = parseOptions(directorySourceOptionsSchema, options, "directorySource");
+  return makeSource(opts, new IndexCache());
+}
+
+type ParsedOptions = z.output<typeof directorySourceOptionsSchema>;
+
+function badBase(problem: string): StowageError {
+  return new StowageError(
+    "CONFIG_INVALID",
+    `directorySource: invalid options: incremental.base: ${problem}`,
+    {
+      details: { issues: [{ option: "incremental.base", problem }] },
+    },
+  );
+}
+
+function makeSource(opts: ParsedOptions, cache: IndexCache): DirectorySource {
   const root = resolve(opts.path);
+  const name = opts.name ?? root;
   const keep = opts.include ? picomatch(opts.include, { dot: true }) : () => true;
-  const skip = opts.exclude ? picomatch(opts.exclude, { dot: true }) : () => false;
+  const skipGlob = opts.exclude ? picomatch(opts.exclude, { dot: true }) : () => false;
+  const inc = opts.incremental;
+  const chained = inc !== undefined;
+  // The index member's name at the top of the folder is reserved in a chained backup.
+  const skip = chained ? (rel: string) => rel === INDEX_MEMBER || skipGlob(rel) : skipGlob;
+  const base =
+    inc?.base === undefined ? undefined : parseManifest(inc.base, "directorySource: incremental.base");
+  if (base) {
+    if (!base.chain) throw badBase("not part of a chain (its manifest has no chain record)");
+    if (base.source.kind !== "directory" || base.source.details.path !== root) {
+      throw badBase(`not a backup of ${root}`);
+    }
+    if (inc!.kind === "differential" && base.chain.kind !== "full") {
+      throw badBase("a differential's base must be a full");
+    }
+  }
 
   return {
     kind: "directory",
-    name: opts.name ?? root,
-    async open({ signal }: SourceContext): Promise<SourceOutput> {
+    name,
+    chainFrom(plan: ChainPlan): DirectorySource {
+      const { kind, base: planBase, sink, keys } = plan;
+      const incremental =
+        kind === "full" || !planBase
+          ? {
+              sink,
+              keys: [...(keys ?? [])],
+              kind: "incremental" as const,
+              compareContent: inc?.compareContent ?? false,
+            }
+          : {
+              sink,
+              keys: [...(keys ?? [])],
+              kind,
+              base: planBase,
+              compareContent: inc?.compareContent ?? false,
+            };
+      const next = parseOptions(directorySourceOptionsSchema, { ...opts, incremental }, "directorySource");
+      return makeSource(next, cache);
+    },
+    async open({ signal, job }: SourceContext): Promise<SourceOutput> {
       const info = await stat(root).catch((error: unknown) => {
         throw new StowageError("SOURCE_FAILED", `directory source: cannot read ${root}`, { cause: error });
       });
       if (!info.isDirectory())
         throw new StowageError("SOURCE_FAILED", `directory source: ${root} is not a folder`);
+      if (base && job !== undefined && base.job !== job)
+        throw badBase(`a backup of job ${base.job}, not ${job}`);
+      const builder = chained
+        ? new IndexBuilder(
+            base ? inc!.kind : "full",
+            base ? await baseIndex(base, signal) : undefined,
+            inc!.compareContent,
+          )
+        : undefined;
 
       const counts = { files: 0, directories: 0, symlinks: 0, bytes: 0, skipped: 0 };
+      const changes = { packed: 0, unchanged: 0, deleted: 0 };
+      let record: ChainRecord | undefined;
       const pack = (await loadTarStream()).pack();
       // Stops the walk and the file being read when the consumer goes away early (the tar entry
       // of a destroyed pack never drains), so the file is closed and details() settles.
@@ -226,6 +217,7 @@ export function directorySource(options: DirectorySourceOptions): Source {
           if (entry.type === "directory") {
             counts.directories++;
             pack.entry({ ...header, type: "directory" });
+            builder?.record(entry);
           } else if (entry.type === "symlink") {
             counts.symlinks++;
             pack.entry({
@@ -235,20 +227,37 @@ export function directorySource(options: DirectorySourceOptions): Source {
                 throw unreadable(root, entry.rel, error);
               }),
             });
+            builder?.record(entry);
           } else {
             counts.files++;
             counts.bytes += entry.size;
+            const kept = await builder?.unchanged(root, entry);
+            if (kept) {
+              changes.unchanged++;
+              builder!.record(entry, undefined, kept);
+              continue;
+            }
+            changes.packed++;
+            let sha256 = EMPTY_SHA256;
             if (entry.size === 0) {
               pack.entry({ ...header, type: "file", size: 0 }, Buffer.alloc(0));
             } else {
-              await packFile(
+              sha256 = await packFile(
                 root,
                 entry,
                 pack.entry({ ...header, type: "file", size: entry.size }),
                 stop.signal,
               );
             }
+            builder?.record(entry, sha256);
           }
+        }
+        if (builder) {
+          const done = builder.finish();
+          changes.deleted = done.index.deleted.length;
+          pack.entry({ name: INDEX_MEMBER, type: "file", mode: 0o600, mtime: new Date(0) }, done.bytes);
+          record = done.record;
+          cache.put(done.record.index.sha256, done.index);
         }
       };
       const produced = produce();
@@ -259,9 +268,25 @@ export function directorySource(options: DirectorySourceOptions): Source {
         contentType: "application/x-tar",
         details: async () => {
           await produced;
-          return { path: root, ...counts };
+          return { path: root, ...counts, ...(builder ? { changes } : {}) };
         },
+        chain: () => record,
       };
     },
   };
+
+  async function baseIndex(manifest: Manifest, signal: AbortSignal): Promise<IndexBase> {
+    const cached = cache.get(manifest.chain!.index.sha256);
+    if (cached) return { manifest, index: cached };
+    try {
+      const index = await readIndex({ sink: inc!.sink, manifest, keys: inc!.keys, signal });
+      return { manifest, index };
+    } catch (error) {
+      throw new StowageError(
+        "SOURCE_FAILED",
+        `directory source ${root}: cannot read the file index of the base ${manifest.artifact.key}`,
+        { cause: error, details: { path: root, base: manifest.id, reason: "base-unreadable" } },
+      );
+    }
+  }
 }

@@ -35,7 +35,7 @@ const key = "a".repeat(64);
 const env = { STOWAGE_TEST_KEY: key };
 
 /** A config with an encrypted file-tree job, a JSON state job, and optionally a failing one. */
-function configText(dir: string, options: { failing?: boolean; rpo?: string } = {}) {
+function configText(dir: string, options: { failing?: boolean; rpo?: string; chained?: boolean } = {}) {
   return `
 import { aes256gcm } from ${src("transforms/aes-256-gcm.ts")};
 import { gzip } from ${src("transforms/gzip.ts")};
@@ -58,6 +58,7 @@ export default defineConfig({
       transforms: [gzip(), aes256gcm({ key })],
       keys: [{ key }],
       sink: local,
+      ${options.chained ? `schedule: { full: "0 3 * * 0", incremental: "*/15 * * * *" },` : ""}
       copies: [{ sink: offsite, name: "offsite", retention: { keepLast: 3 } }],
       retention: { keepLast: 2 },
       labels,
@@ -83,7 +84,7 @@ export default defineConfig({
 `;
 }
 
-async function project(name: string, options: { failing?: boolean; rpo?: string } = {}) {
+async function project(name: string, options: { failing?: boolean; rpo?: string; chained?: boolean } = {}) {
   const dir = join(work, name);
   await mkdir(join(dir, "data", "sub"), { recursive: true });
   await writeFile(join(dir, "data", "a.txt"), "alpha\n".repeat(1000));
@@ -194,6 +195,32 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
     expect(JSON.parse(all.stdout).jobs.find((j: { job: string }) => j.job === "files").status).toBe(
       "failing",
     );
+  });
+
+  it("verify --chain: an incremental whose full is damaged fails only with --chain", async () => {
+    const dir = await project("verify-chain", { chained: true });
+    expect((await stowage(["run", "--job", "files"], { cwd: dir, env })).code).toBe(0);
+    await writeFile(join(dir, "data", "c.txt"), "new");
+    expect((await stowage(["run", "--job", "files"], { cwd: dir, env })).code).toBe(0);
+    const files = ((await readdir(join(dir, "backups", "files"), { recursive: true })) as string[])
+      .filter((f) => f.endsWith(".tar.gz.enc"))
+      .sort();
+    expect(files).toHaveLength(2);
+    const fullArtifact = join(dir, "backups", "files", files[0]!);
+    const bytes = await readFile(fullArtifact);
+    bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x01;
+    await writeFile(fullArtifact, bytes);
+    const own = await stowage(["verify", "--json", "--job", "files", "--from", "primary"], { cwd: dir, env });
+    expect(own.code).toBe(0);
+    const chain = await stowage(["verify", "--json", "--chain", "--job", "files", "--from", "primary"], {
+      cwd: dir,
+      env,
+    });
+    expect(chain.code).toBe(1);
+    expect(JSON.parse(chain.stdout).results[0]).toMatchObject({
+      status: "failed",
+      problems: expect.arrayContaining(["INTEGRITY_MISMATCH"]),
+    });
   });
 
   it("verify: exit 0 for intact backups, 1 after a stored byte changes", async () => {

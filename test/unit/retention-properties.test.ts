@@ -1,7 +1,8 @@
 /**
  * Properties of planRetention, each checked on 10,000 generated cases: random backups of several
  * jobs and tiers (with identical and future timestamps), random holds and compliance, random
- * policies, several time zones.
+ * policies, several time zones. The same backups made into chains of fulls, differentials and
+ * incrementals (some broken) check that kept backups keep what they depend on.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -270,6 +271,147 @@ describe("planRetention properties", () => {
           expect(over).toEqual([]);
         }),
         { numRuns: RUNS },
+      );
+    },
+    TIMEOUT,
+  );
+});
+
+/** How each backup of a group links to the ones before it, in time order. */
+type LinkSpec = "full" | "incremental" | "differential" | "orphan";
+const linkArb = fc.constantFrom<LinkSpec>(
+  "full",
+  "incremental",
+  "incremental",
+  "incremental",
+  "differential",
+  "orphan",
+);
+
+/**
+ * The same backups as `toManifests`, made into chains within each job and tier: the oldest is a
+ * full; an incremental's parent is the backup before it, a differential's the last full; an
+ * "orphan" names a parent that is not there (a broken chain).
+ */
+function toChained(specs: BackupSpec[], links: LinkSpec[]): Manifest[] {
+  const manifests = toManifests(specs);
+  const order = manifests
+    .map((m, i) => ({ m, i }))
+    .sort((a, b) => Date.parse(a.m.startedAt) - Date.parse(b.m.startedAt) || a.i - b.i);
+  const last = new Map<string, { prev?: Manifest; full?: Manifest }>();
+  const index = { member: ".stowage-index.ndjson", entries: 1, sha256: "2".repeat(64) };
+  for (const { m, i } of order) {
+    const at = last.get(groupOf(m)) ?? {};
+    const link = at.prev ? links[i % links.length]! : "full";
+    const parentOf = (p: Manifest) => ({ id: p.id, key: p.artifact.key });
+    if (link === "full" || (link === "differential" && !at.full)) {
+      m.chain = { kind: "full", index };
+      at.full = m;
+    } else if (link === "differential") {
+      m.chain = { kind: "differential", parent: parentOf(at.full!), index };
+    } else if (link === "incremental") {
+      m.chain = { kind: "incremental", parent: parentOf(at.prev!), index };
+    } else {
+      m.chain = { kind: "incremental", parent: { id: "20000101T000000000Z-00000000", key: "gone" }, index };
+    }
+    at.prev = m;
+    last.set(groupOf(m), at);
+  }
+  return manifests;
+}
+
+const chainCaseArb = fc.record({
+  backups: fc.array(backupArb, { maxLength: 24 }),
+  links: fc.array(linkArb, { minLength: 1, maxLength: 24 }),
+  policy: policyArb,
+  timeZone: zoneArb,
+  useRules: fc.boolean(),
+});
+
+/** Ids of every backup `m` depends on within `group` (stops where a parent is missing). */
+function ancestors(m: Manifest, group: Manifest[]): string[] {
+  const byId = new Map(group.map((g) => [g.id, g]));
+  const out: string[] = [];
+  let at: Manifest | undefined = m;
+  while (at?.chain?.parent && byId.has(at.chain.parent.id)) {
+    out.push(at.chain.parent.id);
+    at = byId.get(at.chain.parent.id);
+  }
+  return out;
+}
+
+describe("planRetention properties over chains", () => {
+  it(
+    "never drops a backup that a kept backup depends on, and says why it keeps it",
+    () => {
+      fc.assert(
+        fc.property(chainCaseArb, (c) => {
+          const manifests = toChained(c.backups, c.links);
+          const plan = planRetention(manifests, c.policy, optionsFor(c));
+          const dropped = new Set(plan.drop.map((d) => `${d.tier}/${d.id}`));
+          for (const d of plan.keep) {
+            const group = manifests.filter((m) => groupOf(m) === groupOf(d.manifest));
+            const needed = ancestors(d.manifest, group).filter((id) => dropped.has(`${d.tier}/${id}`));
+            expect(needed).toEqual([]);
+          }
+          // Every kept backup says why; "needed by" names kept backups that do depend on it.
+          for (const d of plan.keep) {
+            expect(d.reasons.length).toBeGreaterThan(0);
+            const group = manifests.filter((m) => groupOf(m) === groupOf(d.manifest));
+            for (const r of d.reasons.filter((x) => x.startsWith("needed by "))) {
+              const id = r.slice("needed by ".length).split(" ")[0];
+              const child = plan.keep.find((k) => k.id === id && k.tier === d.tier);
+              expect(child && ancestors(child.manifest, group)).toContain(d.id);
+            }
+          }
+        }),
+        { numRuns: RUNS / 10 },
+      );
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "keeps the newest backup whose chain is whole, never one whose chain is broken as newest valid",
+    () => {
+      fc.assert(
+        fc.property(chainCaseArb, (c) => {
+          const manifests = toChained(c.backups, c.links);
+          const plan = planRetention(manifests, c.policy, optionsFor(c));
+          for (const g of plan.groups) {
+            const group = manifests.filter((m) => `${m.job}/${m.artifact.sink}` === `${g.job}/${g.tier}`);
+            const whole = group.filter((m) => {
+              const chain = ancestors(m, group);
+              const top = chain.length === 0 ? m : group.find((x) => x.id === chain.at(-1));
+              return top?.chain?.kind === "full" && (!c.useRules || m.labels.constitutional_hash === HASH);
+            });
+            const expected = newestValid(whole, false).get(`${g.job}/${g.tier}`) ?? null;
+            expect(g.newestValid).toBe(expected);
+            if (expected) expect(plan.keep.some((d) => d.id === expected && d.tier === g.tier)).toBe(true);
+          }
+        }),
+        { numRuns: RUNS / 10 },
+      );
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "is idempotent over chains and never drops a held backup",
+    () => {
+      fc.assert(
+        fc.property(chainCaseArb, (c) => {
+          const manifests = toChained(c.backups, c.links);
+          const first = planRetention(manifests, c.policy, optionsFor(c));
+          expect(first.drop.filter((d) => isHeld(d.manifest)).map((d) => d.id)).toEqual([]);
+          const second = planRetention(
+            first.keep.map((d) => d.manifest),
+            c.policy,
+            optionsFor(c),
+          );
+          expect(second.drop.map((d) => [d.id, d.reasons])).toEqual([]);
+        }),
+        { numRuns: RUNS / 10 },
       );
     },
     TIMEOUT,

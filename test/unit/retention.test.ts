@@ -454,9 +454,11 @@ describe("src/policies is pure", () => {
     );
     // signing.js brings node:crypto for pure computations (SHA-256, Ed25519 verification of a
     // manifest's signature and chain): no I/O, no clock, the same answer for the same input.
+    // core/incremental.ts is pure too: chain resolution over manifests, with type-only imports.
     const allowed = new Set([
       "zod",
       "../core/errors.js",
+      "../core/incremental.js",
       "../core/manifest.js",
       "../core/options.js",
       "../core/signing.js",

@@ -375,7 +375,7 @@ describe("strategy A (examples/tiered-backups.ts): three tiers, each kind with i
     const config = defineConfig({ jobs });
     const audit = memoryAudit();
     const runs = jobs
-      .flatMap((job) => cronTimes(job.schedule!, from, to).map((at) => ({ at, job })))
+      .flatMap((job) => cronTimes(job.schedule as string, from, to).map((at) => ({ at, job })))
       .sort((a, b) => a.at - b.at || a.job.name.localeCompare(b.job.name));
     expect(runs.length).toBe(288 + 96 + 24 + 6 + 1);
     const rules = { requiredLabels: { constitutional_hash: CONSTITUTIONAL_HASH }, requireEncryption: true };
@@ -628,7 +628,7 @@ describe("strategy B (examples/disaster-recovery.ts): RPO/RTO classes, GFS, a se
     const config = defineConfig({ jobs });
     const scheduled = jobs.filter((j) => j.schedule);
     const runs = scheduled
-      .flatMap((job) => cronTimes(job.schedule!, from, to).map((at) => ({ at, job })))
+      .flatMap((job) => cronTimes(job.schedule as string, from, to).map((at) => ({ at, job })))
       .sort((a, b) => a.at - b.at || a.job.name.localeCompare(b.job.name));
     const rpo = config.status!.rpo as Record<string, string>;
     for (const { at, job } of runs) {
