@@ -2,6 +2,7 @@ import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { type Manifest, SUPPORTED_MANIFEST_VERSIONS } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { epochOf } from "./instant.js";
 
 /**
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
@@ -96,6 +97,21 @@ export interface CompiledRules {
   versions: readonly number[];
 }
 
+/**
+ * The rules schema nested under an option name, built once per name: zod compiles a schema on its
+ * first parse, and a schema built anew on every call (every retention plan, every status) spent
+ * more time compiling than checking. Names come from this library's code, so the map stays small.
+ */
+const nestedRules = new Map<string, z.ZodType<Record<string, ParsedRules>>>();
+function rulesUnder(option: string) {
+  let schema = nestedRules.get(option);
+  if (!schema) {
+    schema = z.object({ [option]: validationRulesSchema }) as z.ZodType<Record<string, ParsedRules>>;
+    nestedRules.set(option, schema);
+  }
+  return schema;
+}
+
 /** @internal Parses rules once per call; then many manifests are checked. @throws {CONFIG_INVALID} */
 export function compileRules(
   rules: ValidationRules | undefined,
@@ -104,7 +120,7 @@ export function compileRules(
 ): CompiledRules {
   // Inside another function's options, a bad rule is named with its path: "rules.maxAge".
   const parsed = option
-    ? parseOptions(z.object({ [option]: validationRulesSchema }), { [option]: rules ?? {} }, where)[option]!
+    ? parseOptions(rulesUnder(option), { [option]: rules ?? {} }, where)[option]!
     : parseOptions(validationRulesSchema, rules ?? {}, where);
   return {
     rules: parsed,
@@ -143,8 +159,8 @@ function check(manifest: Manifest, c: CompiledRules, now: number): Finding[] {
       "version",
     );
   }
-  const started = Date.parse(manifest.startedAt);
-  const finished = Date.parse(manifest.finishedAt);
+  const started = epochOf(manifest.startedAt);
+  const finished = epochOf(manifest.finishedAt);
   if (!(finished >= started)) {
     add(
       "timestamps",
