@@ -107,6 +107,7 @@ export const GFS = { keepDaily: 30, keepWeekly: 52, keepMonthly: 84 } as const s
 /** The jobs: schedule (none: triggered), retention, and recovery classes. */
 export const JOBS = {
   "application-data": {
+    // A full backup every 15 minutes; the 15-minute incrementals and daily full land with incremental backups.
     schedule: "*/15 * * * *",
     retention: GFS,
     rpoClass: "critical",

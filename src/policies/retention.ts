@@ -5,6 +5,7 @@ import { durationSchema, parseDuration, parseOptions } from "../core/options.js"
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { assertTimeZone, bucketOf, type CalendarPeriod, type LocalTime, localTime } from "./calendar.js";
 import { chainFindings, keepChainParents } from "./chains.js";
+import { epochOf } from "./instant.js";
 import {
   compileRules,
   findingsOf,
@@ -231,7 +232,7 @@ function malformed(m: unknown): string | undefined {
   if (typeof x !== "object" || x === null) return "not an object";
   if (typeof x.job !== "string" || x.job === "") return "job";
   if (typeof x.id !== "string" || x.id === "") return "id";
-  if (typeof x.startedAt !== "string" || Number.isNaN(Date.parse(x.startedAt))) return "startedAt";
+  if (typeof x.startedAt !== "string" || Number.isNaN(epochOf(x.startedAt))) return "startedAt";
   if (typeof x.artifact !== "object" || x.artifact === null) return "artifact";
   if (typeof x.artifact.key !== "string" || x.artifact.key === "") return "artifact.key";
   if (typeof x.artifact.sink !== "string" || x.artifact.sink === "") return "artifact.sink";
@@ -359,7 +360,7 @@ export function planRetention(
     }
     group.push({
       manifest,
-      time: Date.parse(manifest.startedAt),
+      time: epochOf(manifest.startedAt),
       tier,
       reasons: [],
       protect: false,

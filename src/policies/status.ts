@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { epochOf } from "./instant.js";
 import {
   compileRules,
   type Finding,
@@ -109,7 +110,7 @@ const brief = (m: Manifest): BackupBrief => ({
   location: m.artifact.location,
   storedBytes: m.artifact.bytes,
   plainBytes: m.content.bytes,
-  durationMs: Date.parse(m.finishedAt) - Date.parse(m.startedAt),
+  durationMs: epochOf(m.finishedAt) - epochOf(m.startedAt),
 });
 
 const worst = (a: HealthStatus, b: HealthStatus): HealthStatus =>
@@ -154,7 +155,7 @@ export function summarize(manifests: readonly Manifest[], options: SummarizeOpti
   for (const job of [...byJob.keys()].sort()) {
     const entry = byJob.get(job)!;
     const sorted = entry.manifests
-      .map((m) => ({ m, time: Date.parse(m.startedAt), findings: findingsOf(m, rules, now) }))
+      .map((m) => ({ m, time: epochOf(m.startedAt), findings: findingsOf(m, rules, now) }))
       .sort((a, b) => b.time - a.time || (a.m.id < b.m.id ? 1 : a.m.id > b.m.id ? -1 : 0));
     let storedBytes = 0;
     let plainBytes = 0;

@@ -6,6 +6,7 @@ import { signatureProblem, type VerifyKeyring, verifyKeyring } from "../core/sig
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { chainFindings } from "./chain.js";
 import { chainFindings as brokenChainFindings } from "./chains.js";
+import { epochOf } from "./instant.js";
 
 /**
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
@@ -171,6 +172,21 @@ export interface CompiledRules {
   ring: VerifyKeyring | undefined;
 }
 
+/**
+ * The rules schema nested under an option name, built once per name: zod compiles a schema on its
+ * first parse, and a schema built anew on every call (every retention plan, every status) spent
+ * more time compiling than checking. Names come from this library's code, so the map stays small.
+ */
+const nestedRules = new Map<string, z.ZodType<Record<string, ParsedRules>>>();
+function rulesUnder(option: string) {
+  let schema = nestedRules.get(option);
+  if (!schema) {
+    schema = z.object({ [option]: validationRulesSchema }) as z.ZodType<Record<string, ParsedRules>>;
+    nestedRules.set(option, schema);
+  }
+  return schema;
+}
+
 /** @internal Parses rules once per call; then many manifests are checked. @throws {CONFIG_INVALID} */
 export function compileRules(
   rules: ValidationRules | undefined,
@@ -179,7 +195,7 @@ export function compileRules(
 ): CompiledRules {
   // Inside another function's options, a bad rule is named with its path: "rules.maxAge".
   const parsed = option
-    ? parseOptions(z.object({ [option]: validationRulesSchema }), { [option]: rules ?? {} }, where)[option]!
+    ? parseOptions(rulesUnder(option), { [option]: rules ?? {} }, where)[option]!
     : parseOptions(validationRulesSchema, rules ?? {}, where);
   return {
     rules: parsed,
@@ -225,8 +241,8 @@ function check(manifest: Manifest, c: CompiledRules, now: number): Finding[] {
       "version",
     );
   }
-  const started = Date.parse(manifest.startedAt);
-  const finished = Date.parse(manifest.finishedAt);
+  const started = epochOf(manifest.startedAt);
+  const finished = epochOf(manifest.finishedAt);
   if (!(finished >= started)) {
     add(
       "timestamps",

@@ -32,6 +32,51 @@ interface StoredObject {
   storageClass?: string;
 }
 
+/** The index of the first key in `sorted` that is not before `key`. */
+function lowerBound(sorted: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * A Map that also keeps its keys in order, whoever changes it (a test that corrupts `objects`
+ * too), so that a listing under a prefix is a binary search and a slice: a job lists its sink on
+ * every run, and sorting every key of the sink each time made long simulations quadratic.
+ */
+class SortedKeyMap<V> extends Map<string, V> {
+  private sorted: string[] = [];
+
+  override set(key: string, value: V): this {
+    if (!super.has(key)) this.sorted.splice(lowerBound(this.sorted, key), 0, key);
+    return super.set(key, value);
+  }
+
+  override delete(key: string): boolean {
+    const had = super.delete(key);
+    if (had) this.sorted.splice(lowerBound(this.sorted, key), 1);
+    return had;
+  }
+
+  override clear(): void {
+    super.clear();
+    this.sorted = [];
+  }
+
+  /** The keys that start with `prefix`, in order: a copy, so later changes do not touch it. */
+  keysUnder(prefix: string): string[] {
+    const start = lowerBound(this.sorted, prefix);
+    let end = start;
+    while (end < this.sorted.length && this.sorted[end]!.startsWith(prefix)) end++;
+    return this.sorted.slice(start, end);
+  }
+}
+
 /** A sink that keeps objects in a Map; `objects` is exposed so tests can corrupt or inspect them. */
 export interface MemorySink extends Sink {
   readonly objects: Map<string, StoredObject>;
@@ -45,13 +90,23 @@ export interface MemorySink extends Sink {
  */
 export function memorySink(options: MemorySinkOptions = {}): MemorySink {
   const opts = parseOptions(memorySinkOptionsSchema, options, "memorySink");
-  const objects = new Map<string, StoredObject>();
+  const objects = new SortedKeyMap<StoredObject>();
   const info = (key: string, o: StoredObject): ObjectInfo => ({
     key,
     size: o.data.length,
     lastModified: o.lastModified,
     ...(o.storageClass ? { storageClass: o.storageClass } : {}),
   });
+  // Listings hand out one frozen ObjectInfo per stored object rather than a new one each time.
+  const infos = new WeakMap<StoredObject, ObjectInfo>();
+  const listed = (key: string, o: StoredObject): ObjectInfo => {
+    let i = infos.get(o);
+    if (!i || i.key !== key) {
+      i = Object.freeze(info(key, o));
+      infos.set(o, i);
+    }
+    return i;
+  };
   return {
     kind: "memory",
     capabilities: { storageClasses: opts.storageClasses, readLatency: "immediate", delete: true },
@@ -94,12 +149,27 @@ export function memorySink(options: MemorySinkOptions = {}): MemorySink {
       const o = objects.get(key);
       return o ? info(key, o) : undefined;
     },
-    async *list(prefix: string): AsyncIterable<ObjectInfo> {
-      const keys = [...objects.keys()].filter((k) => k.startsWith(prefix)).sort();
-      for (const key of keys) {
-        const o = objects.get(key);
-        if (o) yield info(key, o);
-      }
+    list(prefix: string): AsyncIterable<ObjectInfo> {
+      // A plain async iterator, not an async generator: a generator's every yield costs several
+      // more turns of the microtask queue, and jobs list their whole prefix on every run.
+      const keys = objects.keysUnder(prefix);
+      let i = 0;
+      const iterator: AsyncIterableIterator<ObjectInfo> = {
+        [Symbol.asyncIterator]: () => iterator,
+        next: () => {
+          while (i < keys.length) {
+            const key = keys[i++]!;
+            const o = objects.get(key);
+            if (o) return Promise.resolve({ done: false, value: listed(key, o) });
+          }
+          return Promise.resolve({ done: true, value: undefined });
+        },
+        return: () => {
+          i = keys.length;
+          return Promise.resolve({ done: true, value: undefined });
+        },
+      };
+      return iterator;
     },
     async delete(keys: readonly string[]): Promise<void> {
       for (const key of keys) assertSafeKey(key, "memory sink");

@@ -14,6 +14,14 @@ import {
 /** deflate's window: the most a back-reference can reach, so the dictionary each block needs. */
 const WINDOW = 32 * 1024;
 
+/**
+ * Blocks up to this size are deflated on the main thread: for a few KiB (a small backup's only
+ * block, a large one's last) zlib's async stream and the thread pool's round trip cost about
+ * twenty times the deflating, which takes well under a millisecond here. Smaller than the
+ * smallest `blockSize`, so whole blocks always go to the pool.
+ */
+const MAIN_THREAD_BLOCK = 16 * 1024;
+
 export const gzipOptionsSchema = z
   .object({
     /** zlib level 0-9. @default 6 */
@@ -98,10 +106,20 @@ class GzipBlockCodec implements BlockCodec {
   compress(block: Buffer, last: boolean, previous: Buffer | undefined): Promise<Buffer> {
     const options: zlib.ZlibOptions = {
       level: this.level,
-      chunkSize: 256 * 1024,
+      // Output buffer: a small block (a small backup's only one) needs no 256 KiB buffer, and
+      // allocating one per backup cost more than compressing it. Output that outgrows the
+      // buffer is still all returned, in more than one piece.
+      chunkSize: Math.min(256 * 1024, block.length + 1024),
       finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
       ...(previous && previous.length > 0 ? { dictionary: previous } : {}),
     };
+    if (block.length <= MAIN_THREAD_BLOCK && this.deflate === zlib.deflateRaw) {
+      try {
+        return Promise.resolve(zlib.deflateRawSync(block, options));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     return new Promise((resolve, reject) => {
       this.deflate(block, options, (error, result) => (error ? reject(error) : resolve(result)));
     });

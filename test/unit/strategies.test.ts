@@ -119,27 +119,63 @@ function glacierStandIn(
   };
 }
 
-/** What a sink holds, read straight from its objects (manifests parsed once, as plain JSON). */
+/** What a sink holds, read straight from its objects (each manifest parsed once, as plain JSON). */
 const parsed = new WeakMap<MemorySink, Map<string, Manifest>>();
 function holdings(sink: MemorySink): Manifest[] {
-  let cache = parsed.get(sink);
-  if (!cache) {
-    cache = new Map();
-    parsed.set(sink, cache);
-  }
-  const out: Manifest[] = [];
+  const before = parsed.get(sink) ?? new Map<string, Manifest>();
+  const cache = new Map<string, Manifest>(); // only what is held now: years of deletions are not kept
   for (const [key, object] of sink.objects) {
     if (!key.endsWith(MANIFEST_SUFFIX)) continue;
-    let m = cache.get(key);
-    if (!m) {
-      m = JSON.parse(object.data.toString("utf8")) as Manifest;
-      cache.set(key, m);
-    }
+    const m = before.get(key) ?? (JSON.parse(object.data.toString("utf8")) as Manifest);
     // A manifest without its artifact would be a broken backup.
     if (!sink.objects.has(m.artifact.key)) throw new Error(`${key} has no artifact beside it`);
-    out.push(m);
+    cache.set(key, m);
   }
-  return out;
+  parsed.set(sink, cache);
+  return [...cache.values()];
+}
+
+/** What a sink held at one moment: its manifests, their artifact keys, and start times per job. */
+interface Snapshot {
+  manifests: Manifest[];
+  keys: Set<string>;
+  /** Job -> start times (ISO), sorted. */
+  byJob: Map<string, string[]>;
+}
+function snapshot(sink: MemorySink): Snapshot {
+  const manifests = holdings(sink);
+  const byJob = new Map<string, string[]>();
+  for (const m of manifests) {
+    const list = byJob.get(m.job) ?? [];
+    list.push(m.startedAt);
+    byJob.set(m.job, list);
+  }
+  for (const list of byJob.values()) list.sort();
+  return { manifests, keys: new Set(manifests.map((m) => m.artifact.key)), byJob };
+}
+
+/**
+ * The start of every backup a job made, in order, with its ISO form. The simulation asks for
+ * "every backup younger than 30 days" daily; a binary search finds them instead of a scan of years.
+ */
+class Made {
+  readonly ms: number[] = [];
+  readonly iso: string[] = [];
+  add(ms: number) {
+    this.ms.push(ms);
+    this.iso.push(iso(ms));
+  }
+  /** ISO starts of the backups at most `maxAgeMs` old at `now`, oldest first. */
+  within(now: number, maxAgeMs: number): string[] {
+    let lo = 0;
+    let hi = this.ms.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (now - this.ms[mid]! > maxAgeMs) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.iso.slice(lo);
+  }
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -156,26 +192,29 @@ function isoWeekOf(ms: number): string {
 }
 const monthOf = (ms: number) => iso(ms).slice(0, 7);
 
-/** The newest backup in each of the `n` newest buckets that hold one. */
-function newestPerBucket(times: number[], bucket: (ms: number) => string, n: number): Set<number> {
-  const newest = new Map<string, number>();
-  for (const t of times) {
-    const b = bucket(t);
-    if ((newest.get(b) ?? -1) < t) newest.set(b, t);
+/**
+ * The newest backup in each of the `n` newest buckets that hold one, kept as backups are made (in
+ * time order, so a bucket's newest is its last, and buckets arrive oldest first).
+ */
+class NewestPerBucket {
+  private readonly newest = new Map<string, number>();
+  constructor(
+    private readonly bucket: (ms: number) => string,
+    private readonly n: number,
+  ) {}
+  add(ms: number) {
+    const b = this.bucket(ms);
+    this.newest.delete(b); // re-inserted last: the map stays in bucket order
+    this.newest.set(b, ms);
+    // A bucket past the n newest can never come back: later backups fall in later buckets.
+    while (this.newest.size > this.n) this.newest.delete(this.newest.keys().next().value!);
   }
-  return new Set([...newest.values()].sort((a, b) => b - a).slice(0, n));
-}
-
-/** Start times (ISO) of what a sink holds, per job. */
-function startsByJob(sink: MemorySink): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const m of holdings(sink)) {
-    const list = out.get(m.job) ?? [];
-    list.push(m.startedAt);
-    out.set(m.job, list);
+  get values(): number[] {
+    return [...this.newest.values()];
   }
-  for (const list of out.values()) list.sort();
-  return out;
+  get size() {
+    return this.newest.size;
+  }
 }
 
 /** Checks the deletions since the previous day against the audit trail, one line each, with its reason. */
@@ -183,7 +222,7 @@ function checkDeletions(
   audit: AuditEntry[],
   from: number,
   before: Map<string, Set<string>>,
-  sinks: Record<string, MemorySink>,
+  sinks: Record<string, { sink: MemorySink; held: Snapshot }>,
 ) {
   // Problems are gathered and asserted once: an expect() per backup per simulated day would cost
   // more than the library's own work.
@@ -197,8 +236,8 @@ function checkDeletions(
   }
   const audited = new Set(deletes.map((e) => `${e.sink}:${e.key}`));
   let gone = 0;
-  for (const [name, sink] of Object.entries(sinks)) {
-    const now = new Set(holdings(sink).map((m) => m.artifact.key));
+  for (const [name, { sink, held }] of Object.entries(sinks)) {
+    const now = held.keys;
     for (const key of before.get(name) ?? []) {
       if (now.has(key)) continue;
       gone++;
@@ -256,12 +295,28 @@ describe("strategy A (examples/tiered-backups.ts): three tiers, each kind with i
   it(`holds exactly what the table says in every tier on every day for ${YEARS} years`, async () => {
     const clock = fakeClock(START);
     const { local, offsite, archive, jobs } = setup(clock);
-    const sinks = { local, offsite, archive };
     const audit = memoryAudit();
-    const made = new Map<string, number[]>(); // job -> start of every backup
     const before = new Map<string, Set<string>>();
     const table: string[][] = [["end of year", "job", "local", "offsite", "archive", "archive oldest"]];
     const days = Math.round((Date.UTC(2026 + YEARS, 0, 15, 6) - START) / DAY);
+    // Per job, from the table: its retention per tier, and every backup made (all of them, and the
+    // first of each calendar month: what the archive's monthly copy takes).
+    const plan = jobs.map((job) => {
+      const tiers: { local: string; offsite: string; archive?: string } =
+        RETENTION[A_JOBS[job.name as AJobName].kind];
+      return {
+        job,
+        tiers,
+        ageMs: {
+          local: parseDuration(tiers.local),
+          offsite: parseDuration(tiers.offsite),
+          archive: tiers.archive ? parseDuration(tiers.archive) : undefined,
+        },
+        made: new Made(),
+        firstOfMonth: new Made(),
+      };
+    });
+    const rules = { requiredLabels: { constitutional_hash: CONSTITUTIONAL_HASH }, requireEncryption: true };
 
     for (let d = 0; d < days; d++) {
       clock.ms = START + d * DAY;
@@ -269,68 +324,54 @@ describe("strategy A (examples/tiered-backups.ts): three tiers, each kind with i
       const auditFrom = audit.entries.length;
       const cycle = await runJobs(jobs, { now: clock.now, audit });
       expect(cycle.ok, `day ${day(now)}`).toBe(true);
-      for (const job of jobs) {
-        const list = made.get(job.name) ?? [];
-        list.push(now);
-        made.set(job.name, list);
+      for (const p of plan) {
+        if (p.made.ms.length === 0 || monthOf(p.made.ms.at(-1)!) !== monthOf(now)) p.firstOfMonth.add(now);
+        p.made.add(now);
       }
-      const held = {
-        local: startsByJob(local),
-        offsite: startsByJob(offsite),
-        archive: startsByJob(archive),
-      };
+      const held = { local: snapshot(local), offsite: snapshot(offsite), archive: snapshot(archive) };
 
       // What each tier must hold, from the calendar.
-      for (const job of jobs) {
-        const kind = A_JOBS[job.name as AJobName].kind;
-        const tiers: { local: string; offsite: string; archive?: string } = RETENTION[kind];
-        const times = made.get(job.name)!;
-        const within = (age: string) => new Set(times.filter((t) => now - t <= parseDuration(age)));
-        // The archive's monthly copies: the first backup of each calendar month.
-        const monthly = new Set<number>();
-        const months = new Set<string>();
-        for (const t of times) {
-          if (months.has(monthOf(t))) continue;
-          months.add(monthOf(t));
-          monthly.add(t);
-        }
+      for (const p of plan) {
         const expected = {
-          local: within(tiers.local),
-          offsite: within(tiers.offsite),
-          archive: tiers.archive
-            ? new Set([...monthly].filter((t) => now - t <= parseDuration(tiers.archive!)))
-            : new Set<number>(),
+          local: p.made.within(now, p.ageMs.local),
+          offsite: p.made.within(now, p.ageMs.offsite),
+          archive: p.ageMs.archive === undefined ? [] : p.firstOfMonth.within(now, p.ageMs.archive),
         };
         for (const tier of ["local", "offsite", "archive"] as const) {
-          const has = held[tier].get(job.name) ?? [];
-          const want = [...expected[tier]].sort((a, b) => a - b).map(iso);
-          if (has.join() !== want.join()) expect(has, `${job.name}@${tier} on ${day(now)}`).toEqual(want);
+          const has = held[tier].byJob.get(p.job.name) ?? [];
+          const want = expected[tier];
+          if (has.join() !== want.join()) expect(has, `${p.job.name}@${tier} on ${day(now)}`).toEqual(want);
         }
       }
       // The hash on every backup, in every tier; the archive's copies in GLACIER, locked 7 years.
       if (d % 30 === 0) {
-        for (const sink of Object.values(sinks)) {
-          const unlabelled = holdings(sink).filter(
-            (m) => m.labels.constitutional_hash !== CONSTITUTIONAL_HASH,
-          );
+        for (const { manifests } of Object.values(held)) {
+          const unlabelled = manifests.filter((m) => m.labels.constitutional_hash !== CONSTITUTIONAL_HASH);
           expect(unlabelled.map((m) => m.artifact.key)).toEqual([]);
         }
-        for (const m of holdings(archive)) {
+        for (const m of held.archive.manifests) {
           expect(m.artifact.storageClass).toBe("GLACIER");
           expect(Date.parse(m.retainUntil!)).toBeGreaterThanOrEqual(
             Date.parse(m.startedAt) + parseDuration("7y"),
           );
         }
       }
-      checkReasons(cycle, (_job, target) =>
-        target === "archive" ? /^max age 7y$/ : target === "offsite" ? /^max age \d+d$/ : /^max age \d+d$/,
-      );
-      checkDeletions(audit.entries, auditFrom, before, sinks);
+      // A kept backup names its own job's row of the table for that tier.
+      checkReasons(cycle, (job, target) => {
+        const tiers = plan.find((p) => p.job.name === job)!.tiers;
+        const age = target === "primary" ? tiers.local : target === "offsite" ? tiers.offsite : tiers.archive;
+        return new RegExp(`^max age ${age}$`);
+      });
+      checkDeletions(audit.entries, auditFrom, before, {
+        local: { sink: local, held: held.local },
+        offsite: { sink: offsite, held: held.offsite },
+        archive: { sink: archive, held: held.archive },
+      });
       // RPO at this grain: just before tomorrow's cycle, every job has a valid backup from today.
-      const status = summarize(holdings(local), {
+      const status = summarize(held.local.manifests, {
         now: new Date(now + DAY),
         rpo: "1d",
-        rules: { requiredLabels: { constitutional_hash: CONSTITUTIONAL_HASH }, requireEncryption: true },
+        rules,
         jobs: jobs.map((j) => j.name),
       });
       expect(status.overall.rpoBreached, day(now)).toBe(0);
@@ -338,16 +379,15 @@ describe("strategy A (examples/tiered-backups.ts): three tiers, each kind with i
       const next = new Date(now + DAY);
       if (next.getUTCFullYear() !== new Date(now).getUTCFullYear()) {
         for (const job of jobs) {
-          const count = (s: MemorySink) => holdings(s).filter((m) => m.job === job.name);
-          const inArchive = count(archive);
-          const oldest = inArchive.map((m) => m.startedAt).sort()[0];
+          const count = (tier: Snapshot) => tier.byJob.get(job.name) ?? [];
+          const inArchive = count(held.archive);
           table.push([
             day(now),
             job.name,
-            String(count(local).length),
-            String(count(offsite).length),
+            String(count(held.local).length),
+            String(count(held.offsite).length),
             String(inArchive.length),
-            oldest ? oldest.slice(0, 10) : "-",
+            inArchive[0]?.slice(0, 10) ?? "-",
           ]);
         }
       }
@@ -458,20 +498,25 @@ describe("strategy B (examples/disaster-recovery.ts): RPO/RTO classes, GFS, a se
     const config = defineConfig({ jobs });
     const byName = (n: BJobName) => jobs.find((j) => j.name === n)!;
     const audit = memoryAudit();
-    const sinks = { primary, replica };
-    const made = new Map<string, number[]>();
     const before = new Map<string, Set<string>>();
     const reports = await mkdtemp(join(tmpdir(), "stowage-strategy-b-"));
     const table: string[][] = [["end of year", "job", "primary", "region-2", "daily", "weekly", "monthly"]];
     let monthlyTests = 0;
     let failovers = 0;
+    // Every backup made, per job; for application data also its generations, from the calendar.
+    const made = new Map(jobs.map((j) => [j.name, new Made()]));
+    const gfs = {
+      daily: new NewestPerBucket(day, 30),
+      weekly: new NewestPerBucket(isoWeekOf, 52),
+      monthly: new NewestPerBucket(monthOf, 84),
+    };
+    const maxAgeMs = { configuration: parseDuration("90d"), infrastructure: parseDuration("1y") };
     try {
       const days = Math.round((Date.UTC(2026 + YEARS, 0, 1, 6) - START) / DAY);
       for (let d = 0; d < days; d++) {
         clock.ms = START + d * DAY;
         const now = clock.ms;
         const today: Job[] = [byName("application-data"), byName("configuration")];
-        const heldB = () => ({ primary: startsByJob(primary), replica: startsByJob(replica) });
         if (deploys(d)) today.push(byName("infrastructure"));
         const auditFrom = audit.entries.length;
         const cycle = await runJobs(today, { now: clock.now, audit });
@@ -483,34 +528,25 @@ describe("strategy B (examples/disaster-recovery.ts): RPO/RTO classes, GFS, a se
           expect(pruned.every((r) => r.status === "succeeded")).toBe(true);
           cycle.jobs.push({ ...cycle.jobs[0]!, job: "infrastructure", retention: pruned, errors: [] });
         }
-        for (const job of today) {
-          const list = made.get(job.name) ?? [];
-          list.push(now);
-          made.set(job.name, list);
-        }
+        for (const job of today) made.get(job.name)!.add(now);
+        for (const g of Object.values(gfs)) g.add(now);
 
-        const gfs = (times: number[]) => ({
-          daily: newestPerBucket(times, day, 30),
-          weekly: newestPerBucket(times, isoWeekOf, 52),
-          monthly: newestPerBucket(times, monthOf, 84),
-        });
-        const holdingsToday = heldB();
+        const held = { primary: snapshot(primary), replica: snapshot(replica) };
         for (const job of jobs) {
-          const times = made.get(job.name) ?? [];
-          let want: Set<number>;
+          const times = made.get(job.name)!;
+          let want: string[];
           if (job.name === "application-data") {
-            const g = gfs(times);
-            want = new Set([...g.daily, ...g.weekly, ...g.monthly]);
+            const keep = new Set([...gfs.daily.values, ...gfs.weekly.values, ...gfs.monthly.values]);
+            want = [...keep].sort((a, b) => a - b).map(iso);
           } else {
-            const maxAge = parseDuration(job.name === "configuration" ? "90d" : "1y");
-            want = new Set(times.filter((t) => now - t <= maxAge));
-            if (times.length > 0) want.add(Math.max(...times)); // the newest valid is never dropped
+            want = times.within(now, maxAgeMs[job.name as "configuration" | "infrastructure"]);
+            // The newest valid backup is never dropped, however old.
+            const newest = times.iso.at(-1);
+            if (newest !== undefined && want.at(-1) !== newest) want.push(newest);
           }
-          const sorted = [...want].sort((a, b) => a - b).map(iso);
-          for (const [where, byJob] of Object.entries(holdingsToday)) {
-            const has = byJob.get(job.name) ?? [];
-            if (has.join() !== sorted.join())
-              expect(has, `${job.name}@${where} on ${day(now)}`).toEqual(sorted);
+          for (const [where, snap] of Object.entries(held)) {
+            const has = snap.byJob.get(job.name) ?? [];
+            if (has.join() !== want.join()) expect(has, `${job.name}@${where} on ${day(now)}`).toEqual(want);
           }
         }
         checkReasons(cycle, (job) =>
@@ -521,7 +557,7 @@ describe("strategy B (examples/disaster-recovery.ts): RPO/RTO classes, GFS, a se
               : /^(max age 1y|newest valid)$/,
         );
         // The GFS reasons are the calendar's own buckets.
-        const startOf = new Map(holdings(primary).map((m) => [m.artifact.key, Date.parse(m.startedAt)]));
+        const startOf = new Map(held.primary.manifests.map((m) => [m.artifact.key, Date.parse(m.startedAt)]));
         const wrongBuckets: string[] = [];
         for (const r of cycle.jobs.find((j) => j.job === "application-data")!.retention) {
           for (const dec of r.decisions ?? []) {
@@ -540,9 +576,12 @@ describe("strategy B (examples/disaster-recovery.ts): RPO/RTO classes, GFS, a se
           }
         }
         expect(wrongBuckets).toEqual([]);
-        checkDeletions(audit.entries, auditFrom, before, sinks);
+        checkDeletions(audit.entries, auditFrom, before, {
+          primary: { sink: primary, held: held.primary },
+          replica: { sink: replica, held: held.replica },
+        });
         // RPO at this grain (1 day) for the scheduled jobs, just before tomorrow's cycle.
-        const status = summarize(holdings(primary), {
+        const status = summarize(held.primary.manifests, {
           now: new Date(now + DAY),
           rpo: { "application-data": "1d", configuration: "1d" },
         });
@@ -591,18 +630,15 @@ describe("strategy B (examples/disaster-recovery.ts): RPO/RTO classes, GFS, a se
         const next = new Date(now + DAY);
         if (next.getUTCFullYear() !== new Date(now).getUTCFullYear()) {
           for (const job of jobs) {
-            const held = holdings(primary).filter((m) => m.job === job.name);
-            const times = made.get(job.name) ?? [];
-            const g = gfs(times);
             const isApp = job.name === "application-data";
             table.push([
               day(now),
               job.name,
-              String(held.length),
-              String(holdings(replica).filter((m) => m.job === job.name).length),
-              isApp ? String(g.daily.size) : "-",
-              isApp ? String(g.weekly.size) : "-",
-              isApp ? String(g.monthly.size) : "-",
+              String(held.primary.byJob.get(job.name)?.length ?? 0),
+              String(held.replica.byJob.get(job.name)?.length ?? 0),
+              isApp ? String(gfs.daily.size) : "-",
+              isApp ? String(gfs.weekly.size) : "-",
+              isApp ? String(gfs.monthly.size) : "-",
             ]);
           }
         }

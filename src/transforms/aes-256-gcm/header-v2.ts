@@ -109,10 +109,22 @@ function stanza(type: number, parts: Buffer[]): Buffer {
   return Buffer.concat([head, body]);
 }
 
-export function v2Keys(dataKey: Buffer): { headerKey: Buffer; payloadKey: Buffer } {
+/**
+ * The header and payload keys of a data key. Each is derived when first read: most callers want
+ * one of the two, and a backup of a few bytes spent more on key derivation than on its data.
+ */
+export function v2Keys(dataKey: Buffer): { readonly headerKey: Buffer; readonly payloadKey: Buffer } {
+  let headerKey: Buffer | undefined;
+  let payloadKey: Buffer | undefined;
   return {
-    headerKey: hkdf(dataKey, NO_SALT, "stowage v2 header"),
-    payloadKey: hkdf(dataKey, NO_SALT, "stowage v2 payload"),
+    get headerKey() {
+      headerKey ??= hkdf(dataKey, NO_SALT, "stowage v2 header");
+      return headerKey;
+    },
+    get payloadKey() {
+      payloadKey ??= hkdf(dataKey, NO_SALT, "stowage v2 payload");
+      return payloadKey;
+    },
   };
 }
 
