@@ -299,6 +299,16 @@ describe("examples/tiered-backups.ts and examples/restore-drill.ts", () => {
   });
 });
 
+describe("examples/signed-backups.ts", () => {
+  it("signs a backup, restores it under the verify key and validates the signed chain", async () => {
+    const ran = await runExample([join(repo, "examples/signed-backups.ts")], {}, work);
+    expect(ran.stderr).toBe("");
+    expect(ran.code).toBe(0);
+    expect(ran.stdout).toContain("order 1\norder 2\n");
+    expect(ran.stdout).toContain("1 of 1 backups valid");
+  });
+});
+
 describe("examples/kubernetes", () => {
   it("every CronJob forbids overlap, runs a CLI command of the image, and keeps secrets out of args", async () => {
     const text = await readFile(join(repo, "examples/kubernetes/cronjob.yaml"), "utf8");
