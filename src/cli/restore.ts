@@ -9,6 +9,7 @@ import { listManifests } from "../core/catalog.js";
 import { directoryRestoreTarget } from "../core/directory-target.js";
 import { isStowageError, StowageError, wrapError } from "../core/errors.js";
 import { restore } from "../core/restore.js";
+import type { BackupProgress } from "../core/types.js";
 import { type AuditTrail, errorCode, manifestFacts } from "../jobs/audit.js";
 import type { StowageConfig } from "../jobs/config.js";
 import { selectBackup } from "../policies/select.js";
@@ -70,11 +71,15 @@ export async function restoreCommand(
   let bytes = 0;
   const count = (n: number) => {
     bytes = n;
-    bar.update(label, { bytes, elapsedMs: Date.now() - t0, total: manifest.content.bytes });
   };
   const meter = byteMeter(count);
+  // Progress follows the stored bytes read from the sink: restore releases plain bytes only once
+  // they are checked (a whole block of an unencrypted artifact at a time), so counting them would
+  // stand still until the end.
+  const onProgress = (p: BackupProgress) =>
+    bar.update(label, { bytes: p.bytesRead, elapsedMs: Date.now() - t0, total: manifest.artifact.bytes });
   try {
-    const plain = await restore({ sink, manifest, keys: job!.keys, signal: io.signal });
+    const plain = await restore({ sink, manifest, keys: job!.keys, signal: io.signal, onProgress });
     let summary: string;
     if (flags.extract) {
       // A generator, not a pipe: a consumer that stops early ends it, and that destroys `plain`.

@@ -53,7 +53,7 @@ function encodeKey(prefix: string, key: Buffer): string {
 function decodeKey(prefix: string, text: unknown, option: string): Buffer {
   const bad = (problem: string) =>
     new StowageError("CONFIG_INVALID", `${option}: ${problem}`, {
-      details: { issues: [{ option, problem }] },
+      details: { issues: [{ path: option, problem }] },
     });
   if (typeof text !== "string" || !text.startsWith(prefix)) {
     throw bad(`expected a ${prefix}… string`);
@@ -146,7 +146,7 @@ export function verifyKeyring(
   const list = typeof verifyKeys === "string" ? [verifyKeys] : verifyKeys;
   if (!Array.isArray(list)) {
     throw new StowageError("CONFIG_INVALID", `${option}: expected a list of stowage-verify1:… strings`, {
-      details: { issues: [{ option, problem: "expected a list of strings" }] },
+      details: { issues: [{ path: option, problem: "expected a list of strings" }] },
     });
   }
   if (list.length === 0) return undefined;

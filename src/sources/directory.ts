@@ -132,7 +132,7 @@ function badBase(problem: string): StowageError {
     "CONFIG_INVALID",
     `directorySource: invalid options: incremental.base: ${problem}`,
     {
-      details: { issues: [{ option: "incremental.base", problem }] },
+      details: { issues: [{ path: "incremental.base", problem }] },
     },
   );
 }

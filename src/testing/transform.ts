@@ -28,18 +28,21 @@ async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** The backup the suite's artifacts belong to, as `backup()` hands it to `encode()`. */
+const IDENTITY = { job: "conformance", id: "20260101T000000000Z-00000000" };
+
 /** Feeds `data` in 64 KiB chunks through a fresh encoder; returns the encoded bytes. */
 async function encode(transform: Transform, data: Buffer): Promise<Buffer> {
   const chunks = [] as Buffer[];
   for (let i = 0; i < data.length; i += 65_536) chunks.push(data.subarray(i, i + 65_536));
-  const encoder = await transform.encode();
+  const encoder = await transform.encode(IDENTITY);
   const out = collect(encoder);
   await pipeline(Readable.from(chunks), encoder);
   return out;
 }
 
 async function decode(transform: Transform, record: TransformRecord, keys: DecryptionKey[], data: Buffer) {
-  const decoder = await transform.decode(record, { keys });
+  const decoder = await transform.decode(record, { keys, identity: IDENTITY });
   const out = collect(decoder);
   await Promise.all([pipeline(Readable.from([data]), decoder), out]);
   return out;

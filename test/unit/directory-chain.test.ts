@@ -323,7 +323,7 @@ describe("a chain of directory backups", () => {
       }
       expect(error).toMatchObject({
         code: "CONFIG_INVALID",
-        details: { issues: [{ option: "incremental.base" }] },
+        details: { issues: [{ path: "incremental.base" }] },
       });
     }
   });

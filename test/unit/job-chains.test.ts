@@ -88,7 +88,7 @@ describe("a job with a schedule per kind", () => {
     } catch (e) {
       error = e;
     }
-    expect(error).toMatchObject({ code: "CONFIG_INVALID", details: { issues: [{ option: "schedule" }] } });
+    expect(error).toMatchObject({ code: "CONFIG_INVALID", details: { issues: [{ path: "schedule" }] } });
   });
 
   it("runs only the larger kind when two fall due at the same minute", () => {

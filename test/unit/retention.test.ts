@@ -462,6 +462,7 @@ describe("src/policies is pure", () => {
       "../core/manifest.js",
       "../core/options.js",
       "../core/signing.js",
+      "../core/type-checks.js",
     ]);
     for (const file of files) {
       const text = await readFile(new URL(file, dir), "utf8");

@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import tar, { type Header, type Pack } from "tar-stream";
+import type { Header, Pack } from "tar-stream";
 import { listManifests } from "../../core/catalog.js";
 import { StowageError, wrapError } from "../../core/errors.js";
 import { type ExtractTarResult, extractTar } from "../../core/extract-tar.js";
 import { resolveChain } from "../../core/incremental.js";
+import { loadTarStream } from "../../core/lazy-deps.js";
 import { type Manifest, parseManifest } from "../../core/manifest.js";
 import { packedTar } from "../../core/pack-tar.js";
 import { restore, verify } from "../../core/restore.js";
@@ -90,7 +91,7 @@ export async function restoreDirectoryChain(
     ? index.entries.reduce((sum, e) => sum + (e.type === "file" ? e.size : 0), 0)
     : manifest.content.bytes;
 
-  const pack = tar.pack();
+  const pack = (await loadTarStream()).pack();
   const produced = (async () => {
     for (const [i, link] of links.entries()) {
       const own = i === links.length - 1;

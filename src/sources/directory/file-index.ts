@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import tar, { type Header } from "tar-stream";
+import type { Header } from "tar-stream";
 import { isStowageError, StowageError, wrapError } from "../../core/errors.js";
+import { loadTarStream } from "../../core/lazy-deps.js";
 import type { Manifest } from "../../core/manifest.js";
 import { restore } from "../../core/restore.js";
 import type { Decoder, DecryptionKey, Sink } from "../../core/types.js";
@@ -193,7 +194,7 @@ export async function forEachTarEntry(
   each: (entry: Readable & { header: Header }) => Promise<void>,
   wrap: (error: unknown) => Error,
 ): Promise<void> {
-  const extract = tar.extract();
+  const extract = (await loadTarStream()).extract();
   const feeding = pipeline(plain, extract, signal ? { signal } : {});
   feeding.catch(() => undefined);
   try {

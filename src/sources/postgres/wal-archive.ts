@@ -94,6 +94,8 @@ export async function archiveWal(options: ArchiveWalOptions): Promise<ArchiveWal
   }
 
   const startedAt = clock();
+  // The record's id, known before encoding: an encryption stage binds the artifact to it (format 3).
+  const id = newBackupId(startedAt);
   const key = `${walTimelinePrefix(job, file.timeline)}${file.name}${transforms.map((t) => t.extension).join("")}`;
   assertSafeKey(key, where);
   const failure = new FirstFailure();
@@ -101,7 +103,7 @@ export async function archiveWal(options: ArchiveWalOptions): Promise<ArchiveWal
   failure.watch(input, "SOURCE_FAILED", `${where}: reading ${path} failed`);
   let encoders: Awaited<ReturnType<(typeof transforms)[number]["encode"]>>[];
   try {
-    encoders = await Promise.all(transforms.map((t) => t.encode()));
+    encoders = await Promise.all(transforms.map((t) => t.encode({ job, id })));
   } catch (error) {
     input.destroy();
     throw wrapError(error, "TRANSFORM_FAILED", `${where}: a transform failed to start`, { key }, signal);
@@ -125,7 +127,7 @@ export async function archiveWal(options: ArchiveWalOptions): Promise<ArchiveWal
 
   const record: Manifest = {
     version: MANIFEST_VERSION,
-    id: newBackupId(startedAt),
+    id,
     job,
     startedAt: startedAt.toISOString(),
     finishedAt: clock().toISOString(),

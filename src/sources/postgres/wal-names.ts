@@ -53,7 +53,9 @@ export function walNameOrThrow(name: string, option: string, where: string): Wal
   const parsed = parseWalName(name);
   if (!parsed) {
     throw new StowageError("CONFIG_INVALID", `${where}: ${JSON.stringify(name)} is not a WAL file name`, {
-      details: { issues: [{ option, problem: "not a WAL segment, .history, .backup or .partial name" }] },
+      details: {
+        issues: [{ path: option, problem: "not a WAL segment, .history, .backup or .partial name" }],
+      },
     });
   }
   return parsed;
@@ -77,7 +79,7 @@ export function parseLsn(text: string, option = "lsn"): bigint {
   const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text.trim());
   if (!m) {
     throw new StowageError("CONFIG_INVALID", `${JSON.stringify(text)} is not an LSN (like 0/3000060)`, {
-      details: { issues: [{ option, problem: "not an LSN of the form X/Y in hex" }] },
+      details: { issues: [{ path: option, problem: "not an LSN of the form X/Y in hex" }] },
     });
   }
   return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
