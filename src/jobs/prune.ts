@@ -51,23 +51,18 @@ export async function prune(
       signal: options.signal,
       dryRun: options.dryRun ?? false,
     });
-    for (const d of options.dryRun ? [] : applied.deleted) {
+    // One audit line per deletion, done or failed (a dry run deletes nothing, so records nothing).
+    const outcomes = [
+      ...(options.dryRun ? [] : applied.deleted.map((d) => ({ ...d, outcome: { result: "ok" as const } }))),
+      ...applied.failed.map((f) => ({ ...f, outcome: { result: "failed" as const, error: f.error.code } })),
+    ];
+    for (const { manifest, reason, outcome } of outcomes) {
       await options.audit({
         action: "delete",
-        ...manifestFacts(d.manifest),
+        ...manifestFacts(manifest),
         sink: sink.kind,
-        reason: d.reason,
-        result: "ok",
-      });
-    }
-    for (const f of applied.failed) {
-      await options.audit({
-        action: "delete",
-        ...manifestFacts(f.manifest),
-        sink: sink.kind,
-        reason: f.reason,
-        result: "failed",
-        error: f.error.code,
+        reason,
+        ...outcome,
       });
     }
     const durationMs = Date.now() - t0;
