@@ -61,12 +61,15 @@ function fileSource(path: string): Source {
 function traceMemory(): () => void {
   if (process.env.STOWAGE_BENCH_TRACE !== "1") return () => undefined;
   const mib = (n: number) => (n / 2 ** 20).toFixed(1);
-  const timer = setInterval(() => {
-    const m = process.memoryUsage();
-    process.stderr.write(
-      `rss ${mib(m.rss)} heapUsed ${mib(m.heapUsed)} heapTotal ${mib(m.heapTotal)} external ${mib(m.external)} arrayBuffers ${mib(m.arrayBuffers)}\n`,
-    );
-  }, 1000);
+  const timer = setInterval(
+    () => {
+      const m = process.memoryUsage();
+      process.stderr.write(
+        `rss ${mib(m.rss)} heapUsed ${mib(m.heapUsed)} heapTotal ${mib(m.heapTotal)} external ${mib(m.external)} arrayBuffers ${mib(m.arrayBuffers)}\n`,
+      );
+    },
+    Number(process.env.STOWAGE_BENCH_TRACE_MS ?? 1000),
+  );
   return () => clearInterval(timer);
 }
 

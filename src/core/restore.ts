@@ -50,7 +50,7 @@ const mismatch =
     const expected = which === "stored" ? manifest.artifact : manifest.content;
     return new StowageError(
       "INTEGRITY_MISMATCH",
-      `${manifest.artifact.key}: ${which} bytes do not match the manifest (expected ${expected.bytes} B ${expected.sha256.slice(0, 12)}…, got ${actual.bytes} B ${actual.sha256.slice(0, 12)}…)`,
+      `${manifest.artifact.key}: ${which} bytes do not match the manifest (expected ${expected.bytes} B ${expected.sha256.slice(0, 12)}…, got ${actual.bytes} B${actual.sha256 ? ` ${actual.sha256.slice(0, 12)}…` : ""})`,
       {
         details: {
           key: manifest.artifact.key,
@@ -87,6 +87,9 @@ const sizeCap = (which: "stored" | "plain", manifest: Manifest): ByteCap => {
       ),
   };
 };
+
+const sameDigest = (a: { bytes: number; sha256: string }, b: { bytes: number; sha256: string }) =>
+  a.bytes === b.bytes && a.sha256 === b.sha256;
 
 /** Verify's findings that say the artifact could not be read, not that it is damaged. */
 const READ_PROBLEMS: ReadonlySet<string> = new Set(["NOT_FOUND", "OBJECT_ARCHIVED", "SINK_READ_FAILED"]);
@@ -129,6 +132,16 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
   throwIfAborted(signal, "restore");
 
   const blocks = encrypted ? undefined : manifest.artifact.blocks;
+  // Each byte is hashed once where the hashes would cover the same bytes. With `blocks`, every
+  // stored byte is checked against the manifest's block digests before it is released, and those
+  // digests come from the same manifest as `artifact.sha256` (signed with it, when signed): a whole-
+  // artifact SHA-256 on top proves nothing more, so the stored bytes are only counted and capped.
+  // With no transforms too, the plain bytes are the stored bytes, and the manifest must say so.
+  const checkedByBlock = blocks !== undefined;
+  const plainIsStored = checkedByBlock && manifest.transforms.length === 0;
+  if (plainIsStored && !sameDigest(manifest.content, manifest.artifact)) {
+    throw mismatch("plain", manifest)({ bytes: manifest.artifact.bytes, sha256: manifest.artifact.sha256 });
+  }
   if (options.verifyFirst ?? (!encrypted && !blocks)) {
     const report = await verify({
       sink,
@@ -161,12 +174,13 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
   }
   // The stored digest is settled at the very end, once the decoders have seen every chunk.
   const progress = new ProgressCounter(options.onProgress);
-  const storedHash = new HashCounter(progress.read, sizeCap("stored", manifest));
+  const storedHash = new HashCounter(progress.read, sizeCap("stored", manifest), !checkedByBlock);
   const plainCheck = new ExpectDigest(
     manifest.content,
     mismatch("plain", manifest),
     () => digestError(storedHash, manifest.artifact, mismatch("stored", manifest)),
     sizeCap("plain", manifest),
+    !plainIsStored,
   );
   const blockCheck = blocks ? [new BlockCheck(blocks, key)] : [];
   const flowing = pipeline(

@@ -13,18 +13,27 @@ export interface ByteCap {
 /**
  * A pass-through stage that hashes (SHA-256) and counts what flows through it. Chunks are passed
  * on as they are, without copying. With a `cap`, the first chunk past it errors the stream and
- * is not passed on (restore stops a decompression bomb at the manifest's size this way).
+ * is not passed on (restore stops a decompression bomb at the manifest's size this way). With
+ * `hashing` false it only counts and caps: for bytes another stage already checks (restore's
+ * stored bytes when each block is checked), where a second SHA-256 pass would prove nothing more.
  */
 export class HashCounter extends Transform {
   bytes = 0;
-  private readonly hash: Hash = createHash("sha256");
+  private readonly hash: Hash | undefined;
   private hex: string | undefined;
 
   constructor(
     private readonly onBytes?: (bytes: number) => void,
     private readonly cap?: ByteCap,
+    hashing = true,
   ) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
+    this.hash = hashing ? createHash("sha256") : undefined;
+  }
+
+  /** Whether this stage hashes what passes (else {@link digest} is not available). */
+  get hashing(): boolean {
+    return this.hash !== undefined;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -32,7 +41,7 @@ export class HashCounter extends Transform {
       callback(this.cap.error(this.bytes + chunk.length));
       return;
     }
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.bytes += chunk.length;
     this.onBytes?.(this.bytes);
     callback(null, chunk);
@@ -40,6 +49,7 @@ export class HashCounter extends Transform {
 
   /** The SHA-256 as lowercase hex; only meaningful once the stream has ended. */
   digest(): string {
+    if (!this.hash) throw new Error("HashCounter: digest() of a stage that only counts");
     this.hex ??= this.hash.digest("hex");
     return this.hex;
   }
@@ -69,8 +79,14 @@ export class EndGate extends Transform {
 
 type Digest = { bytes: number; sha256: string };
 
-/** The error `onMismatch` builds when a finished counter's size or digest differ; else undefined. */
+/**
+ * The error `onMismatch` builds when a finished counter's size or digest differ; else undefined.
+ * A counter that does not hash is judged by its size alone (its bytes are checked elsewhere).
+ */
 export function digestError(counter: HashCounter, expected: Digest, onMismatch: (actual: Digest) => Error) {
+  if (!counter.hashing) {
+    return counter.bytes === expected.bytes ? undefined : onMismatch({ bytes: counter.bytes, sha256: "" });
+  }
   const actual = { bytes: counter.bytes, sha256: counter.digest() };
   return actual.bytes === expected.bytes && actual.sha256 === expected.sha256
     ? undefined
@@ -89,8 +105,9 @@ export class ExpectDigest extends HashCounter {
     private readonly onMismatch: (actual: { bytes: number; sha256: string }) => Error,
     private readonly first?: () => Error | undefined,
     cap?: ByteCap,
+    hashing = true,
   ) {
-    super(undefined, cap);
+    super(undefined, cap, hashing);
   }
 
   override _flush(callback: TransformCallback): void {

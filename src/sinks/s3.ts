@@ -323,7 +323,9 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
  *
  * **Memory.** At most `queueSize` parts are held at once (being filled or uploading): `queueSize ×
  * partSize` (32 MiB with the defaults) for backups up to `1,000 × partSize` (7.8 GiB), doubling
- * with the part size after that. A read holds at most `readConcurrency × readPartSize` (24 MiB).
+ * with the part size after that. A read sends `readConcurrency` GETs ahead but reads only the
+ * body of the range whose turn it is: the rest wait in the kernel's socket buffers, not in the
+ * process, so a read holds about one socket chunk (64 KiB) plus what its consumer holds.
  *
  * **Reads** are ranged GETs of `readPartSize`, `readConcurrency` at a time, streamed in order; all
  * but the first carry `If-Match` with the object's ETag, so an object replaced mid-read fails the

@@ -1,4 +1,4 @@
-import { Duplex, Transform as NodeTransform, pipeline, type TransformCallback } from "node:stream";
+import { Duplex, pipeline } from "node:stream";
 import * as zlib from "node:zlib";
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
@@ -12,11 +12,18 @@ import {
   blockParallelOptionsShape,
   defaultConcurrency,
 } from "./block-parallel.js";
+import { MAX_PARALLEL_BLOCK, ParallelZstdDecoder } from "./zstd-decode.js";
+import { ZstdFrameSplitter } from "./zstd-frames.js";
 
 /** The parts of node:zlib's zstd API (Node >= 22.15 / 23.8) that stowage uses. */
-interface ZstdApi {
+export interface ZstdApi {
   createZstdCompress(options: { params: Record<number, number>; chunkSize?: number }): ZstdStream;
   createZstdDecompress(options?: { chunkSize?: number }): Duplex;
+  zstdDecompress(
+    buffer: Buffer,
+    options: { maxOutputLength: number; chunkSize?: number },
+    callback: (error: Error | null, result: Buffer) => void,
+  ): void;
   constants: { ZSTD_c_compressionLevel: number; ZSTD_c_checksumFlag: number; ZSTD_e_end: number };
 }
 
@@ -52,129 +59,7 @@ function requireZstd(where: string): ZstdApi {
   return api;
 }
 
-const ZSTD_MAGIC = 0xfd2fb528;
-const SKIPPABLE_MASK = 0xfffffff0;
-const SKIPPABLE_MAGIC = 0x184d2a50;
-const DICT_ID_BYTES = [0, 1, 2, 4];
-const CONTENT_SIZE_BYTES = [0, 2, 4, 8];
-
-type SplitState = "magic" | "descriptor" | "blockHeader" | "skippableSize" | "skip" | "frameEnd";
-
-/**
- * Cuts a zstd stream into writes that never span two frames. Node's zstd decompressor (checked on
- * 22.23) stops at the end of the first frame when one write holds the end of one frame and the
- * start of the next, and silently drops the rest (nodejs/node#64741); given frame-aligned writes
- * it decodes every frame. Walks the frame layout of RFC 8878 (header, block headers, checksum;
- * skippable frames) without decompressing, and passes the bytes on as views, without copying.
- * Pipe it into the decompressor (flowing mode keeps its chunks apart; `read()` would merge them).
- */
-export class ZstdFrameSplitter extends NodeTransform {
-  private state: SplitState = "magic";
-  /** Bytes still to pass in the current "skip" run (header fields, block bodies, checksum). */
-  private skipping = 0;
-  /** Where to go after the skip run. */
-  private afterSkip: SplitState = "blockHeader";
-  private readonly field = Buffer.alloc(4);
-  private fieldLength = 0;
-  private checksum = false;
-  /** Frames seen so far. */
-  frames = 0;
-
-  constructor() {
-    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    try {
-      let start = 0;
-      let i = 0;
-      for (;;) {
-        if (this.state === "frameEnd") {
-          // Everything of this frame in this chunk goes out as one write of its own.
-          if (i > start) this.push(chunk.subarray(start, i));
-          start = i;
-          this.frames++;
-          this.state = "magic";
-        }
-        if (i >= chunk.length) break;
-        if (this.state === "skip") {
-          const n = Math.min(this.skipping, chunk.length - i);
-          i += n;
-          this.skipping -= n;
-          if (this.skipping === 0) this.state = this.afterSkip;
-          continue;
-        }
-        this.field[this.fieldLength++] = chunk[i++]!;
-        const want = this.state === "descriptor" ? 1 : this.state === "blockHeader" ? 3 : 4;
-        if (this.fieldLength === want) {
-          this.fieldLength = 0;
-          this.parseField();
-        }
-      }
-      if (i > start) this.push(chunk.subarray(start, i));
-      callback();
-    } catch (error) {
-      callback(error as Error);
-    }
-  }
-
-  override _flush(callback: TransformCallback): void {
-    if (this.state !== "magic" || this.fieldLength !== 0) {
-      callback(new Error("zstd: the stream ends in the middle of a frame (truncated)"));
-    } else if (this.frames === 0) {
-      callback(new Error("zstd: empty input, not a zstd stream"));
-    } else {
-      callback();
-    }
-  }
-
-  /** Passes `bytes` on unparsed, then goes to `then` (at once when `bytes` is 0). */
-  private skip(bytes: number, then: SplitState): void {
-    this.skipping = bytes;
-    this.afterSkip = then;
-    this.state = bytes > 0 ? "skip" : then;
-  }
-
-  private parseField(): void {
-    const f = this.field;
-    switch (this.state) {
-      case "magic": {
-        const magic = f.readUInt32LE(0);
-        if (magic === ZSTD_MAGIC) this.state = "descriptor";
-        else if ((magic & SKIPPABLE_MASK) >>> 0 === SKIPPABLE_MAGIC) this.state = "skippableSize";
-        else throw new Error("zstd: bad frame magic number (not a zstd stream, or corrupted)");
-        return;
-      }
-      case "descriptor": {
-        const d = f[0]!;
-        if (d & 0x08) throw new Error("zstd: reserved bit set in a frame header (corrupted)");
-        const contentSizeFlag = d >> 6;
-        const singleSegment = (d >> 5) & 1;
-        this.checksum = ((d >> 2) & 1) === 1;
-        const rest =
-          (singleSegment ? 0 : 1) + // window descriptor
-          DICT_ID_BYTES[d & 3]! +
-          (contentSizeFlag === 0 ? singleSegment : CONTENT_SIZE_BYTES[contentSizeFlag]!);
-        this.skip(rest, "blockHeader");
-        return;
-      }
-      case "blockHeader": {
-        const v = f[0]! | (f[1]! << 8) | (f[2]! << 16);
-        const type = (v >> 1) & 3;
-        if (type === 3) throw new Error("zstd: reserved block type (corrupted)");
-        const body = type === 1 ? 1 : v >>> 3; // an RLE block stores its one byte
-        if (v & 1) this.skip(body + (this.checksum ? 4 : 0), "frameEnd");
-        else this.skip(body, "blockHeader");
-        return;
-      }
-      case "skippableSize":
-        this.skip(f.readUInt32LE(0), "frameEnd");
-        return;
-      default:
-        return;
-    }
-  }
-}
+export { ZstdFrameSplitter };
 
 export const zstdOptionsSchema = z
   .object({
@@ -305,13 +190,21 @@ export function zstd(options: ZstdOptions = {}): Transform {
         blockSize: parsed.blockSize,
         concurrency,
       }),
-    decode: () => zstdDecodeStream(api),
+    decode: (stored) => zstdDecodeStream(api, stored),
     describe: () => ({ ...record }),
   };
 }
 
-/** Node's zstd decompressor behind a {@link ZstdFrameSplitter}: reads every frame of a stream. */
-function zstdDecodeStream(api: ZstdApi): Duplex {
+/**
+ * The decoder for a record: frames decoded in parallel on the thread pool when the record says
+ * they are blocks of a bounded size ({@link ParallelZstdDecoder}), else Node's zstd decompressor
+ * behind a {@link ZstdFrameSplitter}, which reads every frame of any zstd stream.
+ */
+function zstdDecodeStream(api: ZstdApi, record?: TransformRecord): Duplex {
+  const blockSize = record?.format === "zstd-frames" ? record.blockSize : undefined;
+  if (typeof blockSize === "number" && blockSize <= MAX_PARALLEL_BLOCK) {
+    return new ParallelZstdDecoder(api, blockSize, Math.min(defaultConcurrency(), 4));
+  }
   const splitter = new ZstdFrameSplitter();
   const decompressor = api.createZstdDecompress({ chunkSize: 1 << 18 });
   // An error on either side destroys the other, and so the duplex made of the two.
@@ -325,5 +218,5 @@ function zstdDecodeStream(api: ZstdApi): Duplex {
  */
 export const zstdDecoder: Decoder = {
   name: "zstd",
-  decode: () => zstdDecodeStream(requireZstd("zstd: restore")),
+  decode: (record) => zstdDecodeStream(requireZstd("zstd: restore"), record),
 };

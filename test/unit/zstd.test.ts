@@ -234,6 +234,37 @@ describe(`zstd on Node ${process.version} (zstd in node:zlib: ${available})`, ()
     },
   );
 
+  it.runIf(available)(
+    "decodes recorded blocks frame by frame in parallel, in order, and refuses a frame larger than its record's block",
+    async () => {
+      const { frames, plain } = handMadeFrames(false);
+      const stream = Buffer.concat([...frames, ...frames, ...frames]);
+      const record = { name: "zstd", role: "compression", format: "zstd-frames", blockSize: 1024 } as const;
+      for (const max of [1, 7, 100, stream.length]) {
+        const decoder = await zstdDecoder.decode(record, { keys: [] });
+        const out = await collect(Readable.from(randomPieces(stream, max, max)), decoder);
+        expect(Buffer.concat(out).equals(Buffer.concat([plain, plain, plain]))).toBe(true);
+      }
+      // The third frame holds 1000 plain bytes: a record that says 512 is refused there.
+      const small = await zstdDecoder.decode({ ...record, blockSize: 512 }, { keys: [] });
+      await expect(collect(Readable.from([stream]), small)).rejects.toThrow();
+
+      // Through restore: a manifest whose record understates the block size fails, never bloats.
+      const data = textData(3 << 16, 5);
+      const sink = memorySink();
+      const manifest = await backup({
+        job: "zp",
+        source: bytesSource({ data }),
+        transforms: [zstd({ blockSize: 1 << 16 })],
+        sink,
+      });
+      expect((await readAll(await restore({ sink, manifest }))).equals(data)).toBe(true);
+      const lying = { ...manifest, transforms: [{ ...manifest.transforms[0]!, blockSize: 1 << 12 }] };
+      const error = await readAll(await restore({ sink, manifest: lying })).catch((e: unknown) => e);
+      expect(isStowageError(error) && error.code).toBe("TRANSFORM_FAILED");
+    },
+  );
+
   it.runIf(available)("the system zstd -d reads the frames it writes", async () => {
     const data = textData(3 << 20);
     const sink = memorySink();

@@ -55,8 +55,8 @@ export const s3CommonOptionsSchema = z.object({
   /** Parts held in memory at once (being filled or uploading). @default 4 */
   queueSize: z.number().int().min(1).max(64).default(4),
   /**
-   * Reads: the bytes one ranged GET asks for (1-64 MiB). Each GET in flight holds its range in
-   * memory until it is passed on in order. @default 4 MiB
+   * Reads: the bytes one ranged GET asks for (1-64 MiB). A GET sent ahead is not read until its
+   * turn: its bytes wait in the socket, not in memory. @default 4 MiB
    */
   readPartSize: z
     .number()
@@ -65,9 +65,9 @@ export const s3CommonOptionsSchema = z.object({
     .max(64 * MiB, "readPartSize is at most 64 MiB")
     .default(4 * MiB),
   /**
-   * Reads: ranged GETs in flight at once. A read holds at most `readConcurrency × readPartSize`
-   * (24 MiB with the defaults: with the SDK loaded and restore's one 8 MiB
-   * block, a restore from S3 stays under 128 MiB of RSS). @default 6
+   * Reads: ranged GETs in flight at once; only the one whose turn it is is read, the others wait
+   * in their sockets (the kernel's receive buffers read ahead), so memory does not grow with it.
+   * @default 6
    */
   readConcurrency: z.number().int().min(1).max(32).default(6),
   /**
@@ -152,12 +152,13 @@ export interface S3CommonOptions {
   /** Parts held in memory at once (being filled or uploading). @default 4 */
   queueSize?: number;
   /**
-   * Reads: the bytes one ranged GET asks for (1-64 MiB). Each GET in flight holds its range in
-   * memory until it is passed on in order. @default 4 MiB
+   * Reads: the bytes one ranged GET asks for (1-64 MiB). A GET sent ahead is not read until its
+   * turn: its bytes wait in the socket, not in memory. @default 4 MiB
    */
   readPartSize?: number;
   /**
-   * Reads: ranged GETs in flight at once. A read holds at most `readConcurrency × readPartSize`.
+   * Reads: ranged GETs in flight at once; only the one whose turn it is is read, the others wait
+   * in their sockets (the kernel's receive buffers read ahead), so memory does not grow with it.
    * @default 6
    */
   readConcurrency?: number;
