@@ -15,8 +15,9 @@ import {
   memorySink,
   type StowageError,
 } from "../../src/index.js";
+import { WriteBehind } from "../../src/sinks/filesystem/file-writer.js";
 import { thisMachine } from "../../src/sinks/filesystem/owner.js";
-import { TEMP_MARKER, WriteBehind } from "../../src/sinks/filesystem.js";
+import { TEMP_MARKER } from "../../src/sinks/filesystem.js";
 import { sinkConformance } from "../conformance/sink.js";
 import { keysOf } from "../support/expect-helpers.js";
 
