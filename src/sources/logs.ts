@@ -6,9 +6,9 @@ import picomatch from "picomatch";
 import { z } from "zod";
 import { linkSignal } from "../core/abort.js";
 import { StowageError, throwIfAborted } from "../core/errors.js";
-import { loadGlob, loadTarStream } from "../core/lazy-deps.js";
+import { loadGlob } from "../core/lazy-deps.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
-import { packedTar } from "../core/pack-tar.js";
+import { newPack, packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
@@ -245,7 +245,7 @@ export function logsSource(options: LogsSourceOptions): Source {
 
       const counts = { files: 0, bytes: 0 };
       const grew: Array<{ path: string; bytesAtOpen: number; bytesNow: number }> = [];
-      const pack = (await loadTarStream()).pack();
+      const pack = await newPack();
       // Stops the read in progress when the run is aborted or the consumer goes away early, so
       // the open file is closed either way.
       const stop = linkSignal(signal);
