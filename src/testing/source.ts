@@ -15,8 +15,13 @@ export interface SourceFixture {
   released?: () => Promise<void>;
   /** Strings that must never appear in an error (passwords, tokens). */
   secrets?: string[];
-  /** A source configured like `source` whose open or stream fails (a wrong password, a refused request). */
-  failing?: () => Source;
+  /**
+   * A source configured like `source` whose open, stream or details() fails (a wrong password, a
+   * refused request, a folder that is not there). Required: every source can fail, and the suite
+   * checks that it does so with a coded error (a `StowageError` `code`) and no secret. A
+   * source of bytes already in hand fails through what feeds it (a generator that throws).
+   */
+  failing: () => Source;
   cleanup?: () => Promise<void>;
 }
 
@@ -178,10 +183,10 @@ export function sourceConformance(api: TestApi, name: string, setup: () => Promi
     it(
       "fails with a coded error that carries no secret",
       withFixture(async (f) => {
-        if (!f.failing) return;
+        assert.equal(typeof f.failing, "function", "the fixture has no `failing` source");
         const error = await rejectionOf(
           (async () => {
-            const output = await f.failing!().open(context(new AbortController().signal));
+            const output = await f.failing().open(context(new AbortController().signal));
             await drain(output);
             await output.details();
           })(),

@@ -6,6 +6,7 @@ import { mkdir, mkdtemp, readdir, readlink, rm, symlink, writeFile } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { StowageError } from "../../src/core/errors.js";
 import { bytesSource } from "../../src/sources/bytes.js";
 import { directorySource } from "../../src/sources/directory.js";
 import { logsSource } from "../../src/sources/logs.js";
@@ -59,6 +60,14 @@ async function treeWithFolders() {
 
 sourceConformance(slow, "bytes", async () => ({
   source: bytesSource({ data: testBytes(1 << 20) }),
+  // What feeds a bytes source fails it: its error reaches the stream's consumer with its code.
+  failing: () =>
+    bytesSource({
+      data: async function* () {
+        yield testBytes(65_536);
+        throw new StowageError("SOURCE_FAILED", "the generator failed");
+      },
+    }),
 }));
 
 sourceConformance(slow, "directory", async () => {
@@ -76,6 +85,7 @@ sourceConformance(slow, "logs", async () => {
   return {
     source: logsSource({ paths: ["*.log"], baseDir: dir }),
     released: noFileOpenUnder(dir),
+    failing: () => logsSource({ paths: ["*.log"], baseDir: dir, since: new Date(Date.now() + 3_600_000) }),
     cleanup,
   };
 });
