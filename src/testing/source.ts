@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
 import type { Source, SourceOutput } from "../core/types.js";
-import { codeOf, rejectionOf, type TestApi } from "./api.js";
+import { codeOf, rejectionOf, type TestApi, watchUncaught } from "./api.js";
 
 /** What a source's conformance run needs; `setup` makes a fresh one for each test. */
 export interface SourceFixture {
@@ -74,25 +74,6 @@ async function drain(output: SourceOutput): Promise<number> {
 function assertNoSecret(error: unknown, secrets: readonly string[]): void {
   const text = `${inspect(error, { depth: 10 })} ${JSON.stringify((error as { details?: unknown })?.details ?? {})}`;
   for (const secret of secrets) assert.ok(!text.includes(secret), "a secret appears in the error");
-}
-
-/**
- * Records every exception that goes uncaught while a case runs (a stream's 'error' nobody hears
- * crashes the host). `uncaughtExceptionMonitor` only observes, so the runner's own handling is
- * unchanged; `check()` waits a moment for teardown errors that come after the last await.
- */
-function watchUncaught() {
-  const seen: unknown[] = [];
-  const record = (error: unknown) => seen.push(error);
-  process.on("uncaughtExceptionMonitor", record);
-  return {
-    async check() {
-      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
-      await new Promise((r) => setTimeout(r, 50));
-      assert.equal(seen.length, 0, `uncaught exception: ${inspect(seen[0])}`);
-    },
-    dispose: () => process.off("uncaughtExceptionMonitor", record),
-  };
 }
 
 /**
