@@ -8,5 +8,11 @@
  * import { sinkConformance, sourceConformance, transformConformance } from "stowage/testing";
  */
 export { type TestApi, testBytes } from "./testing/api.js";
-export { type SourceConformanceOptions, type SourceFixture, sourceConformance } from "./testing/source.js";
+export {
+  failingChunks,
+  type SinkConformanceOptions,
+  type SinkFixture,
+  sinkConformance,
+} from "./testing/sink.js";
+export { type SourceFixture, sourceConformance } from "./testing/source.js";
 export { type TransformConformanceOptions, transformConformance } from "./testing/transform.js";

@@ -1,7 +1,6 @@
 import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { BlockHashCounter } from "./blocks.js";
-import { writeManifest } from "./catalog.js";
 import { writeSignedManifest } from "./chain.js";
 import { extensionOf } from "./content-types.js";
 import { type BackupRun, backupThroughFile, canBackupThroughFile } from "./direct.js";

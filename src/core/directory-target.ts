@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
-import { extensionOf } from "./content-types.js";
+import { extensionOf, formatOf } from "./content-types.js";
 import { extractTar } from "./extract-tar.js";
 import { parseOptions } from "./options.js";
 import type { RestoreTarget } from "./restore-target.js";
@@ -25,7 +25,8 @@ export const directoryRestoreTargetOptionsSchema = z
   .strict();
 export type DirectoryRestoreTargetOptions = z.input<typeof directoryRestoreTargetOptionsSchema>;
 
-const TAR = "application/x-tar";
+/** Whether a backup is a tar, by the one content-type table. */
+const isTar = (contentType: string) => formatOf(contentType) === "tar";
 
 /** Counts bytes through a generator: a consumer that stops early ends it, and that destroys the input. */
 async function* counted(source: AsyncIterable<Buffer>, count: { bytes: number }) {
@@ -50,7 +51,7 @@ export function directoryRestoreTarget(options: DirectoryRestoreTargetOptions = 
   return {
     kind: "directory",
     accepts: (manifest) =>
-      !opts.tarOnly || manifest.content.contentType === TAR
+      !opts.tarOnly || isTar(manifest.content.contentType)
         ? true
         : `not a tar backup (${manifest.content.contentType})`,
     async restore(plain, { manifest, signal, onCleanup }) {
@@ -60,7 +61,7 @@ export function directoryRestoreTarget(options: DirectoryRestoreTargetOptions = 
         const scratch = folder;
         onCleanup?.(() => rm(scratch, { recursive: true, force: true }));
       }
-      if (manifest.content.contentType === TAR) {
+      if (isTar(manifest.content.contentType)) {
         // A scratch folder holds the tree one level down, so the scratch itself stays ours to remove.
         const directory = opts.directory ?? join(folder, "restored");
         const result = await extractTar(plain, directory, { signal });

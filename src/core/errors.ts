@@ -6,6 +6,8 @@ export type StowageErrorCode =
   | "CONFIG_INVALID"
   | "SOURCE_FAILED"
   | "SOURCE_VALIDATION_FAILED"
+  /** A source found nothing to back up (no file matched) and was not told that nothing is fine. */
+  | "SOURCE_EMPTY"
   | "TRANSFORM_FAILED"
   | "SINK_WRITE_FAILED"
   | "SINK_READ_FAILED"

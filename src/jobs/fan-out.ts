@@ -42,7 +42,12 @@ export function fanOutSink(
 
   async function writeAll(key: string, body: Readable, options: WriteOptions): Promise<WrittenObject> {
     const controller = linkSignal(options.signal);
-    const branches = targets.map(() => new PassThrough({ highWaterMark: 1 << 20 }));
+    // A branch is destroyed with the first failure after its sink may have stopped reading it (a
+    // sink that failed or saw the abort); unheard, that 'error' would crash the host. The failure
+    // is reported once, by this write's rejection.
+    const branches = targets.map(() =>
+      new PassThrough({ highWaterMark: 1 << 20 }).on("error", () => undefined),
+    );
     // The first real failure (a sink's, or the body's); the aborts it causes elsewhere are echoes.
     let firstError: unknown;
     const writes = targets.map((t, i) =>

@@ -11,7 +11,6 @@ import { StowageError, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import { MANIFEST_SUFFIX } from "../core/manifest.js";
 import { parseDuration, parseOptions } from "../core/options.js";
-import type { Agrees, Assert } from "../core/type-checks.js";
 import type {
   Leftover,
   LeftoverOptions,

@@ -5,10 +5,9 @@ import { z } from "zod";
 import { linkSignal } from "../core/abort.js";
 import { StowageError } from "../core/errors.js";
 import type { ChainableSource, ChainPlan } from "../core/incremental.js";
-import { loadTarStream } from "../core/lazy-deps.js";
 import { type ChainRecord, type Manifest, parseManifest } from "../core/manifest.js";
 import { parseOptions, sinkSchema } from "../core/options.js";
-import { packedTar } from "../core/pack-tar.js";
+import { newPack, packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { DecryptionKey, Sink, SourceContext, SourceOutput } from "../core/types.js";
 import { INDEX_MEMBER, readIndex } from "./directory/file-index.js";
@@ -200,7 +199,7 @@ function makeSource(opts: ParsedOptions, cache: IndexCache): DirectorySource {
       const counts = { files: 0, directories: 0, symlinks: 0, bytes: 0, skipped: 0 };
       const changes = { packed: 0, unchanged: 0, deleted: 0 };
       let record: ChainRecord | undefined;
-      const pack = (await loadTarStream()).pack();
+      const pack = await newPack();
       // Stops the walk and the file being read when the consumer goes away early (the tar entry
       // of a destroyed pack never drains), so the file is closed and details() settles.
       const stop = linkSignal(signal);

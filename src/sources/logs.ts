@@ -6,9 +6,9 @@ import picomatch from "picomatch";
 import { z } from "zod";
 import { linkSignal } from "../core/abort.js";
 import { StowageError, throwIfAborted } from "../core/errors.js";
-import { loadGlob, loadTarStream } from "../core/lazy-deps.js";
+import { loadGlob } from "../core/lazy-deps.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
-import { packedTar } from "../core/pack-tar.js";
+import { newPack, packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
@@ -43,6 +43,13 @@ export const logsSourceOptionsSchema = z
     exclude: z.array(z.string().min(1)).default([]),
     /** Logical name for the manifest. @default "logs" */
     name: z.string().min(1).default("logs"),
+    /**
+     * Back up an empty tar when no file matches in the window, rather than fail with SOURCE_EMPTY.
+     * Off by default: a glob that stopped matching (a renamed folder, a log moved) would otherwise
+     * make a backup of nothing every run, and look like success.
+     * @default false
+     */
+    allowEmpty: z.boolean().default(false),
   })
   .strict();
 export interface LogsSourceOptions {
@@ -68,6 +75,13 @@ export interface LogsSourceOptions {
   exclude?: string[];
   /** Logical name for the manifest. @default "logs" */
   name?: string;
+  /**
+   * Back up an empty tar when no file matches in the window, rather than fail with SOURCE_EMPTY.
+   * Off by default: a glob that stopped matching (a renamed folder, a log moved) would otherwise
+   * make a backup of nothing every run, and look like success.
+   * @default false
+   */
+  allowEmpty?: boolean;
 }
 type _LogsSourceOptionsAgrees = Assert<Agrees<LogsSourceOptions, z.input<typeof logsSourceOptionsSchema>>>;
 
@@ -156,6 +170,8 @@ const isUnder = (base: string, path: string) => {
  *
  * @throws {CONFIG_INVALID} on bad options, each named; from `open`, when a match lies outside
  *   `baseDir` (or is a link to a file outside it) or `since` is not before `until`.
+ * @throws {SOURCE_EMPTY} (from `backup`) when no file matches in the window, unless `allowEmpty`
+ *   (`details.reason` `"no-files"`, with `outsideWindow`: how many matched but fell outside it).
  * @throws {SOURCE_FAILED} (from `backup`) when more than `maxFiles` files match, a file cannot be
  *   read, or a file shrinks while read (`details.reason`: `"too-many-files"`, `"shrank"`).
  * @throws {ABORTED} when the backup's signal fires.
@@ -235,6 +251,13 @@ export function logsSource(options: LogsSourceOptions): Source {
         if ((since && t < since.getTime()) || (until && t >= until.getTime())) outsideWindow++;
         else inWindow.push(candidate);
       }
+      if (inWindow.length === 0 && !opts.allowEmpty) {
+        throw new StowageError(
+          "SOURCE_EMPTY",
+          `logs source: no file matches ${opts.paths.join(", ")} under ${baseDir}${outsideWindow > 0 ? ` in the window (${outsideWindow} outside it)` : ""}`,
+          { details: { reason: "no-files", baseDir, patterns: opts.paths, window, outsideWindow } },
+        );
+      }
       if (inWindow.length > opts.maxFiles) {
         throw new StowageError(
           "SOURCE_FAILED",
@@ -245,7 +268,7 @@ export function logsSource(options: LogsSourceOptions): Source {
 
       const counts = { files: 0, bytes: 0 };
       const grew: Array<{ path: string; bytesAtOpen: number; bytesNow: number }> = [];
-      const pack = (await loadTarStream()).pack();
+      const pack = await newPack();
       // Stops the read in progress when the run is aborted or the consumer goes away early, so
       // the open file is closed either way.
       const stop = linkSignal(signal);

@@ -1,3 +1,6 @@
+import assert from "node:assert/strict";
+import { inspect } from "node:util";
+
 /**
  * The test framework's functions a conformance suite is given. vitest's and `node:test`'s
  * `describe` and `it` both fit; the suites assert with `node:assert`, so they need nothing else.
@@ -36,3 +39,22 @@ export async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
 /** The `code` of a value that has one. */
 export const codeOf = (error: unknown): unknown =>
   typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined;
+
+/**
+ * Records every exception that goes uncaught while a case runs (a stream's 'error' nobody hears
+ * crashes the host). `uncaughtExceptionMonitor` only observes, so the runner's own handling is
+ * unchanged; `check()` waits a moment for teardown errors that come after the last await.
+ */
+export function watchUncaught() {
+  const seen: unknown[] = [];
+  const record = (error: unknown) => seen.push(error);
+  process.on("uncaughtExceptionMonitor", record);
+  return {
+    async check() {
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(seen.length, 0, `uncaught exception: ${inspect(seen[0])}`);
+    },
+    dispose: () => process.off("uncaughtExceptionMonitor", record),
+  };
+}

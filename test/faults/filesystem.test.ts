@@ -9,7 +9,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe } from "vitest";
 import { aes256gcm, backup, bytesSource, filesystemSink, gzip, readAll, restore } from "../../src/index.js";
-import { failingChunks } from "../conformance/sink.js";
+import { failingChunks } from "../../src/testing.js";
 import { failsWritesAfter, failureOf, fault, filesUnder, listingChange, tempFolders } from "./harness.js";
 
 const freshRoot = tempFolders("fs");

@@ -2,8 +2,9 @@
  * Faults of the logs source through backup(): bad globs, globs and links that leave baseDir, a
  * file that cannot be read, a file truncated while it is packed, too many files, an abort mid-file.
  * Every fault checks the code, that the sink is empty and that no file under the log folder is
- * left open. (A time window that holds no file is not a fault: the backup is an empty tar, and
- * `details.outsideWindow` says how many files the window left out.)
+ * left open. A glob or time window that holds no file fails with SOURCE_EMPTY unless the source
+ * is told `allowEmpty` (then the backup is an empty tar, and `details.outsideWindow` says how many
+ * files the window left out).
  */
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readdir, readlink, rm, symlink, truncate, writeFile } from "node:fs/promises";
@@ -112,6 +113,16 @@ describe("logs source", () => {
       return logsFault(root, () => ({ paths: [...paths], baseDir: root }), "CONFIG_INVALID");
     });
   }
+
+  fault("logs", "a glob that matches no file", async () => {
+    const root = await logFolder();
+    return logsFault(root, () => ({ paths: ["app/*.txt"], baseDir: root }), "SOURCE_EMPTY");
+  });
+
+  fault("logs", "a window that holds no file", async () => {
+    const root = await logFolder();
+    return logsFault(root, () => ({ paths: ["app/*.log"], baseDir: root, until: "30d" }), "SOURCE_EMPTY");
+  });
 
   fault("logs", "a glob reaching outside baseDir", async () => {
     const root = await logFolder();

@@ -27,7 +27,7 @@ import {
   restore,
 } from "../../src/index.js";
 import { type S3Sink, type S3SinkOptions, s3Sink } from "../../src/sinks/s3.js";
-import { failingChunks } from "../conformance/sink.js";
+import { failingChunks } from "../../src/testing.js";
 import type { Faults, S3TestServer } from "../support/s3-server.js";
 import { startS3Server } from "../support/s3-server.js";
 import { failureOf, fault, listing, listingChange } from "./harness.js";

@@ -28,7 +28,7 @@ import {
   restoreStatus,
   waitForRestore,
 } from "../../src/sinks/glacier.js";
-import { sinkConformance } from "../conformance/sink.js";
+import { sinkConformance } from "../../src/testing.js";
 import { rejection, sha } from "../support/expect-helpers.js";
 import { type S3TestServer, startS3Server } from "../support/s3-server.js";
 
@@ -46,7 +46,9 @@ afterAll(async () => {
 
 // The contract, in a bucket where cold objects stay readable (as s3rver itself behaves), so the
 // suite's read-backs run; the archive semantics are tested below.
-sinkConformance("glacier", async () => {
+const slow = { describe, it: (name: string, fn: () => Promise<void>) => it(name, fn, 120_000) };
+
+sinkConformance(slow, "glacier", async () => {
   const s = await server();
   const { bucket } = await s.scratch();
   return {

@@ -17,6 +17,7 @@ import {
   type StowageError,
 } from "../../src/index.js";
 import { httpBundleSource, httpSource, restoreHttp } from "../../src/sources/http.js";
+import { sourceConformance } from "../../src/testing.js";
 import { sha } from "../support/expect-helpers.js";
 import { json, startHttpServer, type TestHttpServer } from "../support/http.js";
 
@@ -673,4 +674,36 @@ describe("restoreHttp", () => {
     );
     expect(noUrl.code).toBe("CONFIG_INVALID");
   });
+});
+
+const slow = { describe, it: (name: string, fn: () => Promise<void>) => it(name, fn, 120_000) };
+const conformanceToken = "conformance-token-9b27";
+sourceConformance(slow, "httpSource", async () => {
+  const before = server.requests.length;
+  // 768 KiB in 64 KiB writes, so a consumer that stops or aborts does so with the body in flight.
+  server.route("/conformance", async (req, res) => {
+    if (req.headers.authorization !== `Bearer ${conformanceToken}`) return json(res, 401, { error: "no" });
+    res.writeHead(200, { "Content-Type": "application/octet-stream" });
+    for (let i = 0; i < 12 && !res.destroyed; i++) {
+      res.write(Buffer.alloc(64 * 1024, i));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    res.end();
+  });
+  const make = (token: string) =>
+    httpSource({ url: `${server.url}/conformance`, headers: { Authorization: `Bearer ${token}` } });
+  return {
+    source: make(conformanceToken),
+    // Every exchange this fixture started has closed on the server's side: no socket held open.
+    released: async () => {
+      const open = server.requests
+        .slice(before)
+        .map((r) =>
+          Promise.race([r.closed.then(() => false), new Promise((r2) => setTimeout(() => r2(true), 10))]),
+        );
+      if ((await Promise.all(open)).some(Boolean)) throw new Error("a request is still open");
+    },
+    secrets: [conformanceToken, "wrong-token-41c3"],
+    failing: () => make("wrong-token-41c3"),
+  };
 });

@@ -28,6 +28,7 @@ import {
   kubernetesSource,
   restoreKubernetes,
 } from "../../src/sources/kubernetes.js";
+import { sourceConformance } from "../../src/testing.js";
 import { KubeApiServer } from "../support/kube-api-server.js";
 import {
   kubeClient,
@@ -913,4 +914,27 @@ describe("kubernetesLogsSource", () => {
 
 afterEach(() => {
   server.beforeResponse = undefined;
+});
+
+const slow = { describe, it: (name: string, fn: () => Promise<void>) => it(name, fn, 120_000) };
+const conformanceToken = "kube-conformance-token-77d1";
+// The server is wiped before each case; each seeds it. The failing source has the token but a
+// port nobody listens on (127.0.0.1:9), so its open fails with the token in its kubeconfig.
+sourceConformance(slow, "kubernetesSource", async () => {
+  await seedShop(server, 60);
+  const make = (url: string) =>
+    kubernetesSource({
+      kubeConfig: kubeConfigFor(url, conformanceToken),
+      namespaces: ["shop"],
+      includeSecrets: true,
+      pageSize: 5,
+    });
+  return {
+    source: make(server.url),
+    released: async () => {
+      if (server.inFlight > 0) throw new Error(`${server.inFlight} request(s) still open`);
+    },
+    secrets: [conformanceToken],
+    failing: () => make("http://127.0.0.1:9"),
+  };
 });

@@ -27,6 +27,7 @@ import {
 } from "../../src/index.js";
 import { selectBackup } from "../../src/policies/select.js";
 import { pgDumpSource, pgQuerySource, restorePostgres } from "../../src/sources/postgres.js";
+import { sourceConformance } from "../../src/testing.js";
 import { sha } from "../support/expect-helpers.js";
 import { freePort, startPostgres, type TestPostgres } from "../support/postgres.js";
 
@@ -921,3 +922,37 @@ describe("secrets", () => {
     for (const line of server.logs()) expect(line).not.toContain(server.password);
   });
 });
+
+/** Resolves once no pg_dump of this process is alive and no session is open on the database. */
+const releasedPostgres = (database: string) => async () => {
+  const children: string[] = [];
+  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    const [, comm = "", rest = ""] = /^\d+ \((.*)\) (.*)$/s.exec(stat) ?? [];
+    if (Number(rest.split(" ")[1]) === process.pid && comm === "pg_dump") children.push(pid);
+  }
+  if (children.length > 0) throw new Error(`pg_dump still running: ${children.join(", ")}`);
+  const [row] = await server.query<{ n: string }>(
+    `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '${database}' AND pid <> pg_backend_pid()`,
+  );
+  if (Number(row?.n) > 0) throw new Error(`${row?.n} session(s) still open on ${database}`);
+};
+
+const slow = { describe, it: (name: string, fn: () => Promise<void>) => it(name, fn, 120_000) };
+const wrongPassword = "not-the-password-5e1f";
+for (const [name, make] of [
+  ["pgDumpSource", (connection: ReturnType<TestPostgres["connection"]>) => pgDumpSource({ connection })],
+  [
+    "pgQuerySource",
+    (connection: ReturnType<TestPostgres["connection"]>) =>
+      pgQuerySource({ connection, query: "SELECT * FROM events ORDER BY id", format: "jsonl" }),
+  ],
+] as const) {
+  sourceConformance(slow, name, async () => ({
+    source: make(server.connection("shop")),
+    released: releasedPostgres("shop"),
+    secrets: [server.password, wrongPassword],
+    failing: () => make({ ...server.connection("shop"), password: wrongPassword }),
+  }));
+}

@@ -434,6 +434,8 @@ export function matchesLabelSelector(labels: Record<string, string>, selector: s
 /** The test server. Start with {@link KubeApiServer.start}; always `close()` it. */
 export class KubeApiServer {
   readonly requests: RecordedRequest[] = [];
+  /** Requests received whose response has not closed yet (a client that still holds one open). */
+  inFlight = 0;
   /** Runs before each request is answered (after it is recorded): delay, abort a client, count. */
   beforeResponse: ((request: RecordedRequest) => Promise<void> | void) | undefined;
   private readonly types: ResourceType[] = BUILTIN_TYPES.map((t) => ({ ...t }));
@@ -458,7 +460,11 @@ export class KubeApiServer {
     });
     const { port } = server.address() as AddressInfo;
     const api = new KubeApiServer(server, `http://127.0.0.1:${port}`, options);
-    server.on("request", (req, res) => void api.handle(req, res));
+    server.on("request", (req, res) => {
+      api.inFlight++;
+      res.once("close", () => api.inFlight--);
+      void api.handle(req, res);
+    });
     api.wipe();
     return api;
   }

@@ -212,6 +212,34 @@ describe("logsSource", () => {
     expect([...sink.objects.keys()]).toEqual([]);
   });
 
+  it("fails with SOURCE_EMPTY, leaving nothing, when no file matches in the window", async () => {
+    await put(join(work, "old.log"), "old", new Date(Date.now() - 48 * HOUR));
+    const sink = memorySink();
+    for (const options of [
+      { paths: ["*.txt"], baseDir: work },
+      { paths: ["*.log"], baseDir: work, since: "24h" },
+    ]) {
+      const error = await failure(backup({ job: "logs", source: logsSource(options), sink }));
+      expect(error.code).toBe("SOURCE_EMPTY");
+      expect(error.details).toMatchObject({ reason: "no-files", outsideWindow: options.since ? 1 : 0 });
+    }
+    expect([...sink.objects.keys()]).toEqual([]);
+  });
+
+  it("backs up an empty tar when no file matches and allowEmpty says that is fine", async () => {
+    await put(join(work, "old.log"), "old", new Date(Date.now() - 48 * HOUR));
+    const sink = memorySink();
+    const manifest = await backup({
+      job: "logs",
+      source: logsSource({ paths: ["*.log"], baseDir: work, since: "24h", allowEmpty: true }),
+      sink,
+    });
+    expect(manifest.source.details).toMatchObject({ files: 0, bytes: 0, outsideWindow: 1 });
+    const target = join(work, "out");
+    await extractTar(await restore({ sink, manifest }), target);
+    expect(await readdir(target)).toEqual([]);
+  });
+
   it("closes its open file when the run is aborted mid-file", async () => {
     const big = join(work, "active.log");
     await writeFile(big, randomBytes(24 * 1024 * 1024));

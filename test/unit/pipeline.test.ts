@@ -29,7 +29,7 @@ import {
   VERSION,
   verify,
 } from "../../src/index.js";
-import { failingChunks } from "../conformance/sink.js";
+import { failingChunks } from "../../src/testing.js";
 import { codeOf, keysOf, rejection, sha } from "../support/expect-helpers.js";
 
 const key = randomBytes(32);

@@ -15,14 +15,18 @@ import {
   memorySink,
   type StowageError,
 } from "../../src/index.js";
+import { fanOutSink } from "../../src/jobs/index.js";
+import { WriteBehind } from "../../src/sinks/filesystem/file-writer.js";
 import { thisMachine } from "../../src/sinks/filesystem/owner.js";
-import { TEMP_MARKER, WriteBehind } from "../../src/sinks/filesystem.js";
-import { sinkConformance } from "../conformance/sink.js";
+import { TEMP_MARKER } from "../../src/sinks/filesystem.js";
+import { sinkConformance } from "../../src/testing.js";
 import { keysOf } from "../support/expect-helpers.js";
 
-sinkConformance("memory", async () => ({ sink: memorySink() }));
+const slow = { describe, it: (name: string, fn: () => Promise<void>) => it(name, fn, 120_000) };
 
-sinkConformance("filesystem", async () => {
+sinkConformance(slow, "memory", async () => ({ sink: memorySink() }));
+
+sinkConformance(slow, "filesystem", async () => {
   const root = await mkdtemp(join(tmpdir(), "stowage-fs-"));
   const sink = filesystemSink({ root });
   return {
@@ -31,6 +35,22 @@ sinkConformance("filesystem", async () => {
       // Temporary files and owner records by name, independently of the sink's own sweep.
       const all = (await readdir(root, { recursive: true })) as string[];
       return all.filter((p) => p.includes(".stowage-tmp-"));
+    },
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
+});
+
+// Through fanOutSink every write lands in both sinks or neither: the secondary's own listing and
+// temporary files are leftovers when a write fails, since reads and listings go to the primary.
+sinkConformance(slow, "fanOutSink (memory, filesystem)", async () => {
+  const root = await mkdtemp(join(tmpdir(), "stowage-fanout-"));
+  const secondary = filesystemSink({ root });
+  return {
+    sink: fanOutSink(memorySink(), [{ sink: secondary }]),
+    leftovers: async () => {
+      const all = (await readdir(root, { recursive: true })) as string[];
+      const files = all.filter((p) => p.includes(".stowage-tmp-"));
+      return [...files, ...(await keysOf(secondary, ""))]; // each case has a fresh fixture
     },
     cleanup: () => rm(root, { recursive: true, force: true }),
   };

@@ -2,7 +2,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { z } from "zod";
 import { durationSchema, parseDuration } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
-import { S3_LIMITS } from "./upload.js";
+import { S3_LIMITS } from "./part-size.js";
 
 const MiB = 1024 * 1024;
 

@@ -1,11 +1,8 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type {
-  AbortMultipartUploadCommandOutput,
   CompletedPart,
   CreateMultipartUploadCommandOutput,
-  ListMultipartUploadsCommandOutput,
-  ListPartsCommandOutput,
   PutObjectCommand,
   PutObjectCommandInput,
   S3Client,
@@ -13,48 +10,16 @@ import type {
   UploadPartCommandOutput,
 } from "@aws-sdk/client-s3";
 import type { MiddlewareStack } from "@smithy/types";
-import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
-import type { Leftover } from "../../core/types.js";
-import { errorName, guardedSend, httpStatus, type RequestGuard } from "./requests.js";
+import { StowageError, throwIfAborted } from "../../core/errors.js";
+import { discardUpload, guardFor, leftBehind, listUploads } from "./open-uploads.js";
+import { largestBackupBytes, partSizeFor, S3_LIMITS } from "./part-size.js";
+import { guardedSend, httpStatus, type RequestGuard } from "./requests.js";
 import { s3Sdk } from "./sdk.js";
 
+export { listUploads } from "./open-uploads.js";
+export { largestBackupBytes, PARTS_PER_STEP, partSizeFor, S3_LIMITS } from "./part-size.js";
+
 const MiB = 1024 * 1024;
-
-/** S3's limits on multipart uploads. */
-export const S3_LIMITS = {
-  maxParts: 10_000,
-  minPartSize: 5 * MiB,
-  maxPartSize: 5 * 1024 * MiB,
-  maxObjectSize: 5 * 1024 * 1024 * MiB,
-} as const;
-
-/** The part size doubles after every this many parts (see {@link partSizeFor}). */
-export const PARTS_PER_STEP = 1_000;
-
-/**
- * The size of part `partNumber` (1-based) of an upload that started with `partSize`: the
- * configured size for parts 1–1,000, twice that for 1,001–2,000, and so on, capped at S3's 5 GiB.
- * The length of a stream is unknown when its upload starts; this schedule lets any stream of up to
- * {@link largestBackupBytes} fit in S3's 10,000 parts while small backups keep small parts (and
- * little memory).
- */
-export function partSizeFor(partNumber: number, partSize: number): number {
-  const step = Math.floor((partNumber - 1) / PARTS_PER_STEP);
-  return Math.min(S3_LIMITS.maxPartSize, partSize * 2 ** step);
-}
-
-/**
- * The largest backup an S3 sink with this `partSize` can store: the sum of its 10,000 part sizes
- * (see {@link partSizeFor}), at most S3's 5 TiB object limit. With 5 MiB parts that is about
- * 4.9 TiB; from 6 MiB up, S3's own 5 TiB limit is the bound.
- */
-export function largestBackupBytes(partSize: number): number {
-  let total = 0;
-  for (let step = 0; step < S3_LIMITS.maxParts / PARTS_PER_STEP; step++) {
-    total += PARTS_PER_STEP * partSizeFor(step * PARTS_PER_STEP + 1, partSize);
-  }
-  return Math.min(total, S3_LIMITS.maxObjectSize);
-}
 
 /**
  * A part's bytes. Small objects (manifests) stay a list of the chunks that arrived; past 1 MiB
@@ -145,15 +110,7 @@ export interface UploadSettings {
 
 const md5 = (b: Buffer) => createHash("md5").update(b).digest("base64");
 const asError = (e: unknown) => (e instanceof Error ? e : new Error(String(e)));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** How often a failed upload's abort is tried before it is reported as left behind. */
-const ABORT_ATTEMPTS = 5;
-/**
- * After an abort that raced a part request we had to cancel, how long to wait before looking
- * again: S3 may still store such a part after the abort was answered, re-creating the upload.
- */
-const SETTLE_MS = 500;
+const _sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Streams `body` into one object. A body that ends within the first part is one PutObject of a
@@ -406,176 +363,4 @@ export async function putStream(
     signal?.removeEventListener("abort", onAbort);
     pool.length = 0;
   }
-}
-
-interface Cleanup {
-  idleMs: number;
-  where: string;
-  details: { key: string };
-}
-
-const guardFor = (cleanup: Cleanup, what: string): RequestGuard => ({
-  idleMs: cleanup.idleMs,
-  code: "SINK_WRITE_FAILED",
-  what: `${cleanup.where}: ${what}`,
-  details: cleanup.details,
-});
-
-/** The error of a write that failed and whose multipart upload may still be open. */
-function leftBehind(
-  original: unknown,
-  o: {
-    bucket: string;
-    objectKey: string;
-    uploadId: string;
-    problem: unknown;
-    startedAt: Date;
-    where: string;
-    details: { key: string };
-  },
-): StowageError {
-  const reason = o.problem instanceof Error ? o.problem.message : String(o.problem);
-  const first = original instanceof Error ? original.message : String(original);
-  const leftover: Leftover = {
-    kind: "multipart-upload",
-    key: o.details.key,
-    id: o.uploadId,
-    startedAt: o.startedAt,
-  };
-  return new StowageError(
-    isStowageError(original) ? original.code : "SINK_WRITE_FAILED",
-    `${o.where}: ${first}; and multipart upload ${o.uploadId} of s3://${o.bucket}/${o.objectKey} may remain, its parts costing storage, because aborting it failed (${reason}): remove it with the sink's removeLeftovers(error.details.leftovers) or AbortMultipartUpload, and let a bucket lifecycle rule with AbortIncompleteMultipartUpload catch any other`,
-    {
-      cause: original,
-      details: {
-        ...(isStowageError(original) ? original.details : {}),
-        ...o.details,
-        uploadId: o.uploadId,
-        openUpload: { bucket: o.bucket, key: o.objectKey, uploadId: o.uploadId },
-        leftovers: [leftover],
-        abortError: reason,
-      },
-    },
-  );
-}
-
-const isGone = (e: unknown) => errorName(e) === "NoSuchUpload" || httpStatus(e) === 404;
-const isUnsupported = (e: unknown) =>
-  [405, 501].includes(httpStatus(e) ?? 0) ||
-  ["NotImplemented", "MethodNotAllowed"].includes(errorName(e) ?? "");
-
-/** Every open multipart upload under `prefix` (ListMultipartUploads, paged). */
-export async function* listUploads(
-  client: S3Client,
-  bucket: string,
-  prefix: string,
-  guard: RequestGuard,
-): AsyncIterable<NonNullable<ListMultipartUploadsCommandOutput["Uploads"]>[number]> {
-  const sdk = await s3Sdk();
-  let keyMarker: string | undefined;
-  let uploadIdMarker: string | undefined;
-  for (;;) {
-    throwIfAborted(guard.signal, guard.what);
-    const page = await guardedSend<ListMultipartUploadsCommandOutput>(
-      client,
-      new sdk.ListMultipartUploadsCommand({
-        Bucket: bucket,
-        ...(prefix ? { Prefix: prefix } : {}),
-        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-        ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
-      }),
-      guard,
-    );
-    yield* page.Uploads ?? [];
-    if (!page.IsTruncated) return;
-    if (page.NextKeyMarker === keyMarker && page.NextUploadIdMarker === uploadIdMarker) return; // no progress
-    keyMarker = page.NextKeyMarker;
-    uploadIdMarker = page.NextUploadIdMarker;
-  }
-}
-
-/**
- * Whether the upload is still there: ListParts shows parts, or ListMultipartUploads lists it (S3
- * may answer NoSuchUpload to ListParts after an abort while a part that arrived late still sits in
- * the bucket, listed). A store that has neither call leaves us trusting the abort's answer.
- */
-async function uploadRemains(
-  client: S3Client,
-  target: { Bucket: string; Key: string; UploadId: string },
-  cleanup: Cleanup,
-): Promise<boolean> {
-  const sdk = await s3Sdk();
-  try {
-    const parts = await guardedSend<ListPartsCommandOutput>(
-      client,
-      new sdk.ListPartsCommand(target),
-      guardFor(cleanup, "ListParts"),
-    );
-    if ((parts.Parts ?? []).length > 0) return true;
-  } catch (error) {
-    if (!isGone(error) && !isUnsupported(error)) throw error;
-  }
-  try {
-    for await (const upload of listUploads(
-      client,
-      target.Bucket,
-      target.Key,
-      guardFor(cleanup, "ListMultipartUploads"),
-    )) {
-      if (upload.UploadId === target.UploadId) return true;
-    }
-  } catch (error) {
-    if (!isUnsupported(error)) throw error;
-  }
-  return false;
-}
-
-/**
- * Aborts a multipart upload and makes sure it is gone, aborting again while it remains (a part
- * still arriving may land after an abort), at most {@link ABORT_ATTEMPTS} times. When a part
- * request had to be cancelled (`raced`), a clean check is repeated once after {@link SETTLE_MS}.
- * Returns the problem if the upload could not be shown gone, undefined when it is.
- */
-export async function discardUpload(
-  client: S3Client,
-  target: { Bucket: string; Key: string; UploadId: string },
-  cleanup: Cleanup,
-  raced: boolean,
-): Promise<unknown> {
-  const sdk = await s3Sdk();
-  let lastProblem: unknown;
-  let abort = true;
-  let recheck = raced;
-  for (let attempt = 0; attempt < ABORT_ATTEMPTS; attempt++) {
-    if (attempt > 0) await sleep(abort ? 100 * 2 ** (attempt - 1) : SETTLE_MS);
-    if (abort) {
-      try {
-        await guardedSend<AbortMultipartUploadCommandOutput>(
-          client,
-          new sdk.AbortMultipartUploadCommand(target),
-          guardFor(cleanup, "AbortMultipartUpload"),
-        );
-      } catch (error) {
-        if (!isGone(error)) {
-          lastProblem = error;
-          continue;
-        }
-      }
-    }
-    try {
-      if (await uploadRemains(client, target, cleanup)) {
-        lastProblem = new Error(`the upload was still there after an abort (attempt ${attempt + 1})`);
-        abort = true;
-        continue;
-      }
-    } catch (error) {
-      lastProblem = error;
-      abort = true;
-      continue;
-    }
-    if (!recheck) return undefined;
-    recheck = false;
-    abort = false;
-  }
-  return lastProblem ?? new Error(`the upload was still there after ${ABORT_ATTEMPTS} aborts`);
 }

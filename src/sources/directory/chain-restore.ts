@@ -6,9 +6,8 @@ import { listManifests } from "../../core/catalog.js";
 import { StowageError, wrapError } from "../../core/errors.js";
 import { type ExtractTarResult, extractTar } from "../../core/extract-tar.js";
 import { resolveChain } from "../../core/incremental.js";
-import { loadTarStream } from "../../core/lazy-deps.js";
 import { type Manifest, parseManifest } from "../../core/manifest.js";
-import { packedTar } from "../../core/pack-tar.js";
+import { newPack, packedTar } from "../../core/pack-tar.js";
 import { restore, verify } from "../../core/restore.js";
 import type { Decoder, DecryptionKey, Sink } from "../../core/types.js";
 import { type FileIndex, forEachTarEntry, INDEX_MEMBER, type IndexEntry, readIndex } from "./file-index.js";
@@ -91,7 +90,7 @@ export async function restoreDirectoryChain(
     ? index.entries.reduce((sum, e) => sum + (e.type === "file" ? e.size : 0), 0)
     : manifest.content.bytes;
 
-  const pack = (await loadTarStream()).pack();
+  const pack = await newPack();
   const produced = (async () => {
     for (const [i, link] of links.entries()) {
       const own = i === links.length - 1;

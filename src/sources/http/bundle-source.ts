@@ -2,9 +2,8 @@ import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
-import { loadTarStream } from "../../core/lazy-deps.js";
 import { parseOptions } from "../../core/options.js";
-import { packedTar } from "../../core/pack-tar.js";
+import { newPack, packedTar } from "../../core/pack-tar.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import type { HttpSourceOptions } from "./http-source.js";
@@ -233,7 +232,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
           allSecrets,
         );
 
-        const pack = (await loadTarStream()).pack();
+        const pack = await newPack();
         const header = { mode: 0o644, mtime: startedAt, type: "file" as const };
         // Each body streams from its spool into its entry, one at a time: memory holds no body.
         const produce = async () => {

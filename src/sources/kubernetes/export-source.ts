@@ -6,7 +6,7 @@ import tar from "tar-stream";
 import { z } from "zod";
 import { StowageError } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
-import { packedTar } from "../../core/pack-tar.js";
+import { guardedPack, packedTar } from "../../core/pack-tar.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import { VERSION } from "../../core/version.js";
@@ -143,7 +143,7 @@ export function kubernetesSource(options: KubernetesSourceOptions): Source {
       const run: ExportRun = {
         client,
         signal,
-        pack: tar.pack(),
+        pack: guardedPack(tar),
         mtime: new Date(),
         index: {
           format: "stowage-kubernetes/1",

@@ -12,7 +12,7 @@ import tar from "tar-stream";
 import { z } from "zod";
 import { throwIfAborted } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
-import { packedTar } from "../../core/pack-tar.js";
+import { guardedPack, packedTar } from "../../core/pack-tar.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import { enc, KubeApiError, KubeClient, type KubeObject, sourceError } from "./client.js";
@@ -98,7 +98,7 @@ export function kubernetesLogsSource(options: KubernetesLogsSourceOptions): Sour
         client,
         opts,
         signal,
-        pack: tar.pack(),
+        pack: guardedPack(tar),
         spool: await mkdtemp(join(opts.spoolDirectory ?? tmpdir(), "stowage-k8s-logs-")),
         pods: 0,
         logs: [],

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { formatOf } from "../../core/content-types.js";
 import { StowageError } from "../../core/errors.js";
 import { parseOptions } from "../../core/options.js";
 import type { RestoreTarget } from "../../core/restore-target.js";
@@ -31,7 +32,7 @@ export function kubernetesRestoreTarget(options: KubernetesRestoreTargetOptions)
   return {
     kind: "kubernetes",
     accepts: (manifest) =>
-      manifest.content.contentType === "application/x-tar" ||
+      formatOf(manifest.content.contentType) === "tar" ||
       `not a Kubernetes export (${manifest.content.contentType})`,
     async restore(plain, { manifest, signal }) {
       const result = await restoreKubernetes({

@@ -7,7 +7,6 @@
 import type { Readable } from "node:stream";
 import { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
-import { writeManifest } from "../../core/catalog.js";
 import { writeSignedManifest } from "../../core/chain.js";
 import { keyList } from "../../core/codecs.js";
 import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
