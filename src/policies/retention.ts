@@ -4,7 +4,7 @@ import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
 import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { assertTimeZone, bucketOf, type CalendarPeriod, type LocalTime, localTime } from "./calendar.js";
-import { chainFindings, keepChainParents } from "./chains.js";
+import { chainFindings, keepChainParents } from "./incremental-chains.js";
 import { epochOf } from "./instant.js";
 import {
   compileRules,

@@ -5,7 +5,7 @@ import { durationSchema, parseDuration, parseOptions } from "../core/options.js"
 import { signatureProblem, type VerifyKeyring, verifyKeyring } from "../core/signing.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { chainFindings } from "./chain.js";
-import { chainFindings as brokenChainFindings } from "./chains.js";
+import { chainFindings as brokenChainFindings } from "./incremental-chains.js";
 import { epochOf } from "./instant.js";
 
 /**
