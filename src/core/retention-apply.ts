@@ -1,8 +1,8 @@
 import { z } from "zod";
 import type { RetentionDecision, RetentionPlan } from "../policies/retention.js";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
-import { MANIFEST_SUFFIX, type Manifest } from "./manifest.js";
-import { durationSchema, parseDuration, parseOptions, signalSchema, sinkSchema } from "./options.js";
+import type { Manifest } from "./manifest.js";
+import { durationSchema, parseOptions, signalSchema, sinkSchema } from "./options.js";
 import { orphansIn } from "./orphans.js";
 import type { Agrees, Assert } from "./type-checks.js";
 import type { Leftover, ObjectInfo, Sink } from "./types.js";
