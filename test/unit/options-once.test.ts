@@ -4,13 +4,13 @@ import { isStowageError } from "../../src/core/errors.js";
 import { parseOptionsOnce } from "../../src/core/options.js";
 import { planRetention, retentionPolicySchema } from "../../src/policies/retention.js";
 
-const code = (f: () => unknown) => {
+const code = (f: () => unknown): [string, unknown] => {
   try {
     f();
   } catch (error) {
-    return isStowageError(error) ? [error.code, error.details.issues] : error;
+    return isStowageError(error) ? [error.code, error.details.issues] : ["not a StowageError", error];
   }
-  return "no error";
+  return ["no error", undefined];
 };
 
 describe("parseOptionsOnce", () => {
