@@ -88,12 +88,26 @@ export async function listManifests(
   sink: Sink,
   options: ListManifestsOptions = {},
 ): Promise<ManifestListing> {
+  return (await listCatalog(sink, options)).listing;
+}
+
+/**
+ * {@link listManifests}, and every object the sink listed under the prefix (artifacts too), for a
+ * caller that needs both — retention's orphan sweep — and should not list the sink twice.
+ * @internal
+ */
+export async function listCatalog(
+  sink: Sink,
+  options: ListManifestsOptions = {},
+): Promise<{ listing: ManifestListing; prefix: string; objects: ObjectInfo[] }> {
   const { signal, cache } = options;
   const ring = verifyKeyring(options.verifyKeys);
   const prefix = options.job ? `${options.job}/` : "";
+  const objects: ObjectInfo[] = [];
   const listed: ObjectInfo[] = [];
   try {
     for await (const info of sink.list(prefix, signal ? { signal } : {})) {
+      objects.push(info);
       if (info.key.endsWith(MANIFEST_SUFFIX)) listed.push(info);
     }
   } catch (error) {
@@ -143,7 +157,7 @@ export async function listManifests(
   await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 8) }, worker));
   listing.manifests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   listing.invalid.sort((a, b) => (a.key < b.key ? -1 : 1));
-  return listing;
+  return { listing, prefix, objects };
 }
 
 /**

@@ -17,6 +17,70 @@ export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, whe
   throw new StowageError("CONFIG_INVALID", `${where}: invalid options: ${list}`, { details: { issues } });
 }
 
+/**
+ * Options that are plain data (strings, numbers, booleans, arrays and plain objects of them) as
+ * JSON, for {@link parseOptionsOnce}; undefined for anything else (a Date, a function, NaN, a
+ * cycle), which is then parsed every time. An `undefined` property is kept in the text, since a
+ * strict schema refuses an unknown key whatever its value.
+ */
+function plainKey(input: unknown): string | undefined {
+  let plain = true;
+  try {
+    const text = JSON.stringify(input, function (this: Record<string, unknown>, key, value) {
+      const raw = this[key];
+      if (raw === undefined) return "\u0000undefined";
+      const type = typeof raw;
+      if (
+        (type === "number" && !Number.isFinite(raw)) ||
+        type === "function" ||
+        type === "symbol" ||
+        type === "bigint" ||
+        (type === "object" &&
+          raw !== null &&
+          ((!Array.isArray(raw) &&
+            Object.getPrototypeOf(raw) !== Object.prototype &&
+            Object.getPrototypeOf(raw) !== null) ||
+            // JSON would print what toJSON returns, not the object a schema sees.
+            typeof (raw as { toJSON?: unknown }).toJSON === "function"))
+      ) {
+        plain = false;
+        return null;
+      }
+      return value;
+    });
+    return plain ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const parsedOnce = new WeakMap<z.ZodType, Map<string, unknown>>();
+const PARSED_ONCE_MAX = 64;
+
+/**
+ * {@link parseOptions} for plain-data options that a caller passes again and again (a job's
+ * retention policy, its validation rules: every run plans with them), remembering what each
+ * distinct value parsed to. The key is the value's content, not its identity, so an object
+ * changed between calls is parsed afresh. What is returned is shared between calls: read it,
+ * never change it. Bad options are never remembered; they throw as {@link parseOptions} does.
+ *
+ * @throws {CONFIG_INVALID} when the input does not match the schema.
+ */
+export function parseOptionsOnce<S extends z.ZodType>(schema: S, input: unknown, where: string): z.output<S> {
+  const key = plainKey(input);
+  if (key === undefined) return parseOptions(schema, input, where);
+  let known = parsedOnce.get(schema);
+  if (!known) {
+    known = new Map();
+    parsedOnce.set(schema, known);
+  }
+  if (known.has(key)) return known.get(key) as z.output<S>;
+  const parsed = parseOptions(schema, input, where);
+  if (known.size >= PARSED_ONCE_MAX) known.clear();
+  known.set(key, parsed);
+  return parsed;
+}
+
 /** A duration such as "15m", "24h", "30d", "2w", "7y" (also "90s", "500ms"). */
 export const durationSchema = z
   .string()

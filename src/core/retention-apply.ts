@@ -1,10 +1,13 @@
 import { z } from "zod";
 import type { RetentionDecision, RetentionPlan } from "../policies/retention.js";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
-import { MANIFEST_SUFFIX, type Manifest } from "./manifest.js";
-import { durationSchema, parseDuration, parseOptions, signalSchema, sinkSchema } from "./options.js";
+import type { Manifest } from "./manifest.js";
+import { durationSchema, parseOptions, signalSchema, sinkSchema } from "./options.js";
+import { orphansIn } from "./orphans.js";
 import type { Agrees, Assert } from "./type-checks.js";
 import type { Leftover, ObjectInfo, Sink } from "./types.js";
+
+export { type FindOrphansOptions, findOrphans, type OrphanReport } from "./orphans.js";
 
 /** A backup that {@link applyRetention} deleted (or, with `dryRun`, would delete). */
 export interface DeletedBackup {
@@ -198,9 +201,23 @@ const describe = (d: RetentionDecision): DeletedBackup => ({
  * const plan = planRetention(manifests, { keepDaily: 7, maxAge: "30d" }, { now: new Date(), invalid });
  * const { deleted, failed } = await applyRetention({ sink, plan, signal });
  */
-export async function applyRetention(options: ApplyRetentionOptions): Promise<ApplyRetentionResult> {
+export function applyRetention(options: ApplyRetentionOptions): Promise<ApplyRetentionResult> {
+  return applyRetentionListed(options);
+}
+
+/**
+ * {@link applyRetention}, given the sink's listing under `prefix` taken just before the plan was
+ * made (by `listManifests`): when the plan is of that one prefix's job, the orphan sweep reads it
+ * (less what this run deleted) instead of listing the sink again. A job run lists once.
+ * @internal
+ */
+export async function applyRetentionListed(
+  options: ApplyRetentionOptions,
+  listed?: { prefix: string; objects: readonly ObjectInfo[] },
+): Promise<ApplyRetentionResult> {
   const o = parseOptions(applyOptionsSchema, options, "applyRetention");
   const { sink, plan, signal, dryRun } = o;
+  const deletedKeys = new Set<string>();
   const drops = plan.decisions.filter((d) => d.action === "drop");
   const foreign = drops.filter((d) => d.manifest?.artifact?.sink !== sink.kind);
   if (foreign.length > 0) {
@@ -230,6 +247,7 @@ export async function applyRetention(options: ApplyRetentionOptions): Promise<Ap
           signal,
         );
         const gone = batch.filter((d) => !manifestErrors.has(d.manifestKey));
+        for (const d of gone) deletedKeys.add(d.manifestKey);
         for (const d of batch) {
           const error = manifestErrors.get(d.manifestKey);
           if (error) result.failed.push({ ...describe(d), stage: "manifest", error });
@@ -244,7 +262,10 @@ export async function applyRetention(options: ApplyRetentionOptions): Promise<Ap
         for (const d of gone) {
           const error = artifactErrors.get(d.artifactKey);
           if (error) result.failed.push({ ...describe(d), stage: "artifact", error });
-          else result.deleted.push(describe(d));
+          else {
+            result.deleted.push(describe(d));
+            deletedKeys.add(d.artifactKey);
+          }
         }
       }
     }
@@ -255,12 +276,13 @@ export async function applyRetention(options: ApplyRetentionOptions): Promise<Ap
       const keys: string[] = [];
       const leftovers: Leftover[] = [];
       for (const job of jobs) {
-        const found = await findOrphans(sink, {
-          olderThan: o.orphans.olderThan,
-          now,
-          prefix: `${job}/`,
-          ...(signal ? { signal } : {}),
-        });
+        const prefix = `${job}/`;
+        const reuse = listed && jobs.length === 1 && listed.prefix === prefix;
+        const found = await orphansIn(
+          sink,
+          { olderThan: o.orphans.olderThan, now, prefix, signal },
+          reuse ? listed.objects.filter((info) => !deletedKeys.has(info.key)) : undefined,
+        );
         keys.push(...found.artifacts.map((a) => a.key));
         leftovers.push(...found.temporary);
       }
@@ -285,109 +307,4 @@ export async function applyRetention(options: ApplyRetentionOptions): Promise<Ap
     throw error;
   }
   return result;
-}
-
-const orphanOptionsSchema = z
-  .object({
-    /**
-     * Only artifacts without a manifest older than this (by the sink's last-modified time) are
-     * reported; handed to the sink's `leftovers` as `olderThanMs`, which applies it only to what
-     * it cannot tell alive or dead by itself.
-     */
-    olderThan: durationSchema,
-    /** The reference time. @default new Date() */
-    now: z.date().optional(),
-    /** Only keys under this prefix (e.g. `"app-db/"`). @default "" */
-    prefix: z.string().default(""),
-    signal: signalSchema.optional(),
-  })
-  .strict();
-export interface FindOrphansOptions {
-  /**
-   * Only artifacts without a manifest older than this (by the sink's last-modified time) are
-   * reported; handed to the sink's `leftovers` as `olderThanMs`, which applies it only to what
-   * it cannot tell alive or dead by itself.
-   */
-  olderThan: string;
-  /** The reference time. @default new Date() */
-  now?: Date;
-  /** Only keys under this prefix (e.g. `"app-db/"`). @default "" */
-  prefix?: string;
-  /** Aborts the operation; it then rejects with code `ABORTED`. */
-  signal?: AbortSignal;
-}
-type _FindOrphansOptionsAgrees = Assert<Agrees<FindOrphansOptions, z.input<typeof orphanOptionsSchema>>>;
-
-/** What {@link findOrphans} found. */
-export interface OrphanReport {
-  /** Backup artifacts with no manifest beside them (an interrupted delete or backup). */
-  artifacts: ObjectInfo[];
-  /**
-   * What interrupted writes left that the sink's `list` does not show, as its `leftovers` reports
-   * them (a filesystem sink's temporary files whose writer is gone, an S3 sink's abandoned
-   * multipart uploads); empty for a sink without `leftovers`.
-   */
-  temporary: Leftover[];
-  /** Manifests whose artifact is missing: should never happen; reported, not deleted. */
-  danglingManifests: string[];
-}
-
-/** The last path segment of a stowage artifact key starts with a backup id (see `newBackupId`). */
-const ARTIFACT_NAME = /(^|\/)\d{8}T\d{9}Z-[0-9a-f]{8}[^/]*$/;
-
-/**
- * Lists what interrupted runs leave in a sink: artifacts whose manifest is missing, only when
- * older than `olderThan` — a younger artifact may be a backup whose manifest is being written —;
- * what the sink's `leftovers` reports under `prefix` (for sinks that have it: temporary files
- * whose writer is gone, abandoned multipart uploads; the sink decides what is abandoned, by
- * liveness where it can tell and by `olderThan` where it cannot); and manifests whose artifact is
- * missing. Only objects named like stowage artifacts
- * (`…/<backup id>.<ext>`) count, so other files that share the sink are never called orphans.
- *
- * @throws {CONFIG_INVALID} for bad options. {SINK_READ_FAILED} when listing fails. {ABORTED}.
- * @example const { artifacts, temporary } = await findOrphans(sink, { olderThan: "1h" });
- */
-export async function findOrphans(sink: Sink, options: FindOrphansOptions): Promise<OrphanReport> {
-  const o = parseOptions(orphanOptionsSchema, options, "findOrphans");
-  const { signal, prefix } = o;
-  const now = o.now ?? new Date();
-  const cutoff = now.getTime() - parseDuration(o.olderThan, "olderThan");
-  const report: OrphanReport = { artifacts: [], temporary: [], danglingManifests: [] };
-  const objects = new Map<string, ObjectInfo>();
-  const manifests = new Set<string>();
-  const listOptions = signal ? { signal } : {};
-  try {
-    for await (const info of sink.list(prefix, listOptions)) {
-      if (info.key.endsWith(MANIFEST_SUFFIX)) manifests.add(info.key);
-      else objects.set(info.key, info);
-    }
-    for (const [key, info] of objects) {
-      if (
-        ARTIFACT_NAME.test(key) &&
-        !manifests.has(key + MANIFEST_SUFFIX) &&
-        info.lastModified.getTime() < cutoff
-      ) {
-        report.artifacts.push(info);
-      }
-    }
-    for (const key of manifests) {
-      if (!objects.has(key.slice(0, -MANIFEST_SUFFIX.length))) report.danglingManifests.push(key);
-    }
-    if (sink.leftovers) {
-      const olderThanMs = parseDuration(o.olderThan, "olderThan");
-      for await (const leftover of sink.leftovers(prefix, { ...listOptions, olderThanMs, now })) {
-        report.temporary.push(leftover);
-      }
-    }
-  } catch (error) {
-    throw wrapError(
-      error,
-      "SINK_READ_FAILED",
-      `findOrphans: listing ${sink.kind} sink under "${prefix}"`,
-      { prefix },
-      signal,
-    );
-  }
-  report.danglingManifests.sort();
-  return report;
 }

@@ -1,6 +1,6 @@
 /** Retention applied to one sink of a job: by a run's retention stage and by `pruneJob`. */
-import { listManifests, type ManifestCache } from "../core/catalog.js";
-import { applyRetention } from "../core/retention-apply.js";
+import { listCatalog, listManifests, type ManifestCache } from "../core/catalog.js";
+import { applyRetentionListed } from "../core/retention-apply.js";
 import type { Sink } from "../core/types.js";
 import { planRetention } from "../policies/retention.js";
 import type { AuditTrail } from "./audit.js";
@@ -13,13 +13,17 @@ import type { Logger } from "./logger.js";
 /** Manifests already read, per sink, so that a job run lists fresh but reads only new manifests. */
 const manifestCaches = new WeakMap<Sink, ManifestCache>();
 
-export function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
+function cacheOf(sink: Sink): ManifestCache {
   let cache = manifestCaches.get(sink);
   if (!cache) {
     cache = new Map();
     manifestCaches.set(sink, cache);
   }
-  return listManifests(sink, { job, signal, cache });
+  return cache;
+}
+
+export function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
+  return listManifests(sink, { job, signal, cache: cacheOf(sink) });
 }
 
 export async function prune(
@@ -38,19 +42,19 @@ export async function prune(
 ): Promise<RetentionResult> {
   const t0 = Date.now();
   try {
-    const { manifests, invalid } = await listManifestsCached(sink, job.name, options.signal);
+    // One listing serves the plan and the orphan sweep after it.
+    const catalog = await listCatalog(sink, { job: job.name, signal: options.signal, cache: cacheOf(sink) });
+    const { manifests, invalid } = catalog.listing;
     const plan = planRetention(manifests, policy, {
       now: options.now(),
       timeZone: job.timeZone ?? options.timeZone ?? "UTC",
       invalid,
       ...(job.rules ? { rules: job.rules } : {}),
     });
-    const applied = await applyRetention({
-      sink,
-      plan,
-      signal: options.signal,
-      dryRun: options.dryRun ?? false,
-    });
+    const applied = await applyRetentionListed(
+      { sink, plan, signal: options.signal, dryRun: options.dryRun ?? false },
+      catalog,
+    );
     // One audit line per deletion, done or failed (a dry run deletes nothing, so records nothing).
     const outcomes = [
       ...(options.dryRun ? [] : applied.deleted.map((d) => ({ ...d, outcome: { result: "ok" as const } }))),

@@ -1,6 +1,7 @@
 /**
  * The job's chain, checked over a listing (pure): each signed manifest names the job's previous
  * manifest on its sink (`previous`: id and `manifestDigest`). See `validateBackups` with `chain`.
+ * (Incremental chains, parent to full, are `incremental-chains.ts`.)
  */
 import type { Manifest } from "../core/manifest.js";
 import { manifestDigest } from "../core/signing.js";

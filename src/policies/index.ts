@@ -10,8 +10,8 @@ export {
   type LocalTime,
   localTime,
 } from "./calendar.js";
-export { chainFindings, keepChainParents } from "./chains.js";
 export { COPY_PERIODS, type CopyDue, type CopyPeriod, copyDue, startOfBackupKey } from "./copies.js";
+export { chainFindings, keepChainParents } from "./incremental-chains.js";
 export {
   escapeLabelValue,
   formatPrometheus,

@@ -1,10 +1,10 @@
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { durationSchema, parseDuration, parseOptions, parseOptionsOnce } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { assertTimeZone, bucketOf, type CalendarPeriod, type LocalTime, localTime } from "./calendar.js";
-import { chainFindings, keepChainParents } from "./chains.js";
+import { chainFindings, keepChainParents } from "./incremental-chains.js";
 import { epochOf } from "./instant.js";
 import {
   compileRules,
@@ -311,7 +311,8 @@ export function planRetention(
   policy: RetentionPolicy,
   options: PlanRetentionOptions,
 ): RetentionPlan {
-  const p = parseOptions(retentionPolicySchema, policy ?? {}, "planRetention");
+  // A job plans with the same policy on every run: parsed once per distinct policy.
+  const p = parseOptionsOnce(retentionPolicySchema, policy ?? {}, "planRetention");
   const o = parseOptions(planOptionsSchema, options, "planRetention");
   const timeZone = assertTimeZone(o.timeZone);
   const now = o.now.getTime();
@@ -484,7 +485,7 @@ export function planRetention(
   return {
     now: new Date(now).toISOString(),
     timeZone,
-    policy: p,
+    policy: { ...p },
     emptyPolicy,
     groups: planGroups,
     decisions,

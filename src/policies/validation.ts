@@ -1,11 +1,11 @@
 import { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { type Manifest, SUPPORTED_MANIFEST_VERSIONS } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { durationSchema, parseDuration, parseOptionsOnce } from "../core/options.js";
 import { signatureProblem, type VerifyKeyring, verifyKeyring } from "../core/signing.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { chainFindings } from "./chain.js";
-import { chainFindings as brokenChainFindings } from "./chains.js";
+import { chainFindings as brokenChainFindings } from "./incremental-chains.js";
 import { epochOf } from "./instant.js";
 
 /**
@@ -187,7 +187,13 @@ function rulesUnder(option: string) {
   return schema;
 }
 
-/** @internal Parses rules once per call; then many manifests are checked. @throws {CONFIG_INVALID} */
+/** Compiled rules by their parsed form, which {@link parseOptionsOnce} hands out once per content. */
+const compiled = new WeakMap<object, CompiledRules>();
+
+/**
+ * @internal Parses rules once per distinct content (a job validates and plans with the same rules
+ * on every run); then many manifests are checked. @throws {CONFIG_INVALID}
+ */
 export function compileRules(
   rules: ValidationRules | undefined,
   where: string,
@@ -195,15 +201,19 @@ export function compileRules(
 ): CompiledRules {
   // Inside another function's options, a bad rule is named with its path: "rules.maxAge".
   const parsed = option
-    ? parseOptions(rulesUnder(option), { [option]: rules ?? {} }, where)[option]!
-    : parseOptions(validationRulesSchema, rules ?? {}, where);
-  return {
+    ? parseOptionsOnce(rulesUnder(option), { [option]: rules ?? {} }, where)[option]!
+    : parseOptionsOnce(validationRulesSchema, rules ?? {}, where);
+  const known = compiled.get(parsed);
+  if (known) return known;
+  const c: CompiledRules = {
     rules: parsed,
     maxAgeMs: parsed.maxAge === undefined ? undefined : parseDuration(parsed.maxAge, "maxAge"),
     futureToleranceMs: parseDuration(parsed.futureTolerance, "futureTolerance"),
     versions: parsed.supportedVersions ?? SUPPORTED_MANIFEST_VERSIONS,
     ring: verifyKeyring(parsed.verifyKeys, option ? `${option}.verifyKeys` : "verifyKeys"),
   };
+  compiled.set(parsed, c);
+  return c;
 }
 
 /** @internal The reference time as epoch milliseconds. @throws {CONFIG_INVALID} */

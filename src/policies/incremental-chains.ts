@@ -1,3 +1,7 @@
+/**
+ * Incremental and differential chains over a listing (pure): each backup names its parent, up to
+ * the full. (The signed-manifest chain, each manifest naming its predecessor, is `chain.ts`.)
+ */
 import { resolveChain } from "../core/incremental.js";
 import type { Manifest } from "../core/manifest.js";
 import type { Finding } from "./validation.js";
