@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "../core/errors.js";
-import { parseOptions, signalSchema } from "../core/options.js";
+import { lazySchema, parseOptions, signalSchema } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Sink } from "../core/types.js";
 import type { AuditTrail } from "./audit.js";
@@ -14,29 +14,32 @@ import { isLogger, type Logger } from "./logger.js";
 
 const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
-export const runDrillsOptionsSchema = z
-  .object({
-    /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
-    name: z.string().min(1).max(128).optional(),
-    /**
-     * Drill the backups a copy holds (its `name`, else its sink's kind) instead of the primary
-     * sink's: a failover drill restores from the second region. "primary" is the primary.
-     */
-    from: z.string().min(1).optional(),
-    /**
-     * Where to write the JSON report: a path, or a function of the drill's start time (by `now`)
-     * that returns one, so a monthly test keeps one report a month. Written whole (temp + rename).
-     */
-    report: z
-      .union([z.string().min(1), z.custom<(at: Date) => string>((v) => typeof v === "function")])
-      .optional(),
-    /** The clock the drills' RPO and the report's times are read from. @default () => new Date() */
-    now: z.union([z.date(), z.custom<() => Date>((v) => typeof v === "function")]).optional(),
-    audit: z.custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v).optional(),
-    logger: z.custom<Logger>(isLogger, "expected a logger").optional(),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link RunDrillsOptions}, which parses the options at the boundary. */
+export const runDrillsOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
+      name: z.string().min(1).max(128).optional(),
+      /**
+       * Drill the backups a copy holds (its `name`, else its sink's kind) instead of the primary
+       * sink's: a failover drill restores from the second region. "primary" is the primary.
+       */
+      from: z.string().min(1).optional(),
+      /**
+       * Where to write the JSON report: a path, or a function of the drill's start time (by `now`)
+       * that returns one, so a monthly test keeps one report a month. Written whole (temp + rename).
+       */
+      report: z
+        .union([z.string().min(1), z.custom<(at: Date) => string>((v) => typeof v === "function")])
+        .optional(),
+      /** The clock the drills' RPO and the report's times are read from. @default () => new Date() */
+      now: z.union([z.date(), z.custom<() => Date>((v) => typeof v === "function")]).optional(),
+      audit: z.custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v).optional(),
+      logger: z.custom<Logger>(isLogger, "expected a logger").optional(),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
 export interface RunDrillsOptions {
   /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
   name?: string;

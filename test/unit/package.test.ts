@@ -45,7 +45,7 @@ describe("package shape", () => {
 
   it("the root entry reaches no heavy SDK, only declared dependencies", () => {
     const reached = packagesReachedFrom(join(repo, "src/index.ts"));
-    expect(reached.has("zod")).toBe(true); // the scan does see packages
+    expect(reached.has("croner")).toBe(true); // the scan does see packages
     for (const heavy of HEAVY) expect(reached.has(heavy), heavy).toBe(false);
     for (const name of reached) expect(Object.keys(pkg.dependencies), name).toContain(name);
   });
@@ -55,6 +55,16 @@ describe("package shape", () => {
     // (bench/import-cost.ts measures the import; src/core/lazy-deps.ts loads these at first use).
     const reached = packagesReachedFrom(join(repo, "src/index.ts"));
     for (const deferred of ["tar-stream", "tinyglobby"]) expect(reached.has(deferred), deferred).toBe(false);
+  });
+
+  it("no module imports zod as a value: schemas are built, and zod loaded, at their first use", () => {
+    // zod was half of what `import "stowage"` cost (BENCHMARKS.md, import cost); lazySchema() in
+    // src/core/options.ts defers it, so every entry must reach zod through that helper only.
+    for (const subpath of Object.keys(pkg.exports)) {
+      if (subpath === "./package.json") continue;
+      const name = subpath === "." ? "index" : subpath.slice(2);
+      expect(packagesReachedFrom(join(repo, "src", `${name}.ts`)).has("zod"), subpath).toBe(false);
+    }
   });
 
   it("no subpath entry imports a heavy SDK statically: importing it works without the SDK installed", () => {
