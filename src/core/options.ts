@@ -29,9 +29,8 @@ let zodModule: Zod | undefined;
  */
 export function loadZod(): Zod {
   if (zodModule) return zodModule;
-  // In the CJS build `require` exists; in ESM it does not, and import.meta.url is defined there.
-  const load = typeof require === "function" ? require : createRequire(import.meta.url);
-  zodModule = (load("zod") as { z: Zod }).z;
+  // The CJS build gets import.meta.url from the bundler, as the file's own URL.
+  zodModule = (createRequire(import.meta.url)("zod") as { z: Zod }).z;
   return zodModule;
 }
 

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -65,6 +66,27 @@ describe("package shape", () => {
       const name = subpath === "." ? "index" : subpath.slice(2);
       expect(packagesReachedFrom(join(repo, "src", `${name}.ts`)).has("zod"), subpath).toBe(false);
     }
+  });
+
+  it("importing an entry builds no schema: zod is not loaded until an option is parsed", () => {
+    // A fresh process (this one has long loaded zod): import every entry, see whether zod is in
+    // the require cache (lazySchema loads it with require), then parse one option and look again.
+    const entries = Object.keys(pkg.exports)
+      .filter((subpath) => subpath !== "./package.json")
+      .map((subpath) => join(repo, "src", `${subpath === "." ? "index" : subpath.slice(2)}.ts`));
+    const code = `
+      import { createRequire } from "node:module";
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => /[\\/]node_modules[\\/]zod[\\/]/.test(k));
+      const mods = [];
+      for (const entry of ${JSON.stringify(entries)}) mods.push(await import(entry));
+      const atImport = loaded();
+      try { mods[0].gzip({ level: 99 }); } catch (e) { if (e.code !== "CONFIG_INVALID") throw e; }
+      console.log(JSON.stringify({ atImport, afterParse: loaded() }));`;
+    const out = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], {
+      cwd: repo,
+      encoding: "utf8",
+    });
+    expect(JSON.parse(out.trim().split("\n").pop()!)).toEqual({ atImport: false, afterParse: true });
   });
 
   it("no subpath entry imports a heavy SDK statically: importing it works without the SDK installed", () => {

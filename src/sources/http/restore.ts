@@ -17,14 +17,18 @@ import { prepare } from "./secrets.js";
 const isReadable = (v: unknown): v is Readable =>
   typeof v === "object" && v !== null && typeof (v as Readable).pipe === "function";
 
-// A restore sends the state as the body, so `body` is not an option there.
-const { body: _body, ...restoreRequestShape } = requestShape;
+// A restore sends the state as the body, so `body` is not an option there. (A function, so that
+// reading the shape, and with it loading zod, waits for the schema's first use.)
+const restoreRequestShape = () => {
+  const { body: _body, ...rest } = requestShape;
+  return rest;
+};
 
 /** The zod schema of {@link RestoreHttpOptions}, which parses the options at the boundary. */
 export const restoreHttpOptionsSchema = lazySchema((z) =>
   z
     .object({
-      ...restoreRequestShape,
+      ...restoreRequestShape(),
       /** The state to send: usually `await restore({ sink, manifest })`. */
       stream: z.custom<Readable>(isReadable, "expected a Readable"),
       /**
