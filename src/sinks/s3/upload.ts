@@ -22,9 +22,13 @@ const MiB = 1024 * 1024;
 
 /** S3's limits on multipart uploads. */
 export const S3_LIMITS = {
+  /** Parts of one multipart upload. */
   maxParts: 10_000,
+  /** The smallest part but the last. */
   minPartSize: 5 * MiB,
+  /** The largest part. */
   maxPartSize: 5 * 1024 * MiB,
+  /** The largest object. */
   maxObjectSize: 5 * 1024 * 1024 * MiB,
 } as const;
 
