@@ -28,7 +28,9 @@ const DIGEST_BYTES = 32;
 export const artifactBlocksSchema = lazySchema((z) =>
   z
     .object({
+      /** Bytes a block (the last may be shorter). */
       size: z.number().int().min(1).max(MAX_ARTIFACT_BLOCK_SIZE),
+      /** The blocks' 32-byte SHA-256 digests, concatenated in order, base64. */
       sha256: z.base64("expected base64 of the concatenated 32-byte SHA-256 of each block"),
     })
     .refine(

@@ -5,6 +5,7 @@ import { clearTimeout, setTimeout } from "node:timers";
 
 /** A byte cap for a {@link HashCounter}: the chunk that would pass `bytes` errors the stream instead. */
 export interface ByteCap {
+  /** The most bytes allowed through. */
   bytes: number;
   /** The error for a stream that reached `seen` bytes, more than the cap. */
   error: (seen: number) => Error;
@@ -16,6 +17,7 @@ export interface ByteCap {
  * is not passed on (restore stops a decompression bomb at the manifest's size this way).
  */
 export class HashCounter extends Transform {
+  /** Bytes passed through so far. */
   bytes = 0;
   private readonly hash: Hash = createHash("sha256");
   private hex: string | undefined;
@@ -27,6 +29,7 @@ export class HashCounter extends Transform {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
   }
 
+  /** @internal Node's stream hook. */
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (this.cap && this.bytes + chunk.length > this.cap.bytes) {
       callback(this.cap.error(this.bytes + chunk.length));

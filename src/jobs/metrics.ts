@@ -9,7 +9,7 @@ import { type MetricFamily, STATUS_FAMILIES, statusMetrics } from "../policies/p
 import type { StatusReport } from "../policies/status.js";
 
 /** The part of a prom-client Gauge this uses (prom-client 13 and later). */
-interface GaugeLike {
+export interface GaugeLike {
   reset(): void;
   set(labels: Record<string, string>, value: number): void;
   set(value: number): void;

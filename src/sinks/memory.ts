@@ -29,7 +29,8 @@ export interface MemorySinkOptions {
 }
 type _MemorySinkOptionsAgrees = Assert<Agrees<MemorySinkOptions, z.input<typeof memorySinkOptionsSchema>>>;
 
-interface StoredObject {
+/** One object a memory sink holds. */
+export interface StoredObject {
   data: Buffer;
   lastModified: Date;
   storageClass?: string;

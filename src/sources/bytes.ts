@@ -5,7 +5,8 @@ import { bytesSchema, lazySchema, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
-type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+/** Bytes in chunks, from a (possibly async) iterable. */
+export type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /**
  * Chunks from an (async) iterator as a byte stream. Unlike `Readable.from`, destroying it does not

@@ -72,7 +72,8 @@ type _HttpBundleSourceOptionsAgrees = Assert<
 /** Marks an `index.json` as a bundle's, so `restoreHttp` recognises one. */
 export const HTTP_BUNDLE_FORMAT = "stowage-http-bundle";
 
-const bundleEntrySchema = lazySchema((z) =>
+/** The zod schema of {@link HttpBundleEntry}: one entry of a bundle's index. */
+export const bundleEntrySchema = lazySchema((z) =>
   z.union([
     z.object({
       name: z.string().regex(SERVICE_NAME),
