@@ -39,7 +39,7 @@ export const requestShape = lazySchema((z) => ({
    * goes to a temporary file, not to memory, so this bounds disk use: raise it freely. @default 64 MiB
    */
   maxBytes: z.number().int().positive().default(DEFAULT_HTTP_MAX_BYTES),
-  /** More header names to treat as secret, besides {@link DEFAULT_SECRET_HEADERS}. @default [] */
+  /** More header names to treat as secret, besides `DEFAULT_SECRET_HEADERS` (exported by `stowage/sources/http`). @default [] */
   secretHeaders: z.array(z.string().min(1)).default([]),
   /**
    * Query parameters whose values are redacted from recorded URLs and errors, besides any whose
