@@ -40,6 +40,7 @@ export const runDrillsOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** Options of {@link runDrills}. */
 export interface RunDrillsOptions {
   /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
   name?: string;
@@ -66,19 +67,29 @@ type _RunDrillsOptionsAgrees = Assert<Agrees<RunDrillsOptions, z.input<typeof ru
 
 /** What {@link runDrills} returns and writes: one report for a set of drills. */
 export interface DrillRunReport {
+  /** Marks the JSON as a drill report. */
   kind: "stowage-drill-report";
+  /** The set's name, when given. */
   name?: string;
   /** The copy drilled, when not the primary sink. */
   from?: string;
+  /** When the set started (ISO 8601). */
   startedAt: string;
+  /** When the set ended (ISO 8601). */
   finishedAt: string;
   /** True when every drill passed and the report was written. */
   ok: boolean;
+  /** One report a job drilled. */
   drills: DrillReport[];
   /** Where the report was written. */
   path?: string;
   /** Failures outside any drill (writing the report). */
-  errors: Array<{ code: string; message: string }>;
+  errors: Array<{
+    /** The error's code. */
+    code: string;
+    /** The error's message. */
+    message: string;
+  }>;
 }
 
 /**
