@@ -4,6 +4,7 @@
  * heavy SDKs live on subpaths (`stowage/sinks/s3`, `stowage/sources/postgres`, ...).
  */
 export { type BackupOptions, backup, backupOptionsSchema } from "./core/backup.js";
+export type { ManifestCache } from "./core/catalog.js";
 export {
   type ListManifestsOptions,
   listManifests,
@@ -102,6 +103,7 @@ export {
   findOrphans,
   type OrphanReport,
 } from "./core/retention-apply.js";
+export type { Signer } from "./core/signing.js";
 export {
   canonicalJson,
   generateSigningKey,
@@ -110,6 +112,7 @@ export {
   type SigningKeyPair,
   verifyKeyId,
 } from "./core/signing.js";
+export type { ByteCap } from "./core/streams.js";
 export { HashCounter, readAll } from "./core/streams.js";
 export type {
   BackupIdentity,
@@ -117,6 +120,7 @@ export type {
   DecodeContext,
   Decoder,
   DecryptionKey,
+  FileSourceOutput,
   Leftover,
   LeftoverOptions,
   ObjectInfo,
@@ -124,6 +128,7 @@ export type {
   ReadOptions,
   Sink,
   SinkCapabilities,
+  SinkFile,
   Source,
   SourceContext,
   SourceOutput,
@@ -136,6 +141,10 @@ export { VERSION } from "./core/version.js";
 // Jobs, the backup cycle, the scheduler, audit trail and restore drills. Adapters with SDKs are
 // loaded only when a drill needs them.
 export * from "./jobs/index.js";
+export type { KindSchedules } from "./jobs/job.js";
+export { copySchema } from "./jobs/job.js";
+export type { GaugeLike } from "./jobs/metrics.js";
+export type { ChainDecision } from "./policies/incremental-chains.js";
 // Pure policies over manifests (retention, validation, status); the list lives in policies/index.ts.
 export * from "./policies/index.js";
 export {
@@ -144,13 +153,17 @@ export {
   filesystemSink,
   filesystemSinkOptionsSchema,
 } from "./sinks/filesystem.js";
+export type { StoredObject } from "./sinks/memory.js";
 export {
   type MemorySink,
   type MemorySinkOptions,
   memorySink,
   memorySinkOptionsSchema,
 } from "./sinks/memory.js";
+export type { Chunks } from "./sources/bytes.js";
 export { type BytesSourceOptions, bytesSource, bytesSourceOptionsSchema } from "./sources/bytes.js";
+export type { ReadIndexOptions } from "./sources/directory/file-index.js";
+export type { DirectoryIncrementalOptions } from "./sources/directory.js";
 export {
   type DirectorySource,
   type DirectorySourceOptions,
@@ -177,6 +190,7 @@ export {
   restoreHttp,
 } from "./sources/http.js";
 export { type LogsSourceOptions, logsSource } from "./sources/logs.js";
+export type { ScryptParams } from "./transforms/aes-256-gcm/format.js";
 export {
   AES_FORMAT_VERSION,
   AES_LIMITS,

@@ -276,7 +276,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
   } catch (error) {
     io.stderr.write(`stowage: ${(error as Error).message}\n\n${globalHelp()}`);
-    return EXIT.badConfig;
+    return usageJson(argv, (error as Error).message, io);
   }
   if (flags.version) {
     print(io, VERSION);
@@ -289,7 +289,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) {
     io.stderr.write(`stowage: unknown command ${name}\n\n${globalHelp()}`);
-    return EXIT.badConfig;
+    return usageJson(argv, `unknown command ${name}`, io);
   }
   if (flags.help) {
     io.stdout.write(commandHelp(command));
@@ -302,7 +302,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     if (command.positionals) flags.positionals = own.positionals.slice(1);
   } catch (error) {
     io.stderr.write(`stowage ${command.name}: ${(error as Error).message}\n\n${commandHelp(command)}`);
-    return EXIT.badConfig;
+    return usageJson(argv, (error as Error).message, io);
   }
   const config = flags.config;
   try {
@@ -310,4 +310,13 @@ export async function main(argv: string[], io: Io): Promise<number> {
   } catch (error) {
     return await reportError(error, command.name, flags, io);
   }
+}
+
+/**
+ * A command line that could not be parsed still honours `--json` (a script reads stdout): the same
+ * `{ ok: false, error }` as every other failure, code USAGE. Exit 2.
+ */
+function usageJson(argv: readonly string[], message: string, io: Io): number {
+  if (argv.includes("--json")) print(io, JSON.stringify({ ok: false, error: { code: "USAGE", message } }));
+  return EXIT.badConfig;
 }

@@ -1,5 +1,5 @@
 import type { Duplex } from "node:stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { BlockHashCounter } from "./blocks.js";
 import { writeSignedManifest } from "./chain.js";
 import { extensionOf } from "./content-types.js";
@@ -9,7 +9,14 @@ import { FirstFailure, transfer } from "./failure.js";
 import { artifactKey, assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "./keys.js";
 import { type Fence, fenceSchema } from "./lock.js";
 import { type ChainRecord, labelsSchema, MANIFEST_VERSION, type Manifest } from "./manifest.js";
-import { parseOptions, signalSchema, sinkSchema, sourceSchema, transformSchema } from "./options.js";
+import {
+  lazySchema,
+  parseOptions,
+  signalSchema,
+  sinkSchema,
+  sourceSchema,
+  transformSchema,
+} from "./options.js";
 import { signerFrom } from "./signing.js";
 import { EndGate, HashCounter, settled, throttle } from "./streams.js";
 import type { Agrees, Assert } from "./type-checks.js";
@@ -24,45 +31,47 @@ import type {
 } from "./types.js";
 import { VERSION } from "./version.js";
 
-export const backupOptionsSchema = z
-  .object({
-    /** The job name; the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
-    job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    source: sourceSchema,
-    /** Applied in order on the way in (compress before you encrypt). @default [] */
-    transforms: z.array(transformSchema).default([]),
-    sink: sinkSchema,
-    /** Free string labels kept in the manifest, e.g. { constitutional_hash: "…" }. @default {} */
-    labels: labelsSchema.default({}),
-    /** A storage class the sink declares in `capabilities.storageClasses`. */
-    storageClass: z.string().optional(),
-    /** A hold: retention keeps this backup until then. */
-    retainUntil: z.date().optional(),
-    /** Let a sensitive source (e.g. Kubernetes with secrets) be stored unencrypted. @default false */
-    allowUnencrypted: z.boolean().default(false),
-    signal: signalSchema.optional(),
-    onProgress: z.custom<(p: BackupProgress) => void>((v) => typeof v === "function").optional(),
-    /**
-     * The clock the backup's start and finish times (and so its id and key) are read from, as a
-     * cycle's `now` (simulations, tests). Progress is timed on the real clock. @default () => new Date()
-     */
-    now: z
-      .custom<() => Date>((v) => typeof v === "function", "expected a function returning a Date")
-      .optional(),
-    /**
-     * A lease the run must still hold when it commits: `check` runs just before the artifact is
-     * committed (after the source has reported success) and a throw (LOCK_LOST) leaves nothing;
-     * the lease goes into the manifest as `lease`. Set by a job that runs on a `lock`.
-     */
-    fence: fenceSchema.optional(),
-    /**
-     * Signs the manifest (a `stowage-sign1:…` string from `generateSigningKey()`) and records the
-     * job's previous manifest on the sink in it (`previous`), which costs a LIST and a GET
-     * (see `findPrevious`). Never written anywhere. @default unsigned
-     */
-    signingKey: z.string().optional(),
-  })
-  .strict();
+export const backupOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The job name; the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
+      job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+      source: sourceSchema,
+      /** Applied in order on the way in (compress before you encrypt). @default [] */
+      transforms: z.array(transformSchema).default([]),
+      sink: sinkSchema,
+      /** Free string labels kept in the manifest, e.g. { constitutional_hash: "…" }. @default {} */
+      labels: labelsSchema.default({}),
+      /** A storage class the sink declares in `capabilities.storageClasses`. */
+      storageClass: z.string().optional(),
+      /** A hold: retention keeps this backup until then. */
+      retainUntil: z.date().optional(),
+      /** Let a sensitive source (e.g. Kubernetes with secrets) be stored unencrypted. @default false */
+      allowUnencrypted: z.boolean().default(false),
+      signal: signalSchema.optional(),
+      onProgress: z.custom<(p: BackupProgress) => void>((v) => typeof v === "function").optional(),
+      /**
+       * The clock the backup's start and finish times (and so its id and key) are read from, as a
+       * cycle's `now` (simulations, tests). Progress is timed on the real clock. @default () => new Date()
+       */
+      now: z
+        .custom<() => Date>((v) => typeof v === "function", "expected a function returning a Date")
+        .optional(),
+      /**
+       * A lease the run must still hold when it commits: `check` runs just before the artifact is
+       * committed (after the source has reported success) and a throw (LOCK_LOST) leaves nothing;
+       * the lease goes into the manifest as `lease`. Set by a job that runs on a `lock`.
+       */
+      fence: fenceSchema.optional(),
+      /**
+       * Signs the manifest (a `stowage-sign1:…` string from `generateSigningKey()`) and records the
+       * job's previous manifest on the sink in it (`previous`), which costs a LIST and a GET
+       * (see `findPrevious`). Never written anywhere. @default unsigned
+       */
+      signingKey: z.string().optional(),
+    })
+    .strict(),
+);
 export interface BackupOptions {
   /** The job name; the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
   job: string;

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "./errors.js";
+import { lazySchema } from "./options.js";
 import { HashCounter } from "./streams.js";
 
 const MiB = 1024 * 1024;
@@ -24,15 +25,19 @@ const DIGEST_BYTES = 32;
  * strings would take 67. Written for unencrypted artifacts only; encrypted ones authenticate each
  * chunk already (docs/FORMAT.md).
  */
-export const artifactBlocksSchema = z
-  .object({
-    size: z.number().int().min(1).max(MAX_ARTIFACT_BLOCK_SIZE),
-    sha256: z.base64("expected base64 of the concatenated 32-byte SHA-256 of each block"),
-  })
-  .refine(
-    (b) => Buffer.from(b.sha256, "base64").length % DIGEST_BYTES === 0,
-    "sha256 must hold whole 32-byte digests",
-  );
+export const artifactBlocksSchema = lazySchema((z) =>
+  z
+    .object({
+      /** Bytes a block (the last may be shorter). */
+      size: z.number().int().min(1).max(MAX_ARTIFACT_BLOCK_SIZE),
+      /** The blocks' 32-byte SHA-256 digests, concatenated in order, base64. */
+      sha256: z.base64("expected base64 of the concatenated 32-byte SHA-256 of each block"),
+    })
+    .refine(
+      (b) => Buffer.from(b.sha256, "base64").length % DIGEST_BYTES === 0,
+      "sha256 must hold whole 32-byte digests",
+    ),
+);
 export type ArtifactBlocks = z.infer<typeof artifactBlocksSchema>;
 
 /** How many blocks an artifact of `bytes` bytes has in `size`-byte blocks. */

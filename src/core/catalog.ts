@@ -11,9 +11,11 @@ import { assertSigned, verifyKeyring } from "./signing.js";
 import { readAll } from "./streams.js";
 import type { ObjectInfo, Sink } from "./types.js";
 
+/** Options of {@link listManifests}. */
 export interface ListManifestsOptions {
   /** Only this job's manifests. */
   job?: string;
+  /** Aborts the listing. */
   signal?: AbortSignal;
   /** Manifests read at once. @default 8 */
   concurrency?: number;
@@ -36,11 +38,17 @@ export interface ListManifestsOptions {
 /** See {@link ListManifestsOptions.cache}. */
 export type ManifestCache = Map<string, { size: number; modified: number; manifest: Manifest }>;
 
+/** What {@link listManifests} found: the manifests it could read, and those it could not. */
 export interface ManifestListing {
   /** Valid manifests, oldest first (by id, which sorts by start time). */
   manifests: Manifest[];
   /** Manifests that could not be read or parsed: reported, never silently dropped. */
-  invalid: Array<{ key: string; error: StowageError }>;
+  invalid: Array<{
+    /** The manifest's key. */
+    key: string;
+    /** Why it could not be read (`MANIFEST_INVALID`, `NOT_FOUND`…). */
+    error: StowageError;
+  }>;
 }
 
 const MAX_MANIFEST_BYTES = 4 << 20;

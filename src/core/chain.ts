@@ -39,7 +39,15 @@ export async function findPrevious(
   job: string,
   id: string,
   signal?: AbortSignal,
-): Promise<{ id: string; sha256: string } | undefined> {
+): Promise<
+  | {
+      /** The previous backup's id. */
+      id: string;
+      /** SHA-256 of its manifest, which the next manifest records as its predecessor. */
+      sha256: string;
+    }
+  | undefined
+> {
   const own = `${job}/`;
   for (const prefix of prefixesFor(job, id)) {
     const older: string[] = [];

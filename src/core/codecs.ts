@@ -15,17 +15,18 @@ import type { BackupIdentity, Decoder, DecryptionKey } from "./types.js";
  * knows no source or sink, and nothing else of a transform. Users' own decoders are passed in
  * `transforms` and win over the built-ins by name.
  */
-const BUILT_IN_DECODERS: Readonly<Record<string, Decoder>> = Object.freeze({
-  gzip: gzip(),
-  zstd: zstdDecoder,
-  "aes-256-gcm": aesDecoder,
-});
+let builtIns: Readonly<Record<string, Decoder>> | undefined;
+// Made at first use: `gzip()` parses its options, which would load zod at import.
+const builtInDecoders = (): Readonly<Record<string, Decoder>> => {
+  builtIns ??= Object.freeze({ gzip: gzip(), zstd: zstdDecoder, "aes-256-gcm": aesDecoder });
+  return builtIns;
+};
 
 /** The decoder for a record's name: the caller's first, then a built-in (own keys only). */
 function decoderFor(name: string, extra: readonly Decoder[]): Decoder | undefined {
   return (
     extra.find((d) => d.name === name) ??
-    (Object.hasOwn(BUILT_IN_DECODERS, name) ? BUILT_IN_DECODERS[name] : undefined)
+    (Object.hasOwn(builtInDecoders(), name) ? builtInDecoders()[name] : undefined)
   );
 }
 

@@ -8,10 +8,13 @@ import { signerFrom } from "./signing.js";
 import { ExpectDigest } from "./streams.js";
 import type { Sink } from "./types.js";
 
+/** Options of {@link copyBackup}. */
 export interface CopyBackupOptions {
   /** The backup to copy, as read from `from` (e.g. by `listManifests`). */
   manifest: Manifest;
+  /** The sink that holds the backup. */
   from: Sink;
+  /** The sink to copy it into. */
   to: Sink;
   /** A storage class `to` offers (its `capabilities.storageClasses`); else the sink's default. */
   storageClass?: string | undefined;

@@ -4,25 +4,28 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { extensionOf, formatOf } from "./content-types.js";
 import { extractTar } from "./extract-tar.js";
-import { parseOptions } from "./options.js";
+import { lazySchema, parseOptions } from "./options.js";
 import type { RestoreTarget } from "./restore-target.js";
 
-export const directoryRestoreTargetOptionsSchema = z
-  .object({
-    /**
-     * The folder to restore into; it stays. Without it, a scratch folder is made under `parent`
-     * and removed by the caller's cleanup (a restore drill).
-     */
-    directory: z.string().min(1).optional(),
-    /** Where a scratch folder is made. @default os.tmpdir() */
-    parent: z.string().min(1).optional(),
-    /** Refuse a backup that is not a tar instead of writing it as one file. @default false */
-    tarOnly: z.boolean().default(false),
-  })
-  .strict();
+/** The zod schema of {@link DirectoryRestoreTargetOptions}, which parses the options at the boundary. */
+export const directoryRestoreTargetOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * The folder to restore into; it stays. Without it, a scratch folder is made under `parent`
+       * and removed by the caller's cleanup (a restore drill).
+       */
+      directory: z.string().min(1).optional(),
+      /** Where a scratch folder is made. @default os.tmpdir() */
+      parent: z.string().min(1).optional(),
+      /** Refuse a backup that is not a tar instead of writing it as one file. @default false */
+      tarOnly: z.boolean().default(false),
+    })
+    .strict(),
+);
 export type DirectoryRestoreTargetOptions = z.input<typeof directoryRestoreTargetOptionsSchema>;
 
 /** Whether a backup is a tar, by the one content-type table. */

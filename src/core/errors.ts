@@ -30,7 +30,9 @@ export type StowageErrorCode =
 
 const BRAND = Symbol.for("stowage.error");
 
+/** Options of the {@link StowageError} constructor. */
 export interface StowageErrorOptions {
+  /** The error this one wraps (an SDK's, a child process's), kept for logs and debugging. */
   cause?: unknown;
   /** Structured, secret-free facts about the failure (the key, the stage, the option). */
   details?: Record<string, unknown>;
@@ -43,8 +45,11 @@ export interface StowageErrorOptions {
  * try { await backup(opts) } catch (e) { if (isStowageError(e, "ABORTED")) ... }
  */
 export class StowageError extends Error {
+  /** A stable code to branch on (`CONFIG_INVALID`, `INTEGRITY_MISMATCH`…); messages may change. */
   readonly code: StowageErrorCode;
+  /** Facts about the failure, never a secret (`issues` for CONFIG_INVALID, `package` for UNSUPPORTED…). */
   readonly details: Record<string, unknown>;
+  /** Marks a stowage error across copies of the package; see {@link isStowageError}. */
   readonly [BRAND] = true;
 
   constructor(code: StowageErrorCode, message: string, options: StowageErrorOptions = {}) {

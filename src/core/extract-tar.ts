@@ -23,7 +23,9 @@ import { loadTarStream } from "./lazy-deps.js";
 import type { Manifest } from "./manifest.js";
 import { restoredManifest } from "./restore.js";
 
+/** Options of {@link extractTar}. */
 export interface ExtractTarOptions {
+  /** Aborts the extraction; what was written so far is removed. */
   signal?: AbortSignal;
   /**
    * Refuse the archive once its files add up to more than this many bytes.
@@ -35,15 +37,25 @@ export interface ExtractTarOptions {
    * The manifest of the backup being unpacked, for a stream that did not come straight from
    * `restore()` (one piped through something else); it sets the default `maxBytes`.
    */
-  manifest?: { content: Pick<Manifest["content"], "bytes"> };
+  manifest?: {
+    /** The backup's content, of which only `bytes` is read. */
+    content: Pick<Manifest["content"], "bytes">;
+  };
 }
 
+/** What {@link extractTar} wrote. */
 export interface ExtractTarResult {
+  /** The folder the archive was unpacked into. */
   directory: string;
+  /** Regular files written. */
   files: number;
+  /** Folders made. */
   directories: number;
+  /** Symbolic links made. */
   symlinks: number;
+  /** Hard links made. */
   hardlinks: number;
+  /** Bytes of file content written. */
   bytes: number;
 }
 

@@ -3,10 +3,12 @@ import type { DecryptionKey, Sink, Source } from "./types.js";
 
 /** `full` stands alone; `differential` depends on the last full; `incremental` on the last backup. */
 export type BackupKind = ChainRecord["kind"];
+/** The kinds of backup in a chain, from the one that stands alone. */
 export const BACKUP_KINDS: readonly BackupKind[] = ["full", "differential", "incremental"];
 
 /** What a job hands a chainable source for one run: the kind, and the base it picked. */
 export interface ChainPlan {
+  /** The kind of this run. */
   kind: BackupKind;
   /** The backup this run depends on; absent for a full (and then the run is a full). */
   base?: Manifest;
@@ -25,6 +27,7 @@ export interface ChainableSource extends Source {
   chainFrom(plan: ChainPlan): Source;
 }
 
+/** Whether a source can take part in a chain (it has `chainFrom`). */
 export function isChainable(source: Source): source is ChainableSource {
   return typeof (source as Partial<ChainableSource>).chainFrom === "function";
 }
@@ -39,8 +42,27 @@ export type ChainProblem =
   | "cycle";
 
 export type ChainResolution =
-  | { ok: true; links: Manifest[] }
-  | { ok: false; problem: ChainProblem; link: { id: string; key: string }; child: string };
+  | {
+      /** The chain resolves. */
+      ok: true;
+      /** The links to restore in order: the full first, the backup itself last. */
+      links: Manifest[];
+    }
+  | {
+      /** The chain breaks. */
+      ok: false;
+      /** Why. */
+      problem: ChainProblem;
+      /** The link whose parent cannot be followed. */
+      link: {
+        /** Its backup id. */
+        id: string;
+        /** Its artifact key. */
+        key: string;
+      };
+      /** The id of the backup that names the missing or bad parent. */
+      child: string;
+    };
 
 /**
  * The links a backup's restore needs, full first and the backup itself last, found among

@@ -5,7 +5,9 @@
  * each as `path: problem`.
  */
 export interface Issue {
+  /** Where: an option, a CLI flag or a manifest field. */
   path: string;
+  /** What is wrong there. */
   problem: string;
 }
 

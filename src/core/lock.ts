@@ -4,8 +4,9 @@
  * written with conditional PUTs). The adapters live on their own subpaths (`stowage/locks/*`);
  * the core knows only this contract and the lease bookkeeping they share.
  */
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "./errors.js";
+import { lazySchema } from "./options.js";
 
 /** A lease on a named lock, held until it is released, lost, or its ttl runs out unrenewed. */
 export interface Lease {
@@ -29,11 +30,13 @@ export interface Lease {
   release(options?: { signal?: AbortSignal }): Promise<void>;
 }
 
+/** Options of {@link Lock.acquire}. */
 export interface AcquireOptions {
   /** How long the lease lasts unrenewed; a holder that dies loses it after this. */
   ttlMs: number;
   /** Who asks: the replica's identity, recorded by the engine and in the manifest. */
   holder: string;
+  /** Aborts the attempt. */
   signal?: AbortSignal;
 }
 
@@ -55,16 +58,25 @@ export const isLock = (v: unknown): v is Lock =>
   typeof (v as Lock).kind === "string" &&
   typeof (v as Lock).acquire === "function";
 
-export const lockSchema = z.custom<Lock>(isLock, "expected a Lock (kubernetesLease, postgresLock, s3Lock…)");
+/** The zod schema of {@link Lock}: a lock (checked by shape). */
+export const lockSchema = lazySchema((z) =>
+  z.custom<Lock>(isLock, "expected a Lock (kubernetesLease, postgresLock, s3Lock…)"),
+);
 
 /** What the manifest records of the lease its backup was committed under. */
-export const leaseRecordSchema = z.object({
-  /** The lock's kind: "kubernetes", "postgres", "s3"… */
-  lock: z.string().min(1).max(64),
-  name: z.string().min(1).max(256),
-  holder: z.string().min(1).max(256),
-  fencingToken: z.number().int().nonnegative(),
-});
+export const leaseRecordSchema = lazySchema((z) =>
+  z.object({
+    /** The lock's kind: "kubernetes", "postgres", "s3"… */
+    lock: z.string().min(1).max(64),
+    /** The lock's name (the job's, for a job's lock). */
+    name: z.string().min(1).max(256),
+    /** Who holds it: the replica's identity. */
+    holder: z.string().min(1).max(256),
+    /** Grows with every new holder; a write carrying an older token is refused. */
+    fencingToken: z.number().int().nonnegative(),
+  }),
+);
+/** A lease as a manifest records it (`lease`): which lock, who held it, with which fencing token. */
 export type LeaseRecord = z.infer<typeof leaseRecordSchema>;
 
 /**
@@ -72,23 +84,28 @@ export type LeaseRecord = z.infer<typeof leaseRecordSchema>;
  * when the lease was lost, and nothing is committed; `lease` goes into the manifest.
  */
 export interface Fence {
+  /** The lease the write is made under. */
   lease: LeaseRecord;
+  /** Resolves while the lease still holds; rejects with LOCK_LOST once it does not. */
   check(options: { signal?: AbortSignal }): Promise<void>;
 }
 
-export const fenceSchema = z.custom<Fence>(
-  (v) =>
-    typeof v === "object" &&
-    v !== null &&
-    typeof (v as Fence).check === "function" &&
-    leaseRecordSchema.safeParse((v as Fence).lease).success,
-  "expected { lease: { lock, name, holder, fencingToken }, check }",
+export const fenceSchema = lazySchema((z) =>
+  z.custom<Fence>(
+    (v) =>
+      typeof v === "object" &&
+      v !== null &&
+      typeof (v as Fence).check === "function" &&
+      leaseRecordSchema.safeParse((v as Fence).lease).success,
+    "expected { lease: { lock, name, holder, fencingToken }, check }",
+  ),
 );
 
 /** What an adapter does against its engine for one lease; {@link trackedLease} does the rest. */
 export interface LeaseEngine {
   /** Extends the lease remotely. @returns false when the lock is no longer this holder's. */
   renew(signal?: AbortSignal): Promise<boolean>;
+  /** Gives the lease up; the lock is free at once. */
   release(signal?: AbortSignal): Promise<void>;
 }
 

@@ -1,30 +1,35 @@
-import { z } from "zod";
+import type { z } from "zod";
 import { type ArtifactBlocks, artifactBlocksSchema, blocksMatchSize } from "./blocks.js";
 import { StowageError } from "./errors.js";
 import { issuesFrom, listIssues } from "./issues.js";
 import { unsafeKeyProblem } from "./keys.js";
 import { type LeaseRecord, leaseRecordSchema } from "./lock.js";
+import { lazySchema } from "./options.js";
 import type { Agrees, Assert } from "./type-checks.js";
 
 /** The manifest schema versions this build reads. Written manifests use the last one. */
 export const SUPPORTED_MANIFEST_VERSIONS = [1] as const;
+/** The manifest format version this library writes. */
 export const MANIFEST_VERSION = 1;
 /** Manifests live beside their artifact under this suffix. */
 export const MANIFEST_SUFFIX = ".manifest.json";
 
-const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "expected a lowercase hex SHA-256");
-const isoTime = z.iso.datetime({ offset: true });
-const byteCount = z.number().int().nonnegative();
+const sha256Hex = lazySchema((z) => z.string().regex(/^[0-9a-f]{64}$/, "expected a lowercase hex SHA-256"));
+const isoTime = lazySchema((z) => z.iso.datetime({ offset: true }));
+const byteCount = lazySchema((z) => z.number().int().nonnegative());
 
 /**
  * One transform stage as the manifest records it. `name` picks the decoder; the other fields are
  * the stage's own (gzip: `level`; aes-256-gcm: `formatVersion`, `chunkSize`, `recipients` as
  * `{ type, id? }` fingerprints, and `keyId` for a single raw key; see docs/FORMAT.md).
  */
-export const transformRecordSchema = z.looseObject({
-  name: z.string().min(1),
-  role: z.enum(["compression", "encryption", "other"]),
-});
+export const transformRecordSchema = lazySchema((z) =>
+  z.looseObject({
+    name: z.string().min(1),
+    role: z.enum(["compression", "encryption", "other"]),
+  }),
+);
+/** What a manifest records of one transform: enough to reverse it (level, cipher, key id, chunk size). */
 export interface TransformRecord {
   /** The transform's name (`"gzip"`, `"aes-256-gcm"`…): it picks the decoder. */
   name: string;
@@ -44,107 +49,128 @@ type _TransformRecordAgrees = Assert<
 >;
 
 /** A backup's place in a chain of incrementals; see {@link manifestSchema}'s `chain`. */
-export const chainRecordSchema = z
-  .object({
-    /** `full` stands alone; `differential` depends on a full; `incremental` on any earlier link. */
-    kind: z.enum(["full", "differential", "incremental"]),
-    /** The backup this one depends on (absent for a full): restore needs it, retention keeps it. */
-    parent: z.object({ id: z.string().min(1), key: z.string().min(1) }).optional(),
-    /**
-     * Where the file index is: a member of the artifact itself (its last tar member, named here),
-     * so it is encrypted like the artifact and copied, kept and deleted with it. `sha256` is of the
-     * index's plain bytes, `entries` the paths it lists.
-     */
-    index: z.object({ member: z.string().min(1), entries: byteCount, sha256: sha256Hex }),
-  })
-  .refine((c) => (c.kind === "full") === (c.parent === undefined), {
-    message: "a full has no parent; a differential or incremental names one",
-    path: ["parent"],
-  });
+export const chainRecordSchema = lazySchema((z) =>
+  z
+    .object({
+      /** `full` stands alone; `differential` depends on a full; `incremental` on any earlier link. */
+      kind: z.enum(["full", "differential", "incremental"]),
+      /** The backup this one depends on (absent for a full): restore needs it, retention keeps it. */
+      parent: z
+        .object({
+          /** The parent backup's id. */
+          id: z.string().min(1),
+          /** The parent's artifact key. */
+          key: z.string().min(1),
+        })
+        .optional(),
+      /**
+       * Where the file index is: a member of the artifact itself (its last tar member, named here),
+       * so it is encrypted like the artifact and copied, kept and deleted with it. `sha256` is of the
+       * index's plain bytes, `entries` the paths it lists.
+       */
+      index: z.object({
+        /** The tar member's name. */
+        member: z.string().min(1),
+        /** Paths the index lists. */
+        entries: byteCount,
+        /** SHA-256 of the index's plain bytes, hex. */
+        sha256: sha256Hex,
+      }),
+    })
+    .refine((c) => (c.kind === "full") === (c.parent === undefined), {
+      message: "a full has no parent; a differential or incremental names one",
+      path: ["parent"],
+    }),
+);
+/** Where a backup stands in its chain (full, differential, incremental), as its manifest records it. */
 export type ChainRecord = z.infer<typeof chainRecordSchema>;
 
 /** Label keys are short identifiers; values are free text. */
-export const labelsSchema = z.record(
-  z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/, "label keys are 1-63 of [A-Za-z0-9._/-]"),
-  z.string().max(1024),
+export const labelsSchema = lazySchema((z) =>
+  z.record(
+    z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/, "label keys are 1-63 of [A-Za-z0-9._/-]"),
+    z.string().max(1024),
+  ),
 );
 
 /**
  * The manifest: the single definition of what a backup is. Every manifest read back is parsed
  * by this schema; the TypeScript type is inferred from it.
  */
-export const manifestSchema = z.object({
-  /** Schema version; see {@link SUPPORTED_MANIFEST_VERSIONS}. */
-  version: z.literal(1),
-  /** Time-sortable id, unique per job: `20261122T034924123Z-1a2b3c4d`. */
-  id: z.string().regex(/^\d{8}T\d{9}Z-[0-9a-f]{8}$/),
-  job: z.string().min(1),
-  startedAt: isoTime,
-  finishedAt: isoTime,
-  source: z.object({
-    kind: z.string().min(1),
-    name: z.string(),
-    details: z.record(z.string(), z.unknown()),
-  }),
-  artifact: z
-    .object({
-      sink: z.string().min(1),
-      /** Relative to the sink's root; an absolute key or one with `..` makes the manifest invalid. */
-      key: z.string().superRefine((key, ctx) => {
-        const problem = unsafeKeyProblem(key);
-        if (problem) ctx.addIssue({ code: "custom", message: `unsafe key: ${problem}` });
+export const manifestSchema = lazySchema((z) =>
+  z.object({
+    /** Schema version; see {@link SUPPORTED_MANIFEST_VERSIONS}. */
+    version: z.literal(1),
+    /** Time-sortable id, unique per job: `20261122T034924123Z-1a2b3c4d`. */
+    id: z.string().regex(/^\d{8}T\d{9}Z-[0-9a-f]{8}$/),
+    job: z.string().min(1),
+    startedAt: isoTime,
+    finishedAt: isoTime,
+    source: z.object({
+      kind: z.string().min(1),
+      name: z.string(),
+      details: z.record(z.string(), z.unknown()),
+    }),
+    artifact: z
+      .object({
+        sink: z.string().min(1),
+        /** Relative to the sink's root; an absolute key or one with `..` makes the manifest invalid. */
+        key: z.string().superRefine((key, ctx) => {
+          const problem = unsafeKeyProblem(key);
+          if (problem) ctx.addIssue({ code: "custom", message: `unsafe key: ${problem}` });
+        }),
+        location: z.string().min(1),
+        bytes: byteCount,
+        sha256: sha256Hex,
+        storageClass: z.string().optional(),
+        /**
+         * Unencrypted artifacts: the SHA-256 of each fixed-size block of the stored bytes, so a restore
+         * checks each block before releasing it and reads the artifact once (see core/blocks.ts).
+         */
+        blocks: artifactBlocksSchema.optional(),
+      })
+      .refine((a) => !a.blocks || blocksMatchSize(a.blocks, a.bytes), {
+        path: ["blocks"],
+        message: "names a different number of blocks than the artifact's bytes make",
       }),
-      location: z.string().min(1),
+    content: z.object({
       bytes: byteCount,
       sha256: sha256Hex,
-      storageClass: z.string().optional(),
-      /**
-       * Unencrypted artifacts: the SHA-256 of each fixed-size block of the stored bytes, so a restore
-       * checks each block before releasing it and reads the artifact once (see core/blocks.ts).
-       */
-      blocks: artifactBlocksSchema.optional(),
-    })
-    .refine((a) => !a.blocks || blocksMatchSize(a.blocks, a.bytes), {
-      path: ["blocks"],
-      message: "names a different number of blocks than the artifact's bytes make",
+      contentType: z.string().min(1),
     }),
-  content: z.object({
-    bytes: byteCount,
-    sha256: sha256Hex,
-    contentType: z.string().min(1),
+    /** In the order they were applied on the way in; restore undoes them last to first. */
+    transforms: z.array(transformRecordSchema),
+    labels: labelsSchema,
+    /** A hold: retention keeps the backup until this time whatever the policy says. */
+    retainUntil: isoTime.optional(),
+    /**
+     * The lease the backup was committed under, when its job ran on a lock (replicas): the lock's
+     * kind and name, the holder (replica) and the fencing token, checked just before the commit.
+     */
+    lease: leaseRecordSchema.optional(),
+    /**
+     * Optional (absent on a standalone backup): the backup's kind and, for a differential or an
+     * incremental, the parent it depends on. Written by sources that back up only what changed
+     * (`directorySource` with `incremental`).
+     */
+    chain: chainRecordSchema.optional(),
+    generator: z.object({ name: z.string(), version: z.string() }),
+    // --- Signed manifests and the job's chain (docs/FORMAT.md, "Manifest signatures"). ---
+    /**
+     * The job's previous manifest on this sink when this one was written: its id and the SHA-256 of
+     * its canonical encoding (`manifestDigest`). Recorded by signed backups; absent for the first.
+     */
+    previous: z.object({ id: z.string().min(1), sha256: sha256Hex }).optional(),
+    /** Ed25519 over the canonical encoding of every other field; see `assertSigned`. */
+    signature: z
+      .object({
+        algorithm: z.literal("ed25519"),
+        keyId: z.string().regex(/^[0-9a-f]{16}$/),
+        value: z.string().regex(/^[A-Za-z0-9+/]{86}==$/, "64 bytes of base64"),
+      })
+      .optional(),
   }),
-  /** In the order they were applied on the way in; restore undoes them last to first. */
-  transforms: z.array(transformRecordSchema),
-  labels: labelsSchema,
-  /** A hold: retention keeps the backup until this time whatever the policy says. */
-  retainUntil: isoTime.optional(),
-  /**
-   * The lease the backup was committed under, when its job ran on a lock (replicas): the lock's
-   * kind and name, the holder (replica) and the fencing token, checked just before the commit.
-   */
-  lease: leaseRecordSchema.optional(),
-  /**
-   * Optional (absent on a standalone backup): the backup's kind and, for a differential or an
-   * incremental, the parent it depends on. Written by sources that back up only what changed
-   * (`directorySource` with `incremental`).
-   */
-  chain: chainRecordSchema.optional(),
-  generator: z.object({ name: z.string(), version: z.string() }),
-  // --- Signed manifests and the job's chain (docs/FORMAT.md, "Manifest signatures"). ---
-  /**
-   * The job's previous manifest on this sink when this one was written: its id and the SHA-256 of
-   * its canonical encoding (`manifestDigest`). Recorded by signed backups; absent for the first.
-   */
-  previous: z.object({ id: z.string().min(1), sha256: sha256Hex }).optional(),
-  /** Ed25519 over the canonical encoding of every other field; see `assertSigned`. */
-  signature: z
-    .object({
-      algorithm: z.literal("ed25519"),
-      keyId: z.string().regex(/^[0-9a-f]{16}$/),
-      value: z.string().regex(/^[A-Za-z0-9+/]{86}==$/, "64 bytes of base64"),
-    })
-    .optional(),
-});
+);
 /** A backup as its manifest describes it (see {@link manifestSchema}). */
 export interface Manifest {
   /** Schema version; see {@link SUPPORTED_MANIFEST_VERSIONS}. */

@@ -1,4 +1,5 @@
-import { z } from "zod";
+import { createRequire } from "node:module";
+import type { z } from "zod";
 import { StowageError } from "./errors.js";
 import { issuesFrom, listIssues } from "./issues.js";
 import type { Sink, Source, Transform } from "./types.js";
@@ -81,10 +82,52 @@ export function parseOptionsOnce<S extends z.ZodType>(schema: S, input: unknown,
   return parsed;
 }
 
+type Zod = typeof z;
+let zodModule: Zod | undefined;
+
+/**
+ * zod, loaded at its first use rather than at `import "stowage"`: it is half of what importing the
+ * main entry costs (`npm run bench:import`). Loaded synchronously because factories validate their
+ * options synchronously; zod 4's schemas work across its ESM and CJS copies.
+ * @internal
+ */
+export function loadZod(): Zod {
+  if (zodModule) return zodModule;
+  // The CJS build gets import.meta.url from the bundler, as the file's own URL.
+  zodModule = (createRequire(import.meta.url)("zod") as { z: Zod }).z;
+  return zodModule;
+}
+
+/**
+ * A zod schema built at its first use (any property read, `.parse()` included), so that defining
+ * and exporting schemas costs nothing at import. The value behaves as the schema `build` returns:
+ * it parses, composes into other schemas and reports the same issues.
+ * @internal
+ */
+export function lazySchema<T extends object>(build: (zod: Zod) => T): T {
+  let schema: T | undefined;
+  const real = (): T => {
+    schema ??= build(loadZod());
+    return schema;
+  };
+  return new Proxy({} as T, {
+    get: (_target, key) => Reflect.get(real(), key),
+    has: (_target, key) => Reflect.has(real(), key),
+    set: (_target, key, value) => Reflect.set(real(), key, value),
+    ownKeys: () => Reflect.ownKeys(real()),
+    // The proxy's own target is an empty object, so a property may only be reported as configurable.
+    getOwnPropertyDescriptor: (_target, key) => {
+      const descriptor = Reflect.getOwnPropertyDescriptor(real(), key);
+      return descriptor && { ...descriptor, configurable: true };
+    },
+    getPrototypeOf: () => Reflect.getPrototypeOf(real()),
+  });
+}
+
 /** A duration such as "15m", "24h", "30d", "2w", "7y" (also "90s", "500ms"). */
-export const durationSchema = z
-  .string()
-  .regex(/^\d+(ms|s|m|h|d|w|y)$/, 'expected a duration such as "15m", "24h", "30d" or "7y"');
+export const durationSchema = lazySchema((z) =>
+  z.string().regex(/^\d+(ms|s|m|h|d|w|y)$/, 'expected a duration such as "15m", "24h", "30d" or "7y"'),
+);
 
 const UNIT_MS: Record<string, number> = {
   ms: 1,
@@ -113,31 +156,35 @@ export function parseDuration(value: string, option = "duration"): number {
 }
 
 /** A zod check that a value is an AbortSignal (or absent). */
-export const signalSchema = z.custom<AbortSignal>((v) => v instanceof AbortSignal, "expected an AbortSignal");
+export const signalSchema = lazySchema((z) =>
+  z.custom<AbortSignal>((v) => v instanceof AbortSignal, "expected an AbortSignal"),
+);
 
 /**
  * A zod check for bytes: any `Uint8Array`, a `Buffer` included. (`z.instanceof(Uint8Array)` infers
  * `Uint8Array<ArrayBuffer>`, which a `Buffer<ArrayBufferLike>` does not fit under TypeScript 5.7+.)
  */
-export const bytesSchema = z.custom<Uint8Array>(
-  (v) => v instanceof Uint8Array,
-  "expected bytes (a Buffer or Uint8Array)",
+export const bytesSchema = lazySchema((z) =>
+  z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected bytes (a Buffer or Uint8Array)"),
 );
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
 
 /** A Source, checked by shape (an object with `open()`), so users' own sources pass. */
-export const sourceSchema = z.custom<Source>(
-  (v) => isObject(v) && typeof v.open === "function",
-  "expected a Source (an object with open())",
+export const sourceSchema = lazySchema((z) =>
+  z.custom<Source>(
+    (v) => isObject(v) && typeof v.open === "function",
+    "expected a Source (an object with open())",
+  ),
 );
 /** A Sink, checked by shape (`write()` and declared `capabilities`). */
-export const sinkSchema = z.custom<Sink>(
-  (v) => isObject(v) && typeof v.write === "function" && "capabilities" in v,
-  "expected a Sink (an object with write() and capabilities)",
+export const sinkSchema = lazySchema((z) =>
+  z.custom<Sink>(
+    (v) => isObject(v) && typeof v.write === "function" && "capabilities" in v,
+    "expected a Sink (an object with write() and capabilities)",
+  ),
 );
 /** A Transform, checked by shape (an object with `encode()`). */
-export const transformSchema = z.custom<Transform>(
-  (v) => isObject(v) && typeof v.encode === "function",
-  "expected a Transform",
+export const transformSchema = lazySchema((z) =>
+  z.custom<Transform>((v) => isObject(v) && typeof v.encode === "function", "expected a Transform"),
 );

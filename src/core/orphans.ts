@@ -3,28 +3,31 @@
  * uploads), found from a listing: {@link findOrphans} lists, and a retention run that has just
  * listed the same prefix for its manifests hands that listing in instead of listing twice.
  */
-import { z } from "zod";
+import type { z } from "zod";
 import { wrapError } from "./errors.js";
 import { MANIFEST_SUFFIX } from "./manifest.js";
-import { durationSchema, parseDuration, parseOptions, signalSchema } from "./options.js";
+import { durationSchema, lazySchema, parseDuration, parseOptions, signalSchema } from "./options.js";
 import type { Agrees, Assert } from "./type-checks.js";
 import type { Leftover, ObjectInfo, Sink } from "./types.js";
 
-const orphanOptionsSchema = z
-  .object({
-    /**
-     * Only artifacts without a manifest older than this (by the sink's last-modified time) are
-     * reported; handed to the sink's `leftovers` as `olderThanMs`, which applies it only to what
-     * it cannot tell alive or dead by itself.
-     */
-    olderThan: durationSchema,
-    /** The reference time. @default new Date() */
-    now: z.date().optional(),
-    /** Only keys under this prefix (e.g. `"app-db/"`). @default "" */
-    prefix: z.string().default(""),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+const orphanOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * Only artifacts without a manifest older than this (by the sink's last-modified time) are
+       * reported; handed to the sink's `leftovers` as `olderThanMs`, which applies it only to what
+       * it cannot tell alive or dead by itself.
+       */
+      olderThan: durationSchema,
+      /** The reference time. @default new Date() */
+      now: z.date().optional(),
+      /** Only keys under this prefix (e.g. `"app-db/"`). @default "" */
+      prefix: z.string().default(""),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
+/** Options of {@link findOrphans}. */
 export interface FindOrphansOptions {
   /**
    * Only artifacts without a manifest older than this (by the sink's last-modified time) are

@@ -1,6 +1,6 @@
 import type { Readable } from "node:stream";
-import { z } from "zod";
 import type { Manifest } from "./manifest.js";
+import { lazySchema } from "./options.js";
 
 /** What a {@link RestoreTarget}'s `restore` is given beside the plain bytes. */
 export interface RestoreTargetContext {
@@ -55,12 +55,14 @@ export interface RestoreTarget {
 }
 
 /** A zod check for a {@link RestoreTarget}, by shape, so users' own targets pass. */
-export const restoreTargetSchema = z.custom<RestoreTarget>(
-  (v) =>
-    typeof v === "object" &&
-    v !== null &&
-    typeof (v as RestoreTarget).kind === "string" &&
-    typeof (v as RestoreTarget).accepts === "function" &&
-    typeof (v as RestoreTarget).restore === "function",
-  "expected a RestoreTarget (kind, accepts() and restore())",
+export const restoreTargetSchema = lazySchema((z) =>
+  z.custom<RestoreTarget>(
+    (v) =>
+      typeof v === "object" &&
+      v !== null &&
+      typeof (v as RestoreTarget).kind === "string" &&
+      typeof (v as RestoreTarget).accepts === "function" &&
+      typeof (v as RestoreTarget).restore === "function",
+    "expected a RestoreTarget (kind, accepts() and restore())",
+  ),
 );

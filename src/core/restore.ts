@@ -13,8 +13,11 @@ import type { BackupIdentity, Decoder, DecryptionKey, Sink } from "./types.js";
 /** The backup a manifest describes, which a bound (format 3) artifact must name. */
 const identityOf = (manifest: Manifest): BackupIdentity => ({ job: manifest.job, id: manifest.id });
 
+/** Options of {@link restore}. */
 export interface RestoreOptions {
+  /** The sink that holds the artifact. */
   sink: Sink;
+  /** The backup to restore, as `listManifests` or `backup` returned it. */
   manifest: Manifest;
   /** Keys for encrypted artifacts: raw keys (matched by fingerprint) and/or passphrases. */
   keys?: DecryptionKey | readonly DecryptionKey[];
@@ -222,11 +225,15 @@ async function readArtifact(sink: Sink, manifest: Manifest, signal?: AbortSignal
   }
 }
 
+/** Options of {@link verify}. */
 export interface VerifyOptions {
+  /** The sink that holds the artifact. */
   sink: Sink;
+  /** The backup to verify. */
   manifest: Manifest;
   /** With keys (or for an unencrypted artifact), also decode and check the plain bytes. */
   keys?: DecryptionKey | readonly DecryptionKey[];
+  /** Your own transforms, or just their decoders, for manifests that name them; not the built-ins. */
   transforms?: readonly Decoder[];
   /** Set false to check only the stored bytes even where decoding is possible. @default true */
   decode?: boolean;
@@ -241,22 +248,47 @@ export interface VerifyOptions {
   onProgress?: ProgressListener;
 }
 
+/** Bytes and their SHA-256, as the manifest records them and as they were read. */
 export interface DigestCheck {
-  expected: { bytes: number; sha256: string };
-  actual?: { bytes: number; sha256: string };
+  /** What the manifest records. */
+  expected: {
+    /** Size in bytes. */
+    bytes: number;
+    /** SHA-256, hex. */
+    sha256: string;
+  };
+  /** What was read; absent when reading failed. */
+  actual?: {
+    /** Size in bytes. */
+    bytes: number;
+    /** SHA-256, hex. */
+    sha256: string;
+  };
+  /** Whether the two agree. */
   ok: boolean;
 }
 
+/** What {@link verify} found. */
 export interface VerifyReport {
+  /** True when every check passed. */
   ok: boolean;
+  /** The artifact's key. */
   key: string;
+  /** The backup's job. */
   job: string;
+  /** The backup's id. */
   id: string;
   /** The artifact as stored: size and SHA-256 against the manifest. */
   stored: DigestCheck;
   /** The plain bytes after decrypting and decompressing (a trial restore); absent when not decoded. */
   plain?: DigestCheck;
-  problems: Array<{ code: string; message: string }>;
+  /** What was wrong, by code (`INTEGRITY_MISMATCH`, `DECRYPT_FAILED`…). */
+  problems: Array<{
+    /** The error code. */
+    code: string;
+    /** A sentence for people. */
+    message: string;
+  }>;
 }
 
 /**

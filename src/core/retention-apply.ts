@@ -1,8 +1,8 @@
-import { z } from "zod";
+import type { z } from "zod";
 import type { RetentionDecision, RetentionPlan } from "../policies/retention.js";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import type { Manifest } from "./manifest.js";
-import { durationSchema, parseOptions, signalSchema, sinkSchema } from "./options.js";
+import { durationSchema, lazySchema, parseOptions, signalSchema, sinkSchema } from "./options.js";
 import { orphansIn } from "./orphans.js";
 import type { Agrees, Assert } from "./type-checks.js";
 import type { Leftover, ObjectInfo, Sink } from "./types.js";
@@ -11,14 +11,19 @@ export { type FindOrphansOptions, findOrphans, type OrphanReport } from "./orpha
 
 /** A backup that {@link applyRetention} deleted (or, with `dryRun`, would delete). */
 export interface DeletedBackup {
+  /** The backup's id. */
   id: string;
+  /** The backup's job. */
   job: string;
   /** The artifact's key. */
   key: string;
+  /** The manifest's key. */
   manifestKey: string;
   /** The plan's reasons, joined: `"older than 30d"`. */
   reason: string;
+  /** The plan's reasons, one a rule. */
   reasons: string[];
+  /** The backup's manifest. */
   manifest: Manifest;
 }
 
@@ -29,13 +34,17 @@ export interface FailedDeletion extends DeletedBackup {
    * the artifact is left, an orphan that the next `applyRetention` (or {@link findOrphans}) removes.
    */
   stage: "manifest" | "artifact";
+  /** What the sink threw. */
   error: StowageError;
 }
 
 /** What {@link applyRetention} did. */
 export interface ApplyRetentionResult {
+  /** Whether nothing was deleted (a dry run). */
   dryRun: boolean;
+  /** The backups deleted. */
   deleted: DeletedBackup[];
+  /** The backups whose deletion failed. */
   failed: FailedDeletion[];
   /**
    * Leftovers of earlier interrupted runs that this run removed (with `dryRun`, would remove):
@@ -47,30 +56,34 @@ export interface ApplyRetentionResult {
   kept: number;
 }
 
-const applyOptionsSchema = z
-  .object({
-    sink: sinkSchema,
-    plan: z.custom<RetentionPlan>(
-      (v) =>
-        Array.isArray((v as RetentionPlan | null)?.decisions) && typeof (v as RetentionPlan).now === "string",
-      "expected a plan from planRetention",
-    ),
-    signal: signalSchema.optional(),
-    dryRun: z.boolean().default(false),
-    /**
-     * Remove leftovers of interrupted runs under the plan's jobs (see {@link findOrphans}): artifacts
-     * without a manifest older than this — a younger one may be a backup whose manifest is being
-     * written right now — and what the sink's `leftovers` reports; false to skip.
-     */
-    orphans: z
-      .union([z.literal(false), z.object({ olderThan: durationSchema }).strict()])
-      .default({ olderThan: "1h" }),
-    /** The reference time for orphan ages. @default the plan's `now` */
-    now: z.date().optional(),
-    /** Keys per `sink.delete` call (S3 DeleteObjects takes 1,000). @default 1000 */
-    batchSize: z.number().int().min(1).max(1000).default(1000),
-  })
-  .strict();
+const applyOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      sink: sinkSchema,
+      plan: z.custom<RetentionPlan>(
+        (v) =>
+          Array.isArray((v as RetentionPlan | null)?.decisions) &&
+          typeof (v as RetentionPlan).now === "string",
+        "expected a plan from planRetention",
+      ),
+      signal: signalSchema.optional(),
+      dryRun: z.boolean().default(false),
+      /**
+       * Remove leftovers of interrupted runs under the plan's jobs (see {@link findOrphans}): artifacts
+       * without a manifest older than this — a younger one may be a backup whose manifest is being
+       * written right now — and what the sink's `leftovers` reports; false to skip.
+       */
+      orphans: z
+        .union([z.literal(false), z.object({ olderThan: durationSchema }).strict()])
+        .default({ olderThan: "1h" }),
+      /** The reference time for orphan ages. @default the plan's `now` */
+      now: z.date().optional(),
+      /** Keys per `sink.delete` call (S3 DeleteObjects takes 1,000). @default 1000 */
+      batchSize: z.number().int().min(1).max(1000).default(1000),
+    })
+    .strict(),
+);
+/** Options of {@link applyRetention}. */
 export interface ApplyRetentionOptions {
   /** Where the artifact and its manifest are written. */
   sink: Sink;
@@ -86,7 +99,12 @@ export interface ApplyRetentionOptions {
    * written right now — and what the sink's `leftovers` reports; false to skip.
    * @default { olderThan: "1h" }
    */
-  orphans?: false | { olderThan: string };
+  orphans?:
+    | false
+    | {
+        /** A duration: only orphans older than this are removed. */
+        olderThan: string;
+      };
   /** The reference time for orphan ages. @default the plan's `now` */
   now?: Date;
   /** Keys per `sink.delete` call (S3 DeleteObjects takes 1,000). @default 1000 */

@@ -37,7 +37,9 @@ export interface SigningKeyPair {
 
 /** The signature a signed manifest carries. */
 export interface ManifestSignature {
+  /** The signature algorithm. */
   algorithm: "ed25519";
+  /** The fingerprint of the verify key that checks it. */
   keyId: string;
   /** 64 bytes, base64 (standard alphabet, padded). */
   value: string;

@@ -5,6 +5,7 @@ import { clearTimeout, setTimeout } from "node:timers";
 
 /** A byte cap for a {@link HashCounter}: the chunk that would pass `bytes` errors the stream instead. */
 export interface ByteCap {
+  /** The most bytes allowed through. */
   bytes: number;
   /** The error for a stream that reached `seen` bytes, more than the cap. */
   error: (seen: number) => Error;
@@ -18,6 +19,7 @@ export interface ByteCap {
  * stored bytes when each block is checked), where a second SHA-256 pass would prove nothing more.
  */
 export class HashCounter extends Transform {
+  /** Bytes passed through so far. */
   bytes = 0;
   private readonly hash: Hash | undefined;
   private hex: string | undefined;
@@ -36,6 +38,7 @@ export class HashCounter extends Transform {
     return this.hash !== undefined;
   }
 
+  /** @internal Node's stream hook. */
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (this.cap && this.bytes + chunk.length > this.cap.bytes) {
       callback(this.cap.error(this.bytes + chunk.length));

@@ -39,6 +39,7 @@ export interface FileSourceOutput extends Omit<SourceOutput, "stream"> {
 
 /** Context handed to {@link Source.open}. */
 export interface SourceContext {
+  /** Aborts the run: the source stops its work and releases what it holds. */
   signal: AbortSignal;
   /** The job the run belongs to, for a source to name in its errors. */
   job?: string;
@@ -60,6 +61,7 @@ export interface Source {
    * to run without an encryption transform unless `allowUnencrypted` is set.
    */
   sensitive?: boolean;
+  /** Starts producing bytes: resolves with the stream and a `details()` that settles after the stream ends. */
   open(context: SourceContext): Promise<SourceOutput>;
   /**
    * Optional fast path for a source whose bytes come from another process: start it writing
@@ -75,18 +77,32 @@ export interface Source {
 
 /** Keys handed to decoders; see `aes256gcm`. */
 export type DecryptionKey =
-  | { key: Uint8Array | string; keyId?: string }
-  | { passphrase: string }
-  | { identity: string };
+  | {
+      /** A raw 32-byte key (bytes, or 64 hex or 44 base64 characters). */
+      key: Uint8Array | string;
+      /** The key's fingerprint, checked against the artifact's header; computed when absent. */
+      keyId?: string;
+    }
+  | {
+      /** A passphrase, stretched with scrypt and the artifact's salt. */
+      passphrase: string;
+    }
+  | {
+      /** The secret identity from `generateKeyPair()`, for backups encrypted to its recipient. */
+      identity: string;
+    };
 
 /** The backup an artifact belongs to, which an encryption stage binds into its header. */
 export interface BackupIdentity {
+  /** The job's name. */
   job: string;
+  /** The backup's id (time-sortable). */
   id: string;
 }
 
 /** Context handed to {@link Decoder.decode}. */
 export interface DecodeContext {
+  /** The keys a decrypting stage tries, in order; empty for stages that need none. */
   keys: readonly DecryptionKey[];
   /**
    * The backup the manifest says this is (restore, verify): a stage that bound an identity when it
@@ -121,8 +137,11 @@ export interface Transform extends Decoder {
   describe(): TransformRecord;
 }
 
+/** Options of {@link Sink.write}. */
 export interface WriteOptions {
+  /** Aborts the write; nothing is left under the key. */
   signal?: AbortSignal;
+  /** The media type stored with the object where the sink can, e.g. "application/gzip". */
   contentType?: string;
   /** A storage class the sink supports (see {@link SinkCapabilities.storageClasses}). */
   storageClass?: string;
@@ -130,10 +149,13 @@ export interface WriteOptions {
   metadata?: Record<string, string>;
 }
 
+/** What {@link Sink.write} committed. */
 export interface WrittenObject {
+  /** The key the object was committed under. */
   key: string;
   /** A URI a person can paste: file:///…, s3://bucket/key, memory://key. */
   location: string;
+  /** The storage class the object was written in, when the sink has several. */
   storageClass?: string;
   /**
    * The object cannot be deleted before this time (e.g. S3 Object Lock). `backup()` records the
@@ -142,14 +164,21 @@ export interface WrittenObject {
   retainUntil?: Date;
 }
 
+/** One committed object, as {@link Sink.list} and {@link Sink.stat} report it. */
 export interface ObjectInfo {
+  /** The object's key. */
   key: string;
+  /** Its size in bytes. */
   size: number;
+  /** When it was committed, by the sink's clock. */
   lastModified: Date;
+  /** Its storage class, when the sink has several. */
   storageClass?: string;
 }
 
+/** Options of the sink calls that only read or delete. */
 export interface ReadOptions {
+  /** Aborts the call. */
   signal?: AbortSignal;
 }
 
@@ -196,10 +225,13 @@ export interface SinkFile {
 export interface Sink {
   /** "filesystem" | "s3" | "glacier" | "memory" | ... */
   kind: string;
+  /** What the sink supports, checked before a backup opens its source. */
   capabilities: SinkCapabilities;
+  /** Writes `body` under `key`, all or nothing; resolves once the object is durably committed. */
   write(key: string, body: Readable, options?: WriteOptions): Promise<WrittenObject>;
   /** @throws {NOT_FOUND} when there is no object at `key`. */
   read(key: string, options?: ReadOptions): Promise<Readable>;
+  /** The object at `key`, or `undefined` when there is none. */
   stat(key: string, options?: ReadOptions): Promise<ObjectInfo | undefined>;
   /** Every committed object whose key starts with `prefix`, in key order. */
   list(prefix: string, options?: ReadOptions): AsyncIterable<ObjectInfo>;
@@ -247,6 +279,8 @@ export interface BackupProgress {
   bytesRead: number;
   /** Stored bytes handed to the sink so far. */
   bytesWritten: number;
+  /** Milliseconds since the backup started. */
   elapsedMs: number;
+  /** True on the last event, once the backup is committed. */
   done: boolean;
 }

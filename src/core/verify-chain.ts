@@ -3,18 +3,32 @@ import { type ChainProblem, resolveChain } from "./incremental.js";
 import { type Manifest, parseManifest } from "./manifest.js";
 import { type VerifyOptions, type VerifyReport, verify } from "./restore.js";
 
+/** Options of {@link verifyChain}: those of {@link verify}, and the job's manifests. */
 export interface VerifyChainOptions extends VerifyOptions {
   /** The job's manifests, to find the parents in. @default `listManifests(sink, { job })` */
   manifests?: readonly Manifest[];
 }
 
+/** What {@link verifyChain} found, link by link. */
 export interface VerifyChainReport {
   /** True when the chain resolves and every link verifies. */
   ok: boolean;
   /** One report a link, full first and the backup itself last (as far as the chain resolved). */
   links: VerifyReport[];
   /** Set when the chain cannot be followed to its full: which link, and why. */
-  broken?: { problem: ChainProblem; link: { id: string; key: string }; child: string };
+  broken?: {
+    /** Why the chain breaks there. */
+    problem: ChainProblem;
+    /** The link whose parent cannot be followed. */
+    link: {
+      /** Its backup id. */
+      id: string;
+      /** Its artifact key. */
+      key: string;
+    };
+    /** The id of the backup that names the missing or bad parent. */
+    child: string;
+  };
 }
 
 /**

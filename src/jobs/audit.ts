@@ -2,11 +2,11 @@ import { randomBytes } from "node:crypto";
 import { appendFile, mkdir, readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { Readable } from "node:stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { isStowageError, StowageError, wrapError } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
 import type { Manifest } from "../core/manifest.js";
-import { parseOptions, sinkSchema } from "../core/options.js";
+import { lazySchema, parseOptions, sinkSchema } from "../core/options.js";
 import { readAll } from "../core/streams.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Sink } from "../core/types.js";
@@ -15,51 +15,53 @@ import type { Sink } from "../core/types.js";
 export const AUDIT_ACTIONS = ["backup", "copy", "verify", "restore", "delete", "drill"] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
-const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
-const short = z.string().max(512);
+const sha256Hex = lazySchema((z) => z.string().regex(/^[0-9a-f]{64}$/));
+const short = lazySchema((z) => z.string().max(512));
 
 /**
  * One line of the audit log. The schema is strict and every field is a fact stowage computed (names,
  * keys, sizes, hashes, codes): there is no free-text field that could carry a message, a
  * connection string or a key. Errors are recorded by `code` only.
  */
-export const auditEntrySchema = z
-  .object({
-    /** ISO time the action finished. */
-    time: z.iso.datetime({ offset: true }),
-    action: z.enum(AUDIT_ACTIONS),
-    job: short,
-    /** The artifact key the action was about. */
-    key: short.optional(),
-    /** The backup id. */
-    id: short.optional(),
-    /** The sink kind acted on (for a copy: the destination). */
-    sink: short.optional(),
-    /** Where the object is (credentials stripped from URLs). */
-    location: short.optional(),
-    /** Stored bytes and their SHA-256. */
-    bytes: z.number().int().nonnegative().optional(),
-    sha256: sha256Hex.optional(),
-    /** Plain bytes and their SHA-256. */
-    plainBytes: z.number().int().nonnegative().optional(),
-    plainSha256: sha256Hex.optional(),
-    /** For a copy: the sink kind copied from. */
-    from: short.optional(),
-    /** For a deletion: the retention reason; for a drill: the target kind. */
-    reason: short.optional(),
-    durationMs: z.number().nonnegative().optional(),
-    result: z.enum(["ok", "failed"]),
-    /** The replica that acted, when its job runs on a lock (several replicas share the trail). */
-    replica: short.optional(),
-    /** The fencing token of the lease the backup was committed under (see the manifest's `lease`). */
-    fencingToken: z.number().int().nonnegative().optional(),
-    /** A {@link StowageError} code (or "UNKNOWN"); never the message. */
-    error: z
-      .string()
-      .regex(/^[A-Z][A-Z0-9_]{0,63}$/)
-      .optional(),
-  })
-  .strict();
+export const auditEntrySchema = lazySchema((z) =>
+  z
+    .object({
+      /** ISO time the action finished. */
+      time: z.iso.datetime({ offset: true }),
+      action: z.enum(AUDIT_ACTIONS),
+      job: short,
+      /** The artifact key the action was about. */
+      key: short.optional(),
+      /** The backup id. */
+      id: short.optional(),
+      /** The sink kind acted on (for a copy: the destination). */
+      sink: short.optional(),
+      /** Where the object is (credentials stripped from URLs). */
+      location: short.optional(),
+      /** Stored bytes and their SHA-256. */
+      bytes: z.number().int().nonnegative().optional(),
+      sha256: sha256Hex.optional(),
+      /** Plain bytes and their SHA-256. */
+      plainBytes: z.number().int().nonnegative().optional(),
+      plainSha256: sha256Hex.optional(),
+      /** For a copy: the sink kind copied from. */
+      from: short.optional(),
+      /** For a deletion: the retention reason; for a drill: the target kind. */
+      reason: short.optional(),
+      durationMs: z.number().nonnegative().optional(),
+      result: z.enum(["ok", "failed"]),
+      /** The replica that acted, when its job runs on a lock (several replicas share the trail). */
+      replica: short.optional(),
+      /** The fencing token of the lease the backup was committed under (see the manifest's `lease`). */
+      fencingToken: z.number().int().nonnegative().optional(),
+      /** A {@link StowageError} code (or "UNKNOWN"); never the message. */
+      error: z
+        .string()
+        .regex(/^[A-Z][A-Z0-9_]{0,63}$/)
+        .optional(),
+    })
+    .strict(),
+);
 export type AuditEntry = z.infer<typeof auditEntrySchema>;
 /** An entry as callers give it: `time` defaults to now. */
 export type AuditEntryInput = Omit<AuditEntry, "time"> & { time?: string };
@@ -133,14 +135,16 @@ function toLine(entry: AuditEntryInput): string {
   return `${JSON.stringify(parsed)}\n`;
 }
 
-export const fileAuditOptionsSchema = z
-  .object({
-    /** The JSON-lines file; created (with its folder) if missing, appended to otherwise. */
-    path: z.string().min(1),
-    /** Mode of a file the trail creates. @default 0o600 */
-    mode: z.number().int().min(0).max(0o777).default(0o600),
-  })
-  .strict();
+export const fileAuditOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The JSON-lines file; created (with its folder) if missing, appended to otherwise. */
+      path: z.string().min(1),
+      /** Mode of a file the trail creates. @default 0o600 */
+      mode: z.number().int().min(0).max(0o777).default(0o600),
+    })
+    .strict(),
+);
 /** An audit trail in a JSON-lines file. */
 export interface FileAuditOptions {
   /** The JSON-lines file; created (with its folder) if missing, appended to otherwise. */
@@ -150,16 +154,18 @@ export interface FileAuditOptions {
 }
 type _FileAuditOptionsAgrees = Assert<Agrees<FileAuditOptions, z.input<typeof fileAuditOptionsSchema>>>;
 
-export const sinkAuditOptionsSchema = z
-  .object({
-    sink: sinkSchema,
-    /** Key prefix of the audit objects. @default "audit" */
-    prefix: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9._/-]*$/, "lowercase letters, digits, '.', '_', '-' and '/'")
-      .default("audit"),
-  })
-  .strict();
+export const sinkAuditOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      sink: sinkSchema,
+      /** Key prefix of the audit objects. @default "audit" */
+      prefix: z
+        .string()
+        .regex(/^[a-z0-9][a-z0-9._/-]*$/, "lowercase letters, digits, '.', '_', '-' and '/'")
+        .default("audit"),
+    })
+    .strict(),
+);
 /** An audit trail written to a sink, one object per flush. */
 export interface SinkAuditOptions {
   /** The sink the audit objects are written to. */

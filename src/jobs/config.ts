@@ -1,5 +1,5 @@
-import { z } from "zod";
-import { durationSchema, parseOptions } from "../core/options.js";
+import type { z } from "zod";
+import { durationSchema, lazySchema, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { ValidationRules } from "../policies/validation.js";
 import { validationRulesSchema } from "../policies/validation.js";
@@ -8,39 +8,42 @@ import { assertJobs, isJob, type Job, timeZoneSchema } from "./job.js";
 import { type JobLock, jobLockSchema } from "./lock-run.js";
 import { isLogger, type Logger } from "./logger.js";
 
-export const stowageConfigSchema = z
-  .object({
-    /** The jobs, each from `defineJob`. */
-    jobs: z.array(z.custom<Job>(isJob, "expected a job from defineJob()")).min(1, "at least one job"),
-    /** Where every backup, copy, verify, restore and deletion is recorded. */
-    audit: z
-      .custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v && "flush" in v)
-      .optional(),
-    /** Jobs run at once by `stowage run`. @default 1 */
-    concurrency: z.number().int().min(1).max(64).default(1),
-    /** The zone cron patterns and calendar retention are read in, unless a job has its own. @default "UTC" */
-    timeZone: timeZoneSchema.default("UTC"),
-    /**
-     * For `stowage status`: rules for the compliance figures and the RPO (for all jobs or per job).
-     * A job's own `objectives.rpo` fills in for a job this map does not name.
-     */
-    status: z
-      .object({
-        rules: validationRulesSchema.optional(),
-        rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
-      })
-      .strict()
-      .optional(),
-    /**
-     * A lock several hosts or CronJobs share, so that each job of `stowage run` runs on one of them:
-     * `kubernetesLease(…)`, `postgresLock(…)` or `s3Lock(…)` from `stowage/locks/*`, alone or as
-     * `{ lock, ttl, hold, replica }`. Give `hold` above the spread of your hosts' start times.
-     */
-    lock: jobLockSchema.optional(),
-    /** pino-compatible; the CLI logs nothing by default. */
-    logger: z.custom<Logger>(isLogger, "expected a logger with debug/info/warn/error").optional(),
-  })
-  .strict();
+/** The zod schema of {@link StowageConfig}: the configuration file. */
+export const stowageConfigSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The jobs, each from `defineJob`. */
+      jobs: z.array(z.custom<Job>(isJob, "expected a job from defineJob()")).min(1, "at least one job"),
+      /** Where every backup, copy, verify, restore and deletion is recorded. */
+      audit: z
+        .custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v && "flush" in v)
+        .optional(),
+      /** Jobs run at once by `stowage run`. @default 1 */
+      concurrency: z.number().int().min(1).max(64).default(1),
+      /** The zone cron patterns and calendar retention are read in, unless a job has its own. @default "UTC" */
+      timeZone: timeZoneSchema.default("UTC"),
+      /**
+       * For `stowage status`: rules for the compliance figures and the RPO (for all jobs or per job).
+       * A job's own `objectives.rpo` fills in for a job this map does not name.
+       */
+      status: z
+        .object({
+          rules: validationRulesSchema.optional(),
+          rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
+        })
+        .strict()
+        .optional(),
+      /**
+       * A lock several hosts or CronJobs share, so that each job of `stowage run` runs on one of them:
+       * `kubernetesLease(…)`, `postgresLock(…)` or `s3Lock(…)` from `stowage/locks/*`, alone or as
+       * `{ lock, ttl, hold, replica }`. Give `hold` above the spread of your hosts' start times.
+       */
+      lock: jobLockSchema.optional(),
+      /** pino-compatible; the CLI logs nothing by default. */
+      logger: z.custom<Logger>(isLogger, "expected a logger with debug/info/warn/error").optional(),
+    })
+    .strict(),
+);
 
 export interface StowageConfigInput {
   /** The jobs, each from `defineJob`. */

@@ -28,16 +28,21 @@ export type JobStage = "lock" | "backup" | "copy" | "retention" | "validation" |
 
 /** One failure in a job run: the stage, a stable code, a message for people (no secrets). */
 export interface JobError {
+  /** The stage that failed. */
   stage: JobStage;
+  /** The error's code (`SINK_WRITE_FAILED`…). */
   code: string;
+  /** The error's message. */
   message: string;
   /** The copy or sink it concerns, for copy and retention errors. */
   target?: string;
 }
 
+/** What happened to one copy of a job's backup. */
 export interface CopyResult {
   /** The copy's name (its `name` option, else the sink's kind). */
   target: string;
+  /** Whether the copy was made. */
   status: "succeeded" | "failed" | "skipped";
   /**
    * Why a copy was skipped: `"backup failed"`, or for a periodic copy (`every`) the period its
@@ -46,14 +51,19 @@ export interface CopyResult {
   reason?: string;
   /** The manifest the copy's sink now holds. */
   manifest?: Manifest;
+  /** How long the copy took. */
   durationMs: number;
+  /** Stored bytes copied. */
   bytes: number;
+  /** Why it failed. */
   error?: JobError;
 }
 
+/** What retention did in one sink of a job. */
 export interface RetentionResult {
   /** "primary" or a copy's name. */
   target: string;
+  /** Whether retention ran and finished. */
   status: "succeeded" | "failed" | "skipped";
   /** Backups kept after this run. */
   kept: number;
@@ -63,12 +73,23 @@ export interface RetentionResult {
    * The plan's verdict on every backup of the job in this sink, with the rules that kept or
    * dropped it (`"max age 30d"`, `"monthly 2026-11"`, `"object lock until …"`, `"older than 30d"`).
    */
-  decisions?: Array<{ key: string; action: "keep" | "drop"; reasons: string[] }>;
+  decisions?: Array<{
+    /** The backup's artifact key. */
+    key: string;
+    /** What the plan decided. */
+    action: "keep" | "drop";
+    /** The rules behind the decision. */
+    reasons: string[];
+  }>;
+  /** How long retention took. */
   durationMs: number;
+  /** Why it failed. */
   error?: JobError;
 }
 
+/** What one run of a job did. */
 export interface JobResult {
+  /** The job's name. */
   job: string;
   /**
    * "succeeded" when every stage did; "failed" when any stage failed (see `errors`); "skipped"
@@ -79,39 +100,67 @@ export interface JobResult {
   replica?: string;
   /** The primary backup's manifest, when the backup succeeded. */
   manifest?: Manifest;
+  /** When the run started (ISO 8601). */
   startedAt: string;
+  /** When the run ended (ISO 8601). */
   finishedAt: string;
+  /** Time spent in each stage. */
   durations: {
+    /** The whole run. */
     totalMs: number;
+    /** The primary backup. */
     backupMs: number;
+    /** All copies. */
     copiesMs: number;
+    /** Retention in every sink. */
     retentionMs: number;
+    /** Validation of the new backup. */
     validationMs: number;
   };
-  bytes: { plain: number; stored: number; copied: number };
+  /** Bytes moved. */
+  bytes: {
+    /** Plain bytes read from the source. */
+    plain: number;
+    /** Stored bytes written to the primary sink. */
+    stored: number;
+    /** Stored bytes written to copies. */
+    copied: number;
+  };
+  /** One entry a copy. */
   copies: CopyResult[];
+  /** One entry a sink with a retention policy. */
   retention: RetentionResult[];
   /** What validation found on the new backup (warnings too). */
   findings: Finding[];
+  /** Every failure of the run. */
   errors: JobError[];
 }
 
+/** What one run of several jobs did (`runJobs`). */
 export interface CycleResult {
   /** True when no job failed (a job run elsewhere on its lock is skipped) and the audit trail was written. */
   ok: boolean;
+  /** When the cycle started (ISO 8601). */
   startedAt: string;
+  /** When the cycle ended (ISO 8601). */
   finishedAt: string;
+  /** How long the cycle took. */
   durationMs: number;
+  /** Jobs that succeeded. */
   succeeded: number;
+  /** Jobs that failed. */
   failed: number;
   /** Jobs whose lock another replica held (see `lock`). */
   skipped: number;
+  /** One result a job. */
   jobs: JobResult[];
   /** Failures of the cycle itself, outside any job (flushing the audit trail). */
   errors: JobError[];
 }
 
+/** Options of {@link runJob}. */
 export interface RunJobOptions {
+  /** Aborts the run; the result then names `ABORTED`. */
   signal?: AbortSignal;
   /**
    * The clock the run reads: the backup's start and finish times, retention, validation,
@@ -149,6 +198,7 @@ export interface RunJobOptions {
   kind?: BackupKind;
 }
 
+/** Options of {@link runJobs}. */
 export interface RunJobsOptions extends RunJobOptions {
   /** Jobs run at once. @default 1 */
   concurrency?: number;
@@ -195,11 +245,15 @@ export async function runJob(job: Job, options: RunJobOptions = {}): Promise<Job
   }
 }
 
+/** Options of {@link pruneJob}. */
 export interface PruneJobOptions {
+  /** Aborts the pruning between deletions. */
   signal?: AbortSignal;
   /** @default () => new Date() */
   now?: Date | (() => Date);
+  /** Where every deletion is recorded. */
   audit?: AuditTrail;
+  /** pino-compatible. @default silent */
   logger?: Logger;
   /** Report what would be deleted, delete nothing. @default false */
   dryRun?: boolean;

@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "../core/errors.js";
-import { parseOptions, signalSchema } from "../core/options.js";
+import { lazySchema, parseOptions, signalSchema } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Sink } from "../core/types.js";
 import type { AuditTrail } from "./audit.js";
@@ -14,29 +14,33 @@ import { isLogger, type Logger } from "./logger.js";
 
 const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
-export const runDrillsOptionsSchema = z
-  .object({
-    /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
-    name: z.string().min(1).max(128).optional(),
-    /**
-     * Drill the backups a copy holds (its `name`, else its sink's kind) instead of the primary
-     * sink's: a failover drill restores from the second region. "primary" is the primary.
-     */
-    from: z.string().min(1).optional(),
-    /**
-     * Where to write the JSON report: a path, or a function of the drill's start time (by `now`)
-     * that returns one, so a monthly test keeps one report a month. Written whole (temp + rename).
-     */
-    report: z
-      .union([z.string().min(1), z.custom<(at: Date) => string>((v) => typeof v === "function")])
-      .optional(),
-    /** The clock the drills' RPO and the report's times are read from. @default () => new Date() */
-    now: z.union([z.date(), z.custom<() => Date>((v) => typeof v === "function")]).optional(),
-    audit: z.custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v).optional(),
-    logger: z.custom<Logger>(isLogger, "expected a logger").optional(),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link RunDrillsOptions}, which parses the options at the boundary. */
+export const runDrillsOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
+      name: z.string().min(1).max(128).optional(),
+      /**
+       * Drill the backups a copy holds (its `name`, else its sink's kind) instead of the primary
+       * sink's: a failover drill restores from the second region. "primary" is the primary.
+       */
+      from: z.string().min(1).optional(),
+      /**
+       * Where to write the JSON report: a path, or a function of the drill's start time (by `now`)
+       * that returns one, so a monthly test keeps one report a month. Written whole (temp + rename).
+       */
+      report: z
+        .union([z.string().min(1), z.custom<(at: Date) => string>((v) => typeof v === "function")])
+        .optional(),
+      /** The clock the drills' RPO and the report's times are read from. @default () => new Date() */
+      now: z.union([z.date(), z.custom<() => Date>((v) => typeof v === "function")]).optional(),
+      audit: z.custom<AuditTrail>((v) => typeof v === "object" && v !== null && "record" in v).optional(),
+      logger: z.custom<Logger>(isLogger, "expected a logger").optional(),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
+/** Options of {@link runDrills}. */
 export interface RunDrillsOptions {
   /** A name for the set, e.g. "monthly-backup-test"; recorded in the report. */
   name?: string;
@@ -63,19 +67,29 @@ type _RunDrillsOptionsAgrees = Assert<Agrees<RunDrillsOptions, z.input<typeof ru
 
 /** What {@link runDrills} returns and writes: one report for a set of drills. */
 export interface DrillRunReport {
+  /** Marks the JSON as a drill report. */
   kind: "stowage-drill-report";
+  /** The set's name, when given. */
   name?: string;
   /** The copy drilled, when not the primary sink. */
   from?: string;
+  /** When the set started (ISO 8601). */
   startedAt: string;
+  /** When the set ended (ISO 8601). */
   finishedAt: string;
   /** True when every drill passed and the report was written. */
   ok: boolean;
+  /** One report a job drilled. */
   drills: DrillReport[];
   /** Where the report was written. */
   path?: string;
   /** Failures outside any drill (writing the report). */
-  errors: Array<{ code: string; message: string }>;
+  errors: Array<{
+    /** The error's code. */
+    code: string;
+    /** The error's message. */
+    message: string;
+  }>;
 }
 
 /**

@@ -1,11 +1,18 @@
 import { Cron } from "croner";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { isChainable } from "../core/incremental.js";
 import { listIssues } from "../core/issues.js";
 import { JOB_NAME_PATTERN } from "../core/keys.js";
 import { labelsSchema } from "../core/manifest.js";
-import { durationSchema, parseOptions, sinkSchema, sourceSchema, transformSchema } from "../core/options.js";
+import {
+  durationSchema,
+  lazySchema,
+  parseOptions,
+  sinkSchema,
+  sourceSchema,
+  transformSchema,
+} from "../core/options.js";
 import { signerFrom } from "../core/signing.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { DecryptionKey, Sink, Source, Transform } from "../core/types.js";
@@ -16,16 +23,18 @@ import { type ValidationRules, validationRulesSchema } from "../policies/validat
 const JOB_BRAND = Symbol.for("stowage.job");
 
 /** A cron pattern croner accepts (5 or 6 fields, or a nickname such as "@hourly"). */
-export const cronPatternSchema = z.string().refine(
-  (pattern) => {
-    try {
-      new Cron(pattern, { paused: true }).stop();
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'expected a cron pattern such as "*/15 * * * *" or "@hourly"' },
+export const cronPatternSchema = lazySchema((z) =>
+  z.string().refine(
+    (pattern) => {
+      try {
+        new Cron(pattern, { paused: true }).stop();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected a cron pattern such as "*/15 * * * *" or "@hourly"' },
+  ),
 );
 
 /**
@@ -42,26 +51,31 @@ export interface KindSchedules {
   incremental?: string;
 }
 
-export const kindSchedulesSchema = z
-  .object({
-    full: cronPatternSchema.optional(),
-    differential: cronPatternSchema.optional(),
-    incremental: cronPatternSchema.optional(),
-  })
-  .strict()
-  .refine((s) => Object.values(s).some((v) => v !== undefined), { message: "names no kind" });
+/** The zod schema of {@link KindSchedules}: a job's per-kind schedules. */
+export const kindSchedulesSchema = lazySchema((z) =>
+  z
+    .object({
+      full: cronPatternSchema.optional(),
+      differential: cronPatternSchema.optional(),
+      incremental: cronPatternSchema.optional(),
+    })
+    .strict()
+    .refine((s) => Object.values(s).some((v) => v !== undefined), { message: "names no kind" }),
+);
 
 /** An IANA time zone Node knows, e.g. "Europe/Berlin". */
-export const timeZoneSchema = z.string().refine(
-  (zone) => {
-    try {
-      new Intl.DateTimeFormat("en-US", { timeZone: zone });
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'expected an IANA time zone such as "UTC" or "Europe/Berlin"' },
+export const timeZoneSchema = lazySchema((z) =>
+  z.string().refine(
+    (zone) => {
+      try {
+        new Intl.DateTimeFormat("en-US", { timeZone: zone });
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected an IANA time zone such as "UTC" or "Europe/Berlin"' },
+  ),
 );
 
 export type { RetentionPolicy, ValidationRules };
@@ -69,25 +83,27 @@ export type { RetentionPolicy, ValidationRules };
 /** What a restore drill of this job restores into and checks; see `restoreDrill`. */
 export type JobDrill = Record<string, unknown>;
 
-export const copySchema = z
-  .object({
-    /** Another sink that receives a copy of every backup (verified while copying). */
-    sink: sinkSchema,
-    /** Retention on that sink; without it nothing is deleted there. */
-    retention: retentionPolicySchema.optional(),
-    /** A storage class that sink offers, e.g. "GLACIER" or "DEEP_ARCHIVE". */
-    storageClass: z.string().optional(),
-    /** A name for reports and metrics. @default the sink's kind */
-    name: z.string().min(1).max(64).optional(),
-    /**
-     * Copy only the first backup of each calendar period (in the job's zone) that this sink does
-     * not hold yet: `"monthly"` sends one backup a month to an archive. A copy that fails is
-     * retried with the job's next backup of the same period; retention on this sink still runs
-     * on every run. Not part of a `fanOut` write. @default every backup is copied
-     */
-    every: z.enum(COPY_PERIODS).optional(),
-  })
-  .strict();
+export const copySchema = lazySchema((z) =>
+  z
+    .object({
+      /** Another sink that receives a copy of every backup (verified while copying). */
+      sink: sinkSchema,
+      /** Retention on that sink; without it nothing is deleted there. */
+      retention: retentionPolicySchema.optional(),
+      /** A storage class that sink offers, e.g. "GLACIER" or "DEEP_ARCHIVE". */
+      storageClass: z.string().optional(),
+      /** A name for reports and metrics. @default the sink's kind */
+      name: z.string().min(1).max(64).optional(),
+      /**
+       * Copy only the first backup of each calendar period (in the job's zone) that this sink does
+       * not hold yet: `"monthly"` sends one backup a month to an archive. A copy that fails is
+       * retried with the job's next backup of the same period; retention on this sink still runs
+       * on every run. Not part of a `fanOut` write. @default every backup is copied
+       */
+      every: z.enum(COPY_PERIODS).optional(),
+    })
+    .strict(),
+);
 /** One of a job's `copies`: another sink that receives a copy of each backup. */
 export interface JobCopyOptions {
   /** Another sink that receives a copy of every backup (verified while copying). */
@@ -112,14 +128,16 @@ type _JobCopyOptionsAgrees = Assert<Agrees<JobCopyOptions, z.input<typeof copySc
  * time): the longest a restore may take — a drill fails a slower one. `rpoClass` / `rtoClass` name
  * the class each comes from ("critical", "standard"…) and are reported beside them.
  */
-export const objectivesSchema = z
-  .object({
-    rpo: durationSchema.optional(),
-    rto: durationSchema.optional(),
-    rpoClass: z.string().min(1).max(64).optional(),
-    rtoClass: z.string().min(1).max(64).optional(),
-  })
-  .strict();
+export const objectivesSchema = lazySchema((z) =>
+  z
+    .object({
+      rpo: durationSchema.optional(),
+      rto: durationSchema.optional(),
+      rpoClass: z.string().min(1).max(64).optional(),
+      rtoClass: z.string().min(1).max(64).optional(),
+    })
+    .strict(),
+);
 /** A job's recovery objectives (see {@link objectivesSchema}). */
 export interface JobObjectives {
   /** Recovery point: the longest the job may go without a valid backup, e.g. "1h". */
@@ -133,77 +151,80 @@ export interface JobObjectives {
 }
 type _JobObjectivesAgrees = Assert<Agrees<JobObjectives, z.input<typeof objectivesSchema>>>;
 
-export const jobSchema = z
-  .object({
-    /** The job name: the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
-    name: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    source: sourceSchema,
-    /** Applied in order (compress before you encrypt). @default [] */
-    transforms: z.array(transformSchema).default([]),
-    /** The primary sink. */
-    sink: sinkSchema,
-    /**
-     * When the scheduler runs the job: a cron pattern (croner syntax), or one per backup kind for
-     * a chainable source (see {@link kindSchedulesSchema}). Absent: only on demand.
-     */
-    schedule: z.union([cronPatternSchema, kindSchedulesSchema]).optional(),
-    /** The zone the schedule and calendar retention are read in. @default the scheduler's, else "UTC" */
-    timeZone: timeZoneSchema.optional(),
-    /** Retention on the primary sink; without it nothing is deleted. */
-    retention: retentionPolicySchema.optional(),
-    /** Labels written into every manifest, e.g. `{ constitutional_hash: "cdd01ef066bc6cf2" }`. @default {} */
-    labels: labelsSchema.default({}),
-    /** Other sinks that receive a copy of each backup. @default [] */
-    copies: z.array(copySchema).default([]),
-    /** Validation rules every new backup is checked against. */
-    rules: validationRulesSchema.optional(),
-    /**
-     * Write to the primary sink and every copy in one read of the source (the bytes are teed),
-     * instead of copying after the backup. For sources that are expensive or unrepeatable to read.
-     * @default false
-     */
-    fanOut: z.boolean().default(false),
-    /** A storage class the primary sink offers. */
-    storageClass: z.string().optional(),
-    /** Keys that decrypt this job's backups, for `verify`, restores and drills (never logged). */
-    keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
-    /** Abort a run that takes longer than this, e.g. "2h". */
-    timeout: durationSchema.optional(),
-    /** Let a sensitive source be stored unencrypted. @default false */
-    allowUnencrypted: z.boolean().default(false),
-    /**
-     * Signs every manifest the job writes (backups, copies, fan-out), from `generateSigningKey()`.
-     * Never logged. @default unsigned
-     */
-    signingKey: z
-      .string()
-      .refine(isSigningKey, "expected a stowage-sign1:… signing key (from generateSigningKey)")
-      .optional(),
-    /** Recovery objectives (RPO, RTO and their classes) that status and drills check. */
-    objectives: objectivesSchema.optional(),
-    /** How `stowage drill` tests this job: `{ target, check? }` as `restoreDrill` takes them. */
-    drill: z.record(z.string(), z.unknown()).optional(),
-    /** Free text for reports. */
-    description: z.string().max(1024).optional(),
-  })
-  .strict()
-  .superRefine((job, ctx) => {
-    if (typeof job.schedule === "object" && !isChainable(job.source)) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["schedule"],
-        message: "a schedule per kind needs a source that backs up what changed (directorySource)",
+/** The zod schema of {@link JobOptions}, which `defineJob` parses its options with. */
+export const jobSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The job name: the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
+      name: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+      source: sourceSchema,
+      /** Applied in order (compress before you encrypt). @default [] */
+      transforms: z.array(transformSchema).default([]),
+      /** The primary sink. */
+      sink: sinkSchema,
+      /**
+       * When the scheduler runs the job: a cron pattern (croner syntax), or one per backup kind for
+       * a chainable source (see {@link kindSchedulesSchema}). Absent: only on demand.
+       */
+      schedule: z.union([cronPatternSchema, kindSchedulesSchema]).optional(),
+      /** The zone the schedule and calendar retention are read in. @default the scheduler's, else "UTC" */
+      timeZone: timeZoneSchema.optional(),
+      /** Retention on the primary sink; without it nothing is deleted. */
+      retention: retentionPolicySchema.optional(),
+      /** Labels written into every manifest, e.g. `{ constitutional_hash: "cdd01ef066bc6cf2" }`. @default {} */
+      labels: labelsSchema.default({}),
+      /** Other sinks that receive a copy of each backup. @default [] */
+      copies: z.array(copySchema).default([]),
+      /** Validation rules every new backup is checked against. */
+      rules: validationRulesSchema.optional(),
+      /**
+       * Write to the primary sink and every copy in one read of the source (the bytes are teed),
+       * instead of copying after the backup. For sources that are expensive or unrepeatable to read.
+       * @default false
+       */
+      fanOut: z.boolean().default(false),
+      /** A storage class the primary sink offers. */
+      storageClass: z.string().optional(),
+      /** Keys that decrypt this job's backups, for `verify`, restores and drills (never logged). */
+      keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
+      /** Abort a run that takes longer than this, e.g. "2h". */
+      timeout: durationSchema.optional(),
+      /** Let a sensitive source be stored unencrypted. @default false */
+      allowUnencrypted: z.boolean().default(false),
+      /**
+       * Signs every manifest the job writes (backups, copies, fan-out), from `generateSigningKey()`.
+       * Never logged. @default unsigned
+       */
+      signingKey: z
+        .string()
+        .refine(isSigningKey, "expected a stowage-sign1:… signing key (from generateSigningKey)")
+        .optional(),
+      /** Recovery objectives (RPO, RTO and their classes) that status and drills check. */
+      objectives: objectivesSchema.optional(),
+      /** How `stowage drill` tests this job: `{ target, check? }` as `restoreDrill` takes them. */
+      drill: z.record(z.string(), z.unknown()).optional(),
+      /** Free text for reports. */
+      description: z.string().max(1024).optional(),
+    })
+    .strict()
+    .superRefine((job, ctx) => {
+      if (typeof job.schedule === "object" && !isChainable(job.source)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["schedule"],
+          message: "a schedule per kind needs a source that backs up what changed (directorySource)",
+        });
+      }
+      job.copies.forEach((copy, i) => {
+        if (copy.sink === job.sink) {
+          ctx.addIssue({ code: "custom", path: ["copies", i, "sink"], message: "is the job's own sink" });
+        }
+        if (job.copies.findIndex((c) => c.sink === copy.sink) !== i) {
+          ctx.addIssue({ code: "custom", path: ["copies", i, "sink"], message: "appears twice" });
+        }
       });
-    }
-    job.copies.forEach((copy, i) => {
-      if (copy.sink === job.sink) {
-        ctx.addIssue({ code: "custom", path: ["copies", i, "sink"], message: "is the job's own sink" });
-      }
-      if (job.copies.findIndex((c) => c.sink === copy.sink) !== i) {
-        ctx.addIssue({ code: "custom", path: ["copies", i, "sink"], message: "appears twice" });
-      }
-    });
-  });
+    }),
+);
 
 export interface JobOptions {
   /** The job name: the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */

@@ -4,38 +4,41 @@
  * fires late finds it taken (as ShedLock's `lockAtLeastFor` does) instead of running the tick again.
  */
 import { hostname } from "node:os";
-import { z } from "zod";
+import type { z } from "zod";
 import { isStowageError, StowageError } from "../core/errors.js";
 import { type Fence, type Lease, type Lock, lockSchema } from "../core/lock.js";
-import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { durationSchema, lazySchema, parseDuration, parseOptions } from "../core/options.js";
 import type { Logger } from "./logger.js";
 
-const msOrDuration = z.union([durationSchema, z.number().int().nonnegative()]);
+const msOrDuration = lazySchema((z) => z.union([durationSchema, z.number().int().nonnegative()]));
 
-export const jobLockOptionsSchema = z
-  .object({
-    /** The engine: `kubernetesLease(…)`, `postgresLock(…)`, `s3Lock(…)` or your own {@link Lock}. */
-    lock: lockSchema,
-    /**
-     * How long a lease lasts unrenewed: a replica that dies (or is paused) mid-run loses it after
-     * this, and one paused longer does not commit. It is renewed every third of it. @default "30s"
-     */
-    ttl: msOrDuration.default("30s"),
-    /**
-     * How long after its start (the scheduler: after the scheduled time) a run keeps the lease
-     * when it finishes sooner, so that a replica whose clock or cron fires later finds it taken.
-     * Keep it above your replicas' clock skew plus `jitter`, and below the interval between runs.
-     * @default the scheduler: half the interval to the next run, at most 1 minute plus `jitter`;
-     *   `runJobs`: 0
-     */
-    hold: msOrDuration.optional(),
-    /** This replica's name in the lease, the audit trail and the manifest. @default "<hostname>-<pid>" */
-    replica: z.string().min(1).max(200).optional(),
-  })
-  .strict();
+/** The zod schema of a job's `lock` given as options (rather than a ready {@link Lock}). */
+export const jobLockOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The engine: `kubernetesLease(…)`, `postgresLock(…)`, `s3Lock(…)` or your own {@link Lock}. */
+      lock: lockSchema,
+      /**
+       * How long a lease lasts unrenewed: a replica that dies (or is paused) mid-run loses it after
+       * this, and one paused longer does not commit. It is renewed every third of it. @default "30s"
+       */
+      ttl: msOrDuration.default("30s"),
+      /**
+       * How long after its start (the scheduler: after the scheduled time) a run keeps the lease
+       * when it finishes sooner, so that a replica whose clock or cron fires later finds it taken.
+       * Keep it above your replicas' clock skew plus `jitter`, and below the interval between runs.
+       * @default the scheduler: half the interval to the next run, at most 1 minute plus `jitter`;
+       *   `runJobs`: 0
+       */
+      hold: msOrDuration.optional(),
+      /** This replica's name in the lease, the audit trail and the manifest. @default "<hostname>-<pid>" */
+      replica: z.string().min(1).max(200).optional(),
+    })
+    .strict(),
+);
 
 /** A lock as jobs take it: the engine alone, or with its ttl, hold and this replica's name. */
-export const jobLockSchema = z.union([lockSchema, jobLockOptionsSchema]);
+export const jobLockSchema = lazySchema((z) => z.union([lockSchema, jobLockOptionsSchema]));
 export type JobLock = z.input<typeof jobLockSchema>;
 
 export interface ResolvedJobLock {

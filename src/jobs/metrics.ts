@@ -2,14 +2,14 @@
  * stowage's status metrics in a prom-client registry, for services that already expose
  * `/metrics` with prom-client: the same families, help and labels as `formatPrometheus`.
  */
-import { z } from "zod";
-import { parseOptions } from "../core/options.js";
+import type { z } from "zod";
+import { lazySchema, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { type MetricFamily, STATUS_FAMILIES, statusMetrics } from "../policies/prometheus.js";
 import type { StatusReport } from "../policies/status.js";
 
 /** The part of a prom-client Gauge this uses (prom-client 13 and later). */
-interface GaugeLike {
+export interface GaugeLike {
   reset(): void;
   set(labels: Record<string, string>, value: number): void;
   set(value: number): void;
@@ -26,26 +26,28 @@ export interface PromClientLike {
   }) => unknown;
 }
 
-const statusCollectorSchema = z
-  .object({
-    /** The prom-client module, injected so that stowage does not depend on it. */
-    client: z.custom<PromClientLike>(
-      (v) => typeof (v as PromClientLike | undefined)?.Gauge === "function",
-      'expected the prom-client module (import * as client from "prom-client")',
-    ),
-    /** The registry to register in. @default prom-client's global registry */
-    registry: z.unknown().optional(),
-    /**
-     * Makes the report for a scrape, e.g. `() => listManifests(sink).then(({ manifests }) =>
-     * summarize(manifests, { now: new Date(), rpo: "1h" }))`. Called once per scrape, however many
-     * families the scrape collects.
-     */
-    report: z.custom<() => StatusReport | Promise<StatusReport>>(
-      (v) => typeof v === "function",
-      "expected a function",
-    ),
-  })
-  .strict();
+const statusCollectorSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The prom-client module, injected so that stowage does not depend on it. */
+      client: z.custom<PromClientLike>(
+        (v) => typeof (v as PromClientLike | undefined)?.Gauge === "function",
+        'expected the prom-client module (import * as client from "prom-client")',
+      ),
+      /** The registry to register in. @default prom-client's global registry */
+      registry: z.unknown().optional(),
+      /**
+       * Makes the report for a scrape, e.g. `() => listManifests(sink).then(({ manifests }) =>
+       * summarize(manifests, { now: new Date(), rpo: "1h" }))`. Called once per scrape, however many
+       * families the scrape collects.
+       */
+      report: z.custom<() => StatusReport | Promise<StatusReport>>(
+        (v) => typeof v === "function",
+        "expected a function",
+      ),
+    })
+    .strict(),
+);
 export interface StatusCollectorOptions {
   /** The prom-client module, injected so that stowage does not depend on it. */
   client: PromClientLike;

@@ -5,7 +5,7 @@
  * version 409 Conflict), so of replicas racing for a free or expired Lease exactly one wins.
  */
 import { createHash } from "node:crypto";
-import { z } from "zod";
+import type { z } from "zod";
 import {
   type AcquireOptions,
   checkAcquire,
@@ -14,26 +14,29 @@ import {
   lockFailed,
   trackedLease,
 } from "../core/lock.js";
-import { parseOptions } from "../core/options.js";
+import { lazySchema, parseOptions } from "../core/options.js";
 import { enc, KubeApiError, KubeClient } from "../sources/kubernetes/client.js";
 import { kubeConfigSchema } from "../sources/kubernetes/kube-config.js";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-export const kubernetesLeaseOptionsSchema = z
-  .object({
-    /** A ready KubeConfig (`@kubernetes/client-node`); the identity needs get/create/update on leases. */
-    kubeConfig: kubeConfigSchema,
-    /** The namespace the Lease objects live in, e.g. the service's own. */
-    namespace: z.string().regex(DNS_LABEL, "a namespace name (lowercase letters, digits, '-')").max(63),
-    /** Lease object names are this plus the lock's name. @default "stowage-" */
-    prefix: z
-      .string()
-      .regex(/^[a-z0-9]([-a-z0-9.]*)?$/, "lowercase letters, digits, '-' and '.'")
-      .max(100)
-      .default("stowage-"),
-  })
-  .strict();
+/** The zod schema of {@link KubernetesLeaseOptions}, which parses the options at the boundary. */
+export const kubernetesLeaseOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** A ready KubeConfig (`@kubernetes/client-node`); the identity needs get/create/update on leases. */
+      kubeConfig: kubeConfigSchema,
+      /** The namespace the Lease objects live in, e.g. the service's own. */
+      namespace: z.string().regex(DNS_LABEL, "a namespace name (lowercase letters, digits, '-')").max(63),
+      /** Lease object names are this plus the lock's name. @default "stowage-" */
+      prefix: z
+        .string()
+        .regex(/^[a-z0-9]([-a-z0-9.]*)?$/, "lowercase letters, digits, '-' and '.'")
+        .max(100)
+        .default("stowage-"),
+    })
+    .strict(),
+);
 export type KubernetesLeaseOptions = z.input<typeof kubernetesLeaseOptionsSchema>;
 
 interface LeaseObject {

@@ -7,7 +7,7 @@
  */
 import { createHash } from "node:crypto";
 import type { Client as PgClient } from "pg";
-import { z } from "zod";
+import type { z } from "zod";
 import {
   type AcquireOptions,
   checkAcquire,
@@ -16,18 +16,21 @@ import {
   lockFailed,
   trackedLease,
 } from "../core/lock.js";
-import { parseOptions } from "../core/options.js";
+import { lazySchema, parseOptions } from "../core/options.js";
 import { pgConnectionSchema, resolveConnection } from "../sources/postgres/connection.js";
 import { connectClient, connectionError, loadPg } from "../sources/postgres/peers.js";
 
-export const postgresLockOptionsSchema = z
-  .object({
-    /** The database whose advisory locks are used (a primary: the fencing token is a transaction id). */
-    connection: pgConnectionSchema,
-    /** @default 10000 */
-    connectTimeoutMs: z.number().int().positive().default(10_000),
-  })
-  .strict();
+/** The zod schema of {@link PostgresLockOptions}, which parses the options at the boundary. */
+export const postgresLockOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The database whose advisory locks are used (a primary: the fencing token is a transaction id). */
+      connection: pgConnectionSchema,
+      /** @default 10000 */
+      connectTimeoutMs: z.number().int().positive().default(10_000),
+    })
+    .strict(),
+);
 export type PostgresLockOptions = z.input<typeof postgresLockOptionsSchema>;
 
 /** The advisory lock key of a name: 64 bits of its SHA-256, so any name fits. */

@@ -5,7 +5,7 @@
  * the others 412 Precondition Failed, so the object is a compare-and-swap register.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
-import { z } from "zod";
+import type { z } from "zod";
 import {
   type AcquireOptions,
   checkAcquire,
@@ -14,25 +14,28 @@ import {
   lockFailed,
   trackedLease,
 } from "../core/lock.js";
-import { parseOptions } from "../core/options.js";
+import { lazySchema, parseOptions } from "../core/options.js";
 import { errorName, httpStatus } from "../sinks/s3/requests.js";
 import { s3Sdk } from "../sinks/s3/sdk.js";
 
 const isS3Client = (v: unknown): v is S3Client =>
   typeof v === "object" && v !== null && typeof (v as S3Client).send === "function";
 
-export const s3LockOptionsSchema = z
-  .object({
-    /**
-     * A ready `S3Client` from `@aws-sdk/client-s3` of a version whose PutObject takes `IfMatch` and
-     * `IfNoneMatch` (late 2024 on), against a store that honours them (AWS S3 does since 2024).
-     */
-    client: z.custom<S3Client>(isS3Client, "expected an S3Client from @aws-sdk/client-s3"),
-    bucket: z.string().min(3).max(63),
-    /** Lease objects are `<prefix><name>.lease.json`. @default "stowage-locks/" */
-    prefix: z.string().max(512).default("stowage-locks/"),
-  })
-  .strict();
+/** The zod schema of {@link S3LockOptions}, which parses the options at the boundary. */
+export const s3LockOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * A ready `S3Client` from `@aws-sdk/client-s3` of a version whose PutObject takes `IfMatch` and
+       * `IfNoneMatch` (late 2024 on), against a store that honours them (AWS S3 does since 2024).
+       */
+      client: z.custom<S3Client>(isS3Client, "expected an S3Client from @aws-sdk/client-s3"),
+      bucket: z.string().min(3).max(63),
+      /** Lease objects are `<prefix><name>.lease.json`. @default "stowage-locks/" */
+      prefix: z.string().max(512).default("stowage-locks/"),
+    })
+    .strict(),
+);
 export type S3LockOptions = z.input<typeof s3LockOptionsSchema>;
 
 /** The lease object's body. */

@@ -35,8 +35,10 @@ export function chainFindings(manifests: readonly Manifest[]): Map<Manifest, Fin
 }
 
 /** The part of a retention decision that {@link keepChainParents} reads and changes. */
-interface ChainDecision {
+export interface ChainDecision {
+  /** Whether the backup is kept. */
   action: "keep" | "drop";
+  /** Why; a kept parent gains a reason naming the child that needs it. */
   reasons: string[];
   manifest: Manifest;
 }

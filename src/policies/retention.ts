@@ -1,7 +1,13 @@
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptions, parseOptionsOnce } from "../core/options.js";
+import {
+  durationSchema,
+  lazySchema,
+  parseDuration,
+  parseOptions,
+  parseOptionsOnce,
+} from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { assertTimeZone, bucketOf, type CalendarPeriod, type LocalTime, localTime } from "./calendar.js";
 import { chainFindings, keepChainParents } from "./incremental-chains.js";
@@ -15,7 +21,7 @@ import {
   type ValidationRules,
 } from "./validation.js";
 
-const countSchema = z.union([z.number().int().nonnegative(), z.literal("unlimited")]);
+const countSchema = lazySchema((z) => z.union([z.number().int().nonnegative(), z.literal("unlimited")]));
 
 /**
  * A retention policy. Every field is optional and they combine:
@@ -37,28 +43,31 @@ const countSchema = z.union([z.number().int().nonnegative(), z.literal("unlimite
  *
  * Counts are non-negative integers or `"unlimited"`; 0 turns a class off.
  */
-export const retentionPolicySchema = z
-  .object({
-    /** Drop backups older than this ("30d", "90d", "7y"); see above. */
-    maxAge: durationSchema.optional(),
-    /** Keep the n newest backups. */
-    keepLast: countSchema.optional(),
-    /** Keep the newest backup of each of the n newest hours that have one (offset-aware, see `bucketOf`). */
-    keepHourly: countSchema.optional(),
-    /** Keep the newest backup of each of the n newest days that have one, in `timeZone`. */
-    keepDaily: countSchema.optional(),
-    /** Keep the newest backup of each of the n newest ISO weeks (Monday to Sunday) that have one. */
-    keepWeekly: countSchema.optional(),
-    /** Keep the newest backup of each of the n newest calendar months that have one. */
-    keepMonthly: countSchema.optional(),
-    /** Keep the newest backup of each of the n newest calendar years that have one. */
-    keepYearly: countSchema.optional(),
-    /** Keep every backup that started less than this long before `now` (not before the newest backup, as restic does). */
-    keepWithin: durationSchema.optional(),
-    /** The label that puts a backup on hold when it has any non-empty value. @default "hold" */
-    holdLabel: z.string().min(1).default("hold"),
-  })
-  .strict();
+export const retentionPolicySchema = lazySchema((z) =>
+  z
+    .object({
+      /** Drop backups older than this ("30d", "90d", "7y"); see above. */
+      maxAge: durationSchema.optional(),
+      /** Keep the n newest backups. */
+      keepLast: countSchema.optional(),
+      /** Keep the newest backup of each of the n newest hours that have one (offset-aware, see `bucketOf`). */
+      keepHourly: countSchema.optional(),
+      /** Keep the newest backup of each of the n newest days that have one, in `timeZone`. */
+      keepDaily: countSchema.optional(),
+      /** Keep the newest backup of each of the n newest ISO weeks (Monday to Sunday) that have one. */
+      keepWeekly: countSchema.optional(),
+      /** Keep the newest backup of each of the n newest calendar months that have one. */
+      keepMonthly: countSchema.optional(),
+      /** Keep the newest backup of each of the n newest calendar years that have one. */
+      keepYearly: countSchema.optional(),
+      /** Keep every backup that started less than this long before `now` (not before the newest backup, as restic does). */
+      keepWithin: durationSchema.optional(),
+      /** The label that puts a backup on hold when it has any non-empty value. @default "hold" */
+      holdLabel: z.string().min(1).default("hold"),
+    })
+    .strict(),
+);
+/** A retention policy (`planRetention`, a job's `retention`): the rules that keep backups; what no rule keeps is dropped. */
 export interface RetentionPolicy {
   /** Drop backups older than this ("30d", "90d", "7y"); see above. */
   maxAge?: string;
@@ -80,18 +89,21 @@ export interface RetentionPolicy {
   holdLabel?: string;
 }
 type _RetentionPolicyAgrees = Assert<Agrees<RetentionPolicy, z.input<typeof retentionPolicySchema>>>;
+/** A retention policy after parsing: defaults filled in. */
 export type ParsedRetentionPolicy = z.output<typeof retentionPolicySchema>;
 
-const planOptionsSchema = z
-  .object({
-    now: z.date({ error: "expected a valid Date" }),
-    timeZone: z.string().min(1).default("UTC"),
-    rules: z.record(z.string(), z.unknown()).optional(),
-    invalid: z.array(z.looseObject({ key: z.string() })).optional(),
-    allowDropAll: z.boolean().default(false),
-    tierLabel: z.string().min(1).default("tier"),
-  })
-  .strict();
+const planOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      now: z.date({ error: "expected a valid Date" }),
+      timeZone: z.string().min(1).default("UTC"),
+      rules: z.record(z.string(), z.unknown()).optional(),
+      invalid: z.array(z.looseObject({ key: z.string() })).optional(),
+      allowDropAll: z.boolean().default(false),
+      tierLabel: z.string().min(1).default("tier"),
+    })
+    .strict(),
+);
 
 /** Options for {@link planRetention}. */
 export interface PlanRetentionOptions {
@@ -114,6 +126,7 @@ export interface PlanRetentionOptions {
 
 /** The verdict on one backup. */
 export interface RetentionDecision {
+  /** Whether the backup is kept or dropped. */
   action: "keep" | "drop";
   /**
    * Why, most decisive first: `"hold legal"`, `"hold until …"`, `"object lock until …"`,
@@ -122,24 +135,35 @@ export interface RetentionDecision {
    * `"within 30d"`, `"max age 30d"`; for drops `"older than 30d"` or `"not kept by any rule"`.
    */
   reasons: string[];
+  /** The backup's job. */
   job: string;
   /** The sink kind, plus `/<tier label>` when the manifest has one. */
   tier: string;
+  /** The backup's id. */
   id: string;
+  /** When the backup started (ISO 8601). */
   startedAt: string;
+  /** The artifact's key, deleted with the manifest on a drop. */
   artifactKey: string;
+  /** The manifest's key. */
   manifestKey: string;
   /** Whether the backup passed validation (the rules in the options). */
   valid: boolean;
+  /** The backup's manifest. */
   manifest: Manifest;
 }
 
 /** One group's totals: backups of one job in one tier. */
 export interface RetentionGroup {
+  /** The group's job. */
   job: string;
+  /** The sink kind, plus `/<tier label>` when the manifests have one. */
   tier: string;
+  /** Backups in the group. */
   total: number;
+  /** Backups kept. */
   keep: number;
+  /** Backups dropped. */
   drop: number;
   /** The id of the newest valid backup, which no policy drops; null if none is valid. */
   newestValid: string | null;
@@ -147,19 +171,27 @@ export interface RetentionGroup {
 
 /** A manifest that could not be planned: reported, never dropped. */
 export interface RetentionInvalid {
+  /** The manifest's key. */
   key: string;
+  /** The job its key belongs to. */
   job: string;
+  /** The error's code (`MANIFEST_INVALID`…). */
   code: string;
+  /** The error's message. */
   message: string;
 }
 
 /** What {@link planRetention} returns: serialisable as JSON. */
 export interface RetentionPlan {
+  /** The plan's `now` (ISO 8601). */
   now: string;
+  /** The time zone calendar rules were applied in. */
   timeZone: string;
+  /** The policy, parsed. */
   policy: ParsedRetentionPolicy;
   /** True when the policy has no keep rule and no `maxAge`: it keeps everything. */
   emptyPolicy: boolean;
+  /** One entry a (job, tier) group. */
   groups: RetentionGroup[];
   /** Every backup, grouped (job, tier), newest first within a group. */
   decisions: RetentionDecision[];
@@ -167,6 +199,7 @@ export interface RetentionPlan {
   keep: RetentionDecision[];
   /** The decisions that drop, in the same order (the same objects as in `decisions`). */
   drop: RetentionDecision[];
+  /** Manifests that could not be read. */
   invalid: RetentionInvalid[];
 }
 
@@ -189,7 +222,14 @@ export const OBJECT_LOCK_LABELS = ["object-lock-until", "objectLockRetainUntil"]
  * `artifact.objectLock.retainUntil` / `artifact.objectLockRetainUntil` (ISO time).
  * An unreadable date is returned as NaN, which retention treats as locked.
  */
-export function lockedUntil(manifest: Manifest): { text: string; ms: number } | undefined {
+export function lockedUntil(manifest: Manifest):
+  | {
+      /** The date as recorded (ISO 8601). */
+      text: string;
+      /** The date in epoch milliseconds. */
+      ms: number;
+    }
+  | undefined {
   const loose = manifest as unknown as {
     objectLock?: { retainUntil?: unknown };
     artifact?: { objectLock?: { retainUntil?: unknown }; objectLockRetainUntil?: unknown };

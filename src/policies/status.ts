@@ -1,6 +1,5 @@
-import { z } from "zod";
 import type { Manifest } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { durationSchema, lazySchema, parseDuration, parseOptions } from "../core/options.js";
 import { epochOf } from "./instant.js";
 import {
   compileRules,
@@ -12,15 +11,17 @@ import {
   type ValidationRules,
 } from "./validation.js";
 
-const summarizeOptionsSchema = z
-  .object({
-    now: z.date({ error: "expected a valid Date" }),
-    rules: z.record(z.string(), z.unknown()).optional(),
-    rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
-    invalid: z.array(z.looseObject({ key: z.string() })).optional(),
-    jobs: z.array(z.string().min(1)).optional(),
-  })
-  .strict();
+const summarizeOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      now: z.date({ error: "expected a valid Date" }),
+      rules: z.record(z.string(), z.unknown()).optional(),
+      rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
+      invalid: z.array(z.looseObject({ key: z.string() })).optional(),
+      jobs: z.array(z.string().min(1)).optional(),
+    })
+    .strict(),
+);
 
 /** Options for {@link summarize}. */
 export interface SummarizeOptions {
@@ -42,20 +43,30 @@ export interface SummarizeOptions {
 
 /** The newest backup of a job, as the status report shows it. */
 export interface BackupBrief {
+  /** The backup's id. */
   id: string;
+  /** When it started (ISO 8601). */
   startedAt: string;
+  /** When it finished (ISO 8601). */
   finishedAt: string;
+  /** Its artifact's key. */
   key: string;
+  /** Its artifact's location URI. */
   location: string;
+  /** Stored bytes. */
   storedBytes: number;
+  /** Plain bytes. */
   plainBytes: number;
+  /** How long the backup took. */
   durationMs: number;
 }
 
+/** A job's or the whole report's health. */
 export type HealthStatus = "ok" | "warning" | "failing";
 
 /** One job's status. */
 export interface JobStatus {
+  /** The job's name. */
   job: string;
   /** ok: fresh and compliant; warning: something to look at; failing: RPO breached or no valid backup. */
   status: HealthStatus;
@@ -69,13 +80,19 @@ export interface JobStatus {
   lastValid: BackupBrief | null;
   /** Seconds from the newest backup's start to `now` (negative for a future-dated backup). */
   ageSeconds: number | null;
+  /** Stored bytes of all its backups. */
   storedBytes: number;
+  /** Plain bytes of all its backups. */
   plainBytes: number;
+  /** Backups that pass validation. */
   valid: number;
+  /** Valid backups with no failed compliance rule. */
   compliant: number;
   /** compliant / (count + invalidManifests); null without backups. */
   complianceRate: number | null;
+  /** The job's RPO as given ("24h"), or null. */
   rpo: string | null;
+  /** The RPO in seconds, or null. */
   rpoSeconds: number | null;
   /** null when the job has no RPO. */
   rpoBreached: boolean | null;
@@ -85,20 +102,32 @@ export interface JobStatus {
 
 /** The status of every job, serialisable as JSON (`JSON.stringify(report)` is the JSON renderer). */
 export interface StatusReport {
+  /** The report's `now` (ISO 8601). */
   generatedAt: string;
+  /** Totals over every job. */
   overall: {
+    /** The worst job's health. */
     status: HealthStatus;
+    /** Jobs in the report. */
     jobs: number;
+    /** Backups with a readable manifest. */
     backups: number;
+    /** Manifests that could not be read or parsed. */
     invalidManifests: number;
+    /** Stored bytes of every backup. */
     storedBytes: number;
+    /** Plain bytes of every backup. */
     plainBytes: number;
+    /** Backups that pass validation. */
     valid: number;
+    /** Valid backups with no failed compliance rule. */
     compliant: number;
+    /** compliant / (backups + invalidManifests); null without backups. */
     complianceRate: number | null;
     /** Jobs whose RPO is breached. */
     rpoBreached: number;
   };
+  /** One entry a job. */
   jobs: JobStatus[];
 }
 

@@ -1,7 +1,7 @@
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import { type Manifest, SUPPORTED_MANIFEST_VERSIONS } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptionsOnce } from "../core/options.js";
+import { durationSchema, lazySchema, loadZod, parseDuration, parseOptionsOnce } from "../core/options.js";
 import { signatureProblem, type VerifyKeyring, verifyKeyring } from "../core/signing.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { chainFindings } from "./chain.js";
@@ -12,52 +12,57 @@ import { epochOf } from "./instant.js";
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
  * timestamps, future dates) always run.
  */
-export const validationRulesSchema = z
-  .object({
-    /**
-     * Labels every backup must carry, with these exact values (the seeds' constitutional hash:
-     * `{ constitutional_hash: "cdd01ef066bc6cf2" }`).
-     */
-    requiredLabels: z.record(z.string().min(1), z.string()).optional(),
-    /** The backup must have gone through an encryption transform. @default false */
-    requireEncryption: z.boolean().default(false),
-    /**
-     * Recipients every backup must be encrypted to, by fingerprint (`recipientFingerprint(recipient)`
-     * or `keyFingerprint(key)`), e.g. the offline recovery key. Implies encryption.
-     */
-    requiredRecipients: z.array(z.string().regex(/^[0-9a-f]{16}$/, "a 16-hex-digit fingerprint")).optional(),
-    /** The backup must have gone through a compression transform. @default false */
-    requireCompression: z.boolean().default(false),
-    /** The smallest plausible backup, in plain (uncompressed, unencrypted) bytes. */
-    minBytes: z.number().int().nonnegative().optional(),
-    /**
-     * The recovery point objective: a backup older than this (start time to `now`) breaches it.
-     * A "freshness" rule: it says the job is late, not that the backup is bad.
-     */
-    maxAge: durationSchema.optional(),
-    /** Manifest schema versions accepted. @default SUPPORTED_MANIFEST_VERSIONS */
-    supportedVersions: z.array(z.number().int().positive()).min(1).optional(),
-    /** How far in the future a start time may lie before it is reported (clock skew). @default "5m" */
-    futureTolerance: durationSchema.default("5m"),
-    /**
-     * Every backup's manifest must be signed (rule `signature`). With `verifyKeys`, by one of them,
-     * over the manifest as it is; without, the signature's presence alone is checked. @default false
-     */
-    requireSignature: z.boolean().default(false),
-    /**
-     * Public keys (`stowage-verify1:…`) that may sign. Given, a manifest that is unsigned, signed
-     * by another key or changed after signing fails rule `signature`, as with `requireSignature`.
-     */
-    verifyKeys: z.array(z.string()).optional(),
-    /**
-     * `validateBackups` follows each job's chain (`previous`): a predecessor missing from the middle
-     * is a `chain-gap` warning (a deleted backup, or retention that thinned the middle); a
-     * predecessor whose manifest is not the one its successor chained to, or a chain that runs
-     * backwards or repeats an id, is a `chain-replay` error. @default false
-     */
-    chain: z.boolean().default(false),
-  })
-  .strict();
+export const validationRulesSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * Labels every backup must carry, with these exact values (the seeds' constitutional hash:
+       * `{ constitutional_hash: "cdd01ef066bc6cf2" }`).
+       */
+      requiredLabels: z.record(z.string().min(1), z.string()).optional(),
+      /** The backup must have gone through an encryption transform. @default false */
+      requireEncryption: z.boolean().default(false),
+      /**
+       * Recipients every backup must be encrypted to, by fingerprint (`recipientFingerprint(recipient)`
+       * or `keyFingerprint(key)`), e.g. the offline recovery key. Implies encryption.
+       */
+      requiredRecipients: z
+        .array(z.string().regex(/^[0-9a-f]{16}$/, "a 16-hex-digit fingerprint"))
+        .optional(),
+      /** The backup must have gone through a compression transform. @default false */
+      requireCompression: z.boolean().default(false),
+      /** The smallest plausible backup, in plain (uncompressed, unencrypted) bytes. */
+      minBytes: z.number().int().nonnegative().optional(),
+      /**
+       * The recovery point objective: a backup older than this (start time to `now`) breaches it.
+       * A "freshness" rule: it says the job is late, not that the backup is bad.
+       */
+      maxAge: durationSchema.optional(),
+      /** Manifest schema versions accepted. @default SUPPORTED_MANIFEST_VERSIONS */
+      supportedVersions: z.array(z.number().int().positive()).min(1).optional(),
+      /** How far in the future a start time may lie before it is reported (clock skew). @default "5m" */
+      futureTolerance: durationSchema.default("5m"),
+      /**
+       * Every backup's manifest must be signed (rule `signature`). With `verifyKeys`, by one of them,
+       * over the manifest as it is; without, the signature's presence alone is checked. @default false
+       */
+      requireSignature: z.boolean().default(false),
+      /**
+       * Public keys (`stowage-verify1:…`) that may sign. Given, a manifest that is unsigned, signed
+       * by another key or changed after signing fails rule `signature`, as with `requireSignature`.
+       */
+      verifyKeys: z.array(z.string()).optional(),
+      /**
+       * `validateBackups` follows each job's chain (`previous`): a predecessor missing from the middle
+       * is a `chain-gap` warning (a deleted backup, or retention that thinned the middle); a
+       * predecessor whose manifest is not the one its successor chained to, or a chain that runs
+       * backwards or repeats an id, is a `chain-replay` error. @default false
+       */
+      chain: z.boolean().default(false),
+    })
+    .strict(),
+);
+/** The rules `validateManifest` checks a manifest against. */
 export interface ValidationRules {
   /**
    * Labels every backup must carry, with these exact values (the seeds' constitutional hash:
@@ -131,10 +136,13 @@ export type RuleId =
 
 /** One rule's verdict on one backup. Only failures are reported; no finding means the rule passed. */
 export interface Finding {
+  /** The rule that found it. */
   rule: RuleId;
+  /** What it concerns: the backup's validity, its compliance with policy, or its freshness. */
   kind: FindingKind;
   /** `error` fails the backup; `warning` is reported and does not. */
   severity: "error" | "warning";
+  /** A sentence for people. */
   message: string;
   /** The manifest field the finding is about, e.g. `labels.constitutional_hash`. */
   field?: string;
@@ -181,7 +189,7 @@ const nestedRules = new Map<string, z.ZodType<Record<string, ParsedRules>>>();
 function rulesUnder(option: string) {
   let schema = nestedRules.get(option);
   if (!schema) {
-    schema = z.object({ [option]: validationRulesSchema }) as z.ZodType<Record<string, ParsedRules>>;
+    schema = loadZod().object({ [option]: validationRulesSchema }) as z.ZodType<Record<string, ParsedRules>>;
     nestedRules.set(option, schema);
   }
   return schema;
@@ -372,13 +380,19 @@ export interface ValidationSummary {
 
 /** One backup's findings. */
 export interface BackupFindings {
+  /** The backup's id. */
   id: string;
+  /** Its artifact's key. */
   key: string;
+  /** When it started (ISO 8601). */
   startedAt: string;
+  /** What the rules found. */
   findings: Finding[];
 }
 
+/** One job's validation: its counts, and the backups with findings. */
 export interface JobValidation extends ValidationSummary {
+  /** The job's name. */
   job: string;
   /** Manifests of this job that could not be read or parsed (by key). */
   invalidManifests: string[];
@@ -386,14 +400,19 @@ export interface JobValidation extends ValidationSummary {
   backups: BackupFindings[];
 }
 
+/** What `validateBackups` returns: counts over every job, and each job's. */
 export interface ValidationReport extends ValidationSummary {
+  /** The report's `now` (ISO 8601). */
   now: string;
+  /** One entry a job. */
   jobs: JobValidation[];
 }
 
 /** An unreadable manifest, as `listManifests` reports it in `invalid`. */
 export interface InvalidManifestEntry {
+  /** The manifest's key. */
   key: string;
+  /** Why it could not be read: a StowageError, or anything with `code` and `message`. */
   error?: { code?: string; message?: string } | unknown;
 }
 

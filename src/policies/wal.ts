@@ -21,16 +21,21 @@ export interface WalFile {
 
 /** The verdict on one WAL file. */
 export interface WalDecision {
+  /** Whether the file is kept or dropped. */
   action: "keep" | "drop";
   /** `"needed from <segment>"`, `"timeline history"`, `"no retained base backup"`, `"before <segment>"`. */
   reason: string;
+  /** The file. */
   file: WalFile;
 }
 
+/** What `planWalRetention` decided, file by file. */
 export interface WalRetentionPlan {
   /** The oldest segment a retained base backup needs, or undefined (then nothing is dropped). */
   keepFrom: string | undefined;
+  /** The files kept. */
   keep: WalDecision[];
+  /** The files dropped. */
   drop: WalDecision[];
 }
 
@@ -77,9 +82,11 @@ export function planWalRetention(kept: readonly Manifest[], wal: readonly WalFil
 
 /** A hole in one timeline's sequence of segments. */
 export interface WalGap {
+  /** The timeline, as the 8 hex digits of segment names. */
   timeline: string;
   /** The last segment before the hole and the first after it. */
   after: string;
+  /** The first segment after the hole. */
   before: string;
   /** How many segments are missing. */
   missing: number;
@@ -115,9 +122,11 @@ export function findWalGaps(wal: readonly WalFile[], segmentSize = 16 * 1024 * 1
   return gaps;
 }
 
+/** The state of a WAL archive: its newest segment, its RPO, its lag and its holes. */
 export interface WalArchiveStatus {
   /** The newest archived segment (highest timeline, then position), or undefined for an empty archive. */
   newestSegment: string | undefined;
+  /** When the newest segment was archived (ISO 8601), or undefined. */
   newestArchivedAt: string | undefined;
   /** The archive's RPO right now: the age of the newest archived segment, in ms. */
   rpoMs: number | undefined;
@@ -127,6 +136,7 @@ export interface WalArchiveStatus {
    * still being written.
    */
   lagSegments: number | undefined;
+  /** The holes in the archive, which break replay past them. */
   gaps: WalGap[];
 }
 

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "../core/errors.js";
 import { MANIFEST_SUFFIX, type Manifest } from "../core/manifest.js";
-import { durationSchema, parseDuration, parseOptions, signalSchema } from "../core/options.js";
+import { durationSchema, lazySchema, parseDuration, parseOptions, signalSchema } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import { s3Sdk } from "./s3/sdk.js";
 import type { S3CommonOptions } from "./s3.js";
@@ -10,18 +10,23 @@ import { buildS3Sink, COLD_STORAGE_CLASSES, type S3Sink, s3CommonOptionsSchema }
 
 /** Archive classes a glacier sink writes artifacts to. */
 export const GLACIER_STORAGE_CLASSES = ["GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"] as const;
+/** One of {@link GLACIER_STORAGE_CLASSES}. */
 export type GlacierStorageClass = (typeof GLACIER_STORAGE_CLASSES)[number];
 
-export const glacierSinkOptionsSchema = s3CommonOptionsSchema
-  .extend({
-    /**
-     * Where artifacts go. GLACIER (Flexible Retrieval) and DEEP_ARCHIVE must be restored before
-     * a read (minutes to 48 hours); GLACIER_IR (Instant Retrieval) reads at once.
-     * @default "GLACIER"
-     */
-    storageClass: z.enum(GLACIER_STORAGE_CLASSES).default("GLACIER"),
-  })
-  .strict();
+/** The zod schema of {@link GlacierSinkOptions}, which parses the options at the boundary. */
+export const glacierSinkOptionsSchema = lazySchema((z) =>
+  s3CommonOptionsSchema
+    .extend({
+      /**
+       * Where artifacts go. GLACIER (Flexible Retrieval) and DEEP_ARCHIVE must be restored before
+       * a read (minutes to 48 hours); GLACIER_IR (Instant Retrieval) reads at once.
+       * @default "GLACIER"
+       */
+      storageClass: z.enum(GLACIER_STORAGE_CLASSES).default("GLACIER"),
+    })
+    .strict(),
+);
+/** Options of {@link glacierSink}: those of an S3 sink, with an archive storage class. */
 export interface GlacierSinkOptions extends S3CommonOptions {
   /**
    * Where artifacts go. GLACIER (Flexible Retrieval) and DEEP_ARCHIVE must be restored before
@@ -35,26 +40,52 @@ type _GlacierSinkOptionsAgrees = Assert<Agrees<GlacierSinkOptions, z.input<typeo
 /** Where an archived artifact stands, from HeadObject's `x-amz-restore` header. */
 export type RestoreStatus =
   /** Not in an archive class (STANDARD, GLACIER_IR...): readable now. */
-  | { state: "immediate"; storageClass: string }
+  | {
+      /** Readable now. */
+      state: "immediate";
+      /** The object's storage class. */
+      storageClass: string;
+    }
   /** Archived and no restore requested (or the restored copy has expired). */
-  | { state: "archived"; storageClass: string }
+  | {
+      /** Archived; a restore must be requested. */
+      state: "archived";
+      /** The object's storage class. */
+      storageClass: string;
+    }
   /** A restore is running (`ongoing-request="true"`). */
-  | { state: "in-progress"; storageClass: string }
+  | {
+      /** A restore is running. */
+      state: "in-progress";
+      /** The object's storage class. */
+      storageClass: string;
+    }
   /** A restored copy is readable until `expiresAt` (`ongoing-request="false", expiry-date="…"`). */
-  | { state: "available"; storageClass: string; expiresAt: Date };
+  | {
+      /** A restored copy is readable. */
+      state: "available";
+      /** The object's storage class. */
+      storageClass: string;
+      /** When the restored copy expires. */
+      expiresAt: Date;
+    };
 
-export const requestRestoreOptionsSchema = z
-  .object({
-    /** How long the restored copy stays readable. @default 7 */
-    days: z.number().int().min(1).max(36_500).default(7),
-    /**
-     * Retrieval speed and price: Expedited (1–5 min, GLACIER only), Standard (3–5 h; 12 h for
-     * DEEP_ARCHIVE), Bulk (5–12 h; 48 h for DEEP_ARCHIVE). @default "Standard"
-     */
-    tier: z.enum(["Standard", "Bulk", "Expedited"]).default("Standard"),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link RequestRestoreOptions}, which parses the options at the boundary. */
+export const requestRestoreOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** How long the restored copy stays readable. @default 7 */
+      days: z.number().int().min(1).max(36_500).default(7),
+      /**
+       * Retrieval speed and price: Expedited (1–5 min, GLACIER only), Standard (3–5 h; 12 h for
+       * DEEP_ARCHIVE), Bulk (5–12 h; 48 h for DEEP_ARCHIVE). @default "Standard"
+       */
+      tier: z.enum(["Standard", "Bulk", "Expedited"]).default("Standard"),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
+/** Options of {@link GlacierSink.requestRestore}. */
 export interface RequestRestoreOptions {
   /** How long the restored copy stays readable. @default 7 */
   days?: number;
@@ -70,13 +101,17 @@ type _RequestRestoreOptionsAgrees = Assert<
   Agrees<RequestRestoreOptions, z.input<typeof requestRestoreOptionsSchema>>
 >;
 
-export const waitForRestoreOptionsSchema = z
-  .object({
-    /** Time between HeadObject polls: milliseconds or a duration such as "5m". @default "5m" */
-    pollInterval: z.union([z.number().int().positive(), durationSchema]).default("5m"),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link WaitForRestoreOptions}, which parses the options at the boundary. */
+export const waitForRestoreOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** Time between HeadObject polls: milliseconds or a duration such as "5m". @default "5m" */
+      pollInterval: z.union([z.number().int().positive(), durationSchema]).default("5m"),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
+/** Options of {@link GlacierSink.waitForRestore}. */
 export interface WaitForRestoreOptions {
   /** Time between HeadObject polls: milliseconds or a duration such as "5m". @default "5m" */
   pollInterval?: string | number;
@@ -118,9 +153,18 @@ export interface GlacierSink extends S3Sink {
  * Parses S3's `x-amz-restore` header (`ongoing-request="true"`, or `ongoing-request="false",
  * expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`); undefined when absent or unreadable.
  */
-export function parseRestoreHeader(
-  header: string | undefined,
-): { ongoing: true } | { ongoing: false; expiresAt: Date } | undefined {
+export function parseRestoreHeader(header: string | undefined):
+  | {
+      /** A restore is running. */
+      ongoing: true;
+    }
+  | {
+      /** The restore has finished. */
+      ongoing: false;
+      /** When the restored copy expires. */
+      expiresAt: Date;
+    }
+  | undefined {
   if (!header) return undefined;
   const ongoing = /ongoing-request\s*=\s*"(true|false)"/i.exec(header)?.[1]?.toLowerCase();
   if (ongoing === "true") return { ongoing: true };

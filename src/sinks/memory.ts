@@ -1,23 +1,26 @@
 import { Readable } from "node:stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { notFound, throwIfAborted } from "../core/errors.js";
 import { assertSafeKey } from "../core/keys.js";
-import { parseOptions } from "../core/options.js";
+import { lazySchema, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { ObjectInfo, ReadOptions, Sink, WriteOptions, WrittenObject } from "../core/types.js";
 
-export const memorySinkOptionsSchema = z
-  .object({
-    /** Storage classes to accept (lets tests exercise storage-class plans). @default [] */
-    storageClasses: z.array(z.string()).default([]),
-    /** Bytes handed to each read's stream per chunk. @default 65536 */
-    readChunkSize: z
-      .number()
-      .int()
-      .positive()
-      .default(1 << 16),
-  })
-  .strict();
+/** The zod schema of {@link MemorySinkOptions}, which parses the options at the boundary. */
+export const memorySinkOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** Storage classes to accept (lets tests exercise storage-class plans). @default [] */
+      storageClasses: z.array(z.string()).default([]),
+      /** Bytes handed to each read's stream per chunk. @default 65536 */
+      readChunkSize: z
+        .number()
+        .int()
+        .positive()
+        .default(1 << 16),
+    })
+    .strict(),
+);
 export interface MemorySinkOptions {
   /** Storage classes to accept (lets tests exercise storage-class plans). @default [] */
   storageClasses?: string[];
@@ -26,7 +29,8 @@ export interface MemorySinkOptions {
 }
 type _MemorySinkOptionsAgrees = Assert<Agrees<MemorySinkOptions, z.input<typeof memorySinkOptionsSchema>>>;
 
-interface StoredObject {
+/** One object a memory sink holds. */
+export interface StoredObject {
   data: Buffer;
   lastModified: Date;
   storageClass?: string;

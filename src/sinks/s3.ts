@@ -45,7 +45,9 @@ export { largestBackupBytes, PARTS_PER_STEP, partSizeFor, S3_LIMITS } from "./s3
 
 /** What an S3-backed sink exposes beyond {@link Sink}. */
 export interface S3Sink extends Sink {
+  /** The client the sink was made with. */
   readonly client: S3Client;
+  /** The bucket artifacts are written to. */
   readonly bucket: string;
   /** The prefix every key is stored under ("" or ending in "/"). */
   readonly prefix: string;

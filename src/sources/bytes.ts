@@ -1,11 +1,12 @@
 import { Readable } from "node:stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { throwIfAborted } from "../core/errors.js";
-import { bytesSchema, parseOptions } from "../core/options.js";
+import { bytesSchema, lazySchema, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
-type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+/** Bytes in chunks, from a (possibly async) iterable. */
+export type Chunks = Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /**
  * Chunks from an (async) iterator as a byte stream. Unlike `Readable.from`, destroying it does not
@@ -40,28 +41,31 @@ class ChunkStream extends Readable {
   }
 }
 
-export const bytesSourceOptionsSchema = z
-  .object({
-    /**
-     * The bytes, or a function returning a fresh (async) iterable of chunks for each run; it gets
-     * the run's AbortSignal.
-     */
-    data: z.union([
-      z.string(),
-      bytesSchema,
-      z.custom<(signal: AbortSignal) => Chunks>(
-        (v) => typeof v === "function",
-        "expected a function returning chunks",
-      ),
-    ]),
-    /** @default "bytes" */
-    name: z.string().default("bytes"),
-    /** @default "application/octet-stream" */
-    contentType: z.string().default("application/octet-stream"),
-    /** Marks the source as holding secrets (encryption then becomes mandatory). @default false */
-    sensitive: z.boolean().default(false),
-  })
-  .strict();
+/** The zod schema of {@link BytesSourceOptions}, which parses the options at the boundary. */
+export const bytesSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * The bytes, or a function returning a fresh (async) iterable of chunks for each run; it gets
+       * the run's AbortSignal.
+       */
+      data: z.union([
+        z.string(),
+        bytesSchema,
+        z.custom<(signal: AbortSignal) => Chunks>(
+          (v) => typeof v === "function",
+          "expected a function returning chunks",
+        ),
+      ]),
+      /** @default "bytes" */
+      name: z.string().default("bytes"),
+      /** @default "application/octet-stream" */
+      contentType: z.string().default("application/octet-stream"),
+      /** Marks the source as holding secrets (encryption then becomes mandatory). @default false */
+      sensitive: z.boolean().default(false),
+    })
+    .strict(),
+);
 export interface BytesSourceOptions {
   /**
    * The bytes, or a function returning a fresh (async) iterable of chunks for each run; it gets

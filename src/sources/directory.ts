@@ -1,12 +1,12 @@
 import { readlink, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import picomatch from "picomatch";
-import { z } from "zod";
+import type { z } from "zod";
 import { linkSignal } from "../core/abort.js";
 import { StowageError } from "../core/errors.js";
 import type { ChainableSource, ChainPlan } from "../core/incremental.js";
 import { type ChainRecord, type Manifest, parseManifest } from "../core/manifest.js";
-import { parseOptions, sinkSchema } from "../core/options.js";
+import { lazySchema, parseOptions, sinkSchema } from "../core/options.js";
 import { newPack, packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { DecryptionKey, Sink, SourceContext, SourceOutput } from "../core/types.js";
@@ -22,23 +22,25 @@ export {
 export { type FileIndex, INDEX_MEMBER, type IndexEntry, readIndex } from "./directory/file-index.js";
 
 /** Options of an incremental run; see {@link directorySource}. */
-export const directoryIncrementalSchema = z
-  .object({
-    /**
-     * The manifest of an earlier chained backup of the same folder and job. Absent: this run is a
-     * full that starts a chain (it carries the file index the next run needs).
-     */
-    base: z.unknown().optional(),
-    /** `incremental` against any earlier link, or `differential` against a full. @default "incremental" */
-    kind: z.enum(["incremental", "differential"]).default("incremental"),
-    /** The sink the base is stored in: its file index is read from there. */
-    sink: sinkSchema,
-    /** Keys that decrypt the base. @default [] */
-    keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
-    /** Also re-read every unchanged-looking file and compare its SHA-256 (slow: reads the whole tree). @default false */
-    compareContent: z.boolean().default(false),
-  })
-  .strict();
+export const directoryIncrementalSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * The manifest of an earlier chained backup of the same folder and job. Absent: this run is a
+       * full that starts a chain (it carries the file index the next run needs).
+       */
+      base: z.unknown().optional(),
+      /** `incremental` against any earlier link, or `differential` against a full. @default "incremental" */
+      kind: z.enum(["incremental", "differential"]).default("incremental"),
+      /** The sink the base is stored in: its file index is read from there. */
+      sink: sinkSchema,
+      /** Keys that decrypt the base. @default [] */
+      keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
+      /** Also re-read every unchanged-looking file and compare its SHA-256 (slow: reads the whole tree). @default false */
+      compareContent: z.boolean().default(false),
+    })
+    .strict(),
+);
 
 /** Options of an incremental run of {@link directorySource}. */
 export interface DirectoryIncrementalOptions {
@@ -60,20 +62,23 @@ type _DirectoryIncrementalAgrees = Assert<
   Agrees<DirectoryIncrementalOptions, z.input<typeof directoryIncrementalSchema>>
 >;
 
-export const directorySourceOptionsSchema = z
-  .object({
-    /** The folder to back up. */
-    path: z.string().min(1, "path must name a folder"),
-    /** Globs (relative, `/`-separated) of paths to keep; folders are walked regardless. @default all */
-    include: z.array(z.string().min(1)).optional(),
-    /** Globs of paths to leave out; a matching folder is not entered. @default none */
-    exclude: z.array(z.string().min(1)).optional(),
-    /** Logical name for the manifest. @default the folder's path */
-    name: z.string().optional(),
-    /** Back up only what changed since `incremental.base` (see {@link directoryIncrementalSchema}). */
-    incremental: directoryIncrementalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link DirectorySourceOptions}, which parses the options at the boundary. */
+export const directorySourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The folder to back up. */
+      path: z.string().min(1, "path must name a folder"),
+      /** Globs (relative, `/`-separated) of paths to keep; folders are walked regardless. @default all */
+      include: z.array(z.string().min(1)).optional(),
+      /** Globs of paths to leave out; a matching folder is not entered. @default none */
+      exclude: z.array(z.string().min(1)).optional(),
+      /** Logical name for the manifest. @default the folder's path */
+      name: z.string().optional(),
+      /** Back up only what changed since `incremental.base` (see {@link directoryIncrementalSchema}). */
+      incremental: directoryIncrementalSchema.optional(),
+    })
+    .strict(),
+);
 export interface DirectorySourceOptions {
   /** The folder to back up. */
   path: string;

@@ -2,6 +2,7 @@
 // types. The implementation lives in `./http/` (secrets, exchange, spool, expect, and one module
 // per factory); nothing internal is exported from here.
 export {
+  bundleEntrySchema,
   HTTP_BUNDLE_FORMAT,
   type HttpBundleEntry,
   type HttpBundleIndex,

@@ -14,6 +14,7 @@
  * lists. Nothing here imports the package at run time.
  */
 
+export type { Json } from "./kubernetes/client.js";
 export type { KubernetesArchiveIndex, KubernetesSkippedType } from "./kubernetes/export-archive.js";
 export {
   type KubernetesSourceOptions,

@@ -3,55 +3,60 @@ import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import picomatch from "picomatch";
-import { z } from "zod";
+import type { z } from "zod";
 import { linkSignal } from "../core/abort.js";
 import { StowageError, throwIfAborted } from "../core/errors.js";
 import { loadGlob } from "../core/lazy-deps.js";
-import { durationSchema, parseDuration, parseOptions } from "../core/options.js";
+import { durationSchema, lazySchema, parseDuration, parseOptions } from "../core/options.js";
 import { newPack, packedTar } from "../core/pack-tar.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../core/types.js";
 
 /** A moment: a Date, an ISO 8601 date-time, or a duration before the run's start ("24h", "7d"). */
-const momentSchema = z.union([
-  z.date(),
-  durationSchema,
-  z.iso.datetime({ offset: true, error: 'expected a Date, an ISO date-time or a duration such as "24h"' }),
-]);
+const momentSchema = lazySchema((z) =>
+  z.union([
+    z.date(),
+    durationSchema,
+    z.iso.datetime({ offset: true, error: 'expected a Date, an ISO date-time or a duration such as "24h"' }),
+  ]),
+);
 
-export const logsSourceOptionsSchema = z
-  .object({
-    /**
-     * Globs of the files to export (tinyglobby syntax: `**`, `{a,b}`, `*.log*`), relative to
-     * `baseDir` or absolute. Rotated files (`app.log.1`, `app.log.2.gz`) are files like any other:
-     * match them (`app.log*`) and they are kept as they are, compressed or not.
-     */
-    paths: z.array(z.string().min(1)).min(1, "at least one glob"),
-    /**
-     * The folder paths in the tar are relative to, and relative globs start from. Every matched
-     * file must lie under it.
-     * @default the deepest folder common to all globs when they are all absolute, else the process's cwd
-     */
-    baseDir: z.string().min(1).optional(),
-    /** Keep files modified at or after this moment; a duration counts back from the run's start. @default no lower bound */
-    since: momentSchema.optional(),
-    /** Keep files modified before this moment; a duration counts back from the run's start. @default no upper bound */
-    until: momentSchema.optional(),
-    /** Fail rather than export more files than this (a glob gone wide). @default 10000 */
-    maxFiles: z.number().int().positive().default(10_000),
-    /** Globs (relative to `baseDir`) of files to leave out, e.g. `["**\/*.tmp"]`. @default [] */
-    exclude: z.array(z.string().min(1)).default([]),
-    /** Logical name for the manifest. @default "logs" */
-    name: z.string().min(1).default("logs"),
-    /**
-     * Back up an empty tar when no file matches in the window, rather than fail with SOURCE_EMPTY.
-     * Off by default: a glob that stopped matching (a renamed folder, a log moved) would otherwise
-     * make a backup of nothing every run, and look like success.
-     * @default false
-     */
-    allowEmpty: z.boolean().default(false),
-  })
-  .strict();
+/** The zod schema of {@link LogsSourceOptions}, which parses the options at the boundary. */
+export const logsSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * Globs of the files to export (tinyglobby syntax: `**`, `{a,b}`, `*.log*`), relative to
+       * `baseDir` or absolute. Rotated files (`app.log.1`, `app.log.2.gz`) are files like any other:
+       * match them (`app.log*`) and they are kept as they are, compressed or not.
+       */
+      paths: z.array(z.string().min(1)).min(1, "at least one glob"),
+      /**
+       * The folder paths in the tar are relative to, and relative globs start from. Every matched
+       * file must lie under it.
+       * @default the deepest folder common to all globs when they are all absolute, else the process's cwd
+       */
+      baseDir: z.string().min(1).optional(),
+      /** Keep files modified at or after this moment; a duration counts back from the run's start. @default no lower bound */
+      since: momentSchema.optional(),
+      /** Keep files modified before this moment; a duration counts back from the run's start. @default no upper bound */
+      until: momentSchema.optional(),
+      /** Fail rather than export more files than this (a glob gone wide). @default 10000 */
+      maxFiles: z.number().int().positive().default(10_000),
+      /** Globs (relative to `baseDir`) of files to leave out, e.g. `["**\/*.tmp"]`. @default [] */
+      exclude: z.array(z.string().min(1)).default([]),
+      /** Logical name for the manifest. @default "logs" */
+      name: z.string().min(1).default("logs"),
+      /**
+       * Back up an empty tar when no file matches in the window, rather than fail with SOURCE_EMPTY.
+       * Off by default: a glob that stopped matching (a renamed folder, a log moved) would otherwise
+       * make a backup of nothing every run, and look like success.
+       * @default false
+       */
+      allowEmpty: z.boolean().default(false),
+    })
+    .strict(),
+);
 export interface LogsSourceOptions {
   /**
    * Globs of the files to export (tinyglobby syntax: `**`, `{a,b}`, `*.log*`), relative to

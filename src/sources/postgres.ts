@@ -63,7 +63,7 @@ export {
   archiveWalOptionsSchema,
 } from "./postgres/wal-archive.js";
 export { type FetchWalOptions, fetchWal, fetchWalOptionsSchema } from "./postgres/wal-fetch.js";
-export type { ArchivedWal, WalFileName } from "./postgres/wal-names.js";
+export type { ArchivedWal, WalFileKind, WalFileName } from "./postgres/wal-names.js";
 export type { RecoveryTarget } from "./postgres/wal-plan.js";
 export {
   type ApplyWalRetentionOptions,

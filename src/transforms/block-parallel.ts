@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Transform, type TransformCallback } from "node:stream";
-import { z } from "zod";
+import { lazySchema } from "../core/options.js";
 
 /**
  * The codec-specific half of a {@link BlockParallelEncoder}: how one block is compressed (off the
@@ -235,7 +235,7 @@ export class BlockParallelEncoder extends Transform {
 const EMPTY = Buffer.alloc(0);
 
 /** The options every block-parallel codec takes (gzip, zstd). */
-export const blockParallelOptionsShape = {
+export const blockParallelOptionsShape = lazySchema((z) => ({
   /**
    * Blocks compressed at once on libuv's thread pool.
    * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
@@ -249,4 +249,4 @@ export const blockParallelOptionsShape = {
     .min(64 * 1024)
     .max(64 << 20)
     .default(1 << 20),
-};
+}));

@@ -1,22 +1,25 @@
-import { z } from "zod";
-import { parseOptions } from "../core/options.js";
+import type { z } from "zod";
+import { lazySchema, parseOptions } from "../core/options.js";
 import type { Transform } from "../core/types.js";
 import { blockParallelOptionsShape } from "./block-parallel.js";
 import { gzip } from "./gzip.js";
 import { zstd, zstdAvailable } from "./zstd.js";
 
-export const compressionOptionsSchema = z
-  .object({
-    /**
-     * "auto" picks zstd where the running Node has it in `node:zlib` (>= 22.15 or >= 23.8) and gzip
-     * elsewhere (Node 20). Pick "gzip" for artifacts that `gzip -d` must read. @default "auto"
-     */
-    codec: z.enum(["auto", "zstd", "gzip"]).default("auto"),
-    /** The codec's level (zstd 1-19, gzip 0-9). @default zstd 3, gzip 6 */
-    level: z.number().int().optional(),
-    ...blockParallelOptionsShape,
-  })
-  .strict();
+/** The zod schema of {@link CompressionOptions}, which parses the options at the boundary. */
+export const compressionOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /**
+       * "auto" picks zstd where the running Node has it in `node:zlib` (>= 22.15 or >= 23.8) and gzip
+       * elsewhere (Node 20). Pick "gzip" for artifacts that `gzip -d` must read. @default "auto"
+       */
+      codec: z.enum(["auto", "zstd", "gzip"]).default("auto"),
+      /** The codec's level (zstd 1-19, gzip 0-9). @default zstd 3, gzip 6 */
+      level: z.number().int().optional(),
+      ...blockParallelOptionsShape,
+    })
+    .strict(),
+);
 export type CompressionOptions = z.input<typeof compressionOptionsSchema>;
 
 /** The codec {@link compression} picks with `codec: "auto"` on the running Node. */

@@ -1,7 +1,7 @@
 import * as zlib from "node:zlib";
-import { z } from "zod";
+import type { z } from "zod";
 import type { TransformRecord } from "../core/manifest.js";
-import { parseOptions } from "../core/options.js";
+import { lazySchema, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Transform } from "../core/types.js";
 import {
@@ -22,13 +22,16 @@ const WINDOW = 32 * 1024;
  */
 const MAIN_THREAD_BLOCK = 16 * 1024;
 
-export const gzipOptionsSchema = z
-  .object({
-    /** zlib level 0-9. @default 6 */
-    level: z.number().int().min(0).max(9).default(6),
-    ...blockParallelOptionsShape,
-  })
-  .strict();
+/** The zod schema of {@link GzipOptions}, which parses the options at the boundary. */
+export const gzipOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** zlib level 0-9. @default 6 */
+      level: z.number().int().min(0).max(9).default(6),
+      ...blockParallelOptionsShape,
+    })
+    .strict(),
+);
 export interface GzipOptions {
   /**
    * Blocks compressed at once on libuv's thread pool.

@@ -1,9 +1,9 @@
 import { Duplex, pipeline } from "node:stream";
 import * as zlib from "node:zlib";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "../core/errors.js";
 import type { TransformRecord } from "../core/manifest.js";
-import { parseOptions } from "../core/options.js";
+import { lazySchema, parseOptions } from "../core/options.js";
 import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Decoder, Transform } from "../core/types.js";
 import {
@@ -61,13 +61,16 @@ function requireZstd(where: string): ZstdApi {
 
 export { ZstdFrameSplitter };
 
-export const zstdOptionsSchema = z
-  .object({
-    /** zstd level 1-19 (the fast, low-memory ones; 20-22 need ultra mode). @default 3 */
-    level: z.number().int().min(1).max(19).default(3),
-    ...blockParallelOptionsShape,
-  })
-  .strict();
+/** The zod schema of {@link ZstdOptions}, which parses the options at the boundary. */
+export const zstdOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** zstd level 1-19 (the fast, low-memory ones; 20-22 need ultra mode). @default 3 */
+      level: z.number().int().min(1).max(19).default(3),
+      ...blockParallelOptionsShape,
+    })
+    .strict(),
+);
 export interface ZstdOptions {
   /**
    * Blocks compressed at once on libuv's thread pool.

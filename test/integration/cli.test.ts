@@ -168,6 +168,16 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
     expect(missing.code).toBe(2);
     const okDir = await project("usage");
     expect((await stowage(["explode"], { cwd: okDir })).code).toBe(2);
+    // Under --json a usage error is JSON on stdout too, like every other failure.
+    for (const args of [
+      ["explode", "--json"],
+      ["run", "--frobnicate", "--json"],
+      ["--json", "--nope"],
+    ]) {
+      const usage = await stowage(args, { cwd: okDir });
+      expect(usage.code, args.join(" ")).toBe(2);
+      expect(JSON.parse(usage.stdout).error.code, args.join(" ")).toBe("USAGE");
+    }
     expect((await stowage(["run", "--frobnicate"], { cwd: okDir })).code).toBe(2);
     expect((await stowage(["run", "--job", "nope"], { cwd: okDir, env })).code).toBe(2);
     expect((await stowage([], { cwd: okDir })).code).toBe(2);

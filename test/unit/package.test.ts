@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -45,7 +46,7 @@ describe("package shape", () => {
 
   it("the root entry reaches no heavy SDK, only declared dependencies", () => {
     const reached = packagesReachedFrom(join(repo, "src/index.ts"));
-    expect(reached.has("zod")).toBe(true); // the scan does see packages
+    expect(reached.has("croner")).toBe(true); // the scan does see packages
     for (const heavy of HEAVY) expect(reached.has(heavy), heavy).toBe(false);
     for (const name of reached) expect(Object.keys(pkg.dependencies), name).toContain(name);
   });
@@ -55,6 +56,37 @@ describe("package shape", () => {
     // (bench/import-cost.ts measures the import; src/core/lazy-deps.ts loads these at first use).
     const reached = packagesReachedFrom(join(repo, "src/index.ts"));
     for (const deferred of ["tar-stream", "tinyglobby"]) expect(reached.has(deferred), deferred).toBe(false);
+  });
+
+  it("no module imports zod as a value: schemas are built, and zod loaded, at their first use", () => {
+    // zod was half of what `import "stowage"` cost (BENCHMARKS.md, import cost); lazySchema() in
+    // src/core/options.ts defers it, so every entry must reach zod through that helper only.
+    for (const subpath of Object.keys(pkg.exports)) {
+      if (subpath === "./package.json") continue;
+      const name = subpath === "." ? "index" : subpath.slice(2);
+      expect(packagesReachedFrom(join(repo, "src", `${name}.ts`)).has("zod"), subpath).toBe(false);
+    }
+  });
+
+  it("importing an entry builds no schema: zod is not loaded until an option is parsed", () => {
+    // A fresh process (this one has long loaded zod): import every entry, see whether zod is in
+    // the require cache (lazySchema loads it with require), then parse one option and look again.
+    const entries = Object.keys(pkg.exports)
+      .filter((subpath) => subpath !== "./package.json")
+      .map((subpath) => join(repo, "src", `${subpath === "." ? "index" : subpath.slice(2)}.ts`));
+    const code = `
+      import { createRequire } from "node:module";
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => /[\\/]node_modules[\\/]zod[\\/]/.test(k));
+      const mods = [];
+      for (const entry of ${JSON.stringify(entries)}) mods.push(await import(entry));
+      const atImport = loaded();
+      try { mods[0].gzip({ level: 99 }); } catch (e) { if (e.code !== "CONFIG_INVALID") throw e; }
+      console.log(JSON.stringify({ atImport, afterParse: loaded() }));`;
+    const out = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], {
+      cwd: repo,
+      encoding: "utf8",
+    });
+    expect(JSON.parse(out.trim().split("\n").pop()!)).toEqual({ atImport: false, afterParse: true });
   });
 
   it("no subpath entry imports a heavy SDK statically: importing it works without the SDK installed", () => {

@@ -1,4 +1,5 @@
-import { z } from "zod";
+import type { z } from "zod";
+import { lazySchema } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type {
   Leftover,
@@ -9,22 +10,25 @@ import type {
   SinkFile,
 } from "../../core/types.js";
 
-export const filesystemSinkOptionsSchema = z
-  .object({
-    /** The folder that holds every key; created if missing. It may itself be a symbolic link. */
-    root: z.string().min(1, "root must name a folder"),
-    /** Permissions of written files; backups are private by default. @default 0o600 */
-    fileMode: z.number().int().min(0).max(0o777).default(0o600),
-    /** Permissions of folders the sink creates. @default 0o700 */
-    dirMode: z.number().int().min(0).max(0o777).default(0o700),
-    /**
-     * How often a writer rewrites the owner record of its temporary file while it writes, so that
-     * a sweep on another host can tell it is alive (see {@link FilesystemSink.leftovers}).
-     * @default 30000
-     */
-    heartbeatMs: z.number().int().min(10).max(600_000).default(30_000),
-  })
-  .strict();
+/** The zod schema of {@link FilesystemSinkOptions}, which parses the options at the boundary. */
+export const filesystemSinkOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The folder that holds every key; created if missing. It may itself be a symbolic link. */
+      root: z.string().min(1, "root must name a folder"),
+      /** Permissions of written files; backups are private by default. @default 0o600 */
+      fileMode: z.number().int().min(0).max(0o777).default(0o600),
+      /** Permissions of folders the sink creates. @default 0o700 */
+      dirMode: z.number().int().min(0).max(0o777).default(0o700),
+      /**
+       * How often a writer rewrites the owner record of its temporary file while it writes, so that
+       * a sweep on another host can tell it is alive (see {@link FilesystemSink.leftovers}).
+       * @default 30000
+       */
+      heartbeatMs: z.number().int().min(10).max(600_000).default(30_000),
+    })
+    .strict(),
+);
 export interface FilesystemSinkOptions {
   /** The folder that holds every key; created if missing. It may itself be a symbolic link. */
   root: string;

@@ -20,13 +20,19 @@ const FORMAT = "stowage-directory-index";
 
 /** One path of the tree as the index records it (`/`-separated, relative to the folder). */
 export interface IndexEntry {
+  /** The path, relative to the backed-up folder. */
   path: string;
+  /** What the path is. */
   type: "file" | "directory" | "symlink";
+  /** Bytes (0 for a folder). */
   size: number;
+  /** The mode, as `stat` gives it. */
   mode: number;
   /** Nanoseconds since the epoch, as decimal text (a number would lose them). */
   mtimeNs: string;
+  /** Change time in nanoseconds since the epoch, as decimal text. */
   ctimeNs: string;
+  /** The inode number, as decimal text. */
   ino: string;
   /** SHA-256 of a file's bytes. */
   sha256?: string;
@@ -38,6 +44,7 @@ export interface IndexEntry {
 
 /** What one backup of a chain records about the tree: every path, and what left since the parent. */
 export interface FileIndex {
+  /** The kind of backup the index belongs to. */
   kind: "full" | "differential" | "incremental";
   /** In walk order (sorted names, a folder before what is in it). */
   entries: IndexEntry[];
@@ -114,11 +121,17 @@ export function parseIndex(bytes: Buffer, where: string): FileIndex {
 /** An index is at most this large (about a million paths); a larger member is refused, not buffered. */
 const MAX_INDEX_BYTES = 512 * 1024 * 1024;
 
+/** Options of {@link readIndex}. */
 export interface ReadIndexOptions {
+  /** The sink that holds the backup. */
   sink: Sink;
+  /** The backup whose file index to read. */
   manifest: Manifest;
+  /** Keys that decrypt the artifact. */
   keys?: readonly DecryptionKey[];
+  /** Your own decoders, for manifests that name them. */
   transforms?: readonly Decoder[];
+  /** Aborts the read. */
   signal?: AbortSignal;
 }
 

@@ -1,8 +1,8 @@
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import { newPack, packedTar } from "../../core/pack-tar.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
@@ -15,35 +15,41 @@ import { prepare, scrub, scrubDeep } from "./secrets.js";
 /** A service name in a bundle: also its file name in the tar (`<name>.json`). */
 export const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-export const httpBundleServiceSchema = httpSourceOptionsSchema.extend({
-  /** The service's name: letters, digits, `.`, `_`, `-`; its file in the tar is `<name>.json`. */
-  name: z.string().regex(SERVICE_NAME, "letters, digits, '.', '_' and '-', at most 128"),
-});
+/** The zod schema of {@link HttpBundleService}: one service of a bundle. */
+export const httpBundleServiceSchema = lazySchema((z) =>
+  httpSourceOptionsSchema.extend({
+    /** The service's name: letters, digits, `.`, `_`, `-`; its file in the tar is `<name>.json`. */
+    name: z.string().regex(SERVICE_NAME, "letters, digits, '.', '_' and '-', at most 128"),
+  }),
+);
 export interface HttpBundleService extends HttpSourceOptions {
   /** The service's name: letters, digits, `.`, `_`, `-`; its file in the tar is `<name>.json`. */
   name: string;
 }
 type _HttpBundleServiceAgrees = Assert<Agrees<HttpBundleService, z.input<typeof httpBundleServiceSchema>>>;
 
-export const httpBundleSourceOptionsSchema = z
-  .object({
-    services: z
-      .array(httpBundleServiceSchema)
-      .min(1, "at least one service")
-      .refine((s) => new Set(s.map((x) => x.name)).size === s.length, "service names must be unique")
-      .refine((s) => !s.some((x) => x.name === "index"), 'a service cannot be named "index"'),
-    /**
-     * `"all-or-nothing"`: any failed service fails the backup. `"best-effort"`: failed services are
-     * listed in the details and in `index.json`, and the backup keeps the rest (it fails only when
-     * every service failed). @default "all-or-nothing"
-     */
-    mode: z.enum(["all-or-nothing", "best-effort"]).default("all-or-nothing"),
-    /** Services fetched at once. @default 4 */
-    concurrency: z.number().int().min(1).max(64).default(4),
-    /** Logical name for the manifest. @default "http-bundle" */
-    name: z.string().min(1).default("http-bundle"),
-  })
-  .strict();
+/** The zod schema of {@link HttpBundleSourceOptions}, which parses the options at the boundary. */
+export const httpBundleSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      services: z
+        .array(httpBundleServiceSchema)
+        .min(1, "at least one service")
+        .refine((s) => new Set(s.map((x) => x.name)).size === s.length, "service names must be unique")
+        .refine((s) => !s.some((x) => x.name === "index"), 'a service cannot be named "index"'),
+      /**
+       * `"all-or-nothing"`: any failed service fails the backup. `"best-effort"`: failed services are
+       * listed in the details and in `index.json`, and the backup keeps the rest (it fails only when
+       * every service failed). @default "all-or-nothing"
+       */
+      mode: z.enum(["all-or-nothing", "best-effort"]).default("all-or-nothing"),
+      /** Services fetched at once. @default 4 */
+      concurrency: z.number().int().min(1).max(64).default(4),
+      /** Logical name for the manifest. @default "http-bundle" */
+      name: z.string().min(1).default("http-bundle"),
+    })
+    .strict(),
+);
 export interface HttpBundleSourceOptions {
   /** The services whose state is fetched, one file each in the tar. */
   services: HttpBundleService[];
@@ -65,36 +71,42 @@ type _HttpBundleSourceOptionsAgrees = Assert<
 /** Marks an `index.json` as a bundle's, so `restoreHttp` recognises one. */
 export const HTTP_BUNDLE_FORMAT = "stowage-http-bundle";
 
-const bundleEntrySchema = z.union([
-  z.object({
-    name: z.string().regex(SERVICE_NAME),
-    ok: z.literal(true),
-    file: z.string().regex(SERVICE_NAME),
-    url: z.string(),
-    method: z.string(),
-    status: z.number(),
-    contentType: z.string(),
-    bytes: z.number().int().min(0),
-    sha256: z.string().regex(/^[0-9a-f]{64}$/),
-    attempts: z.number(),
-  }),
-  z.object({
-    name: z.string().regex(SERVICE_NAME),
-    ok: z.literal(false),
-    url: z.string(),
-    method: z.string(),
-    error: z.object({ code: z.string(), reason: z.string().optional(), message: z.string() }),
-  }),
-]);
+/** The zod schema of {@link HttpBundleEntry}: one entry of a bundle's index. */
+export const bundleEntrySchema = lazySchema((z) =>
+  z.union([
+    z.object({
+      name: z.string().regex(SERVICE_NAME),
+      ok: z.literal(true),
+      file: z.string().regex(SERVICE_NAME),
+      url: z.string(),
+      method: z.string(),
+      status: z.number(),
+      contentType: z.string(),
+      bytes: z.number().int().min(0),
+      sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      attempts: z.number(),
+    }),
+    z.object({
+      name: z.string().regex(SERVICE_NAME),
+      ok: z.literal(false),
+      url: z.string(),
+      method: z.string(),
+      error: z.object({ code: z.string(), reason: z.string().optional(), message: z.string() }),
+    }),
+  ]),
+);
 /** One line of a bundle's `index.json`. */
 export type HttpBundleEntry = z.infer<typeof bundleEntrySchema>;
 
-export const httpBundleIndexSchema = z.object({
-  format: z.literal(HTTP_BUNDLE_FORMAT),
-  version: z.literal(1),
-  mode: z.enum(["all-or-nothing", "best-effort"]),
-  services: z.array(bundleEntrySchema),
-});
+/** The zod schema of {@link HttpBundleIndex}: a bundle's index. */
+export const httpBundleIndexSchema = lazySchema((z) =>
+  z.object({
+    format: z.literal(HTTP_BUNDLE_FORMAT),
+    version: z.literal(1),
+    mode: z.enum(["all-or-nothing", "best-effort"]),
+    services: z.array(bundleEntrySchema),
+  }),
+);
 /** A bundle's `index.json`: each service's status, file, bytes and SHA-256, or its error. */
 export type HttpBundleIndex = z.infer<typeof httpBundleIndexSchema>;
 

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
 import { StowageError, type StowageErrorCode } from "../../core/errors.js";
+import { lazySchema } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import { type Prepared, scrub, scrubbedCause } from "./secrets.js";
 import type { Spool } from "./spool.js";
@@ -13,7 +14,7 @@ import type { Spool } from "./spool.js";
 export const DEFAULT_HTTP_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Options of one request, shared by the source, the bundle's services and the restore. */
-export const requestShape = {
+export const requestShape = lazySchema((z) => ({
   /** The endpoint. Credentials in it (`https://user:pass@…`) become a Basic Authorization header. */
   url: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }),
   /** @default "GET" */
@@ -38,7 +39,7 @@ export const requestShape = {
    * goes to a temporary file, not to memory, so this bounds disk use: raise it freely. @default 64 MiB
    */
   maxBytes: z.number().int().positive().default(DEFAULT_HTTP_MAX_BYTES),
-  /** More header names to treat as secret, besides {@link DEFAULT_SECRET_HEADERS}. @default [] */
+  /** More header names to treat as secret, besides `DEFAULT_SECRET_HEADERS` (exported by `stowage/sources/http`). @default [] */
   secretHeaders: z.array(z.string().min(1)).default([]),
   /**
    * Query parameters whose values are redacted from recorded URLs and errors, besides any whose
@@ -50,7 +51,7 @@ export const requestShape = {
    * wherever it points; a 3xx then fails the status expectation instead. @default false
    */
   followRedirects: z.boolean().default(false),
-};
+}));
 
 /** Options of one HTTP request, shared by the source, a bundle's services and the restore. */
 export interface HttpRequestOptions {

@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
-import { z } from "zod";
+import type { z } from "zod";
+import { lazySchema } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Exchange, HttpFailureReason } from "./exchange.js";
 import { JsonScanner, JsonSyntaxError, type ScannedValue } from "./json-scan.js";
@@ -20,31 +21,34 @@ export const MAX_HTTP_PARSE_BYTES = 256 * 1024 * 1024;
 const isZodSchema = (v: unknown): v is z.ZodType =>
   typeof v === "object" && v !== null && typeof (v as z.ZodType).safeParse === "function";
 
-export const httpExpectSchema = z
-  .object({
-    /** Accepted status codes. @default any 2xx */
-    status: z.array(z.number().int().min(100).max(599)).min(1).optional(),
-    /**
-     * Accepted media types, compared without parameters and case-insensitively
-     * (`"application/json"` accepts `application/json; charset=utf-8`).
-     * @default any
-     */
-    contentType: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
-    /** A zod schema the JSON body must satisfy. */
-    schema: z.custom<z.ZodType>(isZodSchema, "expected a zod schema").optional(),
-    /**
-     * Fields the JSON body must carry, with exact values (deep equality). A key is a dot-separated
-     * path (`"meta.hash"`); a top-level key that itself contains dots is looked up first.
-     * @example { constitutional_hash: "cdd01ef066bc6cf2" }
-     */
-    requiredFields: z.record(z.string().min(1), z.unknown()).optional(),
-    /**
-     * Parse the body as JSON and refuse it if it is not. @default true when `schema` or
-     * `requiredFields` is set or the response says it is JSON (`application/json`, `…+json`).
-     */
-    json: z.boolean().optional(),
-  })
-  .strict();
+/** The zod schema of {@link HttpExpect}: a response expectation. */
+export const httpExpectSchema = lazySchema((z) =>
+  z
+    .object({
+      /** Accepted status codes. @default any 2xx */
+      status: z.array(z.number().int().min(100).max(599)).min(1).optional(),
+      /**
+       * Accepted media types, compared without parameters and case-insensitively
+       * (`"application/json"` accepts `application/json; charset=utf-8`).
+       * @default any
+       */
+      contentType: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+      /** A zod schema the JSON body must satisfy. */
+      schema: z.custom<z.ZodType>(isZodSchema, "expected a zod schema").optional(),
+      /**
+       * Fields the JSON body must carry, with exact values (deep equality). A key is a dot-separated
+       * path (`"meta.hash"`); a top-level key that itself contains dots is looked up first.
+       * @example { constitutional_hash: "cdd01ef066bc6cf2" }
+       */
+      requiredFields: z.record(z.string().min(1), z.unknown()).optional(),
+      /**
+       * Parse the body as JSON and refuse it if it is not. @default true when `schema` or
+       * `requiredFields` is set or the response says it is JSON (`application/json`, `…+json`).
+       */
+      json: z.boolean().optional(),
+    })
+    .strict(),
+);
 export interface HttpExpect {
   /** Accepted status codes. @default any 2xx */
   status?: number[];

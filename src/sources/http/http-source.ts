@@ -1,7 +1,7 @@
 import { tmpdir } from "node:os";
-import { z } from "zod";
+import type { z } from "zod";
 import { isStowageError, StowageError } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import type { HttpRequestOptions } from "./exchange.js";
@@ -20,7 +20,7 @@ import { Spool } from "./spool.js";
 // `httpSource`: one endpoint's state, fetched into a spool and checked before a byte is kept.
 
 /** Options of the source only: how a fetched body is kept and checked. */
-const sourceShape = {
+const sourceShape = lazySchema((z) => ({
   /**
    * The largest JSON body parsed whole in memory (needed by `expect.schema`). A larger body is
    * checked by a streaming scanner instead, in constant memory: its JSON syntax and
@@ -34,18 +34,21 @@ const sourceShape = {
    * the process dies) and closed when the backup ends, fails or is aborted. @default os.tmpdir()
    */
   spoolDir: z.string().min(1).optional(),
-};
+}));
 
-export const httpSourceOptionsSchema = z
-  .object({
-    ...requestShape,
-    ...sourceShape,
-    /** What the response must look like before it is kept. @default any 2xx */
-    expect: httpExpectSchema.default({}),
-    /** Logical name for the manifest. @default the URL's host and path */
-    name: z.string().min(1).optional(),
-  })
-  .strict();
+/** The zod schema of {@link HttpSourceOptions}, which parses the options at the boundary. */
+export const httpSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      ...requestShape,
+      ...sourceShape,
+      /** What the response must look like before it is kept. @default any 2xx */
+      expect: httpExpectSchema.default({}),
+      /** Logical name for the manifest. @default the URL's host and path */
+      name: z.string().min(1).optional(),
+    })
+    .strict(),
+);
 export interface HttpSourceOptions extends HttpRequestOptions {
   /** What the response must look like before it is kept. @default any 2xx */
   expect?: HttpExpect;

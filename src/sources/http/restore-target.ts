@@ -1,15 +1,18 @@
-import { z } from "zod";
-import { parseOptions } from "../../core/options.js";
+import type { z } from "zod";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import type { RestoreTarget } from "../../core/restore-target.js";
 import { restoreHttp, restoreHttpOptionsSchema } from "./restore.js";
 
-export const httpRestoreTargetOptionsSchema = restoreHttpOptionsSchema
-  .omit({ stream: true, signal: true, contentType: true })
-  .extend({
-    /** Content type of a single state. @default the backup's content type */
-    contentType: z.string().min(1).optional(),
-  })
-  .strict();
+/** The zod schema of {@link HttpRestoreTargetOptions}, which parses the options at the boundary. */
+export const httpRestoreTargetOptionsSchema = lazySchema((z) =>
+  restoreHttpOptionsSchema
+    .omit({ stream: true, signal: true, contentType: true })
+    .extend({
+      /** Content type of a single state. @default the backup's content type */
+      contentType: z.string().min(1).optional(),
+    })
+    .strict(),
+);
 export type HttpRestoreTargetOptions = z.input<typeof httpRestoreTargetOptionsSchema>;
 
 /**

@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
 import { loadTarStream } from "../../core/lazy-deps.js";
-import { parseOptions, signalSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema } from "../../core/options.js";
 import { readAll } from "../../core/streams.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import { type HttpBundleIndex, httpBundleIndexSchema, SERVICE_NAME } from "./bundle-source.js";
@@ -17,43 +17,50 @@ import { prepare } from "./secrets.js";
 const isReadable = (v: unknown): v is Readable =>
   typeof v === "object" && v !== null && typeof (v as Readable).pipe === "function";
 
-// A restore sends the state as the body, so `body` is not an option there.
-const { body: _body, ...restoreRequestShape } = requestShape;
+// A restore sends the state as the body, so `body` is not an option there. (A function, so that
+// reading the shape, and with it loading zod, waits for the schema's first use.)
+const restoreRequestShape = () => {
+  const { body: _body, ...rest } = requestShape;
+  return rest;
+};
 
-export const restoreHttpOptionsSchema = z
-  .object({
-    ...restoreRequestShape,
-    /** The state to send: usually `await restore({ sink, manifest })`. */
-    stream: z.custom<Readable>(isReadable, "expected a Readable"),
-    /**
-     * Where to send it. For a bundle: a template with `{name}` (the service's name) or a map from
-     * service name to URL; every service to be restored must have one.
-     */
-    url: z.union([requestShape.url, z.record(z.string().regex(SERVICE_NAME), requestShape.url)]),
-    /** @default "POST" */
-    method: z
-      .string()
-      .regex(/^[A-Z]+$/, "an upper-case HTTP method")
-      .default("POST"),
-    /** Content type of a single state. Bundles send each service's recorded type. @default "application/json" */
-    contentType: z.string().min(1).default("application/json"),
-    /**
-     * Whether the stream is a bundle from {@link httpBundleSource}. @default detected: a tar whose
-     * first entry is a bundle `index.json`
-     */
-    bundle: z.boolean().optional(),
-    /** Restore only these services of a bundle. @default every service the bundle holds */
-    services: z.array(z.string().regex(SERVICE_NAME)).optional(),
-    /** Statuses that count as restored. @default any 2xx */
-    expectStatus: z.array(z.number().int().min(100).max(599)).min(1).optional(),
-    /**
-     * Retries for a restore request, on the same faults as the source. Off by default: a restore
-     * endpoint need not be idempotent. @default 0
-     */
-    retries: z.number().int().min(0).max(20).default(0),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link RestoreHttpOptions}, which parses the options at the boundary. */
+export const restoreHttpOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      ...restoreRequestShape(),
+      /** The state to send: usually `await restore({ sink, manifest })`. */
+      stream: z.custom<Readable>(isReadable, "expected a Readable"),
+      /**
+       * Where to send it. For a bundle: a template with `{name}` (the service's name) or a map from
+       * service name to URL; every service to be restored must have one.
+       */
+      url: z.union([requestShape.url, z.record(z.string().regex(SERVICE_NAME), requestShape.url)]),
+      /** @default "POST" */
+      method: z
+        .string()
+        .regex(/^[A-Z]+$/, "an upper-case HTTP method")
+        .default("POST"),
+      /** Content type of a single state. Bundles send each service's recorded type. @default "application/json" */
+      contentType: z.string().min(1).default("application/json"),
+      /**
+       * Whether the stream is a bundle from {@link httpBundleSource}. @default detected: a tar whose
+       * first entry is a bundle `index.json`
+       */
+      bundle: z.boolean().optional(),
+      /** Restore only these services of a bundle. @default every service the bundle holds */
+      services: z.array(z.string().regex(SERVICE_NAME)).optional(),
+      /** Statuses that count as restored. @default any 2xx */
+      expectStatus: z.array(z.number().int().min(100).max(599)).min(1).optional(),
+      /**
+       * Retries for a restore request, on the same faults as the source. Off by default: a restore
+       * endpoint need not be idempotent. @default 0
+       */
+      retries: z.number().int().min(0).max(20).default(0),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
 export interface RestoreHttpOptions extends Omit<HttpRequestOptions, "url" | "method" | "body" | "retries"> {
   /** The state to send: usually `await restore({ sink, manifest })`. */
   stream: Readable;

@@ -2,11 +2,13 @@
  * Which resource types a server serves (discovery), and how users name them.
  */
 
-import { z } from "zod";
+import { lazySchema } from "../../core/options.js";
 import { apiVersionOf, groupVersionPath, KubeApiError, type KubeClient } from "./client.js";
 
 /** Resource names as users give them (see {@link matchesResourceType}). */
-export const resourceListSchema = z.array(z.string().min(1, "resource names are not empty"));
+export const resourceListSchema = lazySchema((z) =>
+  z.array(z.string().min(1, "resource names are not empty")),
+);
 
 /** One listable resource type, as discovery reports it. */
 export interface KubernetesResourceType {

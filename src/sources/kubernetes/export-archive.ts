@@ -22,36 +22,70 @@ import { archivePath, isControllerOwned, objectToYaml, sanitizeObject } from "./
 
 /** A type that was not exported, and why (in the manifest details and `index.json`). */
 export interface KubernetesSkippedType {
+  /** The resource type, `resource.group` (e.g. "deployments.apps"). */
   type: string;
+  /** The namespace it was skipped in, for a namespaced type. */
   namespace?: string;
+  /** Why: the credentials may not list it, or the server failed to describe or list it. */
   reason: "forbidden" | "discovery-failed" | "list-failed";
+  /** The server's HTTP status. */
   httpStatus: number;
+  /** The server's message. */
   message: string;
 }
 
 /** The archive's `index.json`. */
 export interface KubernetesArchiveIndex {
+  /** The archive format's name and version. */
   format: "stowage-kubernetes/1";
-  generator: { name: "stowage"; version: string };
-  server: { url: string; version?: Json };
+  /** What wrote the archive. */
+  generator: {
+    /** Always "stowage". */
+    name: "stowage";
+    /** The library's version. */
+    version: string;
+  };
+  /** The API server exported. */
+  server: {
+    /** Its URL. */
+    url: string;
+    /** Its `/version` answer, when readable. */
+    version?: Json;
+  };
+  /** The namespaces exported, or "all". */
   namespaces: string[] | "all";
+  /** The label selector objects were listed with. */
   labelSelector?: string;
+  /** Whether Secrets were exported. */
   includeSecrets: boolean;
+  /** Whether objects owned by another (a ReplicaSet's Pods…) were exported. */
   includeOwned: boolean;
+  /** Objects in the archive. */
   objects: number;
   /** Per exported type: group, version, kind, namespaced and how many objects. */
   resources: Array<{
+    /** `resource.group`. */
     type: string;
+    /** The API group ("" for the core group). */
     group: string;
+    /** The API version listed. */
     version: string;
+    /** The plural resource name. */
     resource: string;
+    /** The kind. */
     kind: string;
+    /** The singular name, when the server gives one. */
     singularName?: string;
+    /** The short names, when the server gives them. */
     shortNames?: string[];
+    /** Whether the type is namespaced. */
     namespaced: boolean;
+    /** Objects exported. */
     count: number;
+    /** Objects left out because another object owns them. */
     ownedSkipped: number;
   }>;
+  /** Types that could not be exported, and why. */
   skipped: KubernetesSkippedType[];
 }
 

@@ -3,9 +3,9 @@
  */
 
 import tar from "tar-stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import { guardedPack, packedTar } from "../../core/pack-tar.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
@@ -31,41 +31,47 @@ import { planExport } from "./export-plan.js";
 import type { KubeConfigLike } from "./kube-config.js";
 import { kubeConfigSchema } from "./kube-config.js";
 
-export const kubernetesSourceOptionsSchema = z
-  .object({
-    /** A ready KubeConfig (`@kubernetes/client-node`). */
-    kubeConfig: kubeConfigSchema,
-    /** The namespaces to back up, or "all". */
-    namespaces: z.union([z.literal("all"), z.array(z.string().min(1)).min(1, "name at least one namespace")]),
-    /**
-     * Only these types, each named by plural, singular, kind or short name, case-insensitive,
-     * optionally with its group (`deployments`, `Deployment`, `deploy`, `deployments.apps`); also
-     * brings back a default-excluded type.
-     * @default every listable type
-     */
-    includeResources: resourceListSchema.optional(),
-    /** Leave these types out. @default none (besides events, nodes and other derived types) */
-    excludeResources: resourceListSchema.optional(),
-    /** A label selector applied to every list (not to the Namespace and CRD objects). */
-    labelSelector: z.string().min(1).optional(),
-    /**
-     * Also export cluster-scoped types (ClusterRoles, StorageClasses, all CRDs…). Without it, only
-     * the Namespaces backed up and the CRDs of custom resources found are exported.
-     * @default true when namespaces is "all", else false
-     */
-    includeClusterResources: z.boolean().optional(),
-    /** Export Secrets; the source is then sensitive and `backup()` requires encryption. @default false */
-    includeSecrets: z.boolean().default(false),
-    /** Export objects a controller owns (Pods of a ReplicaSet, ReplicaSets of a Deployment). @default false */
-    includeOwned: z.boolean().default(false),
-    /** Objects per list request; memory holds about one page. @default 250 */
-    pageSize: z.number().int().min(1).max(10_000).default(250),
-    /** Fail on a type the credentials may not list (403) instead of recording and skipping it. @default false */
-    strict: z.boolean().default(false),
-    /** Logical name for the manifest. @default the cluster's server URL */
-    name: z.string().min(1).optional(),
-  })
-  .strict();
+/** The zod schema of {@link KubernetesSourceOptions}, which parses the options at the boundary. */
+export const kubernetesSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** A ready KubeConfig (`@kubernetes/client-node`). */
+      kubeConfig: kubeConfigSchema,
+      /** The namespaces to back up, or "all". */
+      namespaces: z.union([
+        z.literal("all"),
+        z.array(z.string().min(1)).min(1, "name at least one namespace"),
+      ]),
+      /**
+       * Only these types, each named by plural, singular, kind or short name, case-insensitive,
+       * optionally with its group (`deployments`, `Deployment`, `deploy`, `deployments.apps`); also
+       * brings back a default-excluded type.
+       * @default every listable type
+       */
+      includeResources: resourceListSchema.optional(),
+      /** Leave these types out. @default none (besides events, nodes and other derived types) */
+      excludeResources: resourceListSchema.optional(),
+      /** A label selector applied to every list (not to the Namespace and CRD objects). */
+      labelSelector: z.string().min(1).optional(),
+      /**
+       * Also export cluster-scoped types (ClusterRoles, StorageClasses, all CRDs…). Without it, only
+       * the Namespaces backed up and the CRDs of custom resources found are exported.
+       * @default true when namespaces is "all", else false
+       */
+      includeClusterResources: z.boolean().optional(),
+      /** Export Secrets; the source is then sensitive and `backup()` requires encryption. @default false */
+      includeSecrets: z.boolean().default(false),
+      /** Export objects a controller owns (Pods of a ReplicaSet, ReplicaSets of a Deployment). @default false */
+      includeOwned: z.boolean().default(false),
+      /** Objects per list request; memory holds about one page. @default 250 */
+      pageSize: z.number().int().min(1).max(10_000).default(250),
+      /** Fail on a type the credentials may not list (403) instead of recording and skipping it. @default false */
+      strict: z.boolean().default(false),
+      /** Logical name for the manifest. @default the cluster's server URL */
+      name: z.string().min(1).optional(),
+    })
+    .strict(),
+);
 export interface KubernetesSourceOptions {
   /** A ready KubeConfig (`@kubernetes/client-node`). */
   kubeConfig: KubeConfigLike;

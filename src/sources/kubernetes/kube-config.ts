@@ -4,7 +4,7 @@
  */
 
 import type * as https from "node:https";
-import { z } from "zod";
+import { lazySchema } from "../../core/options.js";
 
 /**
  * What stowage uses of a `KubeConfig` from `@kubernetes/client-node`: any `KubeConfig` (1.x or
@@ -17,11 +17,13 @@ export interface KubeConfigLike {
 }
 
 /** Accepts any object with the two methods stowage calls. */
-export const kubeConfigSchema = z.custom<KubeConfigLike>(
-  (v) =>
-    typeof v === "object" &&
-    v !== null &&
-    typeof (v as KubeConfigLike).getCurrentCluster === "function" &&
-    typeof (v as KubeConfigLike).applyToHTTPSOptions === "function",
-  "expected a KubeConfig from @kubernetes/client-node",
+export const kubeConfigSchema = lazySchema((z) =>
+  z.custom<KubeConfigLike>(
+    (v) =>
+      typeof v === "object" &&
+      v !== null &&
+      typeof (v as KubeConfigLike).getCurrentCluster === "function" &&
+      typeof (v as KubeConfigLike).applyToHTTPSOptions === "function",
+    "expected a KubeConfig from @kubernetes/client-node",
+  ),
 );

@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { throwIfAborted } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import { guardedPack, packedTar } from "../../core/pack-tar.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
@@ -19,31 +19,34 @@ import { enc, KubeApiError, KubeClient, type KubeObject, sourceError } from "./c
 import type { KubeConfigLike } from "./kube-config.js";
 import { kubeConfigSchema } from "./kube-config.js";
 
-export const kubernetesLogsSourceOptionsSchema = z
-  .object({
-    kubeConfig: kubeConfigSchema,
-    /** The namespace whose pods' logs are exported. */
-    namespace: z.string().min(1),
-    /** Only pods matching this label selector. @default every pod */
-    labelSelector: z.string().min(1).optional(),
-    /** Only log lines from the last N seconds. @default the whole log the kubelet keeps */
-    sinceSeconds: z.number().int().positive().optional(),
-    /** Only these container names (init containers included). @default every container */
-    containers: z.array(z.string().min(1)).min(1).optional(),
-    /** Prefix each line with its RFC 3339 time (the kubelet's `timestamps`). @default false */
-    timestamps: z.boolean().default(false),
-    /** Cap per container log (the kubelet's `limitBytes`). @default no cap */
-    limitBytes: z.number().int().positive().optional(),
-    /** Fail when a container's log cannot be read, instead of listing it in the details. @default false */
-    strict: z.boolean().default(false),
-    /** Logs can hold secrets; set this to make `backup()` require encryption. @default false */
-    sensitive: z.boolean().default(false),
-    /** Where each log is staged (tar needs sizes up front). @default the OS temp folder */
-    spoolDirectory: z.string().min(1).optional(),
-    /** Logical name for the manifest. @default the namespace */
-    name: z.string().min(1).optional(),
-  })
-  .strict();
+/** The zod schema of {@link KubernetesLogsSourceOptions}, which parses the options at the boundary. */
+export const kubernetesLogsSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      kubeConfig: kubeConfigSchema,
+      /** The namespace whose pods' logs are exported. */
+      namespace: z.string().min(1),
+      /** Only pods matching this label selector. @default every pod */
+      labelSelector: z.string().min(1).optional(),
+      /** Only log lines from the last N seconds. @default the whole log the kubelet keeps */
+      sinceSeconds: z.number().int().positive().optional(),
+      /** Only these container names (init containers included). @default every container */
+      containers: z.array(z.string().min(1)).min(1).optional(),
+      /** Prefix each line with its RFC 3339 time (the kubelet's `timestamps`). @default false */
+      timestamps: z.boolean().default(false),
+      /** Cap per container log (the kubelet's `limitBytes`). @default no cap */
+      limitBytes: z.number().int().positive().optional(),
+      /** Fail when a container's log cannot be read, instead of listing it in the details. @default false */
+      strict: z.boolean().default(false),
+      /** Logs can hold secrets; set this to make `backup()` require encryption. @default false */
+      sensitive: z.boolean().default(false),
+      /** Where each log is staged (tar needs sizes up front). @default the OS temp folder */
+      spoolDirectory: z.string().min(1).optional(),
+      /** Logical name for the manifest. @default the namespace */
+      name: z.string().min(1).optional(),
+    })
+    .strict(),
+);
 export interface KubernetesLogsSourceOptions {
   /** A ready KubeConfig (`@kubernetes/client-node`). */
   kubeConfig: KubeConfigLike;

@@ -1,20 +1,23 @@
-import { z } from "zod";
+import type { z } from "zod";
 import { formatOf } from "../../core/content-types.js";
 import { StowageError } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import type { RestoreTarget } from "../../core/restore-target.js";
 import { kubeConfigSchema } from "./kube-config.js";
 import { restoreKubernetes } from "./restore.js";
 
-export const kubernetesRestoreTargetOptionsSchema = z
-  .object({
-    kubeConfig: kubeConfigSchema,
-    /** Only these namespaces (as named in the backup). */
-    namespaces: z.array(z.string().min(1)).min(1).optional(),
-    /** Check the objects as if restored into other namespaces: `{ shop: "shop-drill" }`. */
-    namespaceMapping: z.record(z.string().min(1), z.string().min(1)).optional(),
-  })
-  .strict();
+/** The zod schema of {@link KubernetesRestoreTargetOptions}, which parses the options at the boundary. */
+export const kubernetesRestoreTargetOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      kubeConfig: kubeConfigSchema,
+      /** Only these namespaces (as named in the backup). */
+      namespaces: z.array(z.string().min(1)).min(1).optional(),
+      /** Check the objects as if restored into other namespaces: `{ shop: "shop-drill" }`. */
+      namespaceMapping: z.record(z.string().min(1), z.string().min(1)).optional(),
+    })
+    .strict(),
+);
 export type KubernetesRestoreTargetOptions = z.input<typeof kubernetesRestoreTargetOptionsSchema>;
 
 /**

@@ -6,9 +6,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
-import { parseOptions, signalSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import { type Json, KubeClient } from "./client.js";
 import { resourceListSchema } from "./discovery.js";
@@ -23,49 +23,52 @@ import {
 } from "./restore-apply.js";
 import { chooseEntries, isCrd, type SpooledEntry, spoolArchive } from "./restore-archive.js";
 
-export const restoreKubernetesOptionsSchema = z
-  .object({
-    /** The plain tar (e.g. `await restore({ sink, manifest, keys })`). */
-    stream: z.custom<Readable>(
-      (v) =>
-        typeof v === "object" && v !== null && typeof (v as Readable)[Symbol.asyncIterator] === "function",
-      "expected a readable stream",
-    ),
-    kubeConfig: kubeConfigSchema,
-    /** Only objects of these namespaces (as named in the backup). @default every namespace */
-    namespaces: z.array(z.string().min(1)).min(1).optional(),
-    /** Restore namespace A into B: `{ shop: "shop-copy" }`. Subjects of RoleBindings follow. @default {} */
-    namespaceMapping: z.record(z.string().min(1), z.string().min(1)).default({}),
-    /**
-     * Only these types, named as for `kubernetesSource` (plural, singular, kind or short name,
-     * optionally with its group); Namespaces the objects need are kept.
-     */
-    includeResources: resourceListSchema.optional(),
-    excludeResources: resourceListSchema.optional(),
-    /**
-     * Apply cluster-scoped objects other than CRDs and Namespaces (ClusterRoles…).
-     * @default true when `namespaces` is not given
-     */
-    includeClusterResources: z.boolean().optional(),
-    /** Server-side dry run (`dryRun=All`): the server checks every object and stores nothing. @default false */
-    dryRun: z.boolean().default(false),
-    /** Stop at the first failed object (throws `RESTORE_FAILED`). @default false */
-    strict: z.boolean().default(false),
-    /** Take fields another manager owns (`force=true`) instead of reporting a conflict. @default false */
-    force: z.boolean().default(false),
-    /** The server-side apply field manager. @default "stowage" */
-    fieldManager: z.string().min(1).max(128).default("stowage"),
-    /** How long to wait for a restored CRD to be Established before its objects. @default 30000 */
-    crdTimeoutMs: z.number().int().min(0).default(30_000),
-    /** Largest YAML document accepted from the archive. @default 16 MiB */
-    maxObjectBytes: z
-      .number()
-      .int()
-      .positive()
-      .default(16 << 20),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link RestoreKubernetesOptions}, which parses the options at the boundary. */
+export const restoreKubernetesOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The plain tar (e.g. `await restore({ sink, manifest, keys })`). */
+      stream: z.custom<Readable>(
+        (v) =>
+          typeof v === "object" && v !== null && typeof (v as Readable)[Symbol.asyncIterator] === "function",
+        "expected a readable stream",
+      ),
+      kubeConfig: kubeConfigSchema,
+      /** Only objects of these namespaces (as named in the backup). @default every namespace */
+      namespaces: z.array(z.string().min(1)).min(1).optional(),
+      /** Restore namespace A into B: `{ shop: "shop-copy" }`. Subjects of RoleBindings follow. @default {} */
+      namespaceMapping: z.record(z.string().min(1), z.string().min(1)).default({}),
+      /**
+       * Only these types, named as for `kubernetesSource` (plural, singular, kind or short name,
+       * optionally with its group); Namespaces the objects need are kept.
+       */
+      includeResources: resourceListSchema.optional(),
+      excludeResources: resourceListSchema.optional(),
+      /**
+       * Apply cluster-scoped objects other than CRDs and Namespaces (ClusterRoles…).
+       * @default true when `namespaces` is not given
+       */
+      includeClusterResources: z.boolean().optional(),
+      /** Server-side dry run (`dryRun=All`): the server checks every object and stores nothing. @default false */
+      dryRun: z.boolean().default(false),
+      /** Stop at the first failed object (throws `RESTORE_FAILED`). @default false */
+      strict: z.boolean().default(false),
+      /** Take fields another manager owns (`force=true`) instead of reporting a conflict. @default false */
+      force: z.boolean().default(false),
+      /** The server-side apply field manager. @default "stowage" */
+      fieldManager: z.string().min(1).max(128).default("stowage"),
+      /** How long to wait for a restored CRD to be Established before its objects. @default 30000 */
+      crdTimeoutMs: z.number().int().min(0).default(30_000),
+      /** Largest YAML document accepted from the archive. @default 16 MiB */
+      maxObjectBytes: z
+        .number()
+        .int()
+        .positive()
+        .default(16 << 20),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
 export interface RestoreKubernetesOptions {
   /** The plain tar (e.g. `await restore({ sink, manifest, keys })`). */
   stream: Readable;

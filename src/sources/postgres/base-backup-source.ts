@@ -2,10 +2,10 @@
  * `pgBaseBackupSource`: a physical base backup of a whole cluster, streamed from `pg_basebackup`
  * as one tar, for point-in-time recovery with the WAL that `archiveWal` keeps.
  */
-import { z } from "zod";
+import type { z } from "zod";
 import { type ChildExit, ChildStdout, lastLines, OutputTail, spawnChild } from "../../core/child-process.js";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import {
   coded,
@@ -20,29 +20,31 @@ import { formatLsn, parseLsn, segmentName, segmentOfLsn } from "./wal-names.js";
 /** The manifest `source.kind` of a base backup; `restorePostgresToPoint` picks these. */
 export const BASE_BACKUP_SOURCE_KIND = "postgres-basebackup";
 
-export const pgBaseBackupSourceOptionsSchema = z
-  .object({
-    /** Where to connect (a user with the REPLICATION attribute). The password goes by environment only. */
-    connection: pgConnectionSchema,
-    /** The pg_basebackup binary; it must be of the server's major version. @default "pg_basebackup" */
-    pgBaseBackupPath: z.string().min(1).default("pg_basebackup"),
-    /** `fast` checkpoints at once; `spread` spreads its I/O, and the backup starts later. @default "fast" */
-    checkpoint: z.enum(["fast", "spread"]).default("fast"),
-    /** The cluster's WAL segment size (initdb's `--wal-segsize`). @default 16 MiB */
-    walSegmentSize: z
-      .number()
-      .int()
-      .refine(
-        (n) => n >= 1 << 20 && n <= 1 << 30 && (n & (n - 1)) === 0,
-        "a power of two from 1 MiB to 1 GiB",
-      )
-      .default(16 * 1024 * 1024),
-    /** How long to wait for the server to answer. @default 10000 */
-    connectTimeoutMs: z.number().int().positive().default(10_000),
-    /** Logical name for the manifest. @default "cluster" */
-    name: z.string().min(1).default("cluster"),
-  })
-  .strict();
+export const pgBaseBackupSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** Where to connect (a user with the REPLICATION attribute). The password goes by environment only. */
+      connection: pgConnectionSchema,
+      /** The pg_basebackup binary; it must be of the server's major version. @default "pg_basebackup" */
+      pgBaseBackupPath: z.string().min(1).default("pg_basebackup"),
+      /** `fast` checkpoints at once; `spread` spreads its I/O, and the backup starts later. @default "fast" */
+      checkpoint: z.enum(["fast", "spread"]).default("fast"),
+      /** The cluster's WAL segment size (initdb's `--wal-segsize`). @default 16 MiB */
+      walSegmentSize: z
+        .number()
+        .int()
+        .refine(
+          (n) => n >= 1 << 20 && n <= 1 << 30 && (n & (n - 1)) === 0,
+          "a power of two from 1 MiB to 1 GiB",
+        )
+        .default(16 * 1024 * 1024),
+      /** How long to wait for the server to answer. @default 10000 */
+      connectTimeoutMs: z.number().int().positive().default(10_000),
+      /** Logical name for the manifest. @default "cluster" */
+      name: z.string().min(1).default("cluster"),
+    })
+    .strict(),
+);
 export type PgBaseBackupSourceOptions = z.input<typeof pgBaseBackupSourceOptionsSchema>;
 
 /** Facts a base backup records in its manifest (`source.details`). */

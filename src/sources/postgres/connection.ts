@@ -6,32 +6,35 @@
  */
 import { readFile } from "node:fs/promises";
 import { userInfo } from "node:os";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError, type StowageErrorCode } from "../../core/errors.js";
+import { lazySchema } from "../../core/options.js";
 import { redactor as makeRedactor, REDACTED, type Redact, redactCause } from "../../core/redact.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 
 const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] as const;
 
 /** A connection given as fields. */
-export const pgConnectionFieldsSchema = z
-  .object({
-    /** Host name, IP address, or a folder holding the server's Unix socket. @default "localhost" */
-    host: z.string().min(1).default("localhost"),
-    /** @default 5432 */
-    port: z.number().int().min(1).max(65535).default(5432),
-    /** @default the operating-system user, as libpq does */
-    user: z.string().min(1).optional(),
-    /** Handed to child processes as `PGPASSWORD`, never as an argument. */
-    password: z.string().optional(),
-    /** A libpq password file (`host:port:db:user:password` lines), handed over as `PGPASSFILE`. */
-    passfile: z.string().min(1).optional(),
-    /** @default "postgres" */
-    database: z.string().min(1).optional(),
-    /** libpq's `sslmode`. @default libpq's default ("prefer") for the tools; no TLS for the checks */
-    sslmode: z.enum(SSL_MODES).optional(),
-  })
-  .strict();
+export const pgConnectionFieldsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** Host name, IP address, or a folder holding the server's Unix socket. @default "localhost" */
+      host: z.string().min(1).default("localhost"),
+      /** @default 5432 */
+      port: z.number().int().min(1).max(65535).default(5432),
+      /** @default the operating-system user, as libpq does */
+      user: z.string().min(1).optional(),
+      /** Handed to child processes as `PGPASSWORD`, never as an argument. */
+      password: z.string().optional(),
+      /** A libpq password file (`host:port:db:user:password` lines), handed over as `PGPASSFILE`. */
+      passfile: z.string().min(1).optional(),
+      /** @default "postgres" */
+      database: z.string().min(1).optional(),
+      /** libpq's `sslmode`. @default libpq's default ("prefer") for the tools; no TLS for the checks */
+      sslmode: z.enum(SSL_MODES).optional(),
+    })
+    .strict(),
+);
 
 const URL_PARAMS = new Set([
   "sslmode",
@@ -50,13 +53,15 @@ const URL_PARAMS = new Set([
  * {@link pgConnectionFieldsSchema fields}. Problems are reported without echoing the URL (it may
  * hold a password).
  */
-export const pgConnectionSchema = z.union([
-  z.string().superRefine((value, ctx) => {
-    const problem = urlProblem(value);
-    if (problem) ctx.addIssue({ code: "custom", message: problem });
-  }),
-  pgConnectionFieldsSchema,
-]);
+export const pgConnectionSchema = lazySchema((z) =>
+  z.union([
+    z.string().superRefine((value, ctx) => {
+      const problem = urlProblem(value);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    }),
+    pgConnectionFieldsSchema,
+  ]),
+);
 /** A connection given as fields. */
 export interface PgConnectionFields {
   /** Host name, IP address, or a folder holding the server's Unix socket. @default "localhost" */
@@ -215,16 +220,18 @@ const RESERVED_DUMP_ARGS =
   /^(-f|--file|-F|--format|-d|--dbname|-h|--host|-p|--port|-U|--username|-W|--password|-w|--no-password)(=|$)|^-[fFdhpUWw]./;
 
 /** Extra command-line arguments for a libpq tool, refusing the ones stowage sets itself. */
-export const extraArgsSchema = z
-  .array(
-    z
-      .string()
-      .refine(
-        (a) => !RESERVED_DUMP_ARGS.test(a),
-        "sets a connection, file or format option stowage sets itself",
-      ),
-  )
-  .default([]);
+export const extraArgsSchema = lazySchema((z) =>
+  z
+    .array(
+      z
+        .string()
+        .refine(
+          (a) => !RESERVED_DUMP_ARGS.test(a),
+          "sets a connection, file or format option stowage sets itself",
+        ),
+    )
+    .default([]),
+);
 
 /** Replaces the password (and URL-encoded forms of it) and anything shaped like one with `[REDACTED]`. */
 export function redactor(c: ResolvedConnection): Redact {

@@ -2,7 +2,7 @@
  * `pgDumpSource`: checks that the server answers and that this pg_dump can dump it, then streams
  * pg_dump's output (or lets it write straight into the sink's file).
  */
-import { z } from "zod";
+import type { z } from "zod";
 import {
   type ChildExit,
   ChildStdout,
@@ -13,7 +13,7 @@ import {
   stopChild,
 } from "../../core/child-process.js";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { FileSourceOutput, Source, SourceContext, SourceOutput } from "../../core/types.js";
 import type { PgConnection } from "./connection.js";
@@ -30,30 +30,33 @@ import {
 import { connectClient, connectionError, loadPg } from "./peers.js";
 import { assertPgDumpCanDump } from "./version.js";
 
-export const pgDumpSourceOptionsSchema = z
-  .object({
-    /** Where to connect: a URL or fields. The password goes to pg_dump by environment only. */
-    connection: pgConnectionSchema,
-    /** The database to dump. @default the connection's database */
-    database: z.string().min(1).optional(),
-    /** `plain` SQL (restore with psql) or pg_dump's `custom` archive (restore with pg_restore). @default "plain" */
-    format: z.enum(["plain", "custom"]).default("plain"),
-    /** The pg_dump binary. @default "pg_dump" (from PATH) */
-    pgDumpPath: z.string().min(1).default("pg_dump"),
-    /** Only these schemas (`--schema`). */
-    schemas: z.array(z.string().min(1)).optional(),
-    /** Only these tables (`--table`, patterns allowed). */
-    tables: z.array(z.string().min(1)).optional(),
-    /** Leave these tables out (`--exclude-table`). */
-    excludeTables: z.array(z.string().min(1)).optional(),
-    /** More pg_dump arguments, e.g. ["--no-owner", "-Z0"]; connection, file and format ones are refused. */
-    extraArgs: extraArgsSchema,
-    /** How long to wait for the server to answer. @default 10000 */
-    connectTimeoutMs: z.number().int().positive().default(10_000),
-    /** Logical name for the manifest. @default the database name */
-    name: z.string().min(1).optional(),
-  })
-  .strict();
+/** The zod schema of {@link PgDumpSourceOptions}, which parses the options at the boundary. */
+export const pgDumpSourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** Where to connect: a URL or fields. The password goes to pg_dump by environment only. */
+      connection: pgConnectionSchema,
+      /** The database to dump. @default the connection's database */
+      database: z.string().min(1).optional(),
+      /** `plain` SQL (restore with psql) or pg_dump's `custom` archive (restore with pg_restore). @default "plain" */
+      format: z.enum(["plain", "custom"]).default("plain"),
+      /** The pg_dump binary. @default "pg_dump" (from PATH) */
+      pgDumpPath: z.string().min(1).default("pg_dump"),
+      /** Only these schemas (`--schema`). */
+      schemas: z.array(z.string().min(1)).optional(),
+      /** Only these tables (`--table`, patterns allowed). */
+      tables: z.array(z.string().min(1)).optional(),
+      /** Leave these tables out (`--exclude-table`). */
+      excludeTables: z.array(z.string().min(1)).optional(),
+      /** More pg_dump arguments, e.g. ["--no-owner", "-Z0"]; connection, file and format ones are refused. */
+      extraArgs: extraArgsSchema,
+      /** How long to wait for the server to answer. @default 10000 */
+      connectTimeoutMs: z.number().int().positive().default(10_000),
+      /** Logical name for the manifest. @default the database name */
+      name: z.string().min(1).optional(),
+    })
+    .strict(),
+);
 export interface PgDumpSourceOptions {
   /** Where to connect: a URL or fields. The password goes to pg_dump by environment only. */
   connection: PgConnection;

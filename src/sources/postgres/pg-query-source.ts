@@ -3,9 +3,9 @@
  */
 import { finished } from "node:stream/promises";
 import type { Client as PgClient } from "pg";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import type { PgConnection } from "./connection.js";
@@ -13,25 +13,28 @@ import { pgConnectionSchema, resolveConnection } from "./connection.js";
 import { connectClient, connectionError, loadCopyTo, loadPg } from "./peers.js";
 import { copyBody, inlineParams, type PgParam } from "./sql-literals.js";
 
-export const pgQuerySourceOptionsSchema = z
-  .object({
-    connection: pgConnectionSchema,
-    /** The database to query. @default the connection's database */
-    database: z.string().min(1).optional(),
-    /** A SELECT (or anything COPY accepts in parentheses); `$1`… refer to `params`. */
-    query: z.string().min(1),
-    /** Values for `$1`, `$2`, …; inlined as quoted literals (COPY takes no bind parameters). @default [] */
-    params: z.array(z.unknown()).default([]),
-    /** `csv` (RFC 4180-style, PostgreSQL's CSV) or `jsonl` (one `row_to_json` object a line). @default "jsonl" */
-    format: z.enum(["csv", "jsonl"]).default("jsonl"),
-    /** A header line for csv. @default true */
-    header: z.boolean().default(true),
-    /** How long to wait for the server to answer. @default 10000 */
-    connectTimeoutMs: z.number().int().positive().default(10_000),
-    /** Logical name for the manifest. @default the database name */
-    name: z.string().min(1).optional(),
-  })
-  .strict();
+/** The zod schema of {@link PgQuerySourceOptions}, which parses the options at the boundary. */
+export const pgQuerySourceOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      connection: pgConnectionSchema,
+      /** The database to query. @default the connection's database */
+      database: z.string().min(1).optional(),
+      /** A SELECT (or anything COPY accepts in parentheses); `$1`… refer to `params`. */
+      query: z.string().min(1),
+      /** Values for `$1`, `$2`, …; inlined as quoted literals (COPY takes no bind parameters). @default [] */
+      params: z.array(z.unknown()).default([]),
+      /** `csv` (RFC 4180-style, PostgreSQL's CSV) or `jsonl` (one `row_to_json` object a line). @default "jsonl" */
+      format: z.enum(["csv", "jsonl"]).default("jsonl"),
+      /** A header line for csv. @default true */
+      header: z.boolean().default(true),
+      /** How long to wait for the server to answer. @default 10000 */
+      connectTimeoutMs: z.number().int().positive().default(10_000),
+      /** Logical name for the manifest. @default the database name */
+      name: z.string().min(1).optional(),
+    })
+    .strict(),
+);
 export interface PgQuerySourceOptions {
   /** Where to connect: a URL or fields. The password never reaches argv, logs or errors. */
   connection: PgConnection;

@@ -1,25 +1,28 @@
 import { randomBytes } from "node:crypto";
-import { z } from "zod";
+import type { z } from "zod";
 import { formatOf } from "../../core/content-types.js";
 import { StowageError } from "../../core/errors.js";
-import { parseOptions } from "../../core/options.js";
+import { lazySchema, parseOptions } from "../../core/options.js";
 import type { RestoreTarget } from "../../core/restore-target.js";
 import { extraArgsSchema, pgConnectionSchema, redactor, resolveConnection } from "./connection.js";
 import { connectClient, loadPg } from "./peers.js";
 import { restorePostgres } from "./restore.js";
 
-export const postgresRestoreTargetOptionsSchema = z
-  .object({
-    /** A connection whose user may CREATE and DROP databases. */
-    connection: pgConnectionSchema,
-    /** The database restored into; created, and dropped by the caller's cleanup (a drill's scratch). @default "stowage_drill_<job>_<random>" */
-    database: z.string().min(1).max(63).optional(),
-    /** A query run on the restored database; its rows are the fact `rows` a drill's check sees. */
-    query: z.string().min(1).optional(),
-    /** More arguments for psql / pg_restore, e.g. ["--no-owner"]. */
-    extraArgs: extraArgsSchema,
-  })
-  .strict();
+/** The zod schema of {@link PostgresRestoreTargetOptions}, which parses the options at the boundary. */
+export const postgresRestoreTargetOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** A connection whose user may CREATE and DROP databases. */
+      connection: pgConnectionSchema,
+      /** The database restored into; created, and dropped by the caller's cleanup (a drill's scratch). @default "stowage_drill_<job>_<random>" */
+      database: z.string().min(1).max(63).optional(),
+      /** A query run on the restored database; its rows are the fact `rows` a drill's check sees. */
+      query: z.string().min(1).optional(),
+      /** More arguments for psql / pg_restore, e.g. ["--no-owner"]. */
+      extraArgs: extraArgsSchema,
+    })
+    .strict(),
+);
 export type PostgresRestoreTargetOptions = z.input<typeof postgresRestoreTargetOptionsSchema>;
 
 /** The pg_dump format of a content type, by the one content-type table. */

@@ -6,74 +6,81 @@ import { existsSync } from "node:fs";
 import { appendFile, lchown, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { listManifests } from "../../core/catalog.js";
 import { lastLines, runCollecting } from "../../core/child-process.js";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
 import { extractTar } from "../../core/extract-tar.js";
 import { JOB_NAME_PATTERN } from "../../core/keys.js";
-import { parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { restore } from "../../core/restore.js";
 import type { DecryptionKey } from "../../core/types.js";
 import { planRecovery, type RecoveryTarget, targetTime } from "./wal-plan.js";
 import { listArchivedWal } from "./wal-retention.js";
 
-const targetSchema = z.union([
-  z.literal("latest"),
-  z.object({ time: z.union([z.date(), z.string().min(1)]) }).strict(),
+const targetSchema = lazySchema((z) =>
+  z.union([
+    z.literal("latest"),
+    z.object({ time: z.union([z.date(), z.string().min(1)]) }).strict(),
+    z
+      .object({ lsn: z.string().regex(/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/, "an LSN like 0/3000060") })
+      .strict(),
+    z.object({ name: z.string().min(1).max(63) }).strict(),
+  ]),
+);
+
+const startSchema = lazySchema((z) =>
   z
-    .object({ lsn: z.string().regex(/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/, "an LSN like 0/3000060") })
+    .object({
+      /** The folder of `pg_ctl` and `postgres`. @default `pg_config --bindir`, else `pg_ctl` on PATH */
+      binDirectory: z.string().min(1).optional(),
+      /**
+       * Run the server as this operating-system user (through `runuser`, and the data directory is
+       * handed to it): PostgreSQL refuses to run as root. @default the current user
+       */
+      osUser: z.string().min(1).optional(),
+      /** The server's log file. @default `<dataDirectory>/stowage-recovery.log` */
+      logFile: z.string().min(1).optional(),
+      /** How long recovery may take to reach the target. @default 600000 */
+      timeoutMs: z.number().int().positive().default(600_000),
+    })
     .strict(),
-  z.object({ name: z.string().min(1).max(63) }).strict(),
-]);
+);
 
-const startSchema = z
-  .object({
-    /** The folder of `pg_ctl` and `postgres`. @default `pg_config --bindir`, else `pg_ctl` on PATH */
-    binDirectory: z.string().min(1).optional(),
-    /**
-     * Run the server as this operating-system user (through `runuser`, and the data directory is
-     * handed to it): PostgreSQL refuses to run as root. @default the current user
-     */
-    osUser: z.string().min(1).optional(),
-    /** The server's log file. @default `<dataDirectory>/stowage-recovery.log` */
-    logFile: z.string().min(1).optional(),
-    /** How long recovery may take to reach the target. @default 600000 */
-    timeoutMs: z.number().int().positive().default(600_000),
-  })
-  .strict();
-
-export const restorePostgresToPointOptionsSchema = z
-  .object({
-    sink: sinkSchema,
-    job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    /** `{ time }`, `{ lsn }`, `{ name }` (a `pg_create_restore_point`) or `"latest"`. */
-    target: targetSchema,
-    /** A new (or empty) folder for the cluster. */
-    dataDirectory: z.string().min(1),
-    /** Keys for an encrypted base backup. The WAL is fetched by `restoreCommand` with its own. @default [] */
-    keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
-    /** The id of the base backup to start from. @default the newest that fits the target */
-    backup: z.string().min(1).optional(),
-    /**
-     * The `restore_command` written into the recovery settings (`%f`, `%p` as PostgreSQL defines).
-     * @default `stowage wal-fetch %f %p --job <job>` (with `--config <config>` when given)
-     */
-    restoreCommand: z.string().min(1).optional(),
-    /** The config module the default `restoreCommand` names. */
-    config: z.string().min(1).optional(),
-    /**
-     * "keep": the restored cluster archives (on its new timeline) as the backed-up one did; "off":
-     * it never archives (a drill, a copy to inspect). @default "keep"
-     */
-    archiveMode: z.enum(["keep", "off"]).default("keep"),
-    /** More settings for the restored cluster, e.g. `{ port: "5433" }`. @default {} */
-    settings: z.record(z.string().regex(/^[a-z_.]+$/, "a setting name"), z.string()).default({}),
-    /** Start the server and wait until recovery has reached the target; `false` leaves it ready to start. @default false */
-    start: z.union([z.literal(false), startSchema]).default(false),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link RestorePostgresToPointOptions}, which parses the options at the boundary. */
+export const restorePostgresToPointOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      sink: sinkSchema,
+      job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+      /** `{ time }`, `{ lsn }`, `{ name }` (a `pg_create_restore_point`) or `"latest"`. */
+      target: targetSchema,
+      /** A new (or empty) folder for the cluster. */
+      dataDirectory: z.string().min(1),
+      /** Keys for an encrypted base backup. The WAL is fetched by `restoreCommand` with its own. @default [] */
+      keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
+      /** The id of the base backup to start from. @default the newest that fits the target */
+      backup: z.string().min(1).optional(),
+      /**
+       * The `restore_command` written into the recovery settings (`%f`, `%p` as PostgreSQL defines).
+       * @default `stowage wal-fetch %f %p --job <job>` (with `--config <config>` when given)
+       */
+      restoreCommand: z.string().min(1).optional(),
+      /** The config module the default `restoreCommand` names. */
+      config: z.string().min(1).optional(),
+      /**
+       * "keep": the restored cluster archives (on its new timeline) as the backed-up one did; "off":
+       * it never archives (a drill, a copy to inspect). @default "keep"
+       */
+      archiveMode: z.enum(["keep", "off"]).default("keep"),
+      /** More settings for the restored cluster, e.g. `{ port: "5433" }`. @default {} */
+      settings: z.record(z.string().regex(/^[a-z_.]+$/, "a setting name"), z.string()).default({}),
+      /** Start the server and wait until recovery has reached the target; `false` leaves it ready to start. @default false */
+      start: z.union([z.literal(false), startSchema]).default(false),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
 export type RestorePostgresToPointOptions = z.input<typeof restorePostgresToPointOptionsSchema>;
 
 export interface RestorePostgresToPointResult {

@@ -5,7 +5,7 @@
 import type { ChildProcessByStdio } from "node:child_process";
 import { type Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import {
   type ChildExit,
   hasExited,
@@ -15,7 +15,7 @@ import {
   stopChild,
 } from "../../core/child-process.js";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
-import { parseOptions, signalSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema } from "../../core/options.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { PgConnection } from "./connection.js";
 import {
@@ -34,47 +34,50 @@ import { connectClient, connectionError, loadPg } from "./peers.js";
 const isReadable = (v: unknown): v is Readable =>
   typeof v === "object" && v !== null && typeof (v as Readable).pipe === "function" && "readable" in v;
 
-export const restorePostgresOptionsSchema = z
-  .object({
-    /** The plain bytes of a dump, e.g. what `restore()` returns. */
-    stream: z.custom<Readable>(isReadable, "expected a Readable"),
-    /** How the dump was made: `plain` goes through psql, `custom` through pg_restore. */
-    format: z.enum(["plain", "custom"]),
-    /** Where to connect (the user needs rights to create the database if `createDatabase`). */
-    connection: pgConnectionSchema,
-    /** The database to restore into. */
-    database: z.string().min(1),
-    /**
-     * Create the database first (from template0). It must not exist, unless `clean` is also set,
-     * which drops it first. A database created here is dropped again if the restore fails.
-     * @default false
-     */
-    createDatabase: z.boolean().default(false),
-    /**
-     * Drop what is there first: with `createDatabase`, the whole database (`DROP DATABASE … WITH
-     * (FORCE)`); otherwise, for `custom`, the dumped objects (`pg_restore --clean --if-exists`).
-     * A plain dump carries DROP statements only if made with `--clean`, so `clean` alone is
-     * refused for `plain`.
-     * @default false
-     */
-    clean: z.boolean().default(false),
-    /** Restore in one transaction, so a failure leaves the database as it was. @default true */
-    singleTransaction: z.boolean().default(true),
-    /** A query run on the restored database afterwards (e.g. row counts); its rows are returned. */
-    check: z.string().min(1).optional(),
-    /** @default "psql" */
-    psqlPath: z.string().min(1).default("psql"),
-    /** @default "pg_restore" */
-    pgRestorePath: z.string().min(1).default("pg_restore"),
-    /** More arguments for psql / pg_restore, e.g. ["--no-owner"]. */
-    extraArgs: extraArgsSchema,
-    /** The database to connect to for CREATE/DROP DATABASE. @default the connection's database, else "postgres" */
-    maintenanceDatabase: z.string().min(1).optional(),
-    /** @default 10000 */
-    connectTimeoutMs: z.number().int().positive().default(10_000),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link RestorePostgresOptions}, which parses the options at the boundary. */
+export const restorePostgresOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      /** The plain bytes of a dump, e.g. what `restore()` returns. */
+      stream: z.custom<Readable>(isReadable, "expected a Readable"),
+      /** How the dump was made: `plain` goes through psql, `custom` through pg_restore. */
+      format: z.enum(["plain", "custom"]),
+      /** Where to connect (the user needs rights to create the database if `createDatabase`). */
+      connection: pgConnectionSchema,
+      /** The database to restore into. */
+      database: z.string().min(1),
+      /**
+       * Create the database first (from template0). It must not exist, unless `clean` is also set,
+       * which drops it first. A database created here is dropped again if the restore fails.
+       * @default false
+       */
+      createDatabase: z.boolean().default(false),
+      /**
+       * Drop what is there first: with `createDatabase`, the whole database (`DROP DATABASE … WITH
+       * (FORCE)`); otherwise, for `custom`, the dumped objects (`pg_restore --clean --if-exists`).
+       * A plain dump carries DROP statements only if made with `--clean`, so `clean` alone is
+       * refused for `plain`.
+       * @default false
+       */
+      clean: z.boolean().default(false),
+      /** Restore in one transaction, so a failure leaves the database as it was. @default true */
+      singleTransaction: z.boolean().default(true),
+      /** A query run on the restored database afterwards (e.g. row counts); its rows are returned. */
+      check: z.string().min(1).optional(),
+      /** @default "psql" */
+      psqlPath: z.string().min(1).default("psql"),
+      /** @default "pg_restore" */
+      pgRestorePath: z.string().min(1).default("pg_restore"),
+      /** More arguments for psql / pg_restore, e.g. ["--no-owner"]. */
+      extraArgs: extraArgsSchema,
+      /** The database to connect to for CREATE/DROP DATABASE. @default the connection's database, else "postgres" */
+      maintenanceDatabase: z.string().min(1).optional(),
+      /** @default 10000 */
+      connectTimeoutMs: z.number().int().positive().default(10_000),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
 export interface RestorePostgresOptions {
   /** The plain bytes of a dump, e.g. what `restore()` returns. */
   stream: Readable;

@@ -6,33 +6,36 @@ import { createReadStream } from "node:fs";
 import { basename } from "node:path";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
 import { FirstFailure, transfer } from "../../core/failure.js";
 import { assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "../../core/keys.js";
 import { MANIFEST_VERSION, type Manifest, serializeManifest } from "../../core/manifest.js";
-import { parseOptions, signalSchema, sinkSchema, transformSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema, sinkSchema, transformSchema } from "../../core/options.js";
 import { HashCounter } from "../../core/streams.js";
 import { VERSION } from "../../core/version.js";
 import { walNameOrThrow, walRecordKey, walTimelinePrefix } from "./wal-names.js";
 import { readWalRecord, WAL_SOURCE_KIND, writeWalRecord } from "./wal-record.js";
 
-export const archiveWalOptionsSchema = z
-  .object({
-    sink: sinkSchema,
-    /** The job whose prefix holds the WAL: `<job>/wal/<timeline>/`. */
-    job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    /** The file PostgreSQL hands `archive_command` as `%p`; its base name is the WAL file's name. */
-    path: z.string().min(1),
-    /** Applied in order, as a job's are (compress before you encrypt). @default [] */
-    transforms: z.array(transformSchema).default([]),
-    signal: signalSchema.optional(),
-    /** The clock the record's times are read from. @default () => new Date() */
-    now: z
-      .custom<() => Date>((v) => typeof v === "function", "expected a function returning a Date")
-      .optional(),
-  })
-  .strict();
+/** The zod schema of {@link ArchiveWalOptions}, which parses the options at the boundary. */
+export const archiveWalOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      sink: sinkSchema,
+      /** The job whose prefix holds the WAL: `<job>/wal/<timeline>/`. */
+      job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+      /** The file PostgreSQL hands `archive_command` as `%p`; its base name is the WAL file's name. */
+      path: z.string().min(1),
+      /** Applied in order, as a job's are (compress before you encrypt). @default [] */
+      transforms: z.array(transformSchema).default([]),
+      signal: signalSchema.optional(),
+      /** The clock the record's times are read from. @default () => new Date() */
+      now: z
+        .custom<() => Date>((v) => typeof v === "function", "expected a function returning a Date")
+        .optional(),
+    })
+    .strict(),
+);
 export type ArchiveWalOptions = z.input<typeof archiveWalOptionsSchema>;
 
 export interface ArchiveWalResult {

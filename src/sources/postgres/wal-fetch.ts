@@ -6,28 +6,31 @@ import { createWriteStream } from "node:fs";
 import { open, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
+import type { z } from "zod";
 import { isStowageError, StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
 import { JOB_NAME_PATTERN } from "../../core/keys.js";
-import { parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { restore } from "../../core/restore.js";
 import type { DecryptionKey } from "../../core/types.js";
 import { walNameOrThrow } from "./wal-names.js";
 import { readWalRecord } from "./wal-record.js";
 
-export const fetchWalOptionsSchema = z
-  .object({
-    sink: sinkSchema,
-    job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    /** The WAL file's name, `%f` of `restore_command`. */
-    name: z.string().min(1),
-    /** Where to write it, `%p` of `restore_command` (relative to the data directory there). */
-    dest: z.string().min(1),
-    /** Keys for an encrypted archive, as for `restore`. @default [] */
-    keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link FetchWalOptions}, which parses the options at the boundary. */
+export const fetchWalOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      sink: sinkSchema,
+      job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+      /** The WAL file's name, `%f` of `restore_command`. */
+      name: z.string().min(1),
+      /** Where to write it, `%p` of `restore_command` (relative to the data directory there). */
+      dest: z.string().min(1),
+      /** Keys for an encrypted archive, as for `restore`. @default [] */
+      keys: z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).default([]),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
 export type FetchWalOptions = z.input<typeof fetchWalOptionsSchema>;
 
 /**

@@ -2,26 +2,29 @@
  * `applyWalRetention`: deletes the archived WAL no retained base backup needs, as
  * `planWalRetention` decides.
  */
-import { z } from "zod";
+import type { z } from "zod";
 import { wrapError } from "../../core/errors.js";
 import { JOB_NAME_PATTERN } from "../../core/keys.js";
 import type { Manifest } from "../../core/manifest.js";
-import { parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import type { Sink } from "../../core/types.js";
 import { planWalRetention, type WalRetentionPlan } from "../../policies/wal.js";
 import { type ArchivedWal, groupWalListing, WAL_FOLDER } from "./wal-names.js";
 
-export const applyWalRetentionOptionsSchema = z
-  .object({
-    sink: sinkSchema,
-    job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
-    /** The base backups retention keeps, e.g. `planRetention(...).keep.map((d) => d.manifest)`. */
-    kept: z.array(z.custom<Manifest>((v) => typeof v === "object" && v !== null)),
-    /** Only plan: delete nothing. @default false */
-    dryRun: z.boolean().default(false),
-    signal: signalSchema.optional(),
-  })
-  .strict();
+/** The zod schema of {@link ApplyWalRetentionOptions}, which parses the options at the boundary. */
+export const applyWalRetentionOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      sink: sinkSchema,
+      job: z.string().regex(JOB_NAME_PATTERN, "lowercase letters, digits, '.', '_' and '-', at most 128"),
+      /** The base backups retention keeps, e.g. `planRetention(...).keep.map((d) => d.manifest)`. */
+      kept: z.array(z.custom<Manifest>((v) => typeof v === "object" && v !== null)),
+      /** Only plan: delete nothing. @default false */
+      dryRun: z.boolean().default(false),
+      signal: signalSchema.optional(),
+    })
+    .strict(),
+);
 export type ApplyWalRetentionOptions = z.input<typeof applyWalRetentionOptionsSchema>;
 
 /** Every archived WAL file of a job (one listing of `<job>/wal/`). @throws {SINK_READ_FAILED} */

@@ -20,9 +20,13 @@ export const KEY_LENGTH = 32;
  * spin for minutes. scrypt memory is 128·N·r bytes (N·r ≤ 2^22: 512 MiB); work is N·r·p.
  */
 export const AES_LIMITS = {
+  /** log2 of the chunk size: 1 KiB to 16 MiB. */
   log2Chunk: [10, 24],
+  /** log2 of scrypt's N. */
   log2N: [10, 20],
+  /** scrypt's r. */
   r: [1, 32],
+  /** scrypt's p. */
   p: [1, 16],
   /** N·r at most 2^22 (512 MiB of scrypt memory). */
   log2MemoryNr: 22,
@@ -41,9 +45,13 @@ export const AES_LIMITS = {
 // ---------------------------------------------------------------------------------------------
 // scrypt, bounded, and HKDF.
 
+/** scrypt's parameters for a passphrase (`aes256gcm({ passphrase, scrypt })`). */
 export interface ScryptParams {
+  /** log2 of scrypt's cost N. */
   log2N: number;
+  /** scrypt's block size r. */
   r: number;
+  /** scrypt's parallelism p. */
   p: number;
 }
 

@@ -5,7 +5,7 @@
  */
 
 import type { Readable } from "node:stream";
-import { z } from "zod";
+import type { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
 import { writeSignedManifest } from "../../core/chain.js";
 import { keyList } from "../../core/codecs.js";
@@ -13,7 +13,7 @@ import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
 import { FirstFailure, transfer } from "../../core/failure.js";
 import { artifactKey, assertSafeKey, newBackupId } from "../../core/keys.js";
 import { type Manifest, manifestKeyFor, parseManifest, type TransformRecord } from "../../core/manifest.js";
-import { parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
+import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { ProgressCounter, type ProgressListener } from "../../core/progress.js";
 import { signerFrom } from "../../core/signing.js";
 import { ExpectDigest, HashCounter } from "../../core/streams.js";
@@ -23,44 +23,49 @@ import { createRekeyStream, type HeaderInfo } from "./chunks.js";
 import { AES_FORMAT_VERSION } from "./format.js";
 import { parseRecipients, type Recipient } from "./options.js";
 
-export const rekeyOptionsSchema = z
-  .object({
-    sink: sinkSchema,
-    /** The backup to rekey; parsed with the manifest schema. */
-    manifest: z.unknown(),
-    /** Keys that open the artifact now: `{ identity }`, `{ key }` or `{ passphrase }`. */
-    identities: z.union([
-      z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null),
-      z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).min(1),
-    ]),
-    /** Everyone who may decrypt the new artifact, as for `aes256gcm({ recipients })`. */
-    recipients: z.array(z.unknown()).min(1, "give at least one recipient"),
-    /** scrypt cost for passphrase recipients. @default { log2N: 15, r: 8, p: 1 } */
-    scrypt: z.object({ log2N: z.number(), r: z.number(), p: z.number() }).strict().optional(),
-    /**
-     * Also draw a fresh data key and re-encrypt every chunk (the ciphertext changes). Without it
-     * only the header changes, so a removed recipient who kept the old data key could still read
-     * the new artifact's bytes; with it, not even that. Version-1 artifacts are always re-encrypted.
-     * @default false
-     */
-    reencrypt: z.boolean().default(false),
-    /**
-     * Keep the old artifact and manifest. By default they are deleted once the new ones are
-     * committed (and the new artifact's size checked), so a removed recipient loses access and
-     * listings do not show the backup twice. Sinks that cannot delete always keep them.
-     * @default false
-     */
-    keepOld: z.boolean().default(false),
-    /**
-     * Signs the new manifest (`generateSigningKey()`); it keeps the old one's `previous`, since it
-     * stands in for the same backup. Without it the new manifest is unsigned: its artifact, id and
-     * recipients change, so an old signature could not hold. @default unsigned
-     */
-    signingKey: z.string().optional(),
-    signal: signalSchema.optional(),
-    onProgress: z.custom<ProgressListener>((v) => typeof v === "function", "expected a function").optional(),
-  })
-  .strict();
+/** The zod schema of {@link RekeyOptions}, which parses the options at the boundary. */
+export const rekeyOptionsSchema = lazySchema((z) =>
+  z
+    .object({
+      sink: sinkSchema,
+      /** The backup to rekey; parsed with the manifest schema. */
+      manifest: z.unknown(),
+      /** Keys that open the artifact now: `{ identity }`, `{ key }` or `{ passphrase }`. */
+      identities: z.union([
+        z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null),
+        z.array(z.custom<DecryptionKey>((v) => typeof v === "object" && v !== null)).min(1),
+      ]),
+      /** Everyone who may decrypt the new artifact, as for `aes256gcm({ recipients })`. */
+      recipients: z.array(z.unknown()).min(1, "give at least one recipient"),
+      /** scrypt cost for passphrase recipients. @default { log2N: 15, r: 8, p: 1 } */
+      scrypt: z.object({ log2N: z.number(), r: z.number(), p: z.number() }).strict().optional(),
+      /**
+       * Also draw a fresh data key and re-encrypt every chunk (the ciphertext changes). Without it
+       * only the header changes, so a removed recipient who kept the old data key could still read
+       * the new artifact's bytes; with it, not even that. Version-1 artifacts are always re-encrypted.
+       * @default false
+       */
+      reencrypt: z.boolean().default(false),
+      /**
+       * Keep the old artifact and manifest. By default they are deleted once the new ones are
+       * committed (and the new artifact's size checked), so a removed recipient loses access and
+       * listings do not show the backup twice. Sinks that cannot delete always keep them.
+       * @default false
+       */
+      keepOld: z.boolean().default(false),
+      /**
+       * Signs the new manifest (`generateSigningKey()`); it keeps the old one's `previous`, since it
+       * stands in for the same backup. Without it the new manifest is unsigned: its artifact, id and
+       * recipients change, so an old signature could not hold. @default unsigned
+       */
+      signingKey: z.string().optional(),
+      signal: signalSchema.optional(),
+      onProgress: z
+        .custom<ProgressListener>((v) => typeof v === "function", "expected a function")
+        .optional(),
+    })
+    .strict(),
+);
 /** Options of {@link rekey}. */
 export interface RekeyOptions {
   /** The sink that holds the backup; the new artifact and manifest are written there too. */
