@@ -25,7 +25,7 @@ const DIGEST_BYTES = 32;
  * `artifact.blocks` in a manifest: the SHA-256 of each `size`-byte block of the stored bytes (the
  * last block may be shorter), so a restore can check each block as it arrives and release nothing
  * unchecked without reading the artifact twice. `sha256` is the 32-byte digests, concatenated in
- * order and base64-encoded: 44 characters a block (5.5 KB a GiB at 8 MiB), where a JSON list of hex
+ * order and base64-encoded: 44 characters a block (22 KB a GiB at 2 MiB), where a JSON list of hex
  * strings would take 67. Written for unencrypted artifacts only; encrypted ones authenticate each
  * chunk already (docs/FORMAT.md).
  */
