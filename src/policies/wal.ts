@@ -75,12 +75,16 @@ export function planWalRetention(kept: readonly Manifest[], wal: readonly WalFil
   return plan;
 }
 
+const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, "0");
+
 /** A hole in one timeline's sequence of segments. */
 export interface WalGap {
   timeline: string;
   /** The last segment before the hole and the first after it. */
   after: string;
   before: string;
+  /** The first segment that is missing: where recovery on this timeline stops. */
+  firstMissing: string;
   /** How many segments are missing. */
   missing: number;
 }
@@ -108,7 +112,15 @@ export function findWalGaps(wal: readonly WalFile[], segmentSize = 16 * 1024 * 1
     for (let i = 1; i < numbers.length; i++) {
       const missing = numbers[i]! - numbers[i - 1]! - 1;
       if (missing > 0) {
-        gaps.push({ timeline, after: line.get(numbers[i - 1]!)!, before: line.get(numbers[i]!)!, missing });
+        const next = numbers[i - 1]! + 1;
+        const firstMissing = `${timeline}${hex8(Math.floor(next / per))}${hex8(next % per)}`;
+        gaps.push({
+          timeline,
+          after: line.get(numbers[i - 1]!)!,
+          before: line.get(numbers[i]!)!,
+          firstMissing,
+          missing,
+        });
       }
     }
   }
