@@ -4,6 +4,7 @@ import { listManifests } from "../core/catalog.js";
 import type { StowageError } from "../core/errors.js";
 import type { Manifest } from "../core/manifest.js";
 import { isBaseBackup, listArchivedWal } from "../core/wal-prune.js";
+import { errorCode } from "../jobs/audit.js";
 import type { StowageConfig } from "../jobs/config.js";
 import { formatPrometheus } from "../policies/prometheus.js";
 import { formatStatusText, summarize } from "../policies/status.js";
@@ -45,10 +46,15 @@ export async function statusCommand(
     const ask = job.source.archiverStatus;
     if (!ask && !manifests.some((m) => m.job === job.name && isBaseBackup(m))) continue;
     const files = await listArchivedWal(job.sink, job.name, io.signal);
-    const archiver = ask
-      ? await ask.call(job.source, { signal: io.signal }).catch(() => undefined)
-      : undefined;
-    wal[job.name] = { files, ...(archiver ? { archiver } : {}) };
+    let archiver: WalInput["archiver"];
+    let archiverError: string | undefined;
+    try {
+      archiver = ask ? await ask.call(job.source, { signal: io.signal }) : undefined;
+    } catch (error) {
+      if (io.signal.aborted) throw error;
+      archiverError = errorCode(error);
+    }
+    wal[job.name] = { files, ...(archiver ? { archiver } : {}), ...(archiverError ? { archiverError } : {}) };
   }
   const report = summarize(manifests, {
     now: new Date(),

@@ -26,6 +26,8 @@ export interface WalInput {
   files: readonly WalFile[];
   /** The server's archiver, when it could be asked. */
   archiver?: ArchiverStats;
+  /** The error code when the server could not be asked (the lag is then unknown, and said so). */
+  archiverError?: string;
   /** The cluster's WAL segment size. @default 16 MiB */
   segmentSize?: number;
 }
@@ -62,7 +64,7 @@ export interface JobWalStatus {
   rpoSeconds: number | null;
   /**
    * Segments the server has written and the archive does not hold yet, counting the one being
-   * written (1 is normal); null when the server could not be asked.
+   * written (0 or 1 is normal); null when the server could not be asked.
    */
   lagSegments: number | null;
   /** `pg_stat_archiver.failed_count`, when known. */
@@ -102,6 +104,9 @@ export function walJobStatus(wal: WalInput, now: Date): { status: JobWalStatus; 
   // The segment being written always counts 1; two complete ones waiting is falling behind.
   if (status.lagSegments !== null && status.lagSegments >= 3) {
     problems.push(`the WAL archiver lags ${status.lagSegments - 1} segments behind the server`);
+  }
+  if (wal.archiverError) {
+    problems.push(`the WAL archiver's lag is unknown: the server could not be asked (${wal.archiverError})`);
   }
   if (failing) problems.push(`the WAL archiver is failing (on ${a?.lastFailedWal ?? "a segment"})`);
   return { status, problems };

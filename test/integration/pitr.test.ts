@@ -7,8 +7,9 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -351,5 +352,32 @@ describe("point-in-time recovery (PostgreSQL 15, archive_command = stowage wal-p
     expect(walLines.map((e) => e.key).sort()).toEqual([...done!.walDeleted!].sort());
     expect(walLines.every((e) => e.result === "ok" && e.reason === `before ${start}`)).toBe(true);
     expect(lines.length).toBe(walLines.length + 1);
+
+    // stowage status: the archive's RPO, and the lag as the server's pg_stat_archiver shows it.
+    // The bundle imports pg as an installed package would: from a node_modules above it.
+    await symlink(fileURLToPath(new URL("../../node_modules", import.meta.url)), join(root, "node_modules"));
+    const statusConfig = join(root, "status.config.mjs");
+    await writeWalConfig(statusConfig, JOB, sinkRoot, join(root, "wal.key"), primary.port);
+    const status = await stowage(["status", "--json", "--config", statusConfig]);
+    const entry = (
+      JSON.parse(status.stdout) as { jobs: Array<{ job: string; wal?: Record<string, unknown> }> }
+    ).jobs[0]!;
+    expect(entry.job).toBe(JOB);
+    expect(entry.wal).toMatchObject({ failing: false, gaps: [] });
+    const [server] = await primary.query<{ current: string }>(
+      "SELECT pg_walfile_name(pg_current_wal_lsn()) AS current",
+    );
+    const newest = String(entry.wal!.newestSegment);
+    expect(newest.slice(0, 8)).toBe("00000001");
+    // At a segment boundary the server names the segment just finished (0); WAL written since
+    // the status was taken can only raise what the server shows now.
+    const lag = entry.wal!.lagSegments as number;
+    expect(lag).toBeGreaterThanOrEqual(0);
+    expect(lag).toBeLessThanOrEqual(
+      Number.parseInt(server!.current.slice(16), 16) - Number.parseInt(newest.slice(16), 16),
+    );
+    expect(entry.wal!.rpoSeconds).toBeGreaterThanOrEqual(0);
+    const metrics = await stowage(["status", "--prometheus", "--config", statusConfig]);
+    expect(metrics.stdout).toContain(`stowage_wal_archiver_lag_segments{backup_job="${JOB}"}`);
   });
 });

@@ -423,6 +423,10 @@ describe("WAL in retention, validation and status", () => {
     expect(holed.jobs[0]!.status).toBe("failing");
     expect(holed.jobs[0]!.wal).toMatchObject({ lagSegments: null, failing: null });
     expect(holed.jobs[0]!.problems.join(" ")).toContain(segmentName(1, 2));
+    // A server that could not be asked: the lag is unknown, and the job says so.
+    const unasked = summarize(manifests, { now, wal: { db: { files, archiverError: "SOURCE_FAILED" } } });
+    expect(unasked.jobs[0]).toMatchObject({ status: "warning", wal: { lagSegments: null } });
+    expect(unasked.jobs[0]!.problems).toHaveLength(1);
     // Without a server to ask, the lag is not reported rather than guessed.
     expect(formatPrometheus(holed)).not.toContain("stowage_wal_archiver_lag_segments");
   });
