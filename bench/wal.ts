@@ -30,6 +30,8 @@ const SEGMENT_MB = 16 * 1.048576;
 interface Side {
   name: string;
   times: number[];
+  /** CPU seconds (user + system) of each push, which a loaded machine inflates far less than wall time. */
+  cpu: number[];
   maxLag: number;
   segments: number;
 }
@@ -49,15 +51,18 @@ function pgbench(cluster: Cluster, args: string[]) {
 
 /** The timing wrapper: the shell that runs archive_command records each successful push. */
 const timed = (command: string, log: string) =>
-  `s=$(date +%s%N) && ${command} && echo "%f $s $(date +%s%N)" >> ${log}`;
+  `s=$(date +%s%N) && /usr/bin/time -a -o ${log}.cpu -f "%U %S" ${command} && echo "%f $s $(date +%s%N)" >> ${log}`;
 
 async function measure(cluster: Cluster, side: string, command: string, log: string, seconds: number) {
   await writeFile(log, "");
   await chmod(log, 0o666);
+  await writeFile(`${log}.cpu`, "");
+  await chmod(`${log}.cpu`, 0o666);
   await cluster.query(`ALTER SYSTEM SET archive_command = '${timed(command, log).replace(/'/g, "''")}'`);
   await cluster.query("SELECT pg_reload_conf()");
   await cluster.switchAndWaitArchived();
   await writeFile(log, "");
+  await writeFile(`${log}.cpu`, "");
   let maxLag = 0;
   let sampling = true;
   const sampler = (async () => {
@@ -83,7 +88,12 @@ async function measure(cluster: Cluster, side: string, command: string, log: str
     const [, start, end] = l.split(" ");
     return (Number(end) - Number(start)) / 1e9;
   });
-  return { name: side, times, maxLag, segments: lines.length } satisfies Side;
+  const cpu = (await readFile(`${log}.cpu`, "utf8"))
+    .trim()
+    .split("\n")
+    .filter((l) => /^[\d.]+ [\d.]+$/.test(l))
+    .map((l) => l.split(" ").reduce((a, b) => a + Number(b), 0));
+  return { name: side, times, cpu, maxLag, segments: lines.length } satisfies Side;
 }
 
 export async function run(options: BenchOptions): Promise<BenchRow[]> {
@@ -135,6 +145,13 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
         note: note(stowage),
       }),
       row("wal-push p99 per segment", "s", p(stowage, 0.99), p(cp, 0.99)),
+      row(
+        "wal-push CPU per segment, p50 (user + system)",
+        "s",
+        percentile(stowage.cpu, 0.5),
+        percentile(cp.cpu, 0.5),
+        { note: `${stowage.cpu.length} pushes timed` },
+      ),
       row("wal-push sustained (one archiver, 16 MiB / mean push time)", "MB/s", rate(stowage), rate(cp), {
         note: note(cp),
       }),

@@ -7,16 +7,8 @@ import { parseArgs } from "node:util";
 import { VERSION } from "../core/version.js";
 import type { StowageConfig } from "../jobs/config.js";
 import { loadConfig } from "./config.js";
-import { drillCommand } from "./drill.js";
 import { FLAGS, type FlagSpec, type Flags, parseOptions } from "./flags.js";
-import { keygenCommand } from "./keygen.js";
 import { EXIT, type Io, print, reportError, UsageError } from "./output.js";
-import { pruneCommand } from "./prune.js";
-import { restoreCommand } from "./restore.js";
-import { runCommand } from "./run.js";
-import { statusCommand } from "./status.js";
-import { verifyCommand } from "./verify.js";
-import { walFetchCommand, walPushCommand } from "./wal.js";
 
 export interface Command {
   name: string;
@@ -29,6 +21,17 @@ export interface Command {
   positionals?: number;
   /** Resolves to the exit code; `load` loads the config module (keygen needs none). */
   handler(flags: Flags, io: Io, load: () => Promise<StowageConfig>): Promise<number>;
+}
+
+/**
+ * A handler whose module is imported only when its command runs, so that a command started often
+ * (`wal-push` runs once per WAL segment) loads neither the others nor what they need.
+ */
+function lazy<K extends string>(
+  load: () => Promise<Record<K, Command["handler"]>>,
+  name: K,
+): Command["handler"] {
+  return async (flags, io, config) => (await load())[name](flags, io, config);
 }
 
 const progressFlags = [FLAGS.progress, FLAGS.noProgress, FLAGS.progressInterval];
@@ -52,7 +55,7 @@ export const COMMANDS: readonly Command[] = [
         description: "jobs at once (default: the config's concurrency)",
       },
     ],
-    handler: runCommand,
+    handler: lazy(() => import("./run.js"), "runCommand"),
   },
   {
     name: "verify",
@@ -72,7 +75,7 @@ export const COMMANDS: readonly Command[] = [
       },
       ...progressFlags,
     ],
-    handler: verifyCommand,
+    handler: lazy(() => import("./verify.js"), "verifyCommand"),
   },
   {
     name: "status",
@@ -84,7 +87,7 @@ export const COMMANDS: readonly Command[] = [
       FLAGS.json,
       { name: "prometheus", type: "boolean", default: false, description: "Prometheus exposition text" },
     ],
-    handler: statusCommand,
+    handler: lazy(() => import("./status.js"), "statusCommand"),
   },
   {
     name: "restore",
@@ -122,7 +125,7 @@ export const COMMANDS: readonly Command[] = [
       },
       ...progressFlags,
     ],
-    handler: restoreCommand,
+    handler: lazy(() => import("./restore.js"), "restoreCommand"),
   },
   {
     name: "prune",
@@ -134,7 +137,7 @@ export const COMMANDS: readonly Command[] = [
       FLAGS.json,
       { name: "dry-run", type: "boolean", default: false, description: "only show what would be deleted" },
     ],
-    handler: pruneCommand,
+    handler: lazy(() => import("./prune.js"), "pruneCommand"),
   },
   {
     name: "drill",
@@ -147,7 +150,7 @@ export const COMMANDS: readonly Command[] = [
       FLAGS.from,
       { name: "report", type: "string", value: "<file>", description: "write the drill report (JSON) here" },
     ],
-    handler: drillCommand,
+    handler: lazy(() => import("./drill.js"), "drillCommand"),
   },
   {
     name: "keygen",
@@ -169,7 +172,7 @@ export const COMMANDS: readonly Command[] = [
         description: "write the identity to this new file (mode 0600), never replacing one",
       },
     ],
-    handler: (flags, io) => keygenCommand(flags, io),
+    handler: lazy(() => import("./keygen.js"), "keygenCommand"),
   },
   // PostgreSQL point-in-time recovery: archive_command and restore_command.
   {
@@ -178,7 +181,7 @@ export const COMMANDS: readonly Command[] = [
     usage: "<path> --job <name> [--config <file>]",
     positionals: 1,
     flags: [FLAGS.config, FLAGS.jobOne, FLAGS.json],
-    handler: walPushCommand,
+    handler: lazy(() => import("./wal.js"), "walPushCommand"),
   },
   {
     name: "wal-fetch",
@@ -186,7 +189,7 @@ export const COMMANDS: readonly Command[] = [
     usage: "<name> <dest> --job <name> [--config <file>]",
     positionals: 2,
     flags: [FLAGS.config, FLAGS.jobOne, FLAGS.json],
-    handler: walFetchCommand,
+    handler: lazy(() => import("./wal.js"), "walFetchCommand"),
   },
 ];
 

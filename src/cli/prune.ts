@@ -40,6 +40,8 @@ export async function pruneCommand(
           }`,
         );
         for (const key of r.deleted) print(io, `       ${key}`);
+        if (r.walDeleted)
+          print(io, `       ${verb} ${r.walDeleted.length} WAL files no kept base backup needs`);
       }
     }
   }

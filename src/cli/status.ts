@@ -3,9 +3,12 @@
 import { listManifests } from "../core/catalog.js";
 import type { StowageError } from "../core/errors.js";
 import type { Manifest } from "../core/manifest.js";
+import { isBaseBackup, listArchivedWal } from "../core/wal-prune.js";
+import { errorCode } from "../jobs/audit.js";
 import type { StowageConfig } from "../jobs/config.js";
 import { formatPrometheus } from "../policies/prometheus.js";
 import { formatStatusText, summarize } from "../policies/status.js";
+import type { WalInput } from "../policies/wal-report.js";
 import { selectJobs } from "./config.js";
 import type { Flags } from "./flags.js";
 import { EXIT, type Io, print } from "./output.js";
@@ -36,12 +39,30 @@ export async function statusCommand(
   // Rules for the compliance figures: the config's, else the jobs' when they all agree.
   const shared = new Set(jobs.map((j) => JSON.stringify(j.rules ?? null)));
   const rules = config.status?.rules ?? (shared.size === 1 ? jobs[0]?.rules : undefined);
+  // The WAL archive of each job that keeps one (its source can ask the server, or it has base
+  // backups): one listing, and the server's archiver where it answers (else the lag is unknown).
+  const wal: Record<string, WalInput> = {};
+  for (const job of jobs) {
+    const ask = job.source.archiverStatus;
+    if (!ask && !manifests.some((m) => m.job === job.name && isBaseBackup(m))) continue;
+    const files = await listArchivedWal(job.sink, job.name, io.signal);
+    let archiver: WalInput["archiver"];
+    let archiverError: string | undefined;
+    try {
+      archiver = ask ? await ask.call(job.source, { signal: io.signal }) : undefined;
+    } catch (error) {
+      if (io.signal.aborted) throw error;
+      archiverError = errorCode(error);
+    }
+    wal[job.name] = { files, ...(archiver ? { archiver } : {}), ...(archiverError ? { archiverError } : {}) };
+  }
   const report = summarize(manifests, {
     now: new Date(),
     rpo,
     invalid,
     jobs: jobs.map((j) => j.name),
     ...(rules ? { rules } : {}),
+    ...(Object.keys(wal).length > 0 ? { wal } : {}),
   });
   if (flags.prometheus) io.stdout.write(formatPrometheus(report));
   else if (flags.json) print(io, JSON.stringify(report, null, 2));

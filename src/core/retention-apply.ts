@@ -1,11 +1,16 @@
 import type { z } from "zod";
 import type { RetentionDecision, RetentionPlan } from "../policies/retention.js";
+import { deleteKeys as deleteBatch } from "./delete-keys.js";
 import { isAbortError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import type { Manifest } from "./manifest.js";
 import { durationSchema, lazySchema, parseOptions, signalSchema, sinkSchema } from "./options.js";
 import { orphansIn } from "./orphans.js";
 import type { Agrees, Assert } from "./type-checks.js";
 import type { Leftover, ObjectInfo, Sink } from "./types.js";
+import { type DeletedWal, type FailedWalDeletion, isBaseBackup, pruneWal } from "./wal-prune.js";
+
+const deleteKeys = (sink: Sink, keys: string[], signal: AbortSignal | undefined) =>
+  deleteBatch(sink, keys, signal, "applyRetention");
 
 export { type FindOrphansOptions, findOrphans, type OrphanReport } from "./orphans.js";
 
@@ -54,6 +59,13 @@ export interface ApplyRetentionResult {
   orphans: string[];
   /** Backups the plan keeps. */
   kept: number;
+  /**
+   * Archived WAL files deleted (with `dryRun`: that would be) because no kept base backup needs
+   * them: for each job whose kept backups include a PostgreSQL base backup (see `planWalRetention`).
+   */
+  wal: DeletedWal[];
+  /** WAL files whose deletion failed. */
+  walFailed: FailedWalDeletion[];
 }
 
 const applyOptionsSchema = lazySchema((z) =>
@@ -112,46 +124,6 @@ export interface ApplyRetentionOptions {
 }
 type _ApplyRetentionOptionsAgrees = Assert<Agrees<ApplyRetentionOptions, z.input<typeof applyOptionsSchema>>>;
 
-/** Deletes keys in one call; if it fails, key by key, to tell which failed. Aborts are thrown. */
-async function deleteKeys(
-  sink: Sink,
-  keys: string[],
-  signal: AbortSignal | undefined,
-): Promise<Map<string, StowageError>> {
-  const failed = new Map<string, StowageError>();
-  if (keys.length === 0) return failed;
-  const attempt = async (batch: string[]) => {
-    throwIfAborted(signal, "applyRetention");
-    try {
-      await sink.delete(batch, signal ? { signal } : {});
-      return undefined;
-    } catch (error) {
-      if (signal?.aborted || isAbortError(error)) {
-        throw wrapError(error, "ABORTED", `applyRetention: deleting from ${sink.kind} sink`, {}, signal);
-      }
-      return wrapError(
-        error,
-        "SINK_DELETE_FAILED",
-        `applyRetention: deleting ${batch.length === 1 ? batch[0] : `${batch.length} keys`} from ${sink.kind} sink`,
-        {
-          keys: batch.slice(0, 10),
-        },
-      );
-    }
-  };
-  const error = await attempt(keys);
-  if (!error) return failed;
-  if (keys.length === 1) {
-    failed.set(keys[0]!, error);
-    return failed;
-  }
-  for (const key of keys) {
-    const one = await attempt([key]);
-    if (one) failed.set(key, one);
-  }
-  return failed;
-}
-
 /**
  * Removes leftovers in one call; if it fails, one by one, so that one that cannot be removed
  * leaves the others removed (it stays for the next run). Returns those removed; aborts are thrown.
@@ -208,6 +180,10 @@ const describe = (d: RetentionDecision): DeletedBackup => ({
  * retried key by key, so one undeletable object (an S3 Object Lock, a permission) fails only its
  * own backup, reported in `failed`, and the rest go on.
  *
+ * For a job whose kept backups include PostgreSQL base backups, it then deletes the archived WAL
+ * (`<job>/wal/`) none of them needs: every segment before the oldest kept base backup's start
+ * segment, on every timeline; `.history` files stay (see `planWalRetention`). Those are in `wal`.
+ *
  * With `dryRun`, nothing is deleted and the result lists what would be.
  *
  * @throws {CONFIG_INVALID} for bad options. {RETENTION_REFUSED} when the plan names backups of
@@ -251,6 +227,8 @@ export async function applyRetentionListed(
     failed: [],
     orphans: [],
     kept: plan.decisions.length - drops.length,
+    wal: [],
+    walFailed: [],
   };
   try {
     throwIfAborted(signal, "applyRetention");
@@ -286,6 +264,19 @@ export async function applyRetentionListed(
           }
         }
       }
+    }
+
+    // The WAL after the backups, from what stays: a backup whose manifest could not be deleted
+    // is intact and keeps its WAL too.
+    const intact = new Set(result.failed.filter((f) => f.stage === "manifest").map((f) => f.manifestKey));
+    const staying = plan.decisions
+      .filter((d) => (d.action === "keep" || intact.has(d.manifestKey)) && d.manifest)
+      .map((d) => d.manifest);
+    for (const job of [...new Set(staying.filter(isBaseBackup).map((m) => m.job))].sort()) {
+      const kept = staying.filter((m) => m.job === job);
+      const wal = await pruneWal({ sink, job, kept, dryRun, batchSize: o.batchSize, signal });
+      result.wal.push(...wal.deleted);
+      result.walFailed.push(...wal.failed);
     }
 
     if (o.orphans !== false) {

@@ -1,5 +1,6 @@
 import type { FileHandle } from "node:fs/promises";
 import type { Duplex, Readable } from "node:stream";
+import type { ArchiverStats } from "../policies/wal-report.js";
 import type { ChainRecord, TransformRecord } from "./manifest.js";
 
 /** What a source hands the pipeline for one run. */
@@ -73,6 +74,12 @@ export interface Source {
    * source must release its process on `stop()` and on `context.signal`.
    */
   openToFile?(fd: number, context: SourceContext): Promise<FileSourceOutput>;
+  /**
+   * Optional, for a source whose server archives WAL into the job (a PostgreSQL base backup):
+   * the server's archiver statistics and current WAL file, which `stowage status` reports as the
+   * archiver's lag. Rejects when the server cannot be asked.
+   */
+  archiverStatus?(options?: { signal?: AbortSignal }): Promise<ArchiverStats>;
 }
 
 /** Keys handed to decoders; see `aes256gcm`. */

@@ -70,6 +70,11 @@ export interface RetentionResult {
   /** Artifact keys deleted (with their manifests). */
   deleted: string[];
   /**
+   * Archived WAL files deleted (their artifact keys) because no kept base backup needs them;
+   * present for jobs whose backups are PostgreSQL base backups.
+   */
+  walDeleted?: string[];
+  /**
    * The plan's verdict on every backup of the job in this sink, with the rules that kept or
    * dropped it (`"max age 30d"`, `"monthly 2026-11"`, `"object lock until …"`, `"older than 30d"`).
    */

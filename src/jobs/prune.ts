@@ -69,18 +69,31 @@ export async function prune(
         ...outcome,
       });
     }
+    // Each WAL file too: a segment gone is a stretch of time that can no longer be recovered.
+    const walOutcomes = [
+      ...(options.dryRun ? [] : applied.wal.map((w) => ({ ...w, outcome: { result: "ok" as const } }))),
+      ...applied.walFailed.map((w) => ({
+        ...w,
+        outcome: { result: "failed" as const, error: w.error.code },
+      })),
+    ];
+    for (const { job: walJob, key, reason, outcome } of walOutcomes) {
+      await options.audit({ action: "delete", job: walJob, key, sink: sink.kind, reason, ...outcome });
+    }
     const durationMs = Date.now() - t0;
     const deleted = applied.deleted.map((d) => d.key);
+    const walDeleted = applied.wal.map((w) => w.key);
     options.logger.info(
-      { job: job.name, target, deleted: deleted.length, kept: applied.kept },
+      { job: job.name, target, deleted: deleted.length, kept: applied.kept, walDeleted: walDeleted.length },
       "retention applied",
     );
-    const failure = applied.failed[0];
+    const failure = applied.failed[0] ?? applied.walFailed[0];
     return {
       target,
       status: failure ? "failed" : "succeeded",
       kept: applied.kept,
       deleted,
+      ...(applied.wal.length + applied.walFailed.length > 0 ? { walDeleted } : {}),
       decisions: plan.decisions.map((d) => ({ key: d.artifactKey, action: d.action, reasons: d.reasons })),
       durationMs,
       ...(failure ? { error: jobError("retention", failure.error, target) } : {}),

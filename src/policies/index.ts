@@ -73,3 +73,11 @@ export {
   type WalRetentionPlan,
   walArchiveStatus,
 } from "./wal.js";
+export {
+  type ArchiverStats,
+  type JobWalStatus,
+  type WalGapFinding,
+  type WalInput,
+  walGapFindings,
+  walJobStatus,
+} from "./wal-report.js";

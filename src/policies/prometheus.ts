@@ -121,6 +121,31 @@ export const STATUS_FAMILIES: readonly MetricFamilySpec[] = [
     (j) => (j.rpoBreached === null ? null : j.rpoBreached ? 1 : 0),
   ),
   perJob("stowage_job_healthy", "1 when the job's status is ok, else 0.", (j) => (j.status === "ok" ? 1 : 0)),
+  perJob(
+    "stowage_wal_last_archived_timestamp_seconds",
+    "When the newest WAL segment of the job was archived, in seconds since the Unix epoch.",
+    (j) => seconds(j.wal?.newestArchivedAt ?? undefined),
+  ),
+  perJob(
+    "stowage_wal_archive_age_seconds",
+    "Seconds since the newest WAL segment of the job was archived: the archive's recovery point.",
+    (j) => j.wal?.rpoSeconds,
+  ),
+  perJob(
+    "stowage_wal_archiver_lag_segments",
+    "WAL segments from the newest archived one to the one the server writes (1 is normal).",
+    (j) => j.wal?.lagSegments,
+  ),
+  perJob(
+    "stowage_wal_archiver_failing",
+    "1 when the server's WAL archiver failed after its last success (pg_stat_archiver), else 0.",
+    (j) => (j.wal?.failing == null ? null : j.wal.failing ? 1 : 0),
+  ),
+  perJob(
+    "stowage_wal_gaps",
+    "Holes in the job's archived WAL sequences, all timelines.",
+    (j) => j.wal?.gaps.length,
+  ),
   {
     name: "stowage_status_timestamp_seconds",
     help: "When this report was computed, in seconds since the Unix epoch.",
@@ -143,6 +168,9 @@ export const STATUS_FAMILIES: readonly MetricFamilySpec[] = [
  * - `stowage_compliance_ratio{backup_job}` compliant / all (absent for a job without backups)
  * - `stowage_rpo_seconds`, `stowage_rpo_breached` (0/1; only for jobs with an RPO)
  * - `stowage_job_healthy{backup_job}` 1 for ok, else 0; `stowage_status_timestamp_seconds`
+ * - for jobs whose WAL archive was given: `stowage_wal_last_archived_timestamp_seconds`,
+ *   `stowage_wal_archive_age_seconds` (the archive's RPO), `stowage_wal_archiver_lag_segments`
+ *   and `stowage_wal_archiver_failing` (when the server was asked), `stowage_wal_gaps`
  */
 export function statusMetrics(report: StatusReport): MetricFamily[] {
   return STATUS_FAMILIES.flatMap((spec) => {

@@ -10,6 +10,7 @@ import {
   passesValidation,
   type ValidationRules,
 } from "./validation.js";
+import { type JobWalStatus, type WalInput, walJobStatus } from "./wal-report.js";
 
 const summarizeOptionsSchema = lazySchema((z) =>
   z
@@ -19,6 +20,15 @@ const summarizeOptionsSchema = lazySchema((z) =>
       rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
       invalid: z.array(z.looseObject({ key: z.string() })).optional(),
       jobs: z.array(z.string().min(1)).optional(),
+      wal: z
+        .record(
+          z.string(),
+          z.custom<WalInput>(
+            (v) => Array.isArray((v as WalInput | null)?.files),
+            "expected { files, archiver? }",
+          ),
+        )
+        .optional(),
     })
     .strict(),
 );
@@ -39,6 +49,12 @@ export interface SummarizeOptions {
   invalid?: readonly InvalidManifestEntry[];
   /** Jobs that should exist: a job listed here with no backup at all is reported (and breaches its RPO). */
   jobs?: readonly string[];
+  /**
+   * The WAL archive of each job that archives WAL (`listArchivedWal`, and the server's
+   * `pg_stat_archiver` where it can be asked): its RPO, the archiver's lag and gaps go into the
+   * job's `wal`; a gap fails the job, a lagging or failing archiver warns.
+   */
+  wal?: Readonly<Record<string, WalInput>>;
 }
 
 /** The newest backup of a job, as the status report shows it. */
@@ -98,6 +114,8 @@ export interface JobStatus {
   rpoBreached: boolean | null;
   /** What a person should look at, one sentence each. */
   problems: string[];
+  /** The job's WAL archive (only for jobs whose WAL was given): RPO, archiver lag, gaps. */
+  wal?: JobWalStatus;
 }
 
 /** The status of every job, serialisable as JSON (`JSON.stringify(report)` is the JSON renderer). */
@@ -176,6 +194,7 @@ export function summarize(manifests: readonly Manifest[], options: SummarizeOpti
     return entry;
   };
   for (const job of o.jobs ?? []) jobEntry(job);
+  for (const job of Object.keys(o.wal ?? {})) jobEntry(job);
   if (o.rpo && typeof o.rpo === "object") for (const job of Object.keys(o.rpo)) jobEntry(job);
   for (const m of manifests) jobEntry(m.job).manifests.push(m);
   for (const bad of o.invalid ?? []) jobEntry(jobOfKey(bad.key)).invalid++;
@@ -245,6 +264,13 @@ export function summarize(manifests: readonly Manifest[], options: SummarizeOpti
       problems.push(`${future} backup${future === 1 ? "" : "s"} dated in the future (clock skew?)`);
     }
 
+    const wal = o.wal?.[job] ? walJobStatus(o.wal[job], o.now) : undefined;
+    if (wal) {
+      problems.push(...wal.problems);
+      if (wal.status.gaps.length > 0) status = "failing";
+      else if (wal.problems.length > 0) status = worst(status, "warning");
+    }
+
     jobs.push({
       job,
       status,
@@ -262,6 +288,7 @@ export function summarize(manifests: readonly Manifest[], options: SummarizeOpti
       rpoSeconds: rpoMs === null ? null : rpoMs / 1000,
       rpoBreached,
       problems,
+      ...(wal ? { wal: wal.status } : {}),
     });
   }
 
@@ -318,6 +345,18 @@ export function formatBytes(bytes: number): string {
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
+/** "newest 0000…0A archived 12s ago, lag 1 segment, archiver ok, no gaps". */
+function walLine(w: JobWalStatus): string {
+  if (w.newestSegment === null) return "nothing archived";
+  const parts = [`newest ${w.newestSegment} archived ${formatDuration((w.rpoSeconds ?? 0) * 1000)} ago`];
+  parts.push(
+    w.lagSegments === null ? "lag unknown" : `lag ${w.lagSegments} segment${w.lagSegments === 1 ? "" : "s"}`,
+  );
+  if (w.failing !== null) parts.push(w.failing ? "archiver FAILING" : "archiver ok");
+  parts.push(w.gaps.length === 0 ? "no gaps" : `${w.gaps.length} GAP${w.gaps.length === 1 ? "" : "S"}`);
+  return parts.join(", ");
+}
+
 const percent = (rate: number | null) => (rate === null ? "-" : `${(rate * 100).toFixed(1)}%`);
 const utc = (iso: string) => `${iso.slice(0, 10)} ${iso.slice(11, 19)}`;
 
@@ -371,6 +410,8 @@ export function formatStatusText(report: StatusReport): string {
         .trimEnd();
     lines.push(render(header), ...rows.map(render));
   }
+  const wal = report.jobs.filter((j) => j.wal).map((j) => `  ${j.job}: ${walLine(j.wal!)}`);
+  if (wal.length > 0) lines.push("", "WAL archive:", ...wal);
   const problems = report.jobs.flatMap((j) => j.problems.map((p) => `  ${j.job}: ${p}`));
   if (problems.length > 0) lines.push("", "Problems:", ...problems);
   lines.push(

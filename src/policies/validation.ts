@@ -7,6 +7,7 @@ import type { Agrees, Assert } from "../core/type-checks.js";
 import { chainFindings } from "./chain.js";
 import { chainFindings as brokenChainFindings } from "./incremental-chains.js";
 import { epochOf } from "./instant.js";
+import { type WalGapFinding, type WalInput, walGapFindings } from "./wal-report.js";
 
 /**
  * What a backup must satisfy. Every rule is optional; the structural checks (schema version,
@@ -132,7 +133,9 @@ export type RuleId =
   | "chain-gap"
   | "chain-replay"
   /** A differential or incremental whose parents cannot be followed to a full (validateBackups). */
-  | "chain";
+  | "chain"
+  /** A hole in a timeline's archived WAL (validateBackups, given `wal`): recovery stops there. */
+  | "wal-gap";
 
 /** One rule's verdict on one backup. Only failures are reported; no finding means the rule passed. */
 export interface Finding {
@@ -162,6 +165,7 @@ const KIND: Record<RuleId, FindingKind> = {
   "chain-gap": "compliance",
   "chain-replay": "validity",
   chain: "validity",
+  "wal-gap": "validity",
 };
 
 /** Options for {@link validateManifest} and {@link validateBackups}. */
@@ -398,6 +402,8 @@ export interface JobValidation extends ValidationSummary {
   invalidManifests: string[];
   /** Only the backups that have findings, newest first. */
   backups: BackupFindings[];
+  /** For a job whose WAL was given (`options.wal`): the archived files and the gaps in each timeline. */
+  wal?: { files: number; gaps: WalGapFinding[] };
 }
 
 /** What `validateBackups` returns: counts over every job, and each job's. */
@@ -419,6 +425,11 @@ export interface InvalidManifestEntry {
 export interface ValidateBackupsOptions extends ValidateOptions {
   /** `listManifests(...).invalid`: counted as backups that are neither valid nor compliant. */
   invalid?: readonly InvalidManifestEntry[];
+  /**
+   * The WAL archive of each job that archives WAL (`{ "app-db": { files: await listArchivedWal(sink,
+   * "app-db") } }`): its gaps are reported in the job's `wal.gaps`, rule `wal-gap`.
+   */
+  wal?: Readonly<Record<string, WalInput>>;
 }
 
 const rate = (n: number, total: number) => (total === 0 ? null : n / total);
@@ -434,7 +445,9 @@ export function jobOfKey(key: string): string {
  * compliance rate — the figures the seeds' validation script prints. Freshness findings
  * (`maxAge`) are listed but do not make a backup invalid or non-compliant. A differential or
  * incremental whose chain cannot be followed to its full among `manifests` gets a `chain`
- * finding (validity, error) naming the missing link.
+ * finding (validity, error) naming the missing link. Given a job's WAL archive (`options.wal`),
+ * each hole in a timeline's sequence is a `wal-gap` finding in the job's `wal.gaps`, naming the
+ * first missing segment (recovery cannot replay past it).
  *
  * @throws {CONFIG_INVALID} for bad rules or an invalid `now`.
  * @example
@@ -493,6 +506,9 @@ export function validateBackups(
     const entry = jobFor(jobOfKey(bad.key));
     entry.total++;
     entry.invalidManifests.push(bad.key);
+  }
+  for (const [job, wal] of Object.entries(options.wal ?? {})) {
+    jobFor(job).wal = { files: wal.files.length, gaps: walGapFindings(wal) };
   }
   const list = [...jobs.values()].sort((a, b) => (a.job < b.job ? -1 : a.job > b.job ? 1 : 0));
   let total = 0;

@@ -80,6 +80,8 @@ export function planWalRetention(kept: readonly Manifest[], wal: readonly WalFil
   return plan;
 }
 
+const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, "0");
+
 /** A hole in one timeline's sequence of segments. */
 export interface WalGap {
   /** The timeline, as the 8 hex digits of segment names. */
@@ -88,6 +90,8 @@ export interface WalGap {
   after: string;
   /** The first segment after the hole. */
   before: string;
+  /** The first segment that is missing: where recovery on this timeline stops. */
+  firstMissing: string;
   /** How many segments are missing. */
   missing: number;
 }
@@ -115,7 +119,15 @@ export function findWalGaps(wal: readonly WalFile[], segmentSize = 16 * 1024 * 1
     for (let i = 1; i < numbers.length; i++) {
       const missing = numbers[i]! - numbers[i - 1]! - 1;
       if (missing > 0) {
-        gaps.push({ timeline, after: line.get(numbers[i - 1]!)!, before: line.get(numbers[i]!)!, missing });
+        const next = numbers[i - 1]! + 1;
+        const firstMissing = `${timeline}${hex8(Math.floor(next / per))}${hex8(next % per)}`;
+        gaps.push({
+          timeline,
+          after: line.get(numbers[i - 1]!)!,
+          before: line.get(numbers[i]!)!,
+          firstMissing,
+          missing,
+        });
       }
     }
   }

@@ -13,6 +13,7 @@
  * the pg_dump source, SQL literals and the query source, and the restore.
  */
 
+export type { ArchivedWal, WalFileKind, WalFileName } from "../core/wal-names.js";
 // Point-in-time recovery: WAL archiving, base backups, restore to a moment.
 export {
   BASE_BACKUP_SOURCE_KIND,
@@ -63,7 +64,6 @@ export {
   archiveWalOptionsSchema,
 } from "./postgres/wal-archive.js";
 export { type FetchWalOptions, fetchWal, fetchWalOptionsSchema } from "./postgres/wal-fetch.js";
-export type { ArchivedWal, WalFileKind, WalFileName } from "./postgres/wal-names.js";
 export type { RecoveryTarget } from "./postgres/wal-plan.js";
 export {
   type ApplyWalRetentionOptions,

@@ -7,8 +7,9 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -20,6 +21,7 @@ import {
   listManifests,
   type Sink,
 } from "../../src/index.js";
+import { auditLog, defineJob, pruneJob, readAuditLog } from "../../src/jobs/index.js";
 import {
   archiveWal,
   fetchWal,
@@ -291,5 +293,91 @@ describe("point-in-time recovery (PostgreSQL 15, archive_command = stowage wal-p
     expect(isStowageError(error, "NOT_FOUND")).toBe(true);
     expect((error as { details: { segment: string } }).details.segment).toBe(victim);
     expect(existsSync(dataDirectory)).toBe(false);
+  });
+
+  it("prune removes the WAL only dropped base backups needed, audited, after a dry run that removes nothing", async () => {
+    // A second base backup; keeping only it frees the WAL before its start, on every timeline.
+    await primary.query(
+      "INSERT INTO t SELECT g, 'before the second base backup' FROM generate_series(2001, 2010) g",
+    );
+    await primary.switchAndWaitArchived();
+    const source = pgBaseBackupSource({
+      connection: { host: "127.0.0.1", port: primary.port, user: "postgres" },
+    });
+    const second = await backup({ job: JOB, source, transforms, sink });
+    // Some WAL after the backup's label, so the switch archives a segment (not only the label).
+    await primary.query("INSERT INTO t VALUES (2011, 'after the second base backup')");
+    await primary.switchAndWaitArchived();
+    const start = String(second.source.details.startSegment);
+    const archived = async () => {
+      const names: string[] = [];
+      for await (const info of sink.list(`${JOB}/wal/`)) {
+        const m = /\/([0-9A-F.a-z]+)\.wal\.json$/.exec(info.key);
+        if (m) names.push(m[1]!);
+      }
+      return names.sort();
+    };
+    const before = await archived();
+    const segments = (names: string[]) => names.filter((n) => /^[0-9A-F]{24}$/.test(n));
+    const older = segments(before).filter((n) => n.slice(8) < start.slice(8));
+    // Timeline 1's older segments and timeline 2's (it branched at T, before the second backup).
+    expect(older.some((n) => n.startsWith("00000001"))).toBe(true);
+    expect(older.some((n) => n.startsWith("00000002"))).toBe(true);
+
+    const job = defineJob({ name: JOB, source, transforms, sink, retention: { keepLast: 1 } });
+    const auditPath = join(root, "audit.jsonl");
+    const audit = auditLog({ path: auditPath });
+    const [dry] = await pruneJob(job, { dryRun: true, audit });
+    expect(dry!.status).toBe("succeeded");
+    const freed = before.filter((n) => !n.endsWith(".history") && n.slice(8, 24) < start.slice(8));
+    expect(dry!.walDeleted!.length).toBe(freed.length);
+    expect(await archived()).toEqual(before);
+
+    const [done] = await pruneJob(job, { audit });
+    await audit.flush();
+    expect(done!.status).toBe("succeeded");
+    expect(done!.deleted.length).toBe(1);
+    const after = await archived();
+    // Exactly the older ones went; from the kept backup's start segment on, and every history file, stay.
+    expect(segments(after)).toEqual(segments(before).filter((n) => !older.includes(n)));
+    expect(segments(after)).toContain(start);
+    expect(after.filter((n) => n.endsWith(".history"))).toEqual(before.filter((n) => n.endsWith(".history")));
+    for (const n of older) expect(await sink.stat(`${JOB}/wal/${n.slice(0, 8)}/${n}.gz.enc`)).toBeUndefined();
+    // The kept start segment still fetches whole.
+    await fetchWal({ sink, job: JOB, name: start, dest: join(root, "kept-start"), keys: [{ key }] });
+    expect((await readFile(join(root, "kept-start"))).length).toBe(16 * 1024 * 1024);
+    // One audit line per removed WAL file, beside the base backup's.
+    const lines = (await readAuditLog({ path: auditPath })).filter((e) => e.action === "delete");
+    const walLines = lines.filter((e) => e.key?.includes("/wal/"));
+    expect(walLines.map((e) => e.key).sort()).toEqual([...done!.walDeleted!].sort());
+    expect(walLines.every((e) => e.result === "ok" && e.reason === `before ${start}`)).toBe(true);
+    expect(lines.length).toBe(walLines.length + 1);
+
+    // stowage status: the archive's RPO, and the lag as the server's pg_stat_archiver shows it.
+    // The bundle imports pg as an installed package would: from a node_modules above it.
+    await symlink(fileURLToPath(new URL("../../node_modules", import.meta.url)), join(root, "node_modules"));
+    const statusConfig = join(root, "status.config.mjs");
+    await writeWalConfig(statusConfig, JOB, sinkRoot, join(root, "wal.key"), primary.port);
+    const status = await stowage(["status", "--json", "--config", statusConfig]);
+    const entry = (
+      JSON.parse(status.stdout) as { jobs: Array<{ job: string; wal?: Record<string, unknown> }> }
+    ).jobs[0]!;
+    expect(entry.job).toBe(JOB);
+    expect(entry.wal).toMatchObject({ failing: false, gaps: [] });
+    const [server] = await primary.query<{ current: string }>(
+      "SELECT pg_walfile_name(pg_current_wal_lsn()) AS current",
+    );
+    const newest = String(entry.wal!.newestSegment);
+    expect(newest.slice(0, 8)).toBe("00000001");
+    // At a segment boundary the server names the segment just finished (0); WAL written since
+    // the status was taken can only raise what the server shows now.
+    const lag = entry.wal!.lagSegments as number;
+    expect(lag).toBeGreaterThanOrEqual(0);
+    expect(lag).toBeLessThanOrEqual(
+      Number.parseInt(server!.current.slice(16), 16) - Number.parseInt(newest.slice(16), 16),
+    );
+    expect(entry.wal!.rpoSeconds).toBeGreaterThanOrEqual(0);
+    const metrics = await stowage(["status", "--prometheus", "--config", statusConfig]);
+    expect(metrics.stdout).toContain(`stowage_wal_archiver_lag_segments{backup_job="${JOB}"}`);
   });
 });

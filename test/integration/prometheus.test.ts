@@ -17,7 +17,22 @@ const report = (): StatusReport =>
       fakeManifest({ job: "app-db", startedAt: "2026-11-21T11:40:00Z", storedBytes: 1001, plainBytes: 4001 }),
       fakeManifest({ job: "k8s", startedAt: "2026-11-20T04:00:00Z", storedBytes: 10, plainBytes: 20 }),
     ],
-    { now, rpo: { "app-db": "15m", k8s: "6h" }, jobs: ["audit"] },
+    {
+      now,
+      rpo: { "app-db": "15m", k8s: "6h" },
+      jobs: ["audit"],
+      // A WAL archive, so the WAL families are checked too.
+      wal: {
+        "app-db": {
+          files: ["000000010000000000000003", "000000010000000000000004"].map((name) => ({
+            name,
+            keys: [`app-db/wal/00000001/${name}.gz`],
+            archivedAt: new Date("2026-11-21T11:59:30Z"),
+          })),
+          archiver: { currentSegment: "000000010000000000000005", failedCount: 0, lastFailedAt: null },
+        },
+      },
+    },
   );
 
 function promtool(text: string): Promise<{ code: number; output: string }> {

@@ -191,9 +191,15 @@ export async function startArchivingCluster(
  * Writes a config module (mode 0600, owned by the server's user) with one job that archives into
  * a filesystem sink through gzip + AES-256-GCM, reading its key from `keyFile`: the key never
  * reaches argv, archive_command names only this config. It imports the bundle `buildCli` made in
- * `<config's folder>/bundle`.
+ * `<config's folder>/bundle`. `port`: the server the job's source (and `stowage status`) asks.
  */
-export async function writeWalConfig(path: string, job: string, sinkRoot: string, keyFile: string) {
+export async function writeWalConfig(
+  path: string,
+  job: string,
+  sinkRoot: string,
+  keyFile: string,
+  port?: number,
+) {
   const { uid, gid } = await postgresUser();
   await writeFile(
     path,
@@ -203,7 +209,7 @@ import { pgBaseBackupSource } from "./bundle/postgres.mjs";
 const key = readFileSync(${JSON.stringify(keyFile)});
 export default [defineJob({
   name: ${JSON.stringify(job)},
-  source: pgBaseBackupSource({ connection: { host: "127.0.0.1", user: "postgres" } }),
+  source: pgBaseBackupSource({ connection: { host: "127.0.0.1", user: "postgres"${port ? `, port: ${port}` : ""} } }),
   sink: filesystemSink({ root: ${JSON.stringify(sinkRoot)} }),
   transforms: [gzip(), aes256gcm({ key })],
   keys: [{ key }],

@@ -7,24 +7,24 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatLsn, groupWalListing, parseLsn, parseWalName, segmentName } from "../../src/core/wal-names.js";
 import {
   aes256gcm,
+  applyRetention,
   findWalGaps,
+  formatPrometheus,
+  formatStatusText,
   gzip,
   isStowageError,
   type Manifest,
   memorySink,
+  planRetention,
   planWalRetention,
   type Sink,
+  summarize,
+  validateBackups,
   walArchiveStatus,
 } from "../../src/index.js";
-import {
-  formatLsn,
-  groupWalListing,
-  parseLsn,
-  parseWalName,
-  segmentName,
-} from "../../src/sources/postgres/wal-names.js";
 import { planRecovery } from "../../src/sources/postgres/wal-plan.js";
 import { applyWalRetention, archiveWal, fetchWal, listArchivedWal } from "../../src/sources/postgres.js";
 
@@ -262,7 +262,13 @@ describe("WAL retention, gaps and status", () => {
   it("finds the holes of each timeline and reports RPO and lag", () => {
     const holed = files.filter((f) => f.name !== segmentName(1, 4) && f.name !== segmentName(1, 5));
     expect(findWalGaps(holed)).toEqual([
-      { timeline: "00000001", after: segmentName(1, 3), before: segmentName(1, 6), missing: 2 },
+      {
+        timeline: "00000001",
+        after: segmentName(1, 3),
+        before: segmentName(1, 6),
+        firstMissing: segmentName(1, 4),
+        missing: 2,
+      },
     ]);
     expect(findWalGaps(files)).toEqual([]);
     // Across an xlogid boundary (…000000FF → …0100000000) there is no hole.
@@ -296,5 +302,132 @@ describe("WAL retention, gaps and status", () => {
       segmentName(1, 3),
     ]);
     expect(await sink.stat(`db/wal/00000001/${segmentName(1, 1)}.gz`)).toBeUndefined();
+  });
+});
+
+describe("WAL in retention, validation and status", () => {
+  it("applyRetention removes the WAL only dropped base backups needed, and honours dryRun", async () => {
+    const sink = memorySink();
+    for (const n of [1, 2, 3, 4]) {
+      const path = join(dir, segmentName(1, n));
+      await writeFile(path, randomBytes(1024));
+      await archiveWal({ sink, job: "db", path, transforms: [gzip()] });
+    }
+    await writeFile(join(dir, "00000002.history"), "1\t0/3000000\tno recovery target specified\n");
+    await archiveWal({ sink, job: "db", path: join(dir, "00000002.history"), transforms: [gzip()] });
+    const older = baseBackup("20261201T080000000Z-00000001", "2026-12-01T08:00:00Z", 2, 2);
+    const newer = baseBackup("20261202T080000000Z-00000002", "2026-12-02T08:00:00Z", 3, 3);
+    const plan = planRetention([older, newer], { keepLast: 1 }, { now: at("2026-12-02T12:00:00Z") });
+    const dry = await applyRetention({ sink, plan, dryRun: true, orphans: false });
+    expect(dry.wal.map((w) => w.name)).toEqual([segmentName(1, 1), segmentName(1, 2)]);
+    expect(dry.wal[0]).toMatchObject({ job: "db", reason: `before ${segmentName(1, 3)}` });
+    expect((await listArchivedWal(sink, "db")).length).toBe(5);
+
+    const done = await applyRetention({ sink, plan, orphans: false });
+    expect(done.wal.map((w) => w.key)).toEqual([
+      `db/wal/00000001/${segmentName(1, 1)}.gz`,
+      `db/wal/00000001/${segmentName(1, 2)}.gz`,
+    ]);
+    expect(done.walFailed).toEqual([]);
+    expect((await listArchivedWal(sink, "db")).map((f) => f.name)).toEqual([
+      segmentName(1, 3),
+      segmentName(1, 4),
+      "00000002.history",
+    ]);
+    expect(await sink.stat(`db/wal/00000001/${segmentName(1, 2)}.gz`)).toBeUndefined();
+    // A plan that keeps no base backup removes no WAL.
+    const none = planRetention([], { keepLast: 1 }, { now: at("2026-12-02T12:00:00Z") });
+    expect((await applyRetention({ sink, plan: none, orphans: false })).wal).toEqual([]);
+  });
+
+  it("validateBackups reports each gap as wal-gap naming the first missing segment", () => {
+    const files = wal([1, 2, 5, 6].map((n) => segmentName(1, n)));
+    const manifests = [baseBackup("20261202T080000000Z-00000002", "2026-12-02T08:00:00Z", 1, 1)];
+    const report = validateBackups(
+      manifests,
+      {},
+      { now: at("2026-12-02T12:00:00Z"), wal: { db: { files } } },
+    );
+    const gaps = report.jobs[0]!.wal!.gaps;
+    expect(gaps).toHaveLength(1);
+    expect(gaps[0]).toMatchObject({
+      rule: "wal-gap",
+      severity: "error",
+      firstMissing: segmentName(1, 3),
+      missing: 2,
+    });
+    expect(validateBackups(manifests, {}, { now: at("2026-12-02T12:00:00Z") }).jobs[0]!.wal).toBeUndefined();
+    const whole = validateBackups(
+      manifests,
+      {},
+      { now: at("2026-12-02T12:00:00Z"), wal: { db: { files: wal([segmentName(1, 1)]) } } },
+    );
+    expect(whole.jobs[0]!.wal).toEqual({ files: 1, gaps: [] });
+  });
+
+  it("summarize reports the archive's RPO, the archiver's lag and failures, and fails on a gap", () => {
+    const manifests = [baseBackup("20261202T080000000Z-00000002", "2026-12-02T11:00:00Z", 1, 1)];
+    const now = at("2026-12-02T12:00:30Z");
+    const files = wal([1, 2, 3].map((n) => segmentName(1, n)));
+    const fresh = summarize(manifests, {
+      now,
+      wal: {
+        db: {
+          files,
+          archiver: {
+            currentSegment: segmentName(1, 4),
+            failedCount: 0,
+            lastArchivedAt: "2026-12-02T12:00:00Z",
+            lastFailedAt: null,
+          },
+        },
+      },
+    });
+    expect(fresh.jobs[0]).toMatchObject({
+      status: "ok",
+      wal: { newestSegment: segmentName(1, 3), rpoSeconds: 30, lagSegments: 1, failing: false, gaps: [] },
+    });
+    const text = formatStatusText(fresh);
+    expect(text).toContain(
+      `db: newest ${segmentName(1, 3)} archived 30s ago, lag 1 segment, archiver ok, no gaps`,
+    );
+    const metrics = formatPrometheus(fresh);
+    expect(metrics).toContain('stowage_wal_archive_age_seconds{backup_job="db"} 30');
+    expect(metrics).toContain('stowage_wal_archiver_lag_segments{backup_job="db"} 1');
+    expect(metrics).toContain('stowage_wal_archiver_failing{backup_job="db"} 0');
+    expect(metrics).toContain('stowage_wal_gaps{backup_job="db"} 0');
+
+    const behind = summarize(manifests, {
+      now,
+      wal: {
+        db: {
+          files,
+          archiver: {
+            currentSegment: segmentName(1, 7),
+            failedCount: 3,
+            lastArchivedAt: "2026-12-02T12:00:00Z",
+            lastFailedAt: "2026-12-02T12:00:20Z",
+            lastFailedWal: segmentName(1, 4),
+          },
+        },
+      },
+    });
+    expect(behind.jobs[0]!.status).toBe("warning");
+    expect(behind.jobs[0]!.wal).toMatchObject({ lagSegments: 4, failing: true, failedCount: 3 });
+    expect(behind.jobs[0]!.problems).toHaveLength(2);
+
+    const holed = summarize(manifests, {
+      now,
+      wal: { db: { files: files.filter((f) => f.name !== segmentName(1, 2)) } },
+    });
+    expect(holed.jobs[0]!.status).toBe("failing");
+    expect(holed.jobs[0]!.wal).toMatchObject({ lagSegments: null, failing: null });
+    expect(holed.jobs[0]!.problems.join(" ")).toContain(segmentName(1, 2));
+    // A server that could not be asked: the lag is unknown, and the job says so.
+    const unasked = summarize(manifests, { now, wal: { db: { files, archiverError: "SOURCE_FAILED" } } });
+    expect(unasked.jobs[0]).toMatchObject({ status: "warning", wal: { lagSegments: null } });
+    expect(unasked.jobs[0]!.problems).toHaveLength(1);
+    // Without a server to ask, the lag is not reported rather than guessed.
+    expect(formatPrometheus(holed)).not.toContain("stowage_wal_archiver_lag_segments");
   });
 });

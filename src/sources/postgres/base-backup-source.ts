@@ -7,6 +7,8 @@ import { type ChildExit, ChildStdout, lastLines, OutputTail, spawnChild } from "
 import { StowageError, throwIfAborted } from "../../core/errors.js";
 import { lazySchema, parseOptions } from "../../core/options.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
+import { formatLsn, parseLsn, segmentName, segmentOfLsn } from "../../core/wal-names.js";
+import { archiverStatus } from "./archiver-status.js";
 import {
   coded,
   describeTarget,
@@ -15,7 +17,6 @@ import {
   resolveConnection,
   toolEnvironment,
 } from "./connection.js";
-import { formatLsn, parseLsn, segmentName, segmentOfLsn } from "./wal-names.js";
 
 /** The manifest `source.kind` of a base backup; `restorePostgresToPoint` picks these. */
 export const BASE_BACKUP_SOURCE_KIND = "postgres-basebackup";
@@ -100,6 +101,7 @@ export function pgBaseBackupSource(options: PgBaseBackupSourceOptions): Source {
   return {
     kind: BASE_BACKUP_SOURCE_KIND,
     name: opts.name,
+    archiverStatus: ({ signal } = {}) => archiverStatus(conn, opts.connectTimeoutMs, signal),
     async open({ signal, startedAt, job }: SourceContext): Promise<SourceOutput> {
       throwIfAborted(signal, where);
       const label = `stowage ${job ?? opts.name} ${startedAt.toISOString()}`;

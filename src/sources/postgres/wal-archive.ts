@@ -14,7 +14,7 @@ import { MANIFEST_VERSION, type Manifest, serializeManifest } from "../../core/m
 import { lazySchema, parseOptions, signalSchema, sinkSchema, transformSchema } from "../../core/options.js";
 import { HashCounter } from "../../core/streams.js";
 import { VERSION } from "../../core/version.js";
-import { walNameOrThrow, walRecordKey, walTimelinePrefix } from "./wal-names.js";
+import { walNameOrThrow, walRecordKey, walTimelinePrefix } from "../../core/wal-names.js";
 import { readWalRecord, WAL_SOURCE_KIND, writeWalRecord } from "./wal-record.js";
 
 /** The zod schema of {@link ArchiveWalOptions}, which parses the options at the boundary. */

@@ -12,7 +12,7 @@ import { JOB_NAME_PATTERN } from "../../core/keys.js";
 import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { restore } from "../../core/restore.js";
 import type { DecryptionKey } from "../../core/types.js";
-import { walNameOrThrow } from "./wal-names.js";
+import { walNameOrThrow } from "../../core/wal-names.js";
 import { readWalRecord } from "./wal-record.js";
 
 /** The zod schema of {@link FetchWalOptions}, which parses the options at the boundary. */

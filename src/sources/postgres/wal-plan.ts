@@ -4,14 +4,14 @@
  */
 import { StowageError } from "../../core/errors.js";
 import type { Manifest } from "../../core/manifest.js";
-import type { PgBaseBackupDetails } from "./base-backup-source.js";
 import {
   type ArchivedWal,
   DEFAULT_WAL_SEGMENT_SIZE,
   parseLsn,
   parseWalName,
   segmentName,
-} from "./wal-names.js";
+} from "../../core/wal-names.js";
+import type { PgBaseBackupDetails } from "./base-backup-source.js";
 
 /** Where to stop replaying: a moment, an LSN, a named restore point, or the end of the archive. */
 export type RecoveryTarget = { time: Date | string } | { lsn: string } | { name: string } | "latest";

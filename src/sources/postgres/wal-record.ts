@@ -8,7 +8,7 @@ import { isStowageError, StowageError, wrapError } from "../../core/errors.js";
 import { type Manifest, parseManifest } from "../../core/manifest.js";
 import { readAll } from "../../core/streams.js";
 import type { Sink } from "../../core/types.js";
-import { type WalFileName, walRecordKey, walTimelinePrefix } from "./wal-names.js";
+import { type WalFileName, walRecordKey, walTimelinePrefix } from "../../core/wal-names.js";
 
 /** The manifest `source.kind` of an archived WAL file. */
 export const WAL_SOURCE_KIND = "postgres-wal";

@@ -6,7 +6,7 @@
  * the archive holds `TTTTTTTT.history` (a timeline's ancestry), `<segment>.XXXXXXXX.backup` (a base
  * backup's label) and `<segment>.partial` (the last, unfinished segment of an old timeline).
  */
-import { StowageError } from "../../core/errors.js";
+import { StowageError } from "./errors.js";
 
 /** PostgreSQL's default WAL segment size (initdb's `--wal-segsize`, 16 MiB). */
 export const DEFAULT_WAL_SEGMENT_SIZE = 16 * 1024 * 1024;
