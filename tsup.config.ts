@@ -15,14 +15,17 @@ for (const subpath of Object.keys(pkg.exports)) {
 const common = { target: "node20", platform: "node", treeshake: true, sourcemap: false } as const;
 
 export default defineConfig([
+  // ESM: the library's entries and the `stowage` bin in one build, so they share chunks. A config
+  // file that imports "stowage" then gets the very modules the bin runs on: each is loaded (and
+  // compiled) once per process, which is most of what a short command such as `wal-push` costs.
   {
     ...common,
-    entry,
-    format: ["esm", "cjs"],
+    entry: { ...entry, cli: "src/cli.ts" },
+    format: ["esm"],
     dts: true,
-    clean: false, // "npm run build" clears dist first: the two builds run in parallel
+    clean: false, // "npm run build" clears dist first: the builds run in parallel
     splitting: true,
   },
-  // The `stowage` bin: ESM only (it uses import.meta), no types.
-  { ...common, entry: { cli: "src/cli.ts" }, format: ["esm"], dts: false, clean: false, splitting: false },
+  // CommonJS for `require("stowage")`; the bin is ESM only (it uses import.meta and top-level await).
+  { ...common, entry, format: ["cjs"], dts: true, clean: false, splitting: true },
 ]);
