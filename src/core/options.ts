@@ -88,13 +88,23 @@ let zodModule: Zod | undefined;
 /**
  * zod, loaded at its first use rather than at `import "stowage"`: it is half of what importing the
  * main entry costs (`npm run bench:import`). Loaded synchronously because factories validate their
- * options synchronously; zod 4's schemas work across its ESM and CJS copies.
+ * options synchronously; zod 4's schemas work across its ESM and CJS copies. A bundler does not
+ * follow this require, so a service bundled without its node_modules must keep `zod` beside the
+ * bundle (install it, or mark it external): its absence is an UNSUPPORTED error saying so.
  * @internal
  */
 export function loadZod(): Zod {
   if (zodModule) return zodModule;
   // The CJS build gets import.meta.url from the bundler, as the file's own URL.
-  zodModule = (createRequire(import.meta.url)("zod") as { z: Zod }).z;
+  try {
+    zodModule = (createRequire(import.meta.url)("zod") as { z: Zod }).z;
+  } catch (error) {
+    throw new StowageError(
+      "UNSUPPORTED",
+      'stowage needs its dependency "zod", which is not installed where this code runs: install it (npm install zod), or keep it external when bundling',
+      { cause: error, details: { package: "zod" } },
+    );
+  }
   return zodModule;
 }
 

@@ -6,7 +6,7 @@
  * `runuser` (the tests run as root; PostgreSQL refuses to).
  */
 import { execFile } from "node:child_process";
-import { chmod, chown, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, mkdtemp, readFile, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -63,6 +63,9 @@ export async function buildCli(outDir: string): Promise<{ cli: string }> {
     },
     logLevel: "error",
   });
+  // zod is required at first use, which no bundler follows: like a deployed service, the bundle
+  // finds its dependencies in a node_modules beside it.
+  await symlink(join(repo, "node_modules"), join(outDir, "node_modules"), "dir");
   return { cli: join(outDir, "cli.mjs") };
 }
 
