@@ -36,7 +36,17 @@ export interface ListManifestsOptions {
 }
 
 /** See {@link ListManifestsOptions.cache}. */
-export type ManifestCache = Map<string, { size: number; modified: number; manifest: Manifest }>;
+export type ManifestCache = Map<
+  string,
+  {
+    /** The manifest object's size in bytes when it was read. */
+    size: number;
+    /** Its last-modified time then, in epoch milliseconds. */
+    modified: number;
+    /** The parsed manifest, reused while size and time stay the same. */
+    manifest: Manifest;
+  }
+>;
 
 /** What {@link listManifests} found: the manifests it could read, and those it could not. */
 export interface ManifestListing {

@@ -26,6 +26,7 @@ export const directoryRestoreTargetOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link directoryRestoreTarget} takes: the folder to restore into (or a scratch one), tar only. */
 export type DirectoryRestoreTargetOptions = z.input<typeof directoryRestoreTargetOptionsSchema>;
 
 /** Whether a backup is a tar, by the one content-type table. */

@@ -41,6 +41,7 @@ export type ChainProblem =
   /** Following parents comes back to a backup already seen. */
   | "cycle";
 
+/** What {@link resolveChain} found following a backup's parents: the links to restore in order, or where it breaks. */
 export type ChainResolution =
   | {
       /** The chain resolves. */

@@ -6,6 +6,7 @@ import { lazySchema } from "./options.js";
 export interface RestoreTargetContext {
   /** The backup being restored (its content type, job, sizes). */
   manifest: Manifest;
+  /** The restore's signal: a target stops writing and rejects with ABORTED when it fires. */
   signal: AbortSignal;
   /**
    * Registers an undo the caller runs once the restored copy is no longer needed — a restore

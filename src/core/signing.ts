@@ -96,8 +96,11 @@ export function generateSigningKey(): SigningKeyPair {
 
 /** A parsed signing key; the secret stays inside the KeyObject. */
 export interface Signer {
+  /** The key's id (16 hex digits), recorded in each signature so a reader picks the verify key. */
   id: string;
+  /** The matching public key (`stowage-verify1:…`), to give readers as `verifyKeys`. */
   verifyKey: string;
+  /** The manifest with its signature over the canonical JSON added (any old one replaced); a copy. */
   sign(manifest: Manifest): Manifest;
 }
 

@@ -30,6 +30,11 @@ export interface SourceOutput {
  */
 export interface FileSourceOutput extends Omit<SourceOutput, "stream"> {
   /**
+   * As {@link SourceOutput.chain}: the manifest's `chain` record for a source that backs up only
+   * what changed since a parent backup. Called after `details()` has settled.
+   */
+  chain?(): ChainRecord | undefined;
+  /**
    * Resolves once everything has been written and the writer succeeded (e.g. pg_dump exited 0
    * without reporting an error); rejects with the source's failure, or ABORTED after `stop()`.
    */

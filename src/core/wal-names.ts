@@ -16,10 +16,17 @@ export const WAL_FOLDER = "wal";
 /** The record beside each archived WAL file (a manifest-shaped JSON); never `.manifest.json`. */
 export const WAL_RECORD_SUFFIX = ".wal.json";
 
+/**
+ * What a WAL file is, by its name: a `segment` (one WAL segment, 16 MiB by default), a timeline's `.history`, a base
+ * backup's `.backup` label, or the `.partial` last segment of a timeline a promotion ended.
+ */
 export type WalFileKind = "segment" | "history" | "backup" | "partial";
 
+/** A WAL file name and what it says: kind, timeline, segment number. */
 export interface WalFileName {
+  /** The file name as PostgreSQL gives it, e.g. `000000010000000000000003`. */
   name: string;
+  /** What the file is. */
   kind: WalFileKind;
   /** The timeline, as a number. */
   timeline: number;

@@ -28,7 +28,9 @@ export const auditEntrySchema = lazySchema((z) =>
     .object({
       /** ISO time the action finished. */
       time: z.iso.datetime({ offset: true }),
+      /** What was done: `backup`, `copy`, `verify`, `restore`, `delete`, `drill`… */
       action: z.enum(AUDIT_ACTIONS),
+      /** The job's name. */
       job: short,
       /** The artifact key the action was about. */
       key: short.optional(),
@@ -40,15 +42,19 @@ export const auditEntrySchema = lazySchema((z) =>
       location: short.optional(),
       /** Stored bytes and their SHA-256. */
       bytes: z.number().int().nonnegative().optional(),
+      /** SHA-256 of the stored bytes, lowercase hex. */
       sha256: sha256Hex.optional(),
       /** Plain bytes and their SHA-256. */
       plainBytes: z.number().int().nonnegative().optional(),
+      /** SHA-256 of the plain bytes (before transforms), lowercase hex. */
       plainSha256: sha256Hex.optional(),
       /** For a copy: the sink kind copied from. */
       from: short.optional(),
       /** For a deletion: the retention reason; for a drill: the target kind. */
       reason: short.optional(),
+      /** How long the action took, in milliseconds. */
       durationMs: z.number().nonnegative().optional(),
+      /** `ok`, or `failed` with the reason in `error`. */
       result: z.enum(["ok", "failed"]),
       /** The replica that acted, when its job runs on a lock (several replicas share the trail). */
       replica: short.optional(),
@@ -64,7 +70,10 @@ export const auditEntrySchema = lazySchema((z) =>
 );
 export type AuditEntry = z.infer<typeof auditEntrySchema>;
 /** An entry as callers give it: `time` defaults to now. */
-export type AuditEntryInput = Omit<AuditEntry, "time"> & { time?: string };
+export type AuditEntryInput = Omit<AuditEntry, "time"> & {
+  /** ISO time the action finished, with an offset. @default the time of the call */
+  time?: string;
+};
 
 /**
  * Where audit lines go. `record` validates and appends one line; `flush` makes buffered lines

@@ -28,7 +28,9 @@ export const stowageConfigSchema = lazySchema((z) =>
        */
       status: z
         .object({
+          /** The rules the compliance figures count against. */
           rules: validationRulesSchema.optional(),
+          /** The RPO: one duration for every job, or one per job name. */
           rpo: z.union([durationSchema, z.record(z.string(), durationSchema)]).optional(),
         })
         .strict()
@@ -45,6 +47,10 @@ export const stowageConfigSchema = lazySchema((z) =>
     .strict(),
 );
 
+/**
+ * What a `stowage.config.(ts|mjs|js)` module exports (see {@link defineConfig}): the jobs and
+ * what they share — audit trail, concurrency, time zone, status rules, lock, logger.
+ */
 export interface StowageConfigInput {
   /** The jobs, each from `defineJob`. */
   jobs: Job[];
@@ -74,6 +80,7 @@ export interface StowageConfigInput {
   logger?: Logger;
 }
 type _StowageConfigInputAgrees = Assert<Agrees<StowageConfigInput, z.input<typeof stowageConfigSchema>>>;
+/** A config as {@link defineConfig} returns it: checked, with every default filled in. */
 export type StowageConfig = z.output<typeof stowageConfigSchema>;
 
 /**

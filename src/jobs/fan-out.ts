@@ -10,6 +10,7 @@ import type { ObjectInfo, ReadOptions, Sink, WriteOptions, WrittenObject } from 
 
 /** One destination of a fan-out write. */
 export interface FanOutTarget {
+  /** The sink that receives its own copy of every object written. */
   sink: Sink;
   /** The storage class for this sink (the primary's comes from the backup's own option). */
   storageClass?: string;
@@ -18,7 +19,12 @@ export interface FanOutTarget {
 /** A sink that writes each object to several sinks from one stream; see {@link fanOutSink}. */
 export interface FanOutSink extends Sink {
   /** After a backup: the manifest as each secondary sink holds it (its own location and class). */
-  manifestsFor(artifactKey: string): Array<{ sink: Sink; manifest: Manifest }>;
+  manifestsFor(artifactKey: string): Array<{
+    /** The secondary sink. */
+    sink: Sink;
+    /** The backup's manifest with that sink's location and storage class. */
+    manifest: Manifest;
+  }>;
 }
 
 /**

@@ -83,6 +83,10 @@ export type { RetentionPolicy, ValidationRules };
 /** What a restore drill of this job restores into and checks; see `restoreDrill`. */
 export type JobDrill = Record<string, unknown>;
 
+/**
+ * Checks one entry of a job's `copies` (sink, retention, storage class, name, period); the
+ * fields are documented on {@link JobOptions.copies}.
+ */
 export const copySchema = lazySchema((z) =>
   z
     .object({
@@ -226,6 +230,10 @@ export const jobSchema = lazySchema((z) =>
     }),
 );
 
+/**
+ * What {@link defineJob} takes: the job's name, its source, transforms and sink, and when and how
+ * it runs, is kept, copied, checked and drilled.
+ */
 export interface JobOptions {
   /** The job name: the first segment of every key. Lowercase letters, digits, `.`, `_`, `-`. */
   name: string;
@@ -278,10 +286,14 @@ export interface JobOptions {
   description?: string;
 }
 type _JobOptionsAgrees = Assert<Agrees<JobOptions, z.input<typeof jobSchema>>>;
+/** One entry of a defined job's `copies`, checked, with its defaults filled in. */
 export type CopyTarget = z.output<typeof copySchema>;
 
 /** A validated job, as {@link defineJob} returns it. Frozen; pass it to `runJobs` or `startScheduler`. */
-export type Job = Readonly<z.output<typeof jobSchema>> & { readonly [JOB_BRAND]: true };
+export type Job = Readonly<z.output<typeof jobSchema>> & {
+  /** Marks a value {@link defineJob} made, so {@link isJob} recognises it across package copies. */
+  readonly [JOB_BRAND]: true;
+};
 
 /**
  * Defines a backup job: what to read, how to transform it, where to keep it, when to run it, how

@@ -39,6 +39,10 @@ export const jobLockOptionsSchema = lazySchema((z) =>
 
 /** A lock as jobs take it: the engine alone, or with its ttl, hold and this replica's name. */
 export const jobLockSchema = lazySchema((z) => z.union([lockSchema, jobLockOptionsSchema]));
+/**
+ * A job's or a config's `lock`: a lock engine (`kubernetesLease`, `postgresLock`, `s3Lock`), or
+ * `{ lock, ttl, hold, replica }` to set how long the lease lasts and is held and who holds it.
+ */
 export type JobLock = z.input<typeof jobLockSchema>;
 
 export interface ResolvedJobLock {

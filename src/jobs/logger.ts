@@ -5,9 +5,13 @@
  * secret.
  */
 export interface Logger {
+  /** Detail for diagnosing a run; off in most deployments. */
   debug(fields: Record<string, unknown>, message?: string): void;
+  /** A run's milestones: backup started, lock taken, retention applied, progress. */
   info(fields: Record<string, unknown>, message?: string): void;
+  /** Something went wrong that did not fail the run yet (e.g. a lock renewal failed). */
   warn(fields: Record<string, unknown>, message?: string): void;
+  /** A job or step that failed; `fields.code` holds its StowageError code. */
   error(fields: Record<string, unknown>, message?: string): void;
 }
 

@@ -10,20 +10,27 @@ import type { StatusReport } from "../policies/status.js";
 
 /** The part of a prom-client Gauge this uses (prom-client 13 and later). */
 export interface GaugeLike {
+  /** Drops every labelled value, so a series that is gone from the report is gone from the scrape. */
   reset(): void;
+  /** Sets the value of the series with these labels. */
   set(labels: Record<string, string>, value: number): void;
+  /** Sets the value of the series without labels. */
   set(value: number): void;
 }
 
 /** The part of prom-client this uses: pass the module itself (`import * as client from "prom-client"`). */
 export interface PromClientLike {
-  Gauge: new (config: {
-    name: string;
-    help: string;
-    labelNames: readonly string[];
-    registers?: never[];
-    collect?: (this: GaugeLike) => void | Promise<void>;
-  }) => unknown;
+  /** prom-client's Gauge class; one gauge is made per metric family, collected at each scrape. */
+  Gauge: {
+    /** Makes a gauge from its name, help and label names, with a `collect` run at each scrape. */
+    new (config: {
+      name: string;
+      help: string;
+      labelNames: readonly string[];
+      registers?: never[];
+      collect?: (this: GaugeLike) => void | Promise<void>;
+    }): unknown;
+  };
 }
 
 const statusCollectorSchema = lazySchema((z) =>
@@ -48,6 +55,7 @@ const statusCollectorSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link statusCollector} takes: the prom-client module, where the report comes from, the registry. */
 export interface StatusCollectorOptions {
   /** The prom-client module, injected so that stowage does not depend on it. */
   client: PromClientLike;

@@ -37,6 +37,7 @@ export const kubernetesLeaseOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link kubernetesLease} takes: the KubeConfig, the Leases' namespace and name prefix. */
 export type KubernetesLeaseOptions = z.input<typeof kubernetesLeaseOptionsSchema>;
 
 interface LeaseObject {

@@ -31,6 +31,7 @@ export const postgresLockOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link postgresLock} takes: the connection to the primary and its connect timeout. */
 export type PostgresLockOptions = z.input<typeof postgresLockOptionsSchema>;
 
 /** The advisory lock key of a name: 64 bits of its SHA-256, so any name fits. */

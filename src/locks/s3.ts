@@ -36,6 +36,7 @@ export const s3LockOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link s3Lock} takes: the S3 client, the bucket and the lease objects' key prefix. */
 export type S3LockOptions = z.input<typeof s3LockOptionsSchema>;
 
 /** The lease object's body. */

@@ -8,6 +8,7 @@ import { StowageError } from "../core/errors.js";
 
 /** The wall-clock fields of one instant in one zone, plus the zone's UTC offset at that instant. */
 export interface LocalTime {
+  /** The calendar year (proleptic Gregorian; 0 is 1 BC). */
   year: number;
   /** 1-12 */
   month: number;
@@ -15,6 +16,7 @@ export interface LocalTime {
   day: number;
   /** 0-23 */
   hour: number;
+  /** 0-59 */
   minute: number;
   /** Minutes east of UTC at this instant (Berlin in summer: 120, New York in winter: -300). */
   offsetMinutes: number;
@@ -101,7 +103,16 @@ export function localTime(epochMs: number, timeZone = "UTC"): LocalTime {
 }
 
 /** The ISO 8601 week-numbering year and week (1-53) of a calendar date. */
-export function isoWeek(year: number, month: number, day: number): { year: number; week: number } {
+export function isoWeek(
+  year: number,
+  month: number,
+  day: number,
+): {
+  /** The ISO week-numbering year: the year of the week's Thursday, which can differ at New Year. */
+  year: number;
+  /** 1-53 */
+  week: number;
+} {
   const date = new Date(Date.UTC(year, month - 1, day));
   // ISO weeks start on Monday; the week belongs to the year that holds its Thursday.
   const weekday = (date.getUTCDay() + 6) % 7; // Monday 0 ... Sunday 6

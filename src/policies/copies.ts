@@ -3,6 +3,7 @@ import { assertTimeZone, bucketOf, type CalendarPeriod } from "./calendar.js";
 
 /** How often a periodic copy takes a backup: the first one of each such period. */
 export const COPY_PERIODS = ["hourly", "daily", "weekly", "monthly", "yearly"] as const;
+/** One of {@link COPY_PERIODS}: a copy's `every`. Periods are read in the job's time zone. */
 export type CopyPeriod = (typeof COPY_PERIODS)[number];
 
 /** What {@link copyDue} decided. */

@@ -40,6 +40,7 @@ export interface ChainDecision {
   action: "keep" | "drop";
   /** Why; a kept parent gains a reason naming the child that needs it. */
   reasons: string[];
+  /** The backup decided on; its `chain.parent` is followed. */
   manifest: Manifest;
 }
 

@@ -13,16 +13,23 @@ import type { JobStatus, StatusReport } from "./status.js";
 
 /** One sample: its labels and value. */
 export interface MetricSample {
+  /** Label name to value; the names are the family's `labelNames`. */
   labels: Record<string, string>;
+  /** The sample's value, in the family's unit (seconds, bytes or a count, as its name says). */
   value: number;
 }
 
 /** One metric family: every sample shares its name, help, type and label names. */
 export interface MetricFamily {
+  /** The metric name, `stowage_…`, ending in its unit where it has one (`_seconds`, `_bytes`). */
   name: string;
+  /** The `# HELP` text. */
   help: string;
+  /** The `# TYPE`: every family is a gauge, read from the latest report. */
   type: "gauge";
+  /** The names of the labels each sample carries (`backup_job`, `kind`…). */
   labelNames: readonly string[];
+  /** One sample per label combination (per job, or per job and kind). */
   samples: MetricSample[];
 }
 

@@ -1,6 +1,7 @@
 import { StowageError } from "../core/errors.js";
 import type { Manifest } from "../core/manifest.js";
 
+/** How {@link selectBackup} picks: the job, the moment to restore to, and which time counts. */
 export interface SelectBackupOptions {
   /** The job whose backups are candidates. */
   job: string;

@@ -21,6 +21,7 @@ export const memorySinkOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link memorySink} takes: the storage classes it accepts and its read chunk size. */
 export interface MemorySinkOptions {
   /** Storage classes to accept (lets tests exercise storage-class plans). @default [] */
   storageClasses?: string[];
@@ -31,8 +32,11 @@ type _MemorySinkOptionsAgrees = Assert<Agrees<MemorySinkOptions, z.input<typeof 
 
 /** One object a memory sink holds. */
 export interface StoredObject {
+  /** The object's bytes; a test may replace or change them to simulate corruption. */
   data: Buffer;
+  /** When the write committed; listings report it. */
   lastModified: Date;
+  /** The storage class it was written with, when one was asked for. */
   storageClass?: string;
 }
 
@@ -83,6 +87,7 @@ class SortedKeyMap<V> extends Map<string, V> {
 
 /** A sink that keeps objects in a Map; `objects` is exposed so tests can corrupt or inspect them. */
 export interface MemorySink extends Sink {
+  /** Every object by key, kept in key order: tests read, corrupt or delete entries here. */
   readonly objects: Map<string, StoredObject>;
 }
 

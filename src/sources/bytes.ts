@@ -66,6 +66,7 @@ export const bytesSourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link bytesSource} takes: the bytes or a chunk generator, name, content type, sensitivity. */
 export interface BytesSourceOptions {
   /**
    * The bytes, or a function returning a fresh (async) iterable of chunks for each run; it gets

@@ -79,6 +79,10 @@ export const directorySourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * What {@link directorySource} takes: the folder, which paths to keep or skip, and whether the
+ * backup is a full or builds on a base (`incremental`).
+ */
 export interface DirectorySourceOptions {
   /** The folder to back up. */
   path: string;

@@ -57,6 +57,7 @@ export const logsSourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link logsSource} takes: which log files (globs, time window, limits) and how they are packed. */
 export interface LogsSourceOptions {
   /**
    * Globs of the files to export (tinyglobby syntax: `**`, `{a,b}`, `*.log*`), relative to

@@ -7,7 +7,9 @@ import { inspect } from "node:util";
  * For a longer timeout under vitest, pass `it: (name, fn) => it(name, fn, 120_000)`.
  */
 export interface TestApi {
+  /** Groups the suite's tests under a name (vitest's, jest's or node:test's `describe`). */
   describe(name: string, fn: () => void): unknown;
+  /** Declares one async test; it fails when `fn` rejects. */
   it(name: string, fn: () => Promise<void>): unknown;
 }
 

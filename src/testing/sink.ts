@@ -13,6 +13,7 @@ import { codeOf, rejectionOf, type TestApi, watchUncaught } from "./api.js";
 
 /** What a sink's conformance run needs; `setup` makes a fresh, empty one for each test. */
 export interface SinkFixture {
+  /** The sink under test, empty. */
   sink: Sink;
   /**
    * What the backend holds that `list` does not show (temporary files, open multipart uploads),
@@ -20,9 +21,11 @@ export interface SinkFixture {
    * @default nothing checked beyond the sink's own listing
    */
   leftovers?: () => Promise<string[]>;
+  /** Removes what the test left (a folder, a bucket); run after each test, passed or failed. */
   cleanup?: () => Promise<void>;
 }
 
+/** How {@link sinkConformance} sizes its round trips. */
 export interface SinkConformanceOptions {
   /** The size of the large round trip. @default 25165824 (24 MiB) */
   largeBytes?: number;

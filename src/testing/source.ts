@@ -22,6 +22,7 @@ export interface SourceFixture {
    * source of bytes already in hand fails through what feeds it (a generator that throws).
    */
   failing: () => Source;
+  /** Removes what the test made (a database, a server, a folder); run after each test, passed or failed. */
   cleanup?: () => Promise<void>;
 }
 

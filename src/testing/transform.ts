@@ -6,6 +6,7 @@ import type { TransformRecord } from "../core/manifest.js";
 import type { DecryptionKey, Transform } from "../core/types.js";
 import { rejectionOf, type TestApi, testBytes } from "./api.js";
 
+/** What {@link transformConformance} needs to decode, and the sizes it tries. */
 export interface TransformConformanceOptions {
   /** Keys that decode what the transform writes (an encryption transform). @default [] */
   keys?: DecryptionKey[];

@@ -20,6 +20,7 @@ export const compressionOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link compression} takes: the codec (`auto` picks zstd where Node has it), level, blocks, concurrency. */
 export type CompressionOptions = z.input<typeof compressionOptionsSchema>;
 
 /** The codec {@link compression} picks with `codec: "auto"` on the running Node. */

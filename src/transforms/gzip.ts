@@ -32,6 +32,7 @@ export const gzipOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link gzip} takes: the level, and the blocks compressed in parallel. */
 export interface GzipOptions {
   /**
    * Blocks compressed at once on libuv's thread pool.

@@ -71,6 +71,7 @@ export const zstdOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link zstd} takes: the level, and the blocks compressed in parallel. */
 export interface ZstdOptions {
   /**
    * Blocks compressed at once on libuv's thread pool.

@@ -29,6 +29,7 @@ export const filesystemSinkOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link filesystemSink} takes: the root folder, file and folder modes, the heartbeat. */
 export interface FilesystemSinkOptions {
   /** The folder that holds every key; created if missing. It may itself be a symbolic link. */
   root: string;
@@ -55,6 +56,7 @@ export const TEMP_MARKER = ".stowage-tmp-";
 
 /** A filesystem sink; it reports and removes what interrupted writes leave (for `findOrphans`). */
 export interface FilesystemSink extends Sink {
+  /** The root folder as an absolute path (resolved against the working folder; links not followed). */
   readonly root: string;
   /**
    * A temporary file beside where `options.prefix` says the key will be, for another process to

@@ -4,9 +4,13 @@ const MiB = 1024 * 1024;
 
 /** S3's limits on multipart uploads. */
 export const S3_LIMITS = {
+  /** Parts in one multipart upload. */
   maxParts: 10_000,
+  /** Bytes of every part but the last: 5 MiB. */
   minPartSize: 5 * MiB,
+  /** Bytes of one part: 5 GiB. */
   maxPartSize: 5 * 1024 * MiB,
+  /** Bytes of one object: 5 TiB. */
   maxObjectSize: 5 * 1024 * 1024 * MiB,
 } as const;
 

@@ -12,13 +12,17 @@ import { restore, verify } from "../../core/restore.js";
 import type { Decoder, DecryptionKey, Sink } from "../../core/types.js";
 import { type FileIndex, forEachTarEntry, INDEX_MEMBER, type IndexEntry, readIndex } from "./file-index.js";
 
+/** What {@link restoreDirectoryChain} takes: where the chain is, which backup, its keys. */
 export interface RestoreDirectoryChainOptions {
+  /** The sink that holds every link of the chain. */
   sink: Sink;
   /** The backup to restore: a full, a differential or an incremental (or an unchained backup). */
   manifest: Manifest;
   /** The job's manifests, to find the parents in. @default `listManifests(sink, { job })` */
   manifests?: readonly Manifest[];
+  /** Keys for encrypted links: raw keys (matched by fingerprint) and/or passphrases. */
   keys?: DecryptionKey | readonly DecryptionKey[];
+  /** Your own transforms, or just their decoders, for manifests that name them; not the built-ins. */
   transforms?: readonly Decoder[];
   /**
    * Re-read every link's stored bytes against its manifest before anything is unpacked, so a
@@ -26,6 +30,7 @@ export interface RestoreDirectoryChainOptions {
    * half-unpacked temporary folder is removed). @default true
    */
   verifyFirst?: boolean;
+  /** Stops the restore (ABORTED); what was unpacked so far is removed. */
   signal?: AbortSignal;
 }
 

@@ -50,6 +50,7 @@ export const httpBundleSourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link httpBundleSource} takes: the services to fetch, and the options they share. */
 export interface HttpBundleSourceOptions {
   /** The services whose state is fetched, one file each in the tar. */
   services: HttpBundleService[];

@@ -49,6 +49,10 @@ export const httpExpectSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * An HTTP source's `expect`: what a response must be to be kept (status, content type, JSON, a
+ * zod schema), so that an error page is never stored as state.
+ */
 export interface HttpExpect {
   /** Accepted status codes. @default any 2xx */
   status?: number[];

@@ -13,6 +13,10 @@ export const httpRestoreTargetOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * What {@link httpRestoreTarget} takes: {@link RestoreHttpOptions} without `stream` and `signal`
+ * (the restore gives them), and a `contentType` that defaults to the backup's.
+ */
 export type HttpRestoreTargetOptions = z.input<typeof httpRestoreTargetOptionsSchema>;
 
 /**

@@ -61,6 +61,10 @@ export const restoreHttpOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * What {@link restoreHttp} takes: the state to send, where and how to send it, and which bundle
+ * services; plus the request options of the HTTP sources (headers, timeouts, size limit).
+ */
 export interface RestoreHttpOptions extends Omit<HttpRequestOptions, "url" | "method" | "body" | "retries"> {
   /** The state to send: usually `await restore({ sink, manifest })`. */
   stream: Readable;
@@ -92,11 +96,28 @@ export interface RestoreHttpOptions extends Omit<HttpRequestOptions, "url" | "me
 }
 type _RestoreHttpOptionsAgrees = Assert<Agrees<RestoreHttpOptions, z.input<typeof restoreHttpOptionsSchema>>>;
 
+/** What {@link restoreHttp} sent, and which bundle services it did not. */
 export interface RestoreHttpResult {
   /** One per request sent, in order. */
-  requests: Array<{ name?: string; url: string; status: number; bytes: number; attempts: number }>;
+  requests: Array<{
+    /** The bundle service, absent for a single state. */
+    name?: string;
+    /** The URL the state went to, without credentials or secret query values. */
+    url: string;
+    /** The HTTP status of the last attempt. */
+    status: number;
+    /** Bytes of the request body. */
+    bytes: number;
+    /** How many times it was sent (1 without retries). */
+    attempts: number;
+  }>;
   /** Bundle services not sent: failed at backup time, or left out by `services`. */
-  skipped: Array<{ name: string; reason: "failed-at-backup" | "not-selected" }>;
+  skipped: Array<{
+    /** The bundle service. */
+    name: string;
+    /** `failed-at-backup`: the bundle holds no state for it; `not-selected`: not in `services`. */
+    reason: "failed-at-backup" | "not-selected";
+  }>;
 }
 
 async function untar(buffer: Buffer): Promise<Map<string, Buffer>> {

@@ -72,6 +72,7 @@ export const kubernetesSourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link kubernetesSource} takes: the KubeConfig, and which namespaces and resource types to export. */
 export interface KubernetesSourceOptions {
   /** A ready KubeConfig (`@kubernetes/client-node`). */
   kubeConfig: KubeConfigLike;

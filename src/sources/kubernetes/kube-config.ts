@@ -12,7 +12,12 @@ import { lazySchema } from "../../core/options.js";
  * `loadFromOptions(...)`.
  */
 export interface KubeConfigLike {
-  getCurrentCluster(): { server: string } | null;
+  /** The cluster the current context names, or null when there is none (CONFIG_INVALID then). */
+  getCurrentCluster(): {
+    /** The API server's URL, e.g. `https://10.0.0.1:443`. */
+    server: string;
+  } | null;
+  /** Adds the context's credentials (CA, client certificate, token) to a request's options. */
   applyToHTTPSOptions(options: https.RequestOptions): Promise<void>;
 }
 

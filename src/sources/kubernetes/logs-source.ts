@@ -47,6 +47,7 @@ export const kubernetesLogsSourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link kubernetesLogsSource} takes: the KubeConfig, which pods' logs, and how much of each. */
 export interface KubernetesLogsSourceOptions {
   /** A ready KubeConfig (`@kubernetes/client-node`). */
   kubeConfig: KubeConfigLike;

@@ -26,20 +26,27 @@ import type { SpooledEntry } from "./restore-archive.js";
  */
 export type KubernetesRestoreStatus = "created" | "configured" | "unchanged" | "failed" | "unverified";
 
+/** One object of a Kubernetes restore: what it is, where it went, and how the server took it. */
 export interface KubernetesRestoreResult {
   /** The archive entry the object came from (absent for a Namespace stowage added). */
   entry?: string;
+  /** The object's `apiVersion`, e.g. `apps/v1`. */
   apiVersion: string;
+  /** The object's `kind`, e.g. `Deployment`. */
   kind: string;
   /** `resource` or `resource.group`. */
   type: string;
   /** The namespace it was applied to (after mapping); absent for cluster-scoped objects. */
   namespace?: string;
+  /** The object's `metadata.name`. */
   name: string;
+  /** What happened to it (see {@link KubernetesRestoreStatus}). */
   status: KubernetesRestoreStatus;
   /** For failures: the server's reason ("Conflict", "Forbidden", "Invalid"…) or stowage's. */
   reason?: string;
+  /** For failures: the server's message, or stowage's (e.g. for an object over the size limit). */
   message?: string;
+  /** For failures the server reported: its HTTP status (409, 403, 422…). */
   httpStatus?: number;
 }
 

@@ -18,6 +18,7 @@ export const kubernetesRestoreTargetOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link kubernetesRestoreTarget} takes: the KubeConfig, and which namespaces to check where. */
 export type KubernetesRestoreTargetOptions = z.input<typeof kubernetesRestoreTargetOptionsSchema>;
 
 /**

@@ -69,6 +69,10 @@ export const restoreKubernetesOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * What {@link restoreKubernetes} takes: the tar, the cluster, which objects to apply into which
+ * namespaces, and how (dry run, strict, force, field manager).
+ */
 export interface RestoreKubernetesOptions {
   /** The plain tar (e.g. `await restore({ sink, manifest, keys })`). */
   stream: Readable;
@@ -111,8 +115,11 @@ type _RestoreKubernetesOptionsAgrees = Assert<
 
 /** What `restoreKubernetes` did, object by object. */
 export interface KubernetesRestoreReport {
+  /** Whether this was a server-side dry run: then nothing was stored. */
   dryRun: boolean;
+  /** One per object, in the order applied (CRDs, then Namespaces, … workloads, the rest). */
   results: KubernetesRestoreResult[];
+  /** How many results have each status; every status is present, 0 when none. */
   counts: Record<KubernetesRestoreStatus, number>;
   /** The archive's index.json, when it had one. */
   index?: Json;

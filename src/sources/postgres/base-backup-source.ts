@@ -54,6 +54,7 @@ export interface PgBaseBackupDetails extends Record<string, unknown> {
   startLsn: string;
   /** The LSN replay must reach for the restored cluster to be consistent. */
   stopLsn: string;
+  /** The timeline the backup was taken on; recovery follows it (and later ones). */
   timeline: number;
   /** The WAL file holding `startLsn`: retention keeps the WAL from this one on. */
   startSegment: string;
@@ -61,8 +62,11 @@ export interface PgBaseBackupDetails extends Record<string, unknown> {
   stopSegment: string;
   /** The label pg_basebackup wrote into `backup_label`. */
   label: string;
+  /** The cluster's WAL segment size in bytes, as the option gave it. */
   walSegmentSize: number;
+  /** The server's host as connected to (never the password). */
   host: string;
+  /** The server's port. */
   port: number;
 }
 

@@ -57,6 +57,10 @@ export const pgDumpSourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * What {@link pgDumpSource} takes: the connection, the pg_dump binary and format, and what to
+ * include; the password goes to pg_dump through its environment, never its arguments.
+ */
 export interface PgDumpSourceOptions {
   /** Where to connect: a URL or fields. The password goes to pg_dump by environment only. */
   connection: PgConnection;
@@ -85,15 +89,21 @@ type _PgDumpSourceOptionsAgrees = Assert<
 
 /** Facts a `pgDumpSource` records in the manifest. */
 export interface PgDumpDetails extends Record<string, unknown> {
+  /** The server's `version()`, first word (e.g. `16.4`). */
   serverVersion: string;
+  /** The version pg_dump reported (`pg_dump --version`). */
   pgDumpVersion: string;
+  /** The database dumped. */
   database: string;
+  /** pg_dump's format: `plain` SQL (psql restores it) or `custom` (pg_restore). */
   format: "plain" | "custom";
   /** `pg_database_size` when the dump started, in bytes. */
   databaseBytes: number;
   /** Ordinary and partitioned tables outside the system schemas. */
   tables: number;
+  /** The server's host as connected to (never the password). */
   host: string;
+  /** The server's port. */
   port: number;
 }
 

@@ -35,6 +35,7 @@ export const pgQuerySourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link pgQuerySource} takes: the connection, the query, and the output format. */
 export interface PgQuerySourceOptions {
   /** Where to connect: a URL or fields. The password never reaches argv, logs or errors. */
   connection: PgConnection;

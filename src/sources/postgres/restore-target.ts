@@ -23,6 +23,7 @@ export const postgresRestoreTargetOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link postgresRestoreTarget} takes: the connection, the scratch database, a check query. */
 export type PostgresRestoreTargetOptions = z.input<typeof postgresRestoreTargetOptionsSchema>;
 
 /** The pg_dump format of a content type, by the one content-type table. */

@@ -81,16 +81,23 @@ export const restorePostgresToPointOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * What {@link restorePostgresToPoint} takes: the base backups' sink and the WAL archive, the
+ * target (time, LSN or named point), the data directory, and whether to start the server.
+ */
 export type RestorePostgresToPointOptions = z.input<typeof restorePostgresToPointOptionsSchema>;
 
+/** What {@link restorePostgresToPoint} did: which backup, where, with which recovery settings. */
 export interface RestorePostgresToPointResult {
   /** The id of the base backup restored. */
   backup: string;
+  /** The data directory the backup was unpacked into, as the option gave it. */
   dataDirectory: string;
   /** The recovery settings written into `postgresql.auto.conf`. */
   settings: Record<string, string>;
   /** The first and last WAL segment replay needs (checked present in the archive). */
   firstSegment: string;
+  /** The last one: the target's segment, or for `latest` the newest archived. */
   lastSegment: string;
   /** Whether the server was started (and recovery reached the target and promoted). */
   started: boolean;

@@ -78,6 +78,10 @@ export const restorePostgresOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/**
+ * What {@link restorePostgres} takes: the dump and its format, where to restore it, and how
+ * (create or clean the database, one transaction, a check query).
+ */
 export interface RestorePostgresOptions {
   /** The plain bytes of a dump, e.g. what `restore()` returns. */
   stream: Readable;
@@ -122,8 +126,11 @@ type _RestorePostgresOptionsAgrees = Assert<
   Agrees<RestorePostgresOptions, z.input<typeof restorePostgresOptionsSchema>>
 >;
 
+/** What {@link restorePostgres} did. */
 export interface RestorePostgresResult {
+  /** The database restored into. */
   database: string;
+  /** The dump's format, which chose the tool: psql for `plain`, pg_restore for `custom`. */
   format: "plain" | "custom";
   /** Whether the database was created by this call. */
   createdDatabase: boolean;

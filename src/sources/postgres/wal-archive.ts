@@ -36,8 +36,10 @@ export const archiveWalOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link archiveWal} takes: the sink and job, the file's path (`%p`), its transforms. */
 export type ArchiveWalOptions = z.input<typeof archiveWalOptionsSchema>;
 
+/** What {@link archiveWal} stored, or found already stored. */
 export interface ArchiveWalResult {
   /** The WAL file's name, e.g. `000000010000000000000003`. */
   name: string;

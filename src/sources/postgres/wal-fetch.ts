@@ -31,6 +31,7 @@ export const fetchWalOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link fetchWal} takes: the archive's sink and job, the file (`%f`), where to write it (`%p`), keys. */
 export type FetchWalOptions = z.input<typeof fetchWalOptionsSchema>;
 
 /**
@@ -50,7 +51,12 @@ export type FetchWalOptions = z.input<typeof fetchWalOptionsSchema>;
  * @example
  * await fetchWal({ sink, job: "app-db", name: "000000010000000000000003", dest: "pg_wal/RECOVERYXLOG", keys: [{ key }] });
  */
-export async function fetchWal(options: FetchWalOptions): Promise<{ name: string; bytes: number }> {
+export async function fetchWal(options: FetchWalOptions): Promise<{
+  /** The WAL file written to `dest`. */
+  name: string;
+  /** Its plain size in bytes. */
+  bytes: number;
+}> {
   const opts = parseOptions(fetchWalOptionsSchema, options, "fetchWal");
   const { sink, job, dest, keys, signal } = opts;
   const file = walNameOrThrow(opts.name, "name", "fetchWal");

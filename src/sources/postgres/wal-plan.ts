@@ -14,7 +14,20 @@ import {
 import type { PgBaseBackupDetails } from "./base-backup-source.js";
 
 /** Where to stop replaying: a moment, an LSN, a named restore point, or the end of the archive. */
-export type RecoveryTarget = { time: Date | string } | { lsn: string } | { name: string } | "latest";
+export type RecoveryTarget =
+  | {
+      /** Replay stops before the first transaction that committed after this moment. */
+      time: Date | string;
+    }
+  | {
+      /** Replay stops at this LSN, e.g. `0/3000060`. */
+      lsn: string;
+    }
+  | {
+      /** Replay stops at this restore point, made with `pg_create_restore_point(name)`. */
+      name: string;
+    }
+  | "latest";
 
 export interface RecoveryPlan {
   backup: Manifest;

@@ -25,6 +25,7 @@ export const applyWalRetentionOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
+/** What {@link applyWalRetention} takes: the archive's sink and job, the base backups kept, dry run. */
 export type ApplyWalRetentionOptions = z.input<typeof applyWalRetentionOptionsSchema>;
 
 /**

@@ -149,10 +149,15 @@ export function identityToRecipient(identity: string): string {
 
 /** What manifests record for each recipient: a type and, except for passphrases, a fingerprint. */
 export interface RecipientRecord {
+  /** How this recipient opens the data key. */
   type: RecipientType;
   /** Fingerprint (16 hex digits): {@link keyFingerprint} for raw keys, {@link recipientFingerprint} for x25519. */
   id?: string;
 }
+/**
+ * How a recipient wraps the data key: with a `raw` 32-byte key, a `passphrase` (scrypt), or an
+ * `x25519` public key (whose private identity alone can open it).
+ */
 export type RecipientType = "raw" | "passphrase" | "x25519";
 
 // ---------------------------------------------------------------------------------------------

@@ -107,6 +107,10 @@ export const aes256gcmOptionsSchema = lazySchema((z) =>
       path: ["recipients"],
     }),
 );
+/**
+ * What {@link aes256gcm} takes: who may decrypt (a key, a passphrase or recipients), the chunk
+ * size, and the scrypt cost for passphrases.
+ */
 export interface Aes256GcmOptions {
   /** A 32-byte key, as bytes, 64 hex digits or base64. Give this, `passphrase` or `recipients`. */
   key?: string | Uint8Array;

@@ -77,7 +77,14 @@ export interface RekeyOptions {
   /** Everyone who may decrypt the new artifact, as for `aes256gcm({ recipients })`. */
   recipients: readonly Recipient[];
   /** scrypt cost for passphrase recipients. @default { log2N: 15, r: 8, p: 1 } */
-  scrypt?: { log2N: number; r: number; p: number };
+  scrypt?: {
+    /** log2 of scrypt's cost N (10-20). */
+    log2N: number;
+    /** scrypt's block size r (1-32). */
+    r: number;
+    /** scrypt's parallelism p (1-16); N·r ≤ 2^22 and N·r·p ≤ 2^24. */
+    p: number;
+  };
   /**
    * Also draw a fresh data key and re-encrypt every chunk (the ciphertext changes). Without it
    * only the header changes. Version-1 artifacts are always re-encrypted. @default false
@@ -88,15 +95,15 @@ export interface RekeyOptions {
   /** Aborts the operation; it then rejects with code `ABORTED`. */
   signal?: AbortSignal;
   /**
-   * Progress, as `backup` reports it: `bytesRead` bytes of the old artifact read, `bytesWritten`
-   * bytes of the new one handed to the sink. `done` comes once the new manifest is written.
-   */
-  /**
    * Signs the new manifest (`generateSigningKey()`); it keeps the old one's `previous`, since it
    * stands in for the same backup. Without it the new manifest is unsigned: its artifact, id and
    * recipients change, so an old signature could not hold. @default unsigned
    */
   signingKey?: string;
+  /**
+   * Progress, as `backup` reports it: `bytesRead` bytes of the old artifact read, `bytesWritten`
+   * bytes of the new one handed to the sink. `done` comes once the new manifest is written.
+   */
   onProgress?: ProgressListener;
 }
 // The schema takes `manifest`, `identities` and `recipients` loosely and checks them itself (they
