@@ -165,7 +165,7 @@ async function verifyAll(config: StowageConfig, flags: Flags, io: Io, bar: Progr
         l.problems.length > 0
           ? `  ${l.problems.join(", ")}`
           : l.plainChecked
-            ? "  (decrypted and checked)"
+            ? "  (trial restore: plain bytes checked)"
             : "";
       print(io, `${l.status.toUpperCase().padEnd(7)} ${l.job}@${l.sink}  ${what}${extra}`);
     }
