@@ -940,3 +940,34 @@ sourceConformance(slow, "kubernetesSource", async () => {
     failing: () => make("http://127.0.0.1:9"),
   };
 });
+
+sourceConformance(slow, "kubernetesLogsSource", async () => {
+  server.put({ apiVersion: "v1", kind: "Namespace", metadata: { name: "shop" } });
+  const recent = new Date(Date.now() - 60_000);
+  for (let i = 0; i < 12; i++) {
+    const name = `web-${i}`;
+    server.put({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name, namespace: "shop", labels: { app: "web" } },
+      spec: { containers: [{ name: "app", image: "app:1" }] },
+      status: { phase: "Running" },
+    });
+    // 2,000 lines of ~60 bytes a pod: enough that a stream is cut mid-way.
+    const lines = Array.from({ length: 2_000 }, (_, n) => ({
+      at: recent,
+      line: `${name} GET /item/${n} 200 ${"x".repeat(32)}`,
+    }));
+    server.setLogs("shop", name, "app", lines);
+  }
+  const make = (url: string) =>
+    kubernetesLogsSource({ kubeConfig: kubeConfigFor(url, conformanceToken), namespace: "shop" });
+  return {
+    source: make(server.url),
+    released: async () => {
+      if (server.inFlight > 0) throw new Error(`${server.inFlight} request(s) still open`);
+    },
+    secrets: [conformanceToken],
+    failing: () => make("http://127.0.0.1:9"),
+  };
+});
