@@ -7,7 +7,6 @@ import {
   mkdtemp,
   open,
   readdir,
-  readlink,
   rename,
   rm,
   rmdir,
@@ -15,13 +14,24 @@ import {
   unlink,
   utimes,
 } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { PassThrough, type Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
+import {
+  classify,
+  type ExtractRefusal,
+  refuse,
+  resolveWithin,
+  SYMLOOP_MAX,
+  safeRelative,
+  safeRelativeLink,
+} from "./extract-tar-safety.js";
 import { loadTarStream } from "./lazy-deps.js";
 import type { Manifest } from "./manifest.js";
 import { restoredManifest } from "./restore.js";
+
+export type { ExtractRefusal } from "./extract-tar-safety.js";
 
 /** Options of {@link extractTar}. */
 export interface ExtractTarOptions {
@@ -60,55 +70,6 @@ export interface ExtractTarResult {
 }
 
 /**
- * Why `extractTar` refused an archive, in `error.details.reason` of its `RESTORE_FAILED` error.
- * Stable strings: branch on them, not on the message.
- */
-export type ExtractRefusal =
-  /** A path with `..` in it. */
-  | "path-traversal"
-  /** An absolute path (`/etc/passwd`, `C:\…`). */
-  | "absolute-path"
-  /** A symlink or hard link whose target is, or resolves to, a place outside the target folder. */
-  | "link-escape"
-  /** An entry under a path the archive made a symlink: writing through it could leave the folder. */
-  | "write-through-symlink"
-  /** A character or block device, FIFO, or an entry type the extractor does not know. */
-  | "special-file"
-  /** A file entry whose data is not the size its header declares. */
-  | "size-mismatch"
-  /** The archive ends in the middle of an entry. */
-  | "truncated"
-  /** A header that does not parse (bad checksum, unknown format). */
-  | "corrupt"
-  /** The files add up to more than `maxBytes` (by default what the manifest declares). */
-  | "too-large"
-  /** An entry would replace a folder, or a folder a file, or a control character is in a name. */
-  | "conflict";
-
-function refuse(name: string, reason: ExtractRefusal, problem: string): StowageError {
-  return new StowageError(
-    "RESTORE_FAILED",
-    `extractTar: refusing entry ${JSON.stringify(name)}: ${problem}`,
-    {
-      details: { entry: name, reason, problem },
-    },
-  );
-}
-
-/** A relative, normalised archive path, or a refusal for anything that could leave the target. */
-function safeRelative(name: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL and friends are exactly what we refuse
-  if (/[\u0000-\u001f]/.test(name)) throw refuse(name, "conflict", "control character in the path");
-  if (name.startsWith("/") || name.startsWith("\\") || isAbsolute(name) || /^[A-Za-z]:/.test(name)) {
-    throw refuse(name, "absolute-path", "absolute path");
-  }
-  // Backslashes are separators on Windows; treating them as such here only ever refuses more.
-  const parts = name.split(/[/\\]+/).filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) throw refuse(name, "path-traversal", "'..' in the path");
-  return parts.join("/");
-}
-
-/**
  * A pax time ("1717400000.123456789") as a Date, rounded to the nearest millisecond without float
  * arithmetic: `utimes` with that Date gives back the same nanoseconds a `utimes` with a Date gave
  * the original.
@@ -140,71 +101,6 @@ class ExactSize extends Transform {
       callback(refuse(this.name, "truncated", `${this.seen} of the declared ${this.declared} bytes`));
     } else callback();
   }
-}
-
-const SYMLOOP_MAX = 40;
-
-/**
- * Follows `target` from the folder `from` (path components under `root`) through the finished tree
- * the way the kernel would, symlink by symlink, and returns where it ends, or `undefined` if it
- * ever steps out of `root`. A component that does not exist is taken literally, as are all after it.
- * Checking the finished tree matters: a link that looks harmless on its own (`up/../x`) escapes
- * once another entry makes `up` a link to `..`.
- */
-async function resolveWithin(
-  root: string,
-  from: string[],
-  target: string,
-  budget: { left: number },
-): Promise<string[] | undefined> {
-  if (target === "" || isAbsolute(target) || target.startsWith("\\") || /^[A-Za-z]:/.test(target)) {
-    return undefined;
-  }
-  let at = [...from];
-  let missing = false;
-  for (const part of target.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      if (at.length === 0) return undefined;
-      at.pop();
-      continue;
-    }
-    at.push(part);
-    if (missing) continue;
-    const path = join(root, ...at);
-    const info = await lstat(path).catch(() => undefined);
-    if (!info) {
-      missing = true;
-      continue;
-    }
-    if (info.isSymbolicLink()) {
-      if (--budget.left < 0) return undefined; // a loop, or a chain too long to trust
-      const next = await resolveWithin(root, at.slice(0, -1), await readlink(path), budget);
-      if (!next) return undefined;
-      at = next;
-    }
-  }
-  return at;
-}
-
-function classify(error: unknown): StowageError | undefined {
-  if (isStowageError(error)) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  // tar-stream's own errors carry no codes; these two messages are the ones it raises for a cut
-  // or a damaged archive.
-  if (/unexpected end of data/i.test(message)) {
-    return new StowageError("RESTORE_FAILED", "extractTar: the archive ends in the middle of an entry", {
-      cause: error,
-      details: { reason: "truncated" satisfies ExtractRefusal },
-    });
-  }
-  if (/invalid tar header|header exceeds max size|invalid header/i.test(message)) {
-    return new StowageError("RESTORE_FAILED", `extractTar: damaged archive: ${message}`, {
-      cause: error,
-      details: { reason: "corrupt" satisfies ExtractRefusal },
-    });
-  }
-  return undefined;
 }
 
 /**
@@ -448,15 +344,6 @@ export async function extractTar(
       classify(error) ??
       wrapError(error, "RESTORE_FAILED", "extractTar: the archive could not be unpacked", {}, signal)
     );
-  }
-}
-
-/** The hard link's source as a safe relative path, refusing the same things entry names refuse. */
-function safeRelativeLink(name: string, linkname: string): string {
-  try {
-    return safeRelative(linkname);
-  } catch {
-    throw refuse(name, "link-escape", "hard link to a path outside the target");
   }
 }
 
