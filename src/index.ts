@@ -138,6 +138,7 @@ export type {
 } from "./core/types.js";
 export { type VerifyChainOptions, type VerifyChainReport, verifyChain } from "./core/verify-chain.js";
 export { VERSION } from "./core/version.js";
+export type { DeletedWal, FailedWalDeletion } from "./core/wal-prune.js";
 // Jobs, the backup cycle, the scheduler, audit trail and restore drills. Adapters with SDKs are
 // loaded only when a drill needs them.
 export * from "./jobs/index.js";

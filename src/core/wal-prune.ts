@@ -30,6 +30,7 @@ export async function listArchivedWal(sink: Sink, job: string, signal?: AbortSig
 
 /** An archived WAL file that retention deleted (or, with `dryRun`, would delete). */
 export interface DeletedWal {
+  /** The job whose archive held it. */
   job: string;
   /** The WAL file's name: `000000010000000000000003`, `….00000028.backup`. */
   name: string;
@@ -43,7 +44,9 @@ export interface DeletedWal {
 
 /** A WAL file whose deletion failed; with `stage: "record"` it is intact and still archived. */
 export interface FailedWalDeletion extends DeletedWal {
+  /** Which deletion failed: the record (the file is untouched) or, after it, the artifact. */
   stage: "record" | "artifact";
+  /** Why, with the sink's code. */
   error: StowageError;
 }
 

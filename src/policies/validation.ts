@@ -60,7 +60,12 @@ export interface JobValidation extends ValidationSummary {
   /** Only the backups that have findings, newest first. */
   backups: BackupFindings[];
   /** For a job whose WAL was given (`options.wal`): the archived files and the gaps in each timeline. */
-  wal?: { files: number; gaps: WalGapFinding[] };
+  wal?: {
+    /** Archived WAL files of the job. */
+    files: number;
+    /** Holes in each timeline's sequence of segments. */
+    gaps: WalGapFinding[];
+  };
 }
 
 /** What `validateBackups` returns: counts over every job, and each job's. */

@@ -12,17 +12,23 @@ import { findWalGaps, type WalFile, type WalGap, walArchiveStatus } from "./wal.
 export interface ArchiverStats {
   /** `pg_walfile_name(pg_current_wal_lsn())`: the segment the server is writing. */
   currentSegment?: string;
+  /** `pg_stat_archiver.archived_count`: files archived since the statistics were reset. */
   archivedCount?: number;
+  /** `pg_stat_archiver.last_archived_wal`: the newest file the archiver reported stored. */
   lastArchivedWal?: string | null;
+  /** `pg_stat_archiver.last_archived_time`, as an ISO 8601 string. */
   lastArchivedAt?: string | null;
   /** Failed attempts since the statistics were reset. */
   failedCount?: number;
+  /** `pg_stat_archiver.last_failed_wal`: the file of the last failed attempt. */
   lastFailedWal?: string | null;
+  /** `pg_stat_archiver.last_failed_time`, as an ISO 8601 string. */
   lastFailedAt?: string | null;
 }
 
 /** A job's WAL archive, for `validateBackups` and `summarize` (`listArchivedWal` gives `files`). */
 export interface WalInput {
+  /** Every archived WAL file of the job (segments, history files, backup labels). */
   files: readonly WalFile[];
   /** The server's archiver, when it could be asked. */
   archiver?: ArchiverStats;
@@ -34,9 +40,13 @@ export interface WalInput {
 
 /** A gap in a timeline's WAL, as validation reports it: recovery cannot pass `firstMissing`. */
 export interface WalGapFinding extends WalGap {
+  /** The rule that found it. */
   rule: "wal-gap";
+  /** A gap makes the backups that need it unrestorable past it: a validity problem. */
   kind: "validity";
+  /** Always an error: recovery stops at the gap. */
   severity: "error";
+  /** One sentence naming the timeline, the count and the first missing segment. */
   message: string;
   /** `wal.<timeline>` */
   field: string;
@@ -58,7 +68,9 @@ export function walGapFindings(wal: WalInput): WalGapFinding[] {
 export interface JobWalStatus {
   /** Archived WAL files (segments, history, backup labels). */
   files: number;
+  /** The newest archived segment's name; null when none is archived. */
   newestSegment: string | null;
+  /** When the newest segment was archived (ISO 8601); null when none is archived. */
   newestArchivedAt: string | null;
   /** The archive's RPO now: seconds since the newest segment was archived. */
   rpoSeconds: number | null;
@@ -71,11 +83,20 @@ export interface JobWalStatus {
   failedCount: number | null;
   /** The archiver's last attempt failed (its last failure is newer than its last success). */
   failing: boolean | null;
+  /** Holes in each timeline's sequence of segments. */
   gaps: WalGapFinding[];
 }
 
 /** The WAL part of a job's status, and the problems it shows (one sentence each). */
-export function walJobStatus(wal: WalInput, now: Date): { status: JobWalStatus; problems: string[] } {
+export function walJobStatus(
+  wal: WalInput,
+  now: Date,
+): {
+  /** What the archive holds and how far behind it is. */
+  status: JobWalStatus;
+  /** One sentence per problem (gaps, no WAL, lag, a failing archiver); empty when healthy. */
+  problems: string[];
+} {
   const a = wal.archiver;
   const s = walArchiveStatus(wal.files, {
     now,

@@ -6,12 +6,14 @@ import type { z } from "zod";
 import { type ChildExit, ChildStdout, lastLines, OutputTail, spawnChild } from "../../core/child-process.js";
 import { StowageError, throwIfAborted } from "../../core/errors.js";
 import { lazySchema, parseOptions } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Source, SourceContext, SourceOutput } from "../../core/types.js";
 import { formatLsn, parseLsn, segmentName, segmentOfLsn } from "../../core/wal-names.js";
 import { archiverStatus } from "./archiver-status.js";
 import {
   coded,
   describeTarget,
+  type PgConnection,
   pgConnectionSchema,
   redactor,
   resolveConnection,
@@ -21,6 +23,7 @@ import {
 /** The manifest `source.kind` of a base backup; `restorePostgresToPoint` picks these. */
 export const BASE_BACKUP_SOURCE_KIND = "postgres-basebackup";
 
+/** The zod schema of {@link PgBaseBackupSourceOptions}, which parses the options at the boundary. */
 export const pgBaseBackupSourceOptionsSchema = lazySchema((z) =>
   z
     .object({
@@ -46,7 +49,24 @@ export const pgBaseBackupSourceOptionsSchema = lazySchema((z) =>
     })
     .strict(),
 );
-export type PgBaseBackupSourceOptions = z.input<typeof pgBaseBackupSourceOptionsSchema>;
+/** Options of {@link pgBaseBackupSource}. */
+export interface PgBaseBackupSourceOptions {
+  /** Where to connect (a user with the REPLICATION attribute). The password goes by environment only. */
+  connection: PgConnection;
+  /** The pg_basebackup binary; it must be of the server's major version. @default "pg_basebackup" */
+  pgBaseBackupPath?: string;
+  /** `fast` checkpoints at once; `spread` spreads its I/O, and the backup starts later. @default "fast" */
+  checkpoint?: "fast" | "spread";
+  /** The cluster's WAL segment size (initdb's `--wal-segsize`), a power of two from 1 MiB to 1 GiB. @default 16 MiB */
+  walSegmentSize?: number;
+  /** How long to wait for the server to answer. @default 10000 */
+  connectTimeoutMs?: number;
+  /** Logical name for the manifest. @default "cluster" */
+  name?: string;
+}
+type _PgBaseBackupSourceOptionsAgrees = Assert<
+  Agrees<PgBaseBackupSourceOptions, z.input<typeof pgBaseBackupSourceOptionsSchema>>
+>;
 
 /** Facts a base backup records in its manifest (`source.details`). */
 export interface PgBaseBackupDetails extends Record<string, unknown> {
