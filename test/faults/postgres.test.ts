@@ -439,8 +439,9 @@ describe("pg_dump fails mid-dump (its server connection is terminated)", () => {
             },
             0,
           );
-          await sampleArgv();
-          await admin.query("SELECT pg_terminate_backend($1)", [backend.pid]);
+          // The terminate goes at once (on a busy machine a pause here lets the COPY finish), with
+          // pg_dump's argv sampled beside it while the process is still there.
+          await Promise.all([sampleArgv(), admin.query("SELECT pg_terminate_backend($1)", [backend.pid])]);
           const error = await failureOf(running);
           // A terminate that found the COPY over (pg_stat_activity can lag a moment behind) leaves
           // a whole dump and a good backup. A pg_dump failure the library missed would succeed
