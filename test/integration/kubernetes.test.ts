@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { parse as parseYaml } from "yaml";
+import type { Source } from "../../src/core/types.js";
 import {
   aes256gcm,
   backup,
@@ -922,6 +923,18 @@ const slow = { describe, it: (name: string, fn: () => Promise<void>) => it(name,
 const conformanceToken = "kube-conformance-token-77d1";
 // The server is wiped before each case; each seeds it. The failing source has the token but a
 // port nobody listens on (127.0.0.1:9), so its open fails with the token in its kubeconfig.
+/** A suite fixture from a source factory by server URL: released once no request is still open. */
+function suiteFixture(make: (url: string) => Source) {
+  return {
+    source: make(server.url),
+    released: async () => {
+      if (server.inFlight > 0) throw new Error(`${server.inFlight} request(s) still open`);
+    },
+    secrets: [conformanceToken],
+    failing: () => make("http://127.0.0.1:9"),
+  };
+}
+
 sourceConformance(slow, "kubernetesSource", async () => {
   await seedShop(server, 60);
   const make = (url: string) =>
@@ -931,14 +944,7 @@ sourceConformance(slow, "kubernetesSource", async () => {
       includeSecrets: true,
       pageSize: 5,
     });
-  return {
-    source: make(server.url),
-    released: async () => {
-      if (server.inFlight > 0) throw new Error(`${server.inFlight} request(s) still open`);
-    },
-    secrets: [conformanceToken],
-    failing: () => make("http://127.0.0.1:9"),
-  };
+  return suiteFixture(make);
 });
 
 sourceConformance(slow, "kubernetesLogsSource", async () => {
@@ -962,12 +968,5 @@ sourceConformance(slow, "kubernetesLogsSource", async () => {
   }
   const make = (url: string) =>
     kubernetesLogsSource({ kubeConfig: kubeConfigFor(url, conformanceToken), namespace: "shop" });
-  return {
-    source: make(server.url),
-    released: async () => {
-      if (server.inFlight > 0) throw new Error(`${server.inFlight} request(s) still open`);
-    },
-    secrets: [conformanceToken],
-    failing: () => make("http://127.0.0.1:9"),
-  };
+  return suiteFixture(make);
 });
