@@ -9,6 +9,7 @@ import { extensionOf, formatOf } from "./content-types.js";
 import { extractTar } from "./extract-tar.js";
 import { lazySchema, parseOptions } from "./options.js";
 import type { RestoreTarget } from "./restore-target.js";
+import type { Agrees, Assert } from "./type-checks.js";
 
 /** The zod schema of {@link DirectoryRestoreTargetOptions}, which parses the options at the boundary. */
 export const directoryRestoreTargetOptionsSchema = lazySchema((z) =>
@@ -27,7 +28,21 @@ export const directoryRestoreTargetOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link directoryRestoreTarget} takes: the folder to restore into (or a scratch one), tar only. */
-export type DirectoryRestoreTargetOptions = z.input<typeof directoryRestoreTargetOptionsSchema>;
+export interface DirectoryRestoreTargetOptions {
+  /**
+   * The folder to restore into; it stays. Without it, a scratch folder is made under `parent`
+   * and removed by the caller's cleanup (a restore drill).
+   * @default a scratch folder under `parent`
+   */
+  directory?: string;
+  /** Where a scratch folder is made. @default os.tmpdir() */
+  parent?: string;
+  /** Refuse a backup that is not a tar instead of writing it as one file. @default false */
+  tarOnly?: boolean;
+}
+type _DirectoryRestoreTargetOptionsAgrees = Assert<
+  Agrees<DirectoryRestoreTargetOptions, z.input<typeof directoryRestoreTargetOptionsSchema>>
+>;
 
 /** Whether a backup is a tar, by the one content-type table. */
 const isTar = (contentType: string) => formatOf(contentType) === "tar";

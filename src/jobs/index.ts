@@ -73,7 +73,7 @@ export {
   timeZoneSchema,
   type ValidationRules,
 } from "./job.js";
-export { type JobLock, jobLockOptionsSchema, jobLockSchema } from "./lock-run.js";
+export { type JobLock, type JobLockOptions, jobLockOptionsSchema, jobLockSchema } from "./lock-run.js";
 export { isLogger, type Logger, silentLogger } from "./logger.js";
 export { type PromClientLike, type StatusCollectorOptions, statusCollector } from "./metrics.js";
 export {

@@ -8,6 +8,7 @@ import type { z } from "zod";
 import { isStowageError, StowageError } from "../core/errors.js";
 import { type Fence, type Lease, type Lock, lockSchema } from "../core/lock.js";
 import { durationSchema, lazySchema, parseDuration, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Logger } from "./logger.js";
 
 const msOrDuration = lazySchema((z) => z.union([durationSchema, z.number().int().nonnegative()]));
@@ -43,7 +44,32 @@ export const jobLockSchema = lazySchema((z) => z.union([lockSchema, jobLockOptio
  * A job's or a config's `lock`: a lock engine (`kubernetesLease`, `postgresLock`, `s3Lock`), or
  * `{ lock, ttl, hold, replica }` to set how long the lease lasts and is held and who holds it.
  */
-export type JobLock = z.input<typeof jobLockSchema>;
+export type JobLock = Lock | JobLockOptions;
+type _JobLockAgrees = Assert<Agrees<JobLock, z.input<typeof jobLockSchema>>>;
+
+/** A job's `lock` with its lease's ttl, hold and this replica's name. */
+export interface JobLockOptions {
+  /** The engine: `kubernetesLease(…)`, `postgresLock(…)`, `s3Lock(…)` or your own {@link Lock}. */
+  lock: Lock;
+  /**
+   * How long a lease lasts unrenewed (a duration such as "30s", or milliseconds): a replica that
+   * dies (or is paused) mid-run loses it after this, and one paused longer does not commit. It is
+   * renewed every third of it. @default "30s"
+   */
+  ttl?: string | number;
+  /**
+   * How long after its start (the scheduler: after the scheduled time) a run keeps the lease
+   * when it finishes sooner, so that a replica whose clock or cron fires later finds it taken.
+   * Keep it above your replicas' clock skew plus `jitter`, and below the interval between runs.
+   * A duration such as "1m", or milliseconds.
+   * @default the scheduler: half the interval to the next run, at most 1 minute plus `jitter`;
+   *   `runJobs`: 0
+   */
+  hold?: string | number;
+  /** This replica's name in the lease, the audit trail and the manifest (1-200 characters). @default "<hostname>-<pid>" */
+  replica?: string;
+}
+type _JobLockOptionsAgrees = Assert<Agrees<JobLockOptions, z.input<typeof jobLockOptionsSchema>>>;
 
 export interface ResolvedJobLock {
   lock: Lock;

@@ -15,8 +15,9 @@ import {
   trackedLease,
 } from "../core/lock.js";
 import { lazySchema, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import { enc, KubeApiError, KubeClient } from "../sources/kubernetes/client.js";
-import { kubeConfigSchema } from "../sources/kubernetes/kube-config.js";
+import { type KubeConfigLike, kubeConfigSchema } from "../sources/kubernetes/kube-config.js";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
@@ -38,7 +39,17 @@ export const kubernetesLeaseOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link kubernetesLease} takes: the KubeConfig, the Leases' namespace and name prefix. */
-export type KubernetesLeaseOptions = z.input<typeof kubernetesLeaseOptionsSchema>;
+export interface KubernetesLeaseOptions {
+  /** A ready KubeConfig (`@kubernetes/client-node`); the identity needs get/create/update on leases. */
+  kubeConfig: KubeConfigLike;
+  /** The namespace the Lease objects live in, e.g. the service's own. */
+  namespace: string;
+  /** Lease object names are this plus the lock's name (lowercase letters, digits, '-' and '.'). @default "stowage-" */
+  prefix?: string;
+}
+type _KubernetesLeaseOptionsAgrees = Assert<
+  Agrees<KubernetesLeaseOptions, z.input<typeof kubernetesLeaseOptionsSchema>>
+>;
 
 interface LeaseObject {
   apiVersion: string;

@@ -17,7 +17,8 @@ import {
   trackedLease,
 } from "../core/lock.js";
 import { lazySchema, parseOptions } from "../core/options.js";
-import { pgConnectionSchema, resolveConnection } from "../sources/postgres/connection.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
+import { type PgConnection, pgConnectionSchema, resolveConnection } from "../sources/postgres/connection.js";
 import { connectClient, connectionError, loadPg } from "../sources/postgres/peers.js";
 
 /** The zod schema of {@link PostgresLockOptions}, which parses the options at the boundary. */
@@ -32,7 +33,15 @@ export const postgresLockOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link postgresLock} takes: the connection to the primary and its connect timeout. */
-export type PostgresLockOptions = z.input<typeof postgresLockOptionsSchema>;
+export interface PostgresLockOptions {
+  /** The database whose advisory locks are used (a primary: the fencing token is a transaction id). */
+  connection: PgConnection;
+  /** How long to wait for the server to answer. @default 10000 */
+  connectTimeoutMs?: number;
+}
+type _PostgresLockOptionsAgrees = Assert<
+  Agrees<PostgresLockOptions, z.input<typeof postgresLockOptionsSchema>>
+>;
 
 /** The advisory lock key of a name: 64 bits of its SHA-256, so any name fits. */
 function lockKey(name: string): string {

@@ -15,6 +15,7 @@ import {
   trackedLease,
 } from "../core/lock.js";
 import { lazySchema, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import { errorName, httpStatus } from "../sinks/s3/requests.js";
 import { s3Sdk } from "../sinks/s3/sdk.js";
 
@@ -37,7 +38,18 @@ export const s3LockOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link s3Lock} takes: the S3 client, the bucket and the lease objects' key prefix. */
-export type S3LockOptions = z.input<typeof s3LockOptionsSchema>;
+export interface S3LockOptions {
+  /**
+   * A ready `S3Client` from `@aws-sdk/client-s3` of a version whose PutObject takes `IfMatch` and
+   * `IfNoneMatch` (late 2024 on), against a store that honours them (AWS S3 does since 2024).
+   */
+  client: S3Client;
+  /** The bucket the lease objects live in. */
+  bucket: string;
+  /** Lease objects are `<prefix><name>.lease.json`. @default "stowage-locks/" */
+  prefix?: string;
+}
+type _S3LockOptionsAgrees = Assert<Agrees<S3LockOptions, z.input<typeof s3LockOptionsSchema>>>;
 
 /** The lease object's body. */
 interface Record_ {

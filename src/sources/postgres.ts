@@ -53,6 +53,7 @@ export {
 export {
   type RestorePostgresToPointOptions,
   type RestorePostgresToPointResult,
+  type RestorePostgresToPointStart,
   restorePostgresToPoint,
   restorePostgresToPointOptionsSchema,
 } from "./postgres/restore-to-point.js";

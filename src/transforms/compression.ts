@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { lazySchema, parseOptions } from "../core/options.js";
+import type { Agrees, Assert } from "../core/type-checks.js";
 import type { Transform } from "../core/types.js";
 import { blockParallelOptionsShape } from "./block-parallel.js";
 import { gzip } from "./gzip.js";
@@ -21,7 +22,24 @@ export const compressionOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link compression} takes: the codec (`auto` picks zstd where Node has it), level, blocks, concurrency. */
-export type CompressionOptions = z.input<typeof compressionOptionsSchema>;
+export interface CompressionOptions {
+  /**
+   * "auto" picks zstd where the running Node has it in `node:zlib` (>= 22.15 or >= 23.8) and gzip
+   * elsewhere (Node 20). Pick "gzip" for artifacts that `gzip -d` must read. @default "auto"
+   */
+  codec?: "auto" | "zstd" | "gzip";
+  /** The codec's level (zstd 1-19, gzip 0-9). @default zstd 3, gzip 6 */
+  level?: number;
+  /**
+   * Blocks compressed at once on libuv's thread pool.
+   * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
+   *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
+   */
+  concurrency?: number;
+  /** Input bytes per block, 64 KiB-64 MiB. @default 1048576 (1 MiB) */
+  blockSize?: number;
+}
+type _CompressionOptionsAgrees = Assert<Agrees<CompressionOptions, z.input<typeof compressionOptionsSchema>>>;
 
 /** The codec {@link compression} picks with `codec: "auto"` on the running Node. */
 export const defaultCodec = (): "zstd" | "gzip" => (zstdAvailable() ? "zstd" : "gzip");

@@ -1,7 +1,8 @@
 import type { z } from "zod";
 import { lazySchema, parseOptions } from "../../core/options.js";
 import type { RestoreTarget } from "../../core/restore-target.js";
-import { restoreHttp, restoreHttpOptionsSchema } from "./restore.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import { type RestoreHttpOptions, restoreHttp, restoreHttpOptionsSchema } from "./restore.js";
 
 /** The zod schema of {@link HttpRestoreTargetOptions}, which parses the options at the boundary. */
 export const httpRestoreTargetOptionsSchema = lazySchema((z) =>
@@ -17,7 +18,14 @@ export const httpRestoreTargetOptionsSchema = lazySchema((z) =>
  * What {@link httpRestoreTarget} takes: {@link RestoreHttpOptions} without `stream` and `signal`
  * (the restore gives them), and a `contentType` that defaults to the backup's.
  */
-export type HttpRestoreTargetOptions = z.input<typeof httpRestoreTargetOptionsSchema>;
+export interface HttpRestoreTargetOptions
+  extends Omit<RestoreHttpOptions, "stream" | "signal" | "contentType"> {
+  /** Content type of a single state. @default the backup's content type */
+  contentType?: string;
+}
+type _HttpRestoreTargetOptionsAgrees = Assert<
+  Agrees<HttpRestoreTargetOptions, z.input<typeof httpRestoreTargetOptionsSchema>>
+>;
 
 /**
  * A service's restore endpoint as a {@link RestoreTarget}: the state (or each service of a bundle)

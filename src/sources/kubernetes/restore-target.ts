@@ -3,7 +3,8 @@ import { formatOf } from "../../core/content-types.js";
 import { StowageError } from "../../core/errors.js";
 import { lazySchema, parseOptions } from "../../core/options.js";
 import type { RestoreTarget } from "../../core/restore-target.js";
-import { kubeConfigSchema } from "./kube-config.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import { type KubeConfigLike, kubeConfigSchema } from "./kube-config.js";
 import { restoreKubernetes } from "./restore.js";
 
 /** The zod schema of {@link KubernetesRestoreTargetOptions}, which parses the options at the boundary. */
@@ -19,7 +20,17 @@ export const kubernetesRestoreTargetOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link kubernetesRestoreTarget} takes: the KubeConfig, and which namespaces to check where. */
-export type KubernetesRestoreTargetOptions = z.input<typeof kubernetesRestoreTargetOptionsSchema>;
+export interface KubernetesRestoreTargetOptions {
+  /** A ready KubeConfig (`@kubernetes/client-node`). */
+  kubeConfig: KubeConfigLike;
+  /** Only these namespaces (as named in the backup), at least one. @default every namespace */
+  namespaces?: string[];
+  /** Check the objects as if restored into other namespaces: `{ shop: "shop-drill" }`. @default each object in its own namespace */
+  namespaceMapping?: Record<string, string>;
+}
+type _KubernetesRestoreTargetOptionsAgrees = Assert<
+  Agrees<KubernetesRestoreTargetOptions, z.input<typeof kubernetesRestoreTargetOptionsSchema>>
+>;
 
 /**
  * A cluster as a {@link RestoreTarget}, for restore drills: a server-side dry run (`dryRun=All`)

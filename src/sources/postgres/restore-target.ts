@@ -4,7 +4,14 @@ import { formatOf } from "../../core/content-types.js";
 import { StowageError } from "../../core/errors.js";
 import { lazySchema, parseOptions } from "../../core/options.js";
 import type { RestoreTarget } from "../../core/restore-target.js";
-import { extraArgsSchema, pgConnectionSchema, redactor, resolveConnection } from "./connection.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import {
+  extraArgsSchema,
+  type PgConnection,
+  pgConnectionSchema,
+  redactor,
+  resolveConnection,
+} from "./connection.js";
 import { connectClient, loadPg } from "./peers.js";
 import { restorePostgres } from "./restore.js";
 
@@ -24,7 +31,19 @@ export const postgresRestoreTargetOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link postgresRestoreTarget} takes: the connection, the scratch database, a check query. */
-export type PostgresRestoreTargetOptions = z.input<typeof postgresRestoreTargetOptionsSchema>;
+export interface PostgresRestoreTargetOptions {
+  /** A connection whose user may CREATE and DROP databases. */
+  connection: PgConnection;
+  /** The database restored into; created, and dropped by the caller's cleanup (a drill's scratch). @default "stowage_drill_<job>_<random>" */
+  database?: string;
+  /** A query run on the restored database; its rows are the fact `rows` a drill's check sees. */
+  query?: string;
+  /** More arguments for psql / pg_restore, e.g. ["--no-owner"]; connection, file and format ones are refused. @default [] */
+  extraArgs?: string[];
+}
+type _PostgresRestoreTargetOptionsAgrees = Assert<
+  Agrees<PostgresRestoreTargetOptions, z.input<typeof postgresRestoreTargetOptionsSchema>>
+>;
 
 /** The pg_dump format of a content type, by the one content-type table. */
 const dumpFormat = (contentType: string): "plain" | "custom" | undefined => {

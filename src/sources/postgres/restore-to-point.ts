@@ -14,7 +14,8 @@ import { extractTar } from "../../core/extract-tar.js";
 import { JOB_NAME_PATTERN } from "../../core/keys.js";
 import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { restore } from "../../core/restore.js";
-import type { DecryptionKey } from "../../core/types.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import type { DecryptionKey, Sink } from "../../core/types.js";
 import { planRecovery, type RecoveryTarget, targetTime } from "./wal-plan.js";
 import { listArchivedWal } from "./wal-retention.js";
 
@@ -85,7 +86,59 @@ export const restorePostgresToPointOptionsSchema = lazySchema((z) =>
  * What {@link restorePostgresToPoint} takes: the base backups' sink and the WAL archive, the
  * target (time, LSN or named point), the data directory, and whether to start the server.
  */
-export type RestorePostgresToPointOptions = z.input<typeof restorePostgresToPointOptionsSchema>;
+export interface RestorePostgresToPointOptions {
+  /** The sink that holds the job's base backups and its WAL archive. */
+  sink: Sink;
+  /** The job whose base backups and WAL are restored: lowercase letters, digits, '.', '_' and '-', at most 128. */
+  job: string;
+  /** `{ time }`, `{ lsn }`, `{ name }` (a `pg_create_restore_point`) or `"latest"`. */
+  target: RecoveryTarget;
+  /** A new (or empty) folder for the cluster. */
+  dataDirectory: string;
+  /** Keys for an encrypted base backup. The WAL is fetched by `restoreCommand` with its own. @default [] */
+  keys?: DecryptionKey[];
+  /** The id of the base backup to start from. @default the newest that fits the target */
+  backup?: string;
+  /**
+   * The `restore_command` written into the recovery settings (`%f`, `%p` as PostgreSQL defines).
+   * @default `stowage wal-fetch %f %p --job <job>` (with `--config <config>` when given)
+   */
+  restoreCommand?: string;
+  /** The config module the default `restoreCommand` names. */
+  config?: string;
+  /**
+   * "keep": the restored cluster archives (on its new timeline) as the backed-up one did; "off":
+   * it never archives (a drill, a copy to inspect). @default "keep"
+   */
+  archiveMode?: "keep" | "off";
+  /** More settings for the restored cluster, e.g. `{ port: "5433" }` (names of `[a-z_.]`). @default {} */
+  settings?: Record<string, string>;
+  /** Start the server and wait until recovery has reached the target; `false` leaves it ready to start. @default false */
+  start?: false | RestorePostgresToPointStart;
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _RestorePostgresToPointOptionsAgrees = Assert<
+  Agrees<RestorePostgresToPointOptions, z.input<typeof restorePostgresToPointOptionsSchema>>
+>;
+
+/** How {@link restorePostgresToPoint} starts the restored server (its `start` option). */
+export interface RestorePostgresToPointStart {
+  /** The folder of `pg_ctl` and `postgres`. @default `pg_config --bindir`, else `pg_ctl` on PATH */
+  binDirectory?: string;
+  /**
+   * Run the server as this operating-system user (through `runuser`, and the data directory is
+   * handed to it): PostgreSQL refuses to run as root. @default the current user
+   */
+  osUser?: string;
+  /** The server's log file. @default `<dataDirectory>/stowage-recovery.log` */
+  logFile?: string;
+  /** How long recovery may take to reach the target. @default 600000 */
+  timeoutMs?: number;
+}
+type _RestorePostgresToPointStartAgrees = Assert<
+  Agrees<RestorePostgresToPointStart, z.input<typeof startSchema>>
+>;
 
 /** What {@link restorePostgresToPoint} did: which backup, where, with which recovery settings. */
 export interface RestorePostgresToPointResult {

@@ -13,6 +13,8 @@ import { assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "../../core/keys.js
 import { MANIFEST_VERSION, type Manifest, serializeManifest } from "../../core/manifest.js";
 import { lazySchema, parseOptions, signalSchema, sinkSchema, transformSchema } from "../../core/options.js";
 import { HashCounter } from "../../core/streams.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import type { Sink, Transform } from "../../core/types.js";
 import { VERSION } from "../../core/version.js";
 import { walNameOrThrow, walRecordKey, walTimelinePrefix } from "../../core/wal-names.js";
 import { readWalRecord, WAL_SOURCE_KIND, writeWalRecord } from "./wal-record.js";
@@ -37,7 +39,21 @@ export const archiveWalOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link archiveWal} takes: the sink and job, the file's path (`%p`), its transforms. */
-export type ArchiveWalOptions = z.input<typeof archiveWalOptionsSchema>;
+export interface ArchiveWalOptions {
+  /** The sink the WAL is archived to. */
+  sink: Sink;
+  /** The job whose prefix holds the WAL: `<job>/wal/<timeline>/` (lowercase letters, digits, '.', '_' and '-', at most 128). */
+  job: string;
+  /** The file PostgreSQL hands `archive_command` as `%p`; its base name is the WAL file's name. */
+  path: string;
+  /** Applied in order, as a job's are (compress before you encrypt). @default [] */
+  transforms?: Transform[];
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+  /** The clock the record's times are read from. @default () => new Date() */
+  now?: () => Date;
+}
+type _ArchiveWalOptionsAgrees = Assert<Agrees<ArchiveWalOptions, z.input<typeof archiveWalOptionsSchema>>>;
 
 /** What {@link archiveWal} stored, or found already stored. */
 export interface ArchiveWalResult {

@@ -11,7 +11,8 @@ import { isStowageError, StowageError, throwIfAborted, wrapError } from "../../c
 import { JOB_NAME_PATTERN } from "../../core/keys.js";
 import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
 import { restore } from "../../core/restore.js";
-import type { DecryptionKey } from "../../core/types.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import type { DecryptionKey, Sink } from "../../core/types.js";
 import { walNameOrThrow } from "../../core/wal-names.js";
 import { readWalRecord } from "./wal-record.js";
 
@@ -32,7 +33,21 @@ export const fetchWalOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link fetchWal} takes: the archive's sink and job, the file (`%f`), where to write it (`%p`), keys. */
-export type FetchWalOptions = z.input<typeof fetchWalOptionsSchema>;
+export interface FetchWalOptions {
+  /** The sink that holds the WAL archive. */
+  sink: Sink;
+  /** The job whose prefix holds the WAL: `<job>/wal/<timeline>/` (lowercase letters, digits, '.', '_' and '-', at most 128). */
+  job: string;
+  /** The WAL file's name, `%f` of `restore_command`. */
+  name: string;
+  /** Where to write it, `%p` of `restore_command` (relative to the data directory there). */
+  dest: string;
+  /** Keys for an encrypted archive, as for `restore`. @default [] */
+  keys?: DecryptionKey[];
+  /** Aborts the operation; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _FetchWalOptionsAgrees = Assert<Agrees<FetchWalOptions, z.input<typeof fetchWalOptionsSchema>>>;
 
 /**
  * Fetches one archived WAL file: reads its record, undoes its transforms (checking the stored and

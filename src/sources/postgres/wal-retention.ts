@@ -6,6 +6,8 @@ import type { z } from "zod";
 import { JOB_NAME_PATTERN } from "../../core/keys.js";
 import type { Manifest } from "../../core/manifest.js";
 import { lazySchema, parseOptions, signalSchema, sinkSchema } from "../../core/options.js";
+import type { Agrees, Assert } from "../../core/type-checks.js";
+import type { Sink } from "../../core/types.js";
 import { pruneWal } from "../../core/wal-prune.js";
 import type { WalRetentionPlan } from "../../policies/wal.js";
 
@@ -26,7 +28,21 @@ export const applyWalRetentionOptionsSchema = lazySchema((z) =>
     .strict(),
 );
 /** What {@link applyWalRetention} takes: the archive's sink and job, the base backups kept, dry run. */
-export type ApplyWalRetentionOptions = z.input<typeof applyWalRetentionOptionsSchema>;
+export interface ApplyWalRetentionOptions {
+  /** The sink that holds the WAL archive. */
+  sink: Sink;
+  /** The job whose prefix holds the WAL: `<job>/wal/<timeline>/` (lowercase letters, digits, '.', '_' and '-', at most 128). */
+  job: string;
+  /** The base backups retention keeps, e.g. `planRetention(...).keep.map((d) => d.manifest)`. */
+  kept: Manifest[];
+  /** Only plan: delete nothing. @default false */
+  dryRun?: boolean;
+  /** Aborts the operation between deletions; it then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+type _ApplyWalRetentionOptionsAgrees = Assert<
+  Agrees<ApplyWalRetentionOptions, z.input<typeof applyWalRetentionOptionsSchema>>
+>;
 
 /**
  * Deletes the WAL files `planWalRetention` drops, given the base backups that stay: each file's
