@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ChildArgs, ChildResult } from "./core-child.js";
 
@@ -81,7 +81,11 @@ export async function childCommand(workDir: string): Promise<{ argv: string[]; h
   const entry = fileURLToPath(new URL("./core-child.ts", import.meta.url));
   try {
     const esbuild = await import("esbuild");
-    const outfile = join(workDir, "core-child.mjs");
+    // Inside the repository, named for this run: the dependencies stowage loads at first use (zod)
+    // are required from beside the bundle, as they would be from beside an installed package.
+    const outfile = fileURLToPath(
+      new URL(`../node_modules/.cache/stowage-bench/core-child-${basename(workDir)}.mjs`, import.meta.url),
+    );
     await esbuild.build({
       entryPoints: [entry],
       bundle: true,
