@@ -4,6 +4,7 @@
  * heavy SDKs live on subpaths (`stowage/sinks/s3`, `stowage/sources/postgres`, ...).
  */
 export { type BackupOptions, backup, backupOptionsSchema } from "./core/backup.js";
+export type { ArtifactBlocks } from "./core/blocks.js";
 export type { ManifestCache } from "./core/catalog.js";
 export {
   type ListManifestsOptions,

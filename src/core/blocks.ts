@@ -4,6 +4,7 @@ import type { z } from "zod";
 import { StowageError } from "./errors.js";
 import { lazySchema } from "./options.js";
 import { HashCounter } from "./streams.js";
+import type { Agrees, Assert } from "./type-checks.js";
 
 const MiB = 1024 * 1024;
 
@@ -43,7 +44,14 @@ export const artifactBlocksSchema = lazySchema((z) =>
       "sha256 must hold whole 32-byte digests",
     ),
 );
-export type ArtifactBlocks = z.infer<typeof artifactBlocksSchema>;
+/** `artifact.blocks` in a manifest: the SHA-256 of each block of an unencrypted artifact's stored bytes. */
+export interface ArtifactBlocks {
+  /** Bytes a block (the last may be shorter). */
+  size: number;
+  /** The blocks' 32-byte SHA-256 digests, concatenated in order, base64. */
+  sha256: string;
+}
+type _ArtifactBlocksAgrees = Assert<Agrees<ArtifactBlocks, z.output<typeof artifactBlocksSchema>>>;
 
 /** How many blocks an artifact of `bytes` bytes has in `size`-byte blocks. */
 export const blockCount = (bytes: number, size: number) => Math.ceil(bytes / size);

@@ -7,6 +7,7 @@
 import type { z } from "zod";
 import { StowageError } from "./errors.js";
 import { lazySchema } from "./options.js";
+import type { Agrees, Assert } from "./type-checks.js";
 
 /** A lease on a named lock, held until it is released, lost, or its ttl runs out unrenewed. */
 export interface Lease {
@@ -77,7 +78,17 @@ export const leaseRecordSchema = lazySchema((z) =>
   }),
 );
 /** A lease as a manifest records it (`lease`): which lock, who held it, with which fencing token. */
-export type LeaseRecord = z.infer<typeof leaseRecordSchema>;
+export interface LeaseRecord {
+  /** The lock's kind: "kubernetes", "postgres", "s3"… */
+  lock: string;
+  /** The lock's name (the job's, for a job's lock). */
+  name: string;
+  /** Who held it: the replica's identity. */
+  holder: string;
+  /** Grows with every new holder; a write carrying an older token is refused. */
+  fencingToken: number;
+}
+type _LeaseRecordAgrees = Assert<Agrees<LeaseRecord, z.output<typeof leaseRecordSchema>>>;
 
 /**
  * The fence `backup()` checks just before it commits the artifact: `check` throws (LOCK_LOST)

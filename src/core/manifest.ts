@@ -83,7 +83,32 @@ export const chainRecordSchema = lazySchema((z) =>
     }),
 );
 /** Where a backup stands in its chain (full, differential, incremental), as its manifest records it. */
-export type ChainRecord = z.infer<typeof chainRecordSchema>;
+export interface ChainRecord {
+  /** `full` stands alone; `differential` depends on a full; `incremental` on any earlier link. */
+  kind: "full" | "differential" | "incremental";
+  /** The backup this one depends on (absent for a full): restore needs it, retention keeps it. */
+  parent?:
+    | {
+        /** The parent backup's id. */
+        id: string;
+        /** The parent's artifact key. */
+        key: string;
+      }
+    | undefined;
+  /**
+   * Where the file index is: the artifact's last tar member, so it is encrypted like the artifact
+   * and copied, kept and deleted with it.
+   */
+  index: {
+    /** The tar member's name. */
+    member: string;
+    /** Paths the index lists. */
+    entries: number;
+    /** SHA-256 of the index's plain bytes, hex. */
+    sha256: string;
+  };
+}
+type _ChainRecordAgrees = Assert<Agrees<ChainRecord, z.output<typeof chainRecordSchema>>>;
 
 /** Label keys are short identifiers; values are free text. */
 export const labelsSchema = lazySchema((z) =>

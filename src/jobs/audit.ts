@@ -68,7 +68,49 @@ export const auditEntrySchema = lazySchema((z) =>
     })
     .strict(),
 );
-export type AuditEntry = z.infer<typeof auditEntrySchema>;
+/**
+ * One line of the audit log, as {@link auditEntrySchema} checks it: facts stowage computed, never a
+ * message or a secret.
+ */
+export interface AuditEntry {
+  /** ISO time the action finished, with an offset. */
+  time: string;
+  /** What was done: `backup`, `copy`, `verify`, `restore`, `delete`, `drill`. */
+  action: AuditAction;
+  /** The job's name. */
+  job: string;
+  /** The artifact key the action was about. */
+  key?: string | undefined;
+  /** The backup id. */
+  id?: string | undefined;
+  /** The sink kind acted on (for a copy: the destination). */
+  sink?: string | undefined;
+  /** Where the object is (credentials stripped from URLs). */
+  location?: string | undefined;
+  /** Stored bytes. */
+  bytes?: number | undefined;
+  /** SHA-256 of the stored bytes, lowercase hex. */
+  sha256?: string | undefined;
+  /** Plain bytes (before transforms). */
+  plainBytes?: number | undefined;
+  /** SHA-256 of the plain bytes, lowercase hex. */
+  plainSha256?: string | undefined;
+  /** For a copy: the sink kind copied from. */
+  from?: string | undefined;
+  /** For a deletion: the retention reason; for a drill: the target kind. */
+  reason?: string | undefined;
+  /** How long the action took, in milliseconds. */
+  durationMs?: number | undefined;
+  /** `ok`, or `failed` with the code in `error`. */
+  result: "ok" | "failed";
+  /** The replica that acted, when its job runs on a lock (several replicas share the trail). */
+  replica?: string | undefined;
+  /** The fencing token of the lease the backup was committed under (see the manifest's `lease`). */
+  fencingToken?: number | undefined;
+  /** A {@link StowageError} code (or "UNKNOWN"); never the message. */
+  error?: string | undefined;
+}
+type _AuditEntryAgrees = Assert<Agrees<AuditEntry, z.output<typeof auditEntrySchema>>>;
 /** An entry as callers give it: `time` defaults to now. */
 export type AuditEntryInput = Omit<AuditEntry, "time"> & {
   /** ISO time the action finished, with an offset. @default the time of the call */

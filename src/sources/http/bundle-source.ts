@@ -96,8 +96,50 @@ export const bundleEntrySchema = lazySchema((z) =>
     }),
   ]),
 );
-/** One line of a bundle's `index.json`. */
-export type HttpBundleEntry = z.infer<typeof bundleEntrySchema>;
+/** One line of a bundle's `index.json`: a service that was fetched, or one that failed. */
+export type HttpBundleEntry =
+  | {
+      /** The service's name, as the bundle's options gave it. */
+      name: string;
+      /** Fetched and checked: its body is in `file`. */
+      ok: true;
+      /** Its file inside the bundle. */
+      file: string;
+      /** Where it was fetched from (credentials stripped). */
+      url: string;
+      /** The HTTP method used. */
+      method: string;
+      /** The HTTP status the service answered. */
+      status: number;
+      /** The response's content type. */
+      contentType: string;
+      /** The body's length. */
+      bytes: number;
+      /** SHA-256 of the body, lowercase hex. */
+      sha256: string;
+      /** How many requests it took. */
+      attempts: number;
+    }
+  | {
+      /** The service's name, as the bundle's options gave it. */
+      name: string;
+      /** Not fetched (best-effort mode): `error` says why. */
+      ok: false;
+      /** Where it was fetched from (credentials stripped). */
+      url: string;
+      /** The HTTP method used. */
+      method: string;
+      /** Why it failed: a {@link StowageError} code, its reason, its message. */
+      error: {
+        /** The {@link StowageError} code. */
+        code: string;
+        /** Its reason, when the code has one. */
+        reason?: string | undefined;
+        /** The error's message (stowage's errors never carry a secret). */
+        message: string;
+      };
+    };
+type _HttpBundleEntryAgrees = Assert<Agrees<HttpBundleEntry, z.output<typeof bundleEntrySchema>>>;
 
 /** The zod schema of {@link HttpBundleIndex}: a bundle's index. */
 export const httpBundleIndexSchema = lazySchema((z) =>
@@ -109,7 +151,17 @@ export const httpBundleIndexSchema = lazySchema((z) =>
   }),
 );
 /** A bundle's `index.json`: each service's status, file, bytes and SHA-256, or its error. */
-export type HttpBundleIndex = z.infer<typeof httpBundleIndexSchema>;
+export interface HttpBundleIndex {
+  /** Always "stowage-http-bundle": marks the index as a bundle's. */
+  format: typeof HTTP_BUNDLE_FORMAT;
+  /** The index's layout version. */
+  version: 1;
+  /** Whether one failed service failed the bundle, or was recorded and skipped. */
+  mode: "all-or-nothing" | "best-effort";
+  /** One entry per service, in the order given. */
+  services: HttpBundleEntry[];
+}
+type _HttpBundleIndexAgrees = Assert<Agrees<HttpBundleIndex, z.output<typeof httpBundleIndexSchema>>>;
 
 const EXTENSION: Record<string, string> = { "application/json": ".json", "text/plain": ".txt" };
 
