@@ -56,7 +56,8 @@ export function keepChainParents<D extends ChainDecision>(decisions: D[]): D[] {
   for (const d of decisions) byId.set(d.manifest.id, d);
   const neededBy = new Map<D, string[]>();
   for (const d of decisions) {
-    if (d.action !== "keep") continue;
+    // Most backups are fulls: nothing to follow, and no set to build for each of them.
+    if (d.action !== "keep" || !d.manifest.chain?.parent) continue;
     const seen = new Set<string>([d.manifest.id]);
     let at: D | undefined = d;
     while (at?.manifest.chain?.parent) {

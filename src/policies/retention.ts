@@ -148,21 +148,25 @@ export function planRetention(
     };
   });
 
-  const brokenChains = chainFindings(manifests.filter((m) => !malformed(m)));
+  const wellFormed: Manifest[] = [];
   const groups = new Map<string, Entry[]>();
   for (const manifest of manifests) {
     const problem = malformed(manifest);
-    if (problem) {
-      const key = (manifest as { artifact?: { key?: unknown } } | null)?.artifact?.key;
-      const name = typeof key === "string" && key ? key + MANIFEST_SUFFIX : "(unknown)";
-      invalid.push({
-        key: name,
-        job: typeof manifest?.job === "string" && manifest.job ? manifest.job : jobOfKey(name),
-        code: "MANIFEST_INVALID",
-        message: `manifest cannot be planned: ${problem} is missing or malformed`,
-      });
+    if (!problem) {
+      wellFormed.push(manifest);
       continue;
     }
+    const key = (manifest as { artifact?: { key?: unknown } } | null)?.artifact?.key;
+    const name = typeof key === "string" && key ? key + MANIFEST_SUFFIX : "(unknown)";
+    invalid.push({
+      key: name,
+      job: typeof manifest?.job === "string" && manifest.job ? manifest.job : jobOfKey(name),
+      code: "MANIFEST_INVALID",
+      message: `manifest cannot be planned: ${problem} is missing or malformed`,
+    });
+  }
+  const brokenChains = chainFindings(wellFormed);
+  for (const manifest of wellFormed) {
     const tierLabel = manifest.labels[o.tierLabel];
     const tier = tierLabel ? `${manifest.artifact.sink}/${tierLabel}` : manifest.artifact.sink;
     const groupKey = `${manifest.job}\u0000${tier}`;
