@@ -282,10 +282,6 @@ export interface ManifestContent {
  */
 export function parseManifest(input: string | unknown, where = "manifest"): Manifest {
   let value: unknown = input;
-  // Text this process serialised from a manifest the schema had just accepted: the same bytes
-  // parse to the same manifest, so only JSON.parse is needed. Any other text, however close, is
-  // checked in full.
-  if (typeof input === "string" && serialized.has(input)) return JSON.parse(input) as Manifest;
   if (typeof input === "string") {
     try {
       value = JSON.parse(input);
@@ -313,26 +309,7 @@ export function manifestKeyFor(artifactKey: string): string {
   return artifactKey + MANIFEST_SUFFIX;
 }
 
-/**
- * The texts {@link serializeManifest} made most recently, each the JSON of a manifest the schema
- * accepted. A job lists its sinks right after writing (retention), and reads back the manifests
- * it has just written there: {@link parseManifest} knows them and skips the schema, which costs
- * more than reading them. Bounded, by count and by text size, oldest forgotten first.
- */
-const serialized = new Set<string>();
-const SERIALIZED_MAX = 256;
-const SERIALIZED_MAX_CHARS = 64 * 1024;
-
-function rememberSerialized(text: string): void {
-  if (text.length > SERIALIZED_MAX_CHARS) return;
-  serialized.delete(text);
-  serialized.add(text);
-  if (serialized.size > SERIALIZED_MAX) serialized.delete(serialized.values().next().value!);
-}
-
 /** Serialises a manifest the way stowage stores it (validated, stable two-space JSON). */
 export function serializeManifest(manifest: Manifest): Buffer {
-  const text = `${JSON.stringify(manifestSchema.parse(manifest), null, 2)}\n`;
-  rememberSerialized(text);
-  return Buffer.from(text, "utf8");
+  return Buffer.from(`${JSON.stringify(manifestSchema.parse(manifest), null, 2)}\n`, "utf8");
 }
