@@ -316,3 +316,36 @@ describe("the key derivation", () => {
     }
   });
 });
+
+describe("describe()", () => {
+  it("hands out a copy: changing one record, recipients included, changes neither the next nor the manifest", async () => {
+    const t = aes256gcm({ key });
+    const first = t.describe();
+    (first.recipients as Array<{ id?: string }>)[0]!.id = "changed";
+    first.chunkSize = 1;
+    const second = t.describe();
+    expect(second).toEqual({
+      name: "aes-256-gcm",
+      role: "encryption",
+      formatVersion: 3,
+      chunkSize: 65536,
+      recipients: [{ type: "raw", id: keyFingerprint(key) }],
+      keyId: keyFingerprint(key),
+    });
+    expect(Object.keys(second)).toEqual([
+      "name",
+      "role",
+      "formatVersion",
+      "chunkSize",
+      "recipients",
+      "keyId",
+    ]);
+    const manifest = await backup({
+      job: "d",
+      source: bytesSource({ data: "x" }),
+      sink: memorySink(),
+      transforms: [t],
+    });
+    expect(manifest.transforms[0]).toEqual(second);
+  });
+});
