@@ -22,6 +22,9 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           testTimeout: 30_000,
+          // Vitest's default is one worker fewer than the cores: one on the 2-core CI machine, which
+          // ran every unit file one after another, the two eight-year strategy simulations too.
+          maxWorkers: 2,
           sequence: { groupOrder: 0 },
         },
       },

@@ -2,7 +2,7 @@
  * What one simulated day of each strategy costs the library: the jobs of examples/tiered-backups.ts
  * (strategy A) and examples/disaster-recovery.ts (strategy B) over memory sinks, run by the real
  * `runJobs` once a simulated day (backup, copies, retention, validation, audit), with none of the
- * checks test/unit/strategies.test.ts makes after each day. Prints the process's CPU seconds per
+ * checks test/unit/strategies-*.test.ts makes after each day. Prints the process's CPU seconds per
  * strategy and per simulated year, so a change to the per-run work can be measured on its own.
  *
  *   npx tsx bench/strategies.ts [days=730] [a|b|ab]

@@ -10,20 +10,29 @@ import type { Job, RetentionPolicy } from "./job.js";
 import { jobError } from "./job-error.js";
 import type { Logger } from "./logger.js";
 
-/** Manifests already read, per sink, so that a job run lists fresh but reads only new manifests. */
-const manifestCaches = new WeakMap<Sink, ManifestCache>();
+/**
+ * Manifests already read, per sink and job, so that a job run lists fresh but reads only new
+ * manifests. Per job, not per sink: a listing drops the cache entries of keys it no longer sees,
+ * and that sweep then walks one job's entries, not those of every job sharing the sink.
+ */
+const manifestCaches = new WeakMap<Sink, Map<string, ManifestCache>>();
 
-function cacheOf(sink: Sink): ManifestCache {
-  let cache = manifestCaches.get(sink);
+function cacheOf(sink: Sink, job: string): ManifestCache {
+  let bySink = manifestCaches.get(sink);
+  if (!bySink) {
+    bySink = new Map();
+    manifestCaches.set(sink, bySink);
+  }
+  let cache = bySink.get(job);
   if (!cache) {
     cache = new Map();
-    manifestCaches.set(sink, cache);
+    bySink.set(job, cache);
   }
   return cache;
 }
 
 export function listManifestsCached(sink: Sink, job: string, signal: AbortSignal) {
-  return listManifests(sink, { job, signal, cache: cacheOf(sink) });
+  return listManifests(sink, { job, signal, cache: cacheOf(sink, job) });
 }
 
 export async function prune(
@@ -43,7 +52,11 @@ export async function prune(
   const t0 = Date.now();
   try {
     // One listing serves the plan and the orphan sweep after it.
-    const catalog = await listCatalog(sink, { job: job.name, signal: options.signal, cache: cacheOf(sink) });
+    const catalog = await listCatalog(sink, {
+      job: job.name,
+      signal: options.signal,
+      cache: cacheOf(sink, job.name),
+    });
     const { manifests, invalid } = catalog.listing;
     const plan = planRetention(manifests, policy, {
       now: options.now(),

@@ -52,11 +52,13 @@ export interface ChainDecision {
  * validation reports the broken chain. Mutates and returns the decisions. Pure.
  */
 export function keepChainParents<D extends ChainDecision>(decisions: D[]): D[] {
+  // Most groups are fulls only: no chain to follow, so no index of every id to build.
+  if (!decisions.some((d) => d.action === "keep" && d.manifest.chain?.parent)) return decisions;
   const byId = new Map<string, D>();
   for (const d of decisions) byId.set(d.manifest.id, d);
   const neededBy = new Map<D, string[]>();
   for (const d of decisions) {
-    if (d.action !== "keep") continue;
+    if (d.action !== "keep" || !d.manifest.chain?.parent) continue;
     const seen = new Set<string>([d.manifest.id]);
     let at: D | undefined = d;
     while (at?.manifest.chain?.parent) {

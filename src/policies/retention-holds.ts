@@ -1,4 +1,5 @@
 import type { Manifest } from "../core/manifest.js";
+import { epochOf } from "./instant.js";
 
 /** Labels an S3 Object Lock date may be recorded under (ISO time); see {@link lockedUntil}. */
 export const OBJECT_LOCK_LABELS = ["object-lock-until", "objectLockRetainUntil"] as const;
@@ -23,6 +24,16 @@ export function lockedUntil(manifest: Manifest):
     objectLock?: { retainUntil?: unknown };
     artifact?: { objectLock?: { retainUntil?: unknown }; objectLockRetainUntil?: unknown };
   };
+  // Retention asks this of every backup a job holds on every run, and most record no lock at all.
+  if (
+    manifest.labels?.[OBJECT_LOCK_LABELS[0]] === undefined &&
+    manifest.labels?.[OBJECT_LOCK_LABELS[1]] === undefined &&
+    loose.objectLock === undefined &&
+    loose.artifact?.objectLock === undefined &&
+    loose.artifact?.objectLockRetainUntil === undefined
+  ) {
+    return undefined;
+  }
   const candidates: unknown[] = [
     ...OBJECT_LOCK_LABELS.map((l) => manifest.labels?.[l]),
     loose.objectLock?.retainUntil,
@@ -46,7 +57,7 @@ export function holdsOf(manifest: Manifest, holdLabel: string, now: number): str
   const label = manifest.labels?.[holdLabel];
   if (typeof label === "string" && label !== "") reasons.push(label === holdLabel ? "hold" : `hold ${label}`);
   if (manifest.retainUntil !== undefined) {
-    const until = Date.parse(manifest.retainUntil);
+    const until = epochOf(manifest.retainUntil);
     // An unreadable date keeps the backup: when in doubt, do not delete.
     if (Number.isNaN(until) || until > now) reasons.push(`hold until ${manifest.retainUntil}`);
   }

@@ -61,6 +61,8 @@ interface Entry {
   local?: LocalTime;
   tier: string;
   reasons: string[];
+  /** What the keep rules said of it, before the safety rules and `maxAge` have their say. */
+  ruled: string[];
   protect: boolean;
   keptByRule: boolean;
   valid: boolean;
@@ -148,34 +150,44 @@ export function planRetention(
     };
   });
 
-  const brokenChains = chainFindings(manifests.filter((m) => !malformed(m)));
-  const groups = new Map<string, Entry[]>();
+  const wellFormed: Manifest[] = [];
+  // Job, then tier: a key made of the two would be a new string to hash for every backup.
+  const groups = new Map<string, Map<string, Entry[]>>();
   for (const manifest of manifests) {
     const problem = malformed(manifest);
-    if (problem) {
-      const key = (manifest as { artifact?: { key?: unknown } } | null)?.artifact?.key;
-      const name = typeof key === "string" && key ? key + MANIFEST_SUFFIX : "(unknown)";
-      invalid.push({
-        key: name,
-        job: typeof manifest?.job === "string" && manifest.job ? manifest.job : jobOfKey(name),
-        code: "MANIFEST_INVALID",
-        message: `manifest cannot be planned: ${problem} is missing or malformed`,
-      });
+    if (!problem) {
+      wellFormed.push(manifest);
       continue;
     }
+    const key = (manifest as { artifact?: { key?: unknown } } | null)?.artifact?.key;
+    const name = typeof key === "string" && key ? key + MANIFEST_SUFFIX : "(unknown)";
+    invalid.push({
+      key: name,
+      job: typeof manifest?.job === "string" && manifest.job ? manifest.job : jobOfKey(name),
+      code: "MANIFEST_INVALID",
+      message: `manifest cannot be planned: ${problem} is missing or malformed`,
+    });
+  }
+  const brokenChains = chainFindings(wellFormed);
+  for (const manifest of wellFormed) {
     const tierLabel = manifest.labels[o.tierLabel];
     const tier = tierLabel ? `${manifest.artifact.sink}/${tierLabel}` : manifest.artifact.sink;
-    const groupKey = `${manifest.job}\u0000${tier}`;
-    let group = groups.get(groupKey);
+    let tiers = groups.get(manifest.job);
+    if (!tiers) {
+      tiers = new Map();
+      groups.set(manifest.job, tiers);
+    }
+    let group = tiers.get(tier);
     if (!group) {
       group = [];
-      groups.set(groupKey, group);
+      tiers.set(tier, group);
     }
     group.push({
       manifest,
       time: epochOf(manifest.startedAt),
       tier,
       reasons: [],
+      ruled: [],
       protect: false,
       keptByRule: false,
       valid: passesValidation(findingsOf(manifest, rules, now)) && !brokenChains.has(manifest),
@@ -185,10 +197,16 @@ export function planRetention(
   const planGroups: RetentionGroup[] = [];
   const decisions: RetentionDecision[] = [];
   const refused: Array<{ job: string; tier: string; backups: number }> = [];
-  const groupKeys = [...groups.keys()].sort();
+  const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const ordered = [...groups.keys()]
+    .sort(byName)
+    .flatMap((job) => [...groups.get(job)!.keys()].sort(byName).map((tier) => groups.get(job)!.get(tier)!));
+  // Rules' reasons are the same string for every backup they keep.
+  const maxAgeReason = `max age ${p.maxAge}`;
+  const withinReason = `within ${p.keepWithin}`;
 
-  for (const groupKey of groupKeys) {
-    const sorted = groups.get(groupKey)!.sort(cmpNewestFirst);
+  for (const group of ordered) {
+    const sorted = group.sort(cmpNewestFirst);
     // The same artifact listed twice is one backup.
     const entries = sorted.filter(
       (e, i) =>
@@ -196,7 +214,6 @@ export function planRetention(
         e.manifest.artifact.key !== sorted[i - 1]!.manifest.artifact.key ||
         e.time !== sorted[i - 1]!.time,
     );
-    const byRule = new Map<Entry, string[]>(entries.map((e) => [e, []]));
 
     for (const e of entries) {
       const holds = holdsOf(e.manifest, p.holdLabel, now);
@@ -212,11 +229,11 @@ export function planRetention(
     }
 
     if (emptyPolicy) {
-      for (const e of entries) byRule.get(e)!.push("empty policy");
+      for (const e of entries) e.ruled.push("empty policy");
     }
     if (counts.last > 0) {
       entries.slice(0, Math.min(entries.length, counts.last)).forEach((e) => {
-        byRule.get(e)!.push(`last ${p.keepLast}`);
+        e.ruled.push(`last ${p.keepLast}`);
       });
     }
     for (const [period, n] of counts.periods) {
@@ -229,20 +246,20 @@ export function planRetention(
         const bucket = bucketOf(e.local, period);
         if (seen.has(bucket)) continue;
         seen.add(bucket);
-        byRule.get(e)!.push(`${period} ${bucket}`);
+        e.ruled.push(`${period} ${bucket}`);
         left--;
       }
     }
     if (withinMs !== undefined) {
-      for (const e of entries) if (now - e.time < withinMs) byRule.get(e)!.push(`within ${p.keepWithin}`);
+      for (const e of entries) if (now - e.time < withinMs) e.ruled.push(withinReason);
     }
     if (!hasKeepRule && maxAgeMs !== undefined) {
-      for (const e of entries) if (now - e.time <= maxAgeMs) byRule.get(e)!.push(`max age ${p.maxAge}`);
+      for (const e of entries) if (now - e.time <= maxAgeMs) e.ruled.push(maxAgeReason);
     }
 
     const groupDecisions: RetentionDecision[] = [];
     for (const e of entries) {
-      const ruled = byRule.get(e)!;
+      const ruled = e.ruled;
       const tooOld = maxAgeMs !== undefined && now - e.time > maxAgeMs;
       let action: "keep" | "drop";
       if (e.protect) {

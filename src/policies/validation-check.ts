@@ -48,7 +48,7 @@ export function check(manifest: Manifest, c: CompiledRules, now: number): Findin
       "warning",
     );
   }
-  for (const [label, expected] of Object.entries(rules.requiredLabels ?? {})) {
+  for (const [label, expected] of c.labels) {
     const actual = manifest.labels[label];
     if (actual === undefined) {
       add(

@@ -178,6 +178,8 @@ export interface CompiledRules {
   versions: readonly number[];
   /** The parsed `verifyKeys`, when given. */
   ring: VerifyKeyring | undefined;
+  /** `requiredLabels` as pairs, taken apart once rather than for every manifest checked. */
+  labels: ReadonlyArray<readonly [string, string]>;
 }
 
 /**
@@ -219,6 +221,7 @@ export function compileRules(
     futureToleranceMs: parseDuration(parsed.futureTolerance, "futureTolerance"),
     versions: parsed.supportedVersions ?? SUPPORTED_MANIFEST_VERSIONS,
     ring: verifyKeyring(parsed.verifyKeys, option ? `${option}.verifyKeys` : "verifyKeys"),
+    labels: Object.entries(parsed.requiredLabels ?? {}),
   };
   compiled.set(parsed, c);
   return c;

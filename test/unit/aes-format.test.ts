@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { hkdfSync, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
   aes256gcm,
@@ -11,6 +11,7 @@ import {
   restore,
   type StowageError,
 } from "../../src/index.js";
+import { hkdf } from "../../src/transforms/aes-256-gcm/format.js";
 import { aes256gcmV1 } from "../../src/transforms/aes-256-gcm/transform.js";
 import { keyFingerprint } from "../../src/transforms/aes-256-gcm.js";
 import { codeOf, decrypt, encrypt } from "../support/aes-helpers.js";
@@ -299,5 +300,52 @@ describe("aes256gcm options", () => {
       expect(((error as StowageError).details.issues as Array<{ path: string }>)[0]?.path).toBe("passphrase");
       expect((error as Error).message).not.toContain('short"');
     }
+  });
+});
+
+describe("the key derivation", () => {
+  it("is HKDF-SHA256 exactly as node:crypto computes it, for any salt and info", () => {
+    for (const saltLength of [0, 16, 32, 64, 65, 200]) {
+      for (const info of ["stowage v3 header", "", "ünïcode ✓"]) {
+        const ikm = randomBytes(32);
+        const salt = randomBytes(saltLength);
+        expect(hkdf(ikm, salt, info).toString("hex")).toBe(
+          Buffer.from(hkdfSync("sha256", ikm, salt, info, 32)).toString("hex"),
+        );
+      }
+    }
+  });
+});
+
+describe("describe()", () => {
+  it("hands out a copy: changing one record, recipients included, changes neither the next nor the manifest", async () => {
+    const t = aes256gcm({ key });
+    const first = t.describe();
+    (first.recipients as Array<{ id?: string }>)[0]!.id = "changed";
+    first.chunkSize = 1;
+    const second = t.describe();
+    expect(second).toEqual({
+      name: "aes-256-gcm",
+      role: "encryption",
+      formatVersion: 3,
+      chunkSize: 65536,
+      recipients: [{ type: "raw", id: keyFingerprint(key) }],
+      keyId: keyFingerprint(key),
+    });
+    expect(Object.keys(second)).toEqual([
+      "name",
+      "role",
+      "formatVersion",
+      "chunkSize",
+      "recipients",
+      "keyId",
+    ]);
+    const manifest = await backup({
+      job: "d",
+      source: bytesSource({ data: "x" }),
+      sink: memorySink(),
+      transforms: [t],
+    });
+    expect(manifest.transforms[0]).toEqual(second);
   });
 });

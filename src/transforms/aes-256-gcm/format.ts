@@ -3,7 +3,7 @@
  * magic, the primitive lengths, the bounds a reader holds a header to, scrypt and HKDF, and the
  * errors the transform throws.
  */
-import { hkdfSync, scrypt } from "node:crypto";
+import { createHmac, scrypt } from "node:crypto";
 import { StowageError } from "../../core/errors.js";
 
 export const MAGIC = Buffer.from("STOWAGE", "ascii");
@@ -82,8 +82,18 @@ export function scryptAsync(passphrase: string, salt: Buffer, params: ScryptPara
   });
 }
 
-export const hkdf = (ikm: Buffer, salt: Buffer, info: string): Buffer =>
-  Buffer.from(hkdfSync("sha256", ikm, salt, info, 32));
+const ONE = Buffer.of(1);
+
+/**
+ * HKDF-SHA256 (RFC 5869) of 32 bytes: one HMAC to extract, one to expand (a single block, T(1) =
+ * HMAC(PRK, info | 0x01)). The same bytes as `hkdfSync("sha256", ikm, salt, info, 32)` (a test
+ * compares them), at under half its cost: `hkdfSync` builds a KeyObject and validates every call,
+ * and every file encrypted or decrypted derives several keys.
+ */
+export const hkdf = (ikm: Buffer, salt: Buffer, info: string): Buffer => {
+  const prk = createHmac("sha256", salt).update(ikm).digest();
+  return createHmac("sha256", prk).update(info, "utf8").update(ONE).digest();
+};
 
 // ---------------------------------------------------------------------------------------------
 // Errors.

@@ -70,7 +70,9 @@ export function aes256gcm(options: Aes256GcmOptions): Transform {
     role: "encryption",
     extension: ".enc",
     encode: (identity?: BackupIdentity) => new EncryptStream(headerFor(identity), parsed.chunkSize),
-    describe: () => structuredClone(record),
+    // A copy the caller may change; the recipients are its only nested part. (structuredClone
+    // cost more than the rest of describing a backup's transforms.)
+    describe: () => ({ ...record, recipients: records.map((r) => ({ ...r })) }),
   };
 }
 
