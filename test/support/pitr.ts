@@ -195,6 +195,7 @@ export async function startArchivingCluster(
  * a filesystem sink through gzip + AES-256-GCM, reading its key from `keyFile`: the key never
  * reaches argv, archive_command names only this config. It imports the bundle `buildCli` made in
  * `<config's folder>/bundle`. `port`: the server the job's source (and `stowage status`) asks.
+ * `gzipLevel`: the job's gzip level (gzip's default, 6, when absent).
  */
 export async function writeWalConfig(
   path: string,
@@ -202,6 +203,7 @@ export async function writeWalConfig(
   sinkRoot: string,
   keyFile: string,
   port?: number,
+  gzipLevel?: number,
 ) {
   const { uid, gid } = await postgresUser();
   await writeFile(
@@ -214,7 +216,7 @@ export default [defineJob({
   name: ${JSON.stringify(job)},
   source: pgBaseBackupSource({ connection: { host: "127.0.0.1", user: "postgres"${port ? `, port: ${port}` : ""} } }),
   sink: filesystemSink({ root: ${JSON.stringify(sinkRoot)} }),
-  transforms: [gzip(), aes256gcm({ key })],
+  transforms: [gzip(${gzipLevel === undefined ? "" : `{ level: ${gzipLevel} }`}), aes256gcm({ key })],
   keys: [{ key }],
 })];
 `,
