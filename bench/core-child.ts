@@ -39,6 +39,8 @@ export interface ChildResult {
   peakRssMiB: number;
   /** User + system CPU time of the whole process (all threads, including libuv's pool) while measured. */
   cpuSeconds: number;
+  /** CPU time of the main thread alone while measured (Node >= 23.9; absent before). */
+  mainCpuSeconds?: number;
   concurrency?: unknown;
 }
 
@@ -73,6 +75,18 @@ function traceMemory(): () => void {
   return () => clearInterval(timer);
 }
 
+/**
+ * The main thread's user + system CPU in microseconds, where Node can tell (>= 23.9): which side
+ * of the thread pool a cost lands on is what decides whether a pipeline can use both cores.
+ */
+function mainThreadCpu(): number | undefined {
+  const threadCpuUsage = (process as { threadCpuUsage?: () => { user: number; system: number } })
+    .threadCpuUsage;
+  if (typeof threadCpuUsage !== "function") return undefined;
+  const usage = threadCpuUsage.call(process);
+  return usage.user + usage.system;
+}
+
 /** The S3 sink on the bench's local server (s3rver's fixed credentials; checksums as s3rver needs). */
 async function s3BenchSink(s3: { endpoint: string; bucket: string }) {
   const { S3Client } = await import("@aws-sdk/client-s3");
@@ -95,6 +109,7 @@ async function main(): Promise<void> {
   if (!key) throw new Error("STOWAGE_BENCH_KEY is not set");
   const sink = args.s3 ? await s3BenchSink(args.s3) : filesystemSink({ root: args.root });
   const cpuBefore = process.resourceUsage();
+  const mainBefore = mainThreadCpu();
   let result: Omit<ChildResult, "peakRssMiB" | "cpuSeconds">;
   if (args.mode === "backup") {
     const transforms: Transform[] = [];
@@ -137,9 +152,12 @@ async function main(): Promise<void> {
   const peakRssMiB = usage.maxRSS / 1024; // maxRSS is in KiB
   const cpuSeconds =
     (usage.userCPUTime + usage.systemCPUTime - cpuBefore.userCPUTime - cpuBefore.systemCPUTime) / 1e6;
+  const mainAfter = mainThreadCpu();
+  const mainCpuSeconds =
+    mainBefore === undefined || mainAfter === undefined ? undefined : (mainAfter - mainBefore) / 1e6;
   // Exits once written: an S3 client's kept-alive sockets would hold the process open.
   process.stdout.write(
-    `${JSON.stringify({ ...result, peakRssMiB, cpuSeconds } satisfies ChildResult)}\n`,
+    `${JSON.stringify({ ...result, peakRssMiB, cpuSeconds, mainCpuSeconds } satisfies ChildResult)}\n`,
     () => process.exit(0),
   );
 }

@@ -32,6 +32,8 @@ export interface BenchOptions {
    * counts. Unset: the module's own default (core 1, postgres 11, s3 5).
    */
   repeat?: number;
+  /** `--rows`: measure only the rows whose "name vs anchor" contains this text (peers honours it). */
+  rows?: string;
 }
 
 /**

@@ -125,10 +125,10 @@ async function pair(
   return { ours: a, theirs: b, loadBefore, loadAfter: load() };
 }
 
-const side = (t: { seconds: number; cpuSeconds?: number }) =>
+const side = (t: { seconds: number; cpuSeconds?: number; mainCpuSeconds?: number | undefined }) =>
   t.cpuSeconds === undefined
     ? "?"
-    : `${round(t.cpuSeconds)} s CPU / ${round(t.cpuSeconds / t.seconds, 2)} cores`;
+    : `${round(t.cpuSeconds, 2)} s CPU${t.mainCpuSeconds === undefined ? "" : ` (main thread ${round(t.mainCpuSeconds, 2)} s)`} / ${round(t.cpuSeconds / t.seconds, 2)} cores`;
 
 function row(name: string, anchorName: string, bytes: number, p: Pair, goal: number, extra = ""): BenchRow {
   const ratio = mbps(bytes, p.ours.seconds) / mbps(bytes, p.theirs.seconds);
@@ -164,6 +164,8 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
   const bytes = Math.max(16 * MiB, Math.round((256 * scale) / 1) * MiB);
   const s3Bytes = Math.max(16 * MiB, Math.round(512 * scale) * MiB);
   const rows: BenchRow[] = [];
+  const wanted = (name: string, anchorName: string) =>
+    !options.rows || `${name} vs ${anchorName}`.includes(options.rows);
   const key = randomBytes(32).toString("hex");
   const cpuFile = join(workDir, "cpu.txt");
   const { argv } = await childCommand(workDir);
@@ -222,41 +224,50 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
       await rm(root, { recursive: true, force: true });
       await mkdir(root, { recursive: true });
     };
-    const backupPair = await pair(
-      rounds,
-      () => child(backupArgs, path.node),
-      () => timed(`${path.peer} -c < '${file}' | age -r '${recipient}' > '${out}'`),
-      { ours: clean },
-    );
-    rows.push(
-      row(
-        `backup ${label} -> file, ${size}`,
-        anchorName,
-        bytes,
-        backupPair,
-        1.0,
-        `runtime ${path.node === process.execPath ? process.version : zstdRuntime.why}; stored ${round(bytes / backupPair.ours.storedBytes, 2)}:1`,
-      ),
-    );
-    // The restore reads the backup the last round left.
-    const restorePair = await pair(
-      rounds,
-      () =>
-        child({ mode: "restore", root, job: path.codec, codec: path.codec, level: path.level }, path.node),
-      () => timed(`age -d -i '${ageKey}' < '${out}' | ${path.unpeer} > /dev/null`),
-    );
-    rows.push(
-      row(
-        `restore (decrypt, ${path.codec} -d, 2×SHA-256) -> discard, ${size}`,
-        `age -d | ${path.unpeer}`,
-        bytes,
-        restorePair,
-        1.0,
-      ),
-    );
-    if (missing.restic) {
+    const backupName = `backup ${label} -> file, ${size}`;
+    const restoreName = `restore (decrypt, ${path.codec} -d, 2×SHA-256) -> discard, ${size}`;
+    const resticAnchor = "restic backup --stdin (zstd auto, AES-256-CTR + Poly1305)";
+    const wantBackup = wanted(backupName, anchorName);
+    const wantRestore = wanted(restoreName, `age -d | ${path.unpeer}`);
+    const wantRestic = wanted(backupName, resticAnchor);
+    if (!wantBackup && !wantRestore && !wantRestic) continue;
+    await clean();
+    // The restore reads the backup the backup pair's last round left (one untimed run without it).
+    if (!wantBackup && wantRestore) {
+      await child(backupArgs, path.node);
+      await timed(`${path.peer} -c < '${file}' | age -r '${recipient}' > '${out}'`);
+    }
+    if (wantBackup) {
+      const backupPair = await pair(
+        rounds,
+        () => child(backupArgs, path.node),
+        () => timed(`${path.peer} -c < '${file}' | age -r '${recipient}' > '${out}'`),
+        { ours: clean },
+      );
+      rows.push(
+        row(
+          backupName,
+          anchorName,
+          bytes,
+          backupPair,
+          1.0,
+          `runtime ${path.node === process.execPath ? process.version : zstdRuntime.why}; stored ${round(bytes / backupPair.ours.storedBytes, 2)}:1`,
+        ),
+      );
+    }
+    if (wantRestore) {
+      // The restore reads the backup the last round left.
+      const restorePair = await pair(
+        rounds,
+        () =>
+          child({ mode: "restore", root, job: path.codec, codec: path.codec, level: path.level }, path.node),
+        () => timed(`age -d -i '${ageKey}' < '${out}' | ${path.unpeer} > /dev/null`),
+      );
+      rows.push(row(restoreName, `age -d | ${path.unpeer}`, bytes, restorePair, 1.0));
+    }
+    if (wantRestic && missing.restic) {
       rows.push(skipped(`backup ${label} vs restic`, "restic backup --stdin", missing.restic));
-    } else {
+    } else if (wantRestic) {
       const repo = join(workDir, "restic-repo");
       const resticEnv = {
         RESTIC_PASSWORD: randomBytes(18).toString("base64"),
@@ -277,15 +288,7 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
           ),
         { ours: clean, theirs: freshRepo },
       );
-      rows.push(
-        row(
-          `backup ${label} -> file, ${size}`,
-          "restic backup --stdin (zstd auto, AES-256-CTR + Poly1305)",
-          bytes,
-          resticPair,
-          2.0,
-        ),
-      );
+      rows.push(row(backupName, resticAnchor, bytes, resticPair, 2.0));
       await rm(repo, { recursive: true, force: true });
     }
     await rm(root, { recursive: true, force: true });
@@ -293,6 +296,7 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
   }
 
   // Restore from S3: the same object, downloaded by `aws s3 cp` and restored by stowage.
+  if (!wanted("restore from S3", "aws s3 cp")) return rows;
   if (missing.aws) {
     rows.push(skipped(`restore from S3, ${sizeName(s3Bytes)}`, "aws s3 cp", missing.aws));
     return rows;

@@ -20,9 +20,10 @@ export interface BlockCodec {
   /**
    * Compresses one block. `previous` is the tail (`dictionarySize` bytes at most) of the block
    * before it, undefined for the first block or when `dictionarySize` is 0; `last` is true exactly once, for the final block,
-   * which may be empty.
+   * which may be empty. The result may come in pieces, written in order: joining them would be a
+   * copy of every compressed byte on the main thread for nothing.
    */
-  compress(block: Buffer, last: boolean, previous: Buffer | undefined): Promise<Buffer>;
+  compress(block: Buffer, last: boolean, previous: Buffer | undefined): Promise<Buffer | readonly Buffer[]>;
   /** Bytes written after the last block, if any. Called once, after every block is out. */
   trailer(): Buffer | undefined;
   /** Releases what the codec holds (reused compressors); called when the stream ends or fails. */
@@ -45,11 +46,13 @@ export interface BlockParallelOptions {
 
 interface Slot {
   block: Buffer;
+  /** The encoder's own buffer the block was copied into, handed back once compressed. */
+  owned: Buffer | undefined;
   previous: Buffer | undefined;
   last: boolean;
   started: boolean;
   done: boolean;
-  output?: Buffer;
+  output?: Buffer | readonly Buffer[];
   error?: Error;
 }
 
@@ -88,6 +91,13 @@ export class BlockParallelEncoder extends Transform {
   private heldCallback: TransformCallback | undefined;
   private flushCallback: TransformCallback | undefined;
   private readonly maxInFlight: number;
+  /**
+   * Block buffers to copy small input chunks into, reused once their block is compressed. A
+   * fresh 1 MiB buffer per block is garbage that V8 is slow to collect: a large ArrayBuffer
+   * costs its young generation one small object, so no scavenge comes for it, and they pile up
+   * until a full collection (tens of MiB of RSS on Node 24).
+   */
+  private readonly spare: Buffer[] = [];
   /** Most blocks ever pending at once (for tests and benchmarks). */
   peakInFlight = 0;
   /** Most compressions ever running at once. */
@@ -124,6 +134,7 @@ export class BlockParallelEncoder extends Transform {
     this.codec.close?.();
     this.parts = [];
     this.slots.length = 0;
+    this.spare.length = 0;
     this.previous = undefined;
     callback(error);
   }
@@ -138,7 +149,12 @@ export class BlockParallelEncoder extends Transform {
         this.destroy(slot.error);
         return;
       }
-      if (slot.output!.length > 0) this.push(slot.output);
+      const output = slot.output!;
+      if (Buffer.isBuffer(output)) {
+        if (output.length > 0) this.push(output);
+      } else {
+        for (const piece of output) if (piece.length > 0) this.push(piece);
+      }
     }
     // Cut new blocks while there is room.
     while (this.slots.length < this.maxInFlight) {
@@ -172,6 +188,7 @@ export class BlockParallelEncoder extends Transform {
 
   private cut(size: number, last: boolean): void {
     let block: Buffer;
+    let owned: Buffer | undefined;
     const first = this.parts[0];
     if (first && first.length >= size) {
       // The common case with 1 MiB reads: a view, no copy.
@@ -179,7 +196,9 @@ export class BlockParallelEncoder extends Transform {
       if (first.length === size) this.parts.shift();
       else this.parts[0] = first.subarray(size);
     } else {
-      block = Buffer.allocUnsafe(size);
+      // The last block (often short) gets a buffer of its own size unless a spare one is at hand.
+      owned = this.spare.pop() ?? (last ? undefined : Buffer.allocUnsafe(this.options.blockSize));
+      block = owned ? owned.subarray(0, size) : Buffer.allocUnsafe(size);
       let filled = 0;
       while (filled < size) {
         const part = this.parts[0]!;
@@ -196,7 +215,7 @@ export class BlockParallelEncoder extends Transform {
       const header = this.codec.header();
       if (header && header.length > 0) this.push(header);
     }
-    this.slots.push({ block, previous: this.previous, last, started: false, done: false });
+    this.slots.push({ block, owned, previous: this.previous, last, started: false, done: false });
     this.peakInFlight = Math.max(this.peakInFlight, this.slots.length);
     // A copy of the tail, so the previous block (often a view of a larger read buffer) is freed.
     const keep = Math.min(this.codec.dictionarySize, block.length);
@@ -208,18 +227,21 @@ export class BlockParallelEncoder extends Transform {
     slot.started = true;
     this.running++;
     this.peakRunning = Math.max(this.peakRunning, this.running);
-    const settle = (output: Buffer | undefined, error: Error | undefined) => {
+    const settle = (output: Buffer | readonly Buffer[] | undefined, error: Error | undefined) => {
       this.running--;
       slot.done = true;
       slot.output = output;
       slot.error = error;
-      // Free the input as soon as it is compressed.
+      // Free the input as soon as it is compressed; a buffer of ours is kept for the next copy
+      // (the codec is done with it: its promise has settled).
+      if (slot.owned && !error && this.spare.length < this.maxInFlight) this.spare.push(slot.owned);
+      slot.owned = undefined;
       slot.block = EMPTY;
       slot.previous = undefined;
       this.blocks++;
       this.pump();
     };
-    let pending: Promise<Buffer>;
+    let pending: Promise<Buffer | readonly Buffer[]>;
     try {
       pending = this.codec.compress(slot.block, slot.last, slot.previous);
     } catch (error) {

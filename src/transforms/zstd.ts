@@ -17,7 +17,11 @@ import { ZstdFrameSplitter } from "./zstd-frames.js";
 
 /** The parts of node:zlib's zstd API (Node >= 22.15 / 23.8) that stowage uses. */
 export interface ZstdApi {
-  createZstdCompress(options: { params: Record<number, number>; chunkSize?: number }): ZstdStream;
+  createZstdCompress(options: {
+    params: Record<number, number>;
+    chunkSize?: number;
+    flush?: number;
+  }): ZstdStream;
   createZstdDecompress(options?: { chunkSize?: number }): Duplex;
   zstdDecompress(
     buffer: Buffer,
@@ -27,8 +31,8 @@ export interface ZstdApi {
   constants: { ZSTD_c_compressionLevel: number; ZSTD_c_checksumFlag: number; ZSTD_e_end: number };
 }
 
-/** A zlib-style compression stream: `flush(kind, callback)` as on every node:zlib stream. */
-type ZstdStream = Duplex & { flush(kind: number, callback: () => void): void };
+/** A zlib-style compression stream. */
+type ZstdStream = Duplex;
 
 function zstdApi(): ZstdApi | undefined {
   const api = zlib as unknown as Partial<ZstdApi>;
@@ -92,11 +96,22 @@ type _ZstdOptionsAgrees = Assert<Agrees<ZstdOptions, z.input<typeof zstdOptionsS
  * own worker threads, ZSTD_c_nbWorkers, would make one frame, but Node's zstd stream wrapper
  * fails with them: "stream.push() after EOF" on Node 22.23.)
  *
- * Compressors are reused, one per concurrent block: each block is written and ended as a frame
- * with a ZSTD_e_end flush. A fresh `zlib.zstdCompress` per block would be simpler, but Node frees
- * a zstd context only when the garbage collector gets to its handle (about 2.5 MiB each, unseen
- * by V8), and peak RSS climbed past 140 MiB that way.
+ * Compressors are reused, one per concurrent block: a fresh `zlib.zstdCompress` per block would
+ * be simpler, but Node frees a zstd context only when the garbage collector gets to its handle
+ * (about 2.5 MiB each, unseen by V8), and peak RSS climbed past 140 MiB that way. Each compressor
+ * is made with `flush: ZSTD_e_end`, so one `write()` of a block is one whole frame, handed on in
+ * the pieces it came out in (a write and then a `ZSTD_e_end` flush took a trip to the pool more,
+ * and a join of the pieces copied every compressed byte on the main thread). Given the whole
+ * block in one end call, zstd also records the frame's content size in its header.
  */
+/**
+ * The compressors' output buffer. A frame larger than it takes one more trip to the pool per
+ * buffer it fills, which measured as nothing (10-13 ms of main thread per 64 MiB with 256 KiB or
+ * 1 MiB buffers); a larger buffer pins more memory, since every piece of output is a view of it
+ * and it is freed only once all of them are garbage.
+ */
+const ZSTD_OUTPUT_BUFFER = 256 * 1024;
+
 class ZstdBlockCodec implements BlockCodec {
   readonly dictionarySize = 0;
   private readonly idle: ZstdStream[] = [];
@@ -105,6 +120,7 @@ class ZstdBlockCodec implements BlockCodec {
   constructor(
     private readonly api: ZstdApi,
     private readonly level: number,
+    private readonly outputSize: number,
   ) {}
   header(): undefined {
     return undefined;
@@ -113,39 +129,37 @@ class ZstdBlockCodec implements BlockCodec {
     return undefined;
   }
 
-  compress(block: Buffer): Promise<Buffer> {
+  compress(block: Buffer): Promise<readonly Buffer[]> {
     const { constants } = this.api;
     let stream = this.idle.pop();
     if (!stream) {
       stream = this.api.createZstdCompress({
         params: { [constants.ZSTD_c_compressionLevel]: this.level, [constants.ZSTD_c_checksumFlag]: 1 },
-        chunkSize: 1 << 18,
+        chunkSize: this.outputSize,
+        flush: constants.ZSTD_e_end,
       });
       this.all.add(stream);
     }
     const compressor = stream;
     return new Promise((resolve, reject) => {
       const parts: Buffer[] = [];
-      // Flowing and never paused: every output chunk is emitted before the flush callback runs.
+      // Flowing and never paused: every output piece is emitted before the write callback runs.
       const onData = (chunk: Buffer) => parts.push(chunk);
-      const onError = (error: Error) => {
+      const settle = (error: Error | null | undefined) => {
         compressor.off("data", onData);
-        this.all.delete(compressor);
-        reject(error);
-      };
-      compressor.on("data", onData);
-      compressor.once("error", onError);
-      compressor.write(block);
-      compressor.flush(constants.ZSTD_e_end, () => {
-        compressor.off("data", onData);
-        compressor.off("error", onError);
-        if (compressor.destroyed) {
-          reject(new Error("zstd: compressor closed"));
+        compressor.off("error", settle);
+        if (error || compressor.destroyed) {
+          this.all.delete(compressor);
+          compressor.destroy();
+          reject(error ?? new Error("zstd: compressor closed"));
           return;
         }
         this.idle.push(compressor);
-        resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
-      });
+        resolve(parts);
+      };
+      compressor.on("data", onData);
+      compressor.once("error", settle);
+      compressor.write(block, settle);
     });
   }
 
@@ -190,7 +204,7 @@ export function zstd(options: ZstdOptions = {}): Transform {
     role: "compression",
     extension: ".zst",
     encode: () =>
-      new BlockParallelEncoder(new ZstdBlockCodec(api, parsed.level), {
+      new BlockParallelEncoder(new ZstdBlockCodec(api, parsed.level, ZSTD_OUTPUT_BUFFER), {
         blockSize: parsed.blockSize,
         concurrency,
       }),

@@ -139,6 +139,35 @@ describe("parallel gzip: concurrency, ordering and memory", () => {
     expect((await systemGunzip(gz)).equals(data)).toBe(true);
   });
 
+  it("reuses its block buffers for small input chunks, never one a compression still reads", async () => {
+    const data = textData(40 * BLOCK + 123, 4);
+    const inUse = new Set<ArrayBufferLike>();
+    const seen = new Set<ArrayBufferLike>();
+    let shared = 0;
+    // Out of order and slow: block i takes (i % 5) × 3 ms, and checks at the end that its bytes
+    // are still the ones it was given (a buffer reused too early would have been overwritten).
+    const deflate: DeflateBlock = (block, options, callback) => {
+      const owner = block.buffer;
+      if (inUse.has(owner)) shared++;
+      inUse.add(owner);
+      seen.add(owner);
+      const before = sha(block);
+      setTimeout(
+        () => {
+          inUse.delete(owner);
+          if (sha(block) !== before) shared++;
+          zlib.deflateRaw(block, options, callback);
+        },
+        (seen.size % 5) * 3,
+      );
+    };
+    const gz = await compress(data, { blockSize: BLOCK, concurrency: 3 }, deflate, 10_000);
+    expect(zlib.gunzipSync(gz).equals(data)).toBe(true);
+    expect(shared).toBe(0);
+    // 41 blocks copied from 10 kB chunks into at most 2 × concurrency buffers (+1 for the short last).
+    expect(seen.size).toBeLessThanOrEqual(7);
+  });
+
   it("holds at most 2 × concurrency blocks and runs at most `concurrency` at once, with a fast source and a slow sink", async () => {
     const concurrency = 2;
     let pulled = 0;

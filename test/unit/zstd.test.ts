@@ -72,6 +72,39 @@ function handMadeFrames(checksum: boolean): { frames: Buffer[]; plain: Buffer } 
   return { frames, plain };
 }
 
+/**
+ * Walks zstd frames (RFC 8878, 3.1.1) and returns each frame's Frame_Content_Size, or -1 for a
+ * frame whose header does not record one.
+ */
+function frameContentSizes(stream: Buffer): number[] {
+  const sizes: number[] = [];
+  let at = 0;
+  while (at < stream.length) {
+    expect(stream.subarray(at, at + 4).equals(MAGIC)).toBe(true);
+    const descriptor = stream[at + 4]!;
+    const fcsFlag = descriptor >> 6;
+    const singleSegment = (descriptor >> 5) & 1;
+    const dictionaryBytes = [0, 1, 2, 4][descriptor & 3]!;
+    const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
+    let p = at + 5 + (singleSegment ? 0 : 1) + dictionaryBytes;
+    let size = -1;
+    if (fcsBytes === 1) size = stream[p]!;
+    if (fcsBytes === 2) size = stream.readUInt16LE(p) + 256;
+    if (fcsBytes === 4) size = stream.readUInt32LE(p);
+    if (fcsBytes === 8) size = Number(stream.readBigUInt64LE(p));
+    p += fcsBytes;
+    for (let last = false; !last; ) {
+      const header = stream.readUIntLE(p, 3);
+      last = (header & 1) === 1;
+      const type = (header >> 1) & 3;
+      p += 3 + (type === 1 ? 1 : header >> 3);
+    }
+    at = p + ((descriptor >> 2) & 1 ? 4 : 0);
+    sizes.push(size);
+  }
+  return sizes;
+}
+
 /** Cuts `data` into pieces of pseudo-random sizes (1 byte to `max`). */
 function randomPieces(data: Buffer, seed: number, max: number): Buffer[] {
   const pieces: Buffer[] = [];
@@ -193,6 +226,24 @@ describe(`zstd on Node ${process.version} (zstd in node:zlib: ${available})`, ()
         sink,
       });
       expect(await codeOf(async () => readAll(await restore({ sink, manifest })))).toBe("UNSUPPORTED");
+    },
+  );
+
+  it.runIf(available)(
+    "writes each block as one frame that records its content size, whole even when it outgrows the output buffer",
+    async () => {
+      // Random blocks of 512 KiB come out larger than the compressors' 256 KiB output buffer, so
+      // each frame arrives in pieces; text blocks compress into one piece.
+      const block = 512 * 1024;
+      const data = Buffer.concat([randomBytes(2 * block), textData(block + 1000, 9)]);
+      const encoder = zstd({ blockSize: block, concurrency: 2 }).encode({ job: "z", id: "1" });
+      const stored = Buffer.concat(await collect(Readable.from([data]), await encoder));
+      expect(frameContentSizes(stored)).toEqual([block, block, block, 1000]);
+      const decoder = await zstdDecoder.decode({ name: "zstd", role: "compression" }, { keys: [] });
+      expect(Buffer.concat(await collect(Readable.from([stored]), decoder)).equals(data)).toBe(true);
+      const record = { name: "zstd", role: "compression", format: "zstd-frames", blockSize: block } as const;
+      const parallel = await zstdDecoder.decode(record, { keys: [] });
+      expect(Buffer.concat(await collect(Readable.from([stored]), parallel)).equals(data)).toBe(true);
     },
   );
 
