@@ -158,6 +158,13 @@ const skipped = (name: string, anchorName: string, why: string): BenchRow => ({
   note: why,
 });
 
+/**
+ * `STOWAGE_BENCH_ROWS=gzip -d,zstd -d` runs only the rows whose name contains one of these
+ * (comma-separated) pieces, for a quick look at a few; a restore row still makes its backup once.
+ */
+const rowFilter = (process.env.STOWAGE_BENCH_ROWS ?? "").split(",").filter((f) => f.length > 0);
+const wanted = (name: string) => rowFilter.length === 0 || rowFilter.some((f) => name.includes(f));
+
 export async function run(options: BenchOptions): Promise<BenchRow[]> {
   const { workDir, scale } = options;
   const rounds = Math.max(1, options.repeat ?? 1);
@@ -222,39 +229,40 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
       await rm(root, { recursive: true, force: true });
       await mkdir(root, { recursive: true });
     };
-    const backupPair = await pair(
-      rounds,
-      () => child(backupArgs, path.node),
-      () => timed(`${path.peer} -c < '${file}' | age -r '${recipient}' > '${out}'`),
-      { ours: clean },
-    );
-    rows.push(
-      row(
-        `backup ${label} -> file, ${size}`,
-        anchorName,
-        bytes,
-        backupPair,
-        1.0,
-        `runtime ${path.node === process.execPath ? process.version : zstdRuntime.why}; stored ${round(bytes / backupPair.ours.storedBytes, 2)}:1`,
-      ),
-    );
+    const restoreName = `restore (decrypt, ${path.codec} -d, 2×SHA-256) -> discard, ${size}`;
+    const peerBackup = () => timed(`${path.peer} -c < '${file}' | age -r '${recipient}' > '${out}'`);
+    if (!wanted(`backup ${label} -> file, ${size}`)) {
+      if (wanted(restoreName)) {
+        await clean();
+        await child(backupArgs, path.node);
+        await peerBackup();
+      }
+    } else {
+      const backupPair = await pair(rounds, () => child(backupArgs, path.node), peerBackup, { ours: clean });
+      rows.push(
+        row(
+          `backup ${label} -> file, ${size}`,
+          anchorName,
+          bytes,
+          backupPair,
+          1.0,
+          `runtime ${path.node === process.execPath ? process.version : zstdRuntime.why}; stored ${round(bytes / backupPair.ours.storedBytes, 2)}:1`,
+        ),
+      );
+    }
     // The restore reads the backup the last round left.
-    const restorePair = await pair(
-      rounds,
-      () =>
-        child({ mode: "restore", root, job: path.codec, codec: path.codec, level: path.level }, path.node),
-      () => timed(`age -d -i '${ageKey}' < '${out}' | ${path.unpeer} > /dev/null`),
-    );
-    rows.push(
-      row(
-        `restore (decrypt, ${path.codec} -d, 2×SHA-256) -> discard, ${size}`,
-        `age -d | ${path.unpeer}`,
-        bytes,
-        restorePair,
-        1.0,
-      ),
-    );
-    if (missing.restic) {
+    if (wanted(restoreName)) {
+      const restorePair = await pair(
+        rounds,
+        () =>
+          child({ mode: "restore", root, job: path.codec, codec: path.codec, level: path.level }, path.node),
+        () => timed(`age -d -i '${ageKey}' < '${out}' | ${path.unpeer} > /dev/null`),
+      );
+      rows.push(row(restoreName, `age -d | ${path.unpeer}`, bytes, restorePair, 1.0));
+    }
+    if (!wanted(`backup ${label} vs restic`)) {
+      // not asked for
+    } else if (missing.restic) {
       rows.push(skipped(`backup ${label} vs restic`, "restic backup --stdin", missing.restic));
     } else {
       const repo = join(workDir, "restic-repo");
@@ -293,6 +301,7 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
   }
 
   // Restore from S3: the same object, downloaded by `aws s3 cp` and restored by stowage.
+  if (!wanted(`restore from S3, ${sizeName(s3Bytes)}`)) return rows;
   if (missing.aws) {
     rows.push(skipped(`restore from S3, ${sizeName(s3Bytes)}`, "aws s3 cp", missing.aws));
     return rows;
