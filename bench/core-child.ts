@@ -4,7 +4,7 @@
  * TypeScript loader in the process). Arguments: one JSON object in argv[2]; the key comes in the
  * environment (STOWAGE_BENCH_KEY, hex), never in argv. Prints one JSON line with the result.
  */
-import { createReadStream } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { backup } from "../src/core/backup.js";
@@ -39,6 +39,12 @@ export interface ChildResult {
   peakRssMiB: number;
   /** User + system CPU time of the whole process (all threads, including libuv's pool) while measured. */
   cpuSeconds: number;
+  /**
+   * User + system CPU time of the main (JavaScript) thread alone, where known (Linux): the part
+   * that other cores cannot take, so the least wall time the run could have; the load does not
+   * inflate it as it does wall time.
+   */
+  mainThreadCpuSeconds?: number;
   concurrency?: unknown;
 }
 
@@ -55,6 +61,18 @@ function fileSource(path: string): Source {
       };
     },
   };
+}
+
+/** The main thread's user + system CPU seconds so far, from /proc (Linux); undefined elsewhere. */
+function mainThreadCpu(): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "latin1");
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks, 100 a second on Linux
+  } catch {
+    return undefined;
+  }
 }
 
 /** With STOWAGE_BENCH_TRACE=1, prints memory use every second to stderr (for finding leaks). */
@@ -95,6 +113,7 @@ async function main(): Promise<void> {
   if (!key) throw new Error("STOWAGE_BENCH_KEY is not set");
   const sink = args.s3 ? await s3BenchSink(args.s3) : filesystemSink({ root: args.root });
   const cpuBefore = process.resourceUsage();
+  const mainBefore = mainThreadCpu();
   let result: Omit<ChildResult, "peakRssMiB" | "cpuSeconds">;
   if (args.mode === "backup") {
     const transforms: Transform[] = [];
@@ -133,16 +152,21 @@ async function main(): Promise<void> {
     };
   }
   stopTrace();
+  const mainAfter = mainThreadCpu();
+  const mainThreadCpuSeconds =
+    mainBefore === undefined || mainAfter === undefined ? undefined : round2(mainAfter - mainBefore);
   const usage = process.resourceUsage();
   const peakRssMiB = usage.maxRSS / 1024; // maxRSS is in KiB
   const cpuSeconds =
     (usage.userCPUTime + usage.systemCPUTime - cpuBefore.userCPUTime - cpuBefore.systemCPUTime) / 1e6;
   // Exits once written: an S3 client's kept-alive sockets would hold the process open.
   process.stdout.write(
-    `${JSON.stringify({ ...result, peakRssMiB, cpuSeconds } satisfies ChildResult)}\n`,
+    `${JSON.stringify({ ...result, peakRssMiB, cpuSeconds, ...(mainThreadCpuSeconds === undefined ? {} : { mainThreadCpuSeconds }) } satisfies ChildResult)}\n`,
     () => process.exit(0),
   );
 }
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
 
 main().catch((error: unknown) => {
   process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);

@@ -125,10 +125,13 @@ async function pair(
   return { ours: a, theirs: b, loadBefore, loadAfter: load() };
 }
 
-const side = (t: { seconds: number; cpuSeconds?: number }) =>
+const side = (t: { seconds: number; cpuSeconds?: number; mainThreadCpuSeconds?: number }) =>
   t.cpuSeconds === undefined
     ? "?"
-    : `${round(t.cpuSeconds)} s CPU / ${round(t.cpuSeconds / t.seconds, 2)} cores`;
+    : `${round(t.cpuSeconds)} s CPU / ${round(t.cpuSeconds / t.seconds, 2)} cores${
+        // The main thread's share: the least wall time the run could take, whatever the load.
+        t.mainThreadCpuSeconds === undefined ? "" : ` (main thread ${round(t.mainThreadCpuSeconds, 2)} s)`
+      }`;
 
 function row(name: string, anchorName: string, bytes: number, p: Pair, goal: number, extra = ""): BenchRow {
   const ratio = mbps(bytes, p.ours.seconds) / mbps(bytes, p.theirs.seconds);
