@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { type Duplex, Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import * as zlib from "node:zlib";
@@ -431,6 +432,21 @@ describe("gzip restore: members inflated in parallel", () => {
     expect((await readAll(await restore({ sink, manifest, keys: { key } }), 1 << 30)).equals(data)).toBe(
       true,
     );
+  });
+
+  it("decodes an artifact the single-member writer made (a fixture of that version's bytes) as its record says", async () => {
+    const old = readFileSync(new URL("../fixtures/gzip-single-member-blocks.gz", import.meta.url));
+    expect(old.subarray(0, 4).equals(Buffer.from([0x1f, 0x8b, 8, 0]))).toBe(true); // no extra field
+    const oldRecord = {
+      name: "gzip",
+      role: "compression",
+      level: 6,
+      format: "gzip-single-member-blocks",
+      concurrency: 2,
+      blockSize: BLOCK,
+    } as const;
+    const back = await decode(pieces(old, 5, 3000), oldRecord);
+    expect(back.equals(textData(2 * BLOCK + 100, 21))).toBe(true);
   });
 
   it("detects a corrupted member: a flipped bit in its body, its CRC-32 or its size", async () => {
