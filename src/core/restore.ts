@@ -49,6 +49,24 @@ export interface RestoreOptions {
   onProgress?: ProgressListener;
 }
 
+/**
+ * Whether every stored byte reaches the built-in AES-256-GCM decryptor first, which authenticates
+ * all of them before any is released: the header by its MAC (every version has one, keyed by the
+ * data key), each chunk by its tag, with its index and the last-chunk flag in its nonce, so bytes
+ * changed, cut, reordered or appended fail there (`DECRYPT_FAILED`). A SHA-256 of the stored bytes
+ * on top releases nothing later and catches nothing more that matters to a restore: another
+ * artifact sealed under the same key is refused by a version-3 header's identity, and in any case
+ * by the plain SHA-256 and size, which are still checked. So such a restore only counts and caps
+ * the stored bytes. `verify` still hashes them: there, matching the manifest is the question asked,
+ * and without keys it is the only check there is. A caller's own "aes-256-gcm" decoder is not ours.
+ */
+function authenticatedFirst(manifest: Manifest, own: readonly Decoder[] = []): boolean {
+  const outer = manifest.transforms.at(-1);
+  return (
+    outer?.name === "aes-256-gcm" && outer.role === "encryption" && !own.some((d) => d.name === outer.name)
+  );
+}
+
 /** The manifest of each stream {@link restore} returned, so a consumer can learn its sizes. */
 const restoredFrom = new WeakMap<Readable, Manifest>();
 
@@ -129,7 +147,11 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
   }
   // The stored digest is settled at the very end, once the decoders have seen every chunk.
   const progress = new ProgressCounter(options.onProgress);
-  const storedHash = new HashCounter(progress.read, sizeCap("stored", manifest), !checkedByBlock);
+  const storedHash = new HashCounter(
+    progress.read,
+    sizeCap("stored", manifest),
+    !checkedByBlock && !authenticatedFirst(manifest, options.transforms),
+  );
   const plainCheck = new ExpectDigest(
     manifest.content,
     mismatch("plain", manifest),
