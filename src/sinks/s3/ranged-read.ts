@@ -41,9 +41,9 @@ function resumable(error: unknown, signal: AbortSignal | undefined): boolean {
  * a 5xx) is asked again from its first byte not yet received, up to `resumes` times; bytes already
  * received are passed on, not fetched again. Memory: the GETs ahead of the one being read are sent
  * but their bodies are left in their sockets (the kernel's receive buffers read ahead, TCP flow
- * control holds the rest at the server), so the process holds about one socket chunk of the
- * read at a time, plus what the consumer holds. The caller checks what it reads (restore checks each block or chunk before it
- * releases it); this only moves bytes.
+ * control holds the rest at the server), so the process holds {@link RangeStream}'s 256 KiB and
+ * one socket chunk, plus what the consumer holds. The caller checks what it reads (restore checks
+ * each block or chunk before it releases it); this only moves bytes.
  *
  * @returns the object's bytes; `undefined` for an empty object (S3 answers 416 to a range of
  *   nothing) or one without an ETag, which the caller reads with one plain GET.
