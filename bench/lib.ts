@@ -32,6 +32,8 @@ export interface BenchOptions {
    * counts. Unset: the module's own default (core 1, postgres 11, s3 5).
    */
   repeat?: number;
+  /** `--rows`: only the sections whose name contains this (bench/peers.ts: gzip, zstd, s3). */
+  rows?: string;
 }
 
 /**

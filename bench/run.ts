@@ -7,6 +7,7 @@
  *   --repeat 2          measure each row this many times, alternating the sides; keep the fastest
  *                       (default: each module's own, see BenchOptions.repeat)
  *   --out FILE          also write the table and the machine as Markdown to FILE
+ *   --rows s3           peers only: run only the sections named so (gzip, zstd, s3)
  *
  * Benchmarks measure and report; they never fail a test run (the exit code is 0 unless a module
  * crashed).
@@ -86,6 +87,7 @@ async function main(): Promise<void> {
       only: { type: "string" },
       out: { type: "string" },
       repeat: { type: "string" },
+      rows: { type: "string" },
     },
   });
   const scale = Number(values.scale);
@@ -108,7 +110,12 @@ async function main(): Promise<void> {
       continue;
     }
     const workDir = await mkdtemp(join(tmpdir(), `stowage-bench-${name}-`));
-    const options: BenchOptions = { workDir, scale, ...(repeat ? { repeat } : {}) };
+    const options: BenchOptions = {
+      workDir,
+      scale,
+      ...(repeat ? { repeat } : {}),
+      ...(values.rows ? { rows: values.rows } : {}),
+    };
     process.stderr.write(`bench ${name}: running (scale ${scale}) in ${workDir}\n`);
     const moduleStarted = Date.now();
     try {
