@@ -202,6 +202,27 @@ describe("restore from S3 with ranged GETs", () => {
     expect(sha(Buffer.concat(received))).toBe(sha(data));
   });
 
+  it("a consumer that drops the read stops it: no GET after the ones sent ahead, no stray error", async () => {
+    // Dropped before the first read: the first answer's body is closed, nothing more is sent.
+    await server.local!.clearRequests();
+    const unread = await sink.read(plain.artifact.key);
+    await delay(200);
+    unread.destroy();
+    expect(await gets(plain.artifact.key)).toHaveLength(1);
+
+    await server.local!.clearRequests();
+    const stream = await sink.read(plain.artifact.key);
+    await stream[Symbol.asyncIterator]().next();
+    stream.destroy();
+    await delay(300);
+    // readConcurrency 3: at most the range being read and the two ahead (cancelled, they may never
+    // reach the server), of the object's nine.
+    const seen = (await gets(plain.artifact.key)).length;
+    expect(seen).toBeGreaterThanOrEqual(1);
+    expect(seen).toBeLessThanOrEqual(3);
+    expect(stream.destroyed).toBe(true);
+  });
+
   it("reads an empty object", async () => {
     const manifest = await backup({ job: "empty", source: bytesSource({ data: Buffer.alloc(0) }), sink });
     expect((await readAll(await restore({ sink, manifest }))).length).toBe(0);
