@@ -346,7 +346,7 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
           made.storedBytes,
           p,
           1.0,
-          "MB/s of stored bytes; readPartSize 4 MiB x readConcurrency 6 (the CLI: 8 MiB x 10); the CLI's time includes its start-up",
+          "MB/s of stored bytes; readPartSize 16 MiB x readConcurrency 6 (the CLI: 8 MiB x 10); the CLI's time includes its start-up",
         ),
       );
     }

@@ -164,21 +164,55 @@ export async function restore(options: RestoreOptions): Promise<Readable> {
     [raw, storedHash, ...blockCheck, ...decoders, plainCheck],
     signal ? { signal } : {},
   );
-  flowing.catch(() => undefined); // the error is surfaced through the generator below
+  flowing.catch(() => undefined); // the error is surfaced on the returned stream (see released)
 
-  async function* plaintext(): AsyncGenerator<Buffer> {
-    try {
-      for await (const chunk of plainCheck) {
-        yield chunk as Buffer;
-        progress.written(plainCheck.bytes);
-      }
-      await flowing;
-      progress.done();
-    } catch (error) {
-      throw failure.toError({ code: "RESTORE_FAILED", what: `restore: ${key}`, error }, { key }, signal);
-    }
-  }
-  const stream = Readable.from(plaintext(), { objectMode: false, highWaterMark: 1 << 20 });
+  const stream = released(plainCheck, flowing, {
+    written: () => progress.written(plainCheck.bytes),
+    done: () => progress.done(),
+    failed: (error) =>
+      failure.toError({ code: "RESTORE_FAILED", what: `restore: ${key}`, error }, { key }, signal),
+  });
   restoredFrom.set(stream, manifest);
   return stream;
+}
+
+/**
+ * The stream {@link restore} returns: the last stage's chunks as they come, one push each, paused
+ * while the consumer is full. Read in flowing mode on purpose: an async iterator (`for await`)
+ * takes everything buffered at once, and joining those chunks costs a copy of every byte and one
+ * more buffer for the collector. The pipeline's failure becomes this stream's error, as a
+ * {@link StowageError}; destroying this stream tears the pipeline (and the sink's read) down.
+ */
+function released(
+  last: Readable,
+  flowing: Promise<void>,
+  on: { written(): void; done(): void; failed(error: unknown): Error },
+): Readable {
+  const out = new Readable({
+    highWaterMark: 1 << 20,
+    read() {
+      last.resume();
+    },
+    destroy(error, callback) {
+      last.destroy();
+      callback(error);
+    },
+  });
+  last.on("data", (chunk: Buffer) => {
+    if (!out.push(chunk)) last.pause();
+    on.written();
+  });
+  // The pipeline settles when the last stage has flushed, which may be before its last chunks
+  // have been taken from it: the end waits for both.
+  const ended = new Promise<void>((resolve) => last.once("end", resolve));
+  flowing
+    .then(() => ended)
+    .then(
+      () => {
+        on.done();
+        out.push(null);
+      },
+      (error: unknown) => out.destroy(on.failed(error)),
+    );
+  return out;
 }

@@ -326,7 +326,8 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
  * partSize` (32 MiB with the defaults) for backups up to `1,000 × partSize` (7.8 GiB), doubling
  * with the part size after that. A read sends `readConcurrency` GETs ahead but reads only the
  * body of the range whose turn it is: the rest wait in the kernel's socket buffers, not in the
- * process, so a read holds about one socket chunk (64 KiB) plus what its consumer holds.
+ * process, so a read holds 256 KiB and one socket chunk (64 KiB) ahead of its consumer, plus what
+ * the consumer holds; a consumer that stops reading pauses the socket.
  *
  * **Reads** are ranged GETs of `readPartSize`, `readConcurrency` at a time, streamed in order; all
  * but the first carry `If-Match` with the object's ETag, so an object replaced mid-read fails the
@@ -352,7 +353,7 @@ export function buildS3Sink(opts: CommonOptions, flavour: S3SinkFlavour): S3Sink
  * stowage checks its own SHA-256 of every artifact at restore and verify, whatever the transport does.
  *
  * @default storageClass "STANDARD", partSize 8 MiB, queueSize 4, idleTimeout "60s", prefix "",
- *   readPartSize 4 MiB, readConcurrency 6, readResumes 5
+ *   readPartSize 16 MiB, readConcurrency 6, readResumes 5
  * @throws {CONFIG_INVALID} for a bad option (each named) when called; for a key with `..`, an
  *   absolute path or a control character before any request.
  * @throws {NOT_FOUND} from `read` of a missing key; {OBJECT_ARCHIVED} from `read` of an object in

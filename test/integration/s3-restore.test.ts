@@ -7,6 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
+import { setTimeout as delay } from "node:timers/promises";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ARTIFACT_BLOCK_SIZE } from "../../src/core/blocks.js";
@@ -174,6 +175,52 @@ describe("restore from S3 with ranged GETs", () => {
     )) as StowageError;
     expect(error.code).toBe("SINK_READ_FAILED");
     expect(error.details).toMatchObject({ reason: "changed" });
+  });
+
+  it("a consumer that stops reading holds the read: little piles up, and the pause is no stalled server", async () => {
+    const patient = s3Sink({
+      client: server.client(),
+      bucket,
+      readPartSize: PART,
+      readConcurrency: 3,
+      idleTimeout: "1s",
+    });
+    const stream = await patient.read(plain.artifact.key);
+    const received: Buffer[] = [];
+    const chunks = stream[Symbol.asyncIterator]();
+    received.push((await chunks.next()).value as Buffer);
+    // Longer than idleTimeout: the clock runs only while the consumer waits for bytes.
+    await delay(1500);
+    // The GETs ahead wait in their sockets; the stream holds its high-water mark and one socket chunk.
+    expect(stream.readableLength).toBeLessThanOrEqual(stream.readableHighWaterMark + 64 * 1024);
+    expect(stream.readableHighWaterMark).toBeLessThanOrEqual(MiB);
+    for (;;) {
+      const next = await chunks.next();
+      if (next.done) break;
+      received.push(next.value as Buffer);
+    }
+    expect(sha(Buffer.concat(received))).toBe(sha(data));
+  });
+
+  it("a consumer that drops the read stops it: no GET after the ones sent ahead, no stray error", async () => {
+    // Dropped before the first read: the first answer's body is closed, nothing more is sent.
+    await server.local!.clearRequests();
+    const unread = await sink.read(plain.artifact.key);
+    await delay(200);
+    unread.destroy();
+    expect(await gets(plain.artifact.key)).toHaveLength(1);
+
+    await server.local!.clearRequests();
+    const stream = await sink.read(plain.artifact.key);
+    await stream[Symbol.asyncIterator]().next();
+    stream.destroy();
+    await delay(300);
+    // readConcurrency 3: at most the range being read and the two ahead (cancelled, they may never
+    // reach the server), of the object's nine.
+    const seen = (await gets(plain.artifact.key)).length;
+    expect(seen).toBeGreaterThanOrEqual(1);
+    expect(seen).toBeLessThanOrEqual(3);
+    expect(stream.destroyed).toBe(true);
   });
 
   it("reads an empty object", async () => {

@@ -57,14 +57,15 @@ export const s3CommonOptionsSchema = lazySchema((z) =>
     queueSize: z.number().int().min(1).max(64).default(4),
     /**
      * Reads: the bytes one ranged GET asks for (1-64 MiB). A GET sent ahead is not read until its
-     * turn: its bytes wait in the socket, not in memory. @default 4 MiB
+     * turn: its bytes wait in the socket, not in memory, so a larger range costs no memory; it saves
+     * requests (each costs about 1.5 ms of CPU in the SDK, and S3 bills per GET). @default 16 MiB
      */
     readPartSize: z
       .number()
       .int()
       .min(MiB, "readPartSize is at least 1 MiB (1048576)")
       .max(64 * MiB, "readPartSize is at most 64 MiB")
-      .default(4 * MiB),
+      .default(16 * MiB),
     /**
      * Reads: ranged GETs in flight at once; only the one whose turn it is is read, the others wait
      * in their sockets (the kernel's receive buffers read ahead), so memory does not grow with it.
@@ -159,7 +160,8 @@ export interface S3CommonOptions {
   queueSize?: number;
   /**
    * Reads: the bytes one ranged GET asks for (1-64 MiB). A GET sent ahead is not read until its
-   * turn: its bytes wait in the socket, not in memory. @default 4 MiB
+   * turn: its bytes wait in the socket, not in memory, so a larger range costs no memory; it saves
+   * requests (each costs about 1.5 ms of CPU in the SDK, and S3 bills per GET). @default 16 MiB
    */
   readPartSize?: number;
   /**

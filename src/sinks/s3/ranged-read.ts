@@ -1,8 +1,8 @@
-import { Readable } from "node:stream";
-import { setTimeout as delay } from "node:timers/promises";
+import type { Readable } from "node:stream";
 import type { GetObjectCommandOutput, HeadObjectCommandOutput, S3Client } from "@aws-sdk/client-s3";
 import { isStowageError, StowageError } from "../../core/errors.js";
-import { errorName, guardedSend, httpStatus, idleGuardedBody, type RequestGuard } from "./requests.js";
+import { RangeStream } from "./range-stream.js";
+import { guardedSend, httpStatus, type RequestGuard } from "./requests.js";
 import { s3Sdk } from "./sdk.js";
 
 /** How a read is split into ranged GETs. */
@@ -41,9 +41,9 @@ function resumable(error: unknown, signal: AbortSignal | undefined): boolean {
  * a 5xx) is asked again from its first byte not yet received, up to `resumes` times; bytes already
  * received are passed on, not fetched again. Memory: the GETs ahead of the one being read are sent
  * but their bodies are left in their sockets (the kernel's receive buffers read ahead, TCP flow
- * control holds the rest at the server), so the process holds about one socket chunk of the
- * read at a time, plus what the consumer holds. The caller checks what it reads (restore checks each block or chunk before it
- * releases it); this only moves bytes.
+ * control holds the rest at the server), so the process holds {@link RangeStream}'s 256 KiB and
+ * one socket chunk, plus what the consumer holds. The caller checks what it reads (restore checks
+ * each block or chunk before it releases it); this only moves bytes.
  *
  * @returns the object's bytes; `undefined` for an empty object (S3 answers 416 to a range of
  *   nothing) or one without an ETag, which the caller reads with one plain GET.
@@ -102,109 +102,21 @@ export async function rangedRead(options: RangedReadOptions): Promise<Readable |
       `${guard.what}: the object changed during the read (its ETag was ${etag}${now ? `, is ${now}` : ""})`,
       { cause, details: { ...guard.details, reason: "changed" } },
     );
-
-  /**
-   * One range as the socket gives it, resumed from its first byte not yet received when the
-   * connection breaks. `opening` is its GET, sent ahead of time: the answer's body is not read
-   * until the range's turn comes, so the bytes read ahead wait in the kernel's socket buffer (TCP
-   * flow control stops the server there), not in this process. Holding them here, they outlived
-   * V8's young generation and stayed until a full collection: ~64 MiB of garbage on top of
-   * `concurrency × partSize`, 160-185 MiB of RSS for a restore.
-   */
-  async function* rangeChunks(
-    start: number,
-    end: number,
-    opening: Promise<GetObjectCommandOutput>,
-  ): AsyncGenerator<Buffer> {
-    const length = end - start + 1;
-    let got = 0;
-    let resumed = 0;
-    let stream: Readable | undefined;
-    let answer: Promise<GetObjectCommandOutput> | undefined = opening;
-    for (;;) {
-      try {
-        if (!stream) {
-          const out: GetObjectCommandOutput = await (answer ?? get(start + got, end, version));
-          answer = undefined;
-          const body = out.Body;
-          if (!(body instanceof Readable)) throw new Error("GetObject returned no Node stream");
-          stream = body;
-          // If-Match asks the server to refuse another version; not every S3-compatible store does.
-          if (out.ETag !== undefined && out.ETag !== etag) throw changed(out.ETag);
-        }
-        for await (const chunk of idleGuardedBody(stream, inner)) {
-          const piece = chunk as Buffer;
-          if (got + piece.length > length) {
-            throw new StowageError("SINK_READ_FAILED", `${guard.what}: the server sent more than asked`, {
-              details: { ...guard.details, reason: "too-long", start, end },
-            });
-          }
-          got += piece.length;
-          yield piece;
-        }
-        if (got === length) return;
-        throw new StowageError(
-          "SINK_READ_FAILED",
-          `${guard.what}: the connection ended after ${got} of ${length} bytes of bytes ${start}-${end}`,
-          { details: { ...guard.details, reason: "truncated", start, end, received: got } },
-        );
-      } catch (error) {
-        stream?.destroy();
-        stream = undefined;
-        answer = undefined;
-        if (httpStatus(error) === 412 || errorName(error) === "PreconditionFailed")
-          throw changed(undefined, error);
-        const reason = isStowageError(error, "SINK_READ_FAILED") ? error.details?.reason : undefined;
-        if (reason === "too-long" || reason === "changed") throw error;
-        if (!resumable(error, guard.signal) || resumed >= options.resumes) throw error;
-        resumed += 1;
-        options.onResume?.({ start, end, from: start + got, cause: error });
-        await delay(50 * resumed, undefined, { signal: controller.signal });
-      }
-    }
-  }
-
-  let started = false;
-  async function* ranges(): AsyncGenerator<Buffer> {
-    started = true;
-    const queue: Array<{ start: number; end: number; opening: Promise<GetObjectCommandOutput> }> = [];
-    let next = 0;
-    const enqueue = (opened?: GetObjectCommandOutput) => {
-      const start = next;
-      const end = Math.min(start + partSize, total) - 1;
-      next = end + 1;
-      const opening = opened ? Promise.resolve(opened) : get(start, end, version);
-      opening.catch(() => undefined); // awaited in order below; a later one may fail first
-      queue.push({ start, end, opening });
-    };
-    try {
-      enqueue(first);
-      for (;;) {
-        while (queue.length < options.concurrency && next < total) enqueue();
-        const head = queue.shift();
-        if (!head) return;
-        yield* rangeChunks(head.start, head.end, head.opening);
-      }
-    } finally {
-      // Done, failed, or dropped by the consumer: cancel what is still in flight, and close the
-      // bodies of answers that arrived but were never read.
-      if (queue.length > 0 || next < total) controller.abort();
-      for (const { opening } of queue) {
-        opening.then(
-          (out) => (out.Body as Readable | undefined)?.destroy?.(),
-          () => undefined,
-        );
-      }
-      await Promise.allSettled(queue.map((q) => q.opening));
-      guard.signal?.removeEventListener("abort", stop);
-    }
-  }
-  const out = Readable.from(ranges(), { objectMode: false, highWaterMark: 1 << 20 });
-  out.once("close", () => {
-    // Dropped before the first read: the generator never ran, so release the first answer here.
-    if (started) return;
-    (first.Body as Readable | undefined)?.destroy?.();
-    guard.signal?.removeEventListener("abort", stop);
-  });
-  return out;
+  return new RangeStream(
+    {
+      total,
+      partSize,
+      concurrency: options.concurrency,
+      resumes: options.resumes,
+      etag: version,
+      get: (start, end) => get(start, end, version),
+      changed,
+      resumable: (error) => resumable(error, guard.signal),
+      abort: () => controller.abort(),
+      release: () => guard.signal?.removeEventListener("abort", stop),
+      guard: inner,
+      onResume: options.onResume,
+    },
+    first,
+  );
 }
