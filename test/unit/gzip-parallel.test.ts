@@ -21,6 +21,15 @@ import { createParallelGzip, type DeflateBlock } from "../../src/transforms/gzip
 import { sha } from "../support/expect-helpers.js";
 
 const BLOCK = 64 * 1024; // the smallest block size, so tests cross many block boundaries quickly
+/** The transform record the single-member writer (the layout before members) put in manifests. */
+const SINGLE_MEMBER_RECORD = {
+  name: "gzip",
+  role: "compression",
+  level: 6,
+  format: "gzip-single-member-blocks",
+  concurrency: 2,
+  blockSize: BLOCK,
+} as const;
 
 /** Text that compresses about 4:1, with no period a compressor could lock onto. */
 function textData(size: number, seed = 1): Buffer<ArrayBuffer> {
@@ -450,14 +459,7 @@ describe("gzip restore: members inflated in parallel", () => {
       ...gzip(),
       // What the single-member writer made is one gzip member, which serial gzip also makes.
       encode: () => zlib.createGzip({ level: 6 }),
-      describe: () => ({
-        name: "gzip",
-        role: "compression",
-        level: 6,
-        format: "gzip-single-member-blocks",
-        concurrency: 2,
-        blockSize: BLOCK,
-      }),
+      describe: () => ({ ...SINGLE_MEMBER_RECORD }),
     };
     const sink = memorySink();
     const manifest = await backup({
@@ -474,15 +476,7 @@ describe("gzip restore: members inflated in parallel", () => {
   it("decodes an artifact the single-member writer made (a fixture of that version's bytes) as its record says", async () => {
     const old = readFileSync(new URL("../fixtures/gzip-single-member-blocks.gz", import.meta.url));
     expect(old.subarray(0, 4).equals(Buffer.from([0x1f, 0x8b, 8, 0]))).toBe(true); // no extra field
-    const oldRecord = {
-      name: "gzip",
-      role: "compression",
-      level: 6,
-      format: "gzip-single-member-blocks",
-      concurrency: 2,
-      blockSize: BLOCK,
-    } as const;
-    const back = await decode(pieces(old, 5, 3000), oldRecord);
+    const back = await decode(pieces(old, 5, 3000), SINGLE_MEMBER_RECORD);
     expect(back.equals(textData(2 * BLOCK + 100, 21))).toBe(true);
   });
 
