@@ -160,7 +160,7 @@ export function createParallelGzip(
  * (backpressure) while that many are pending.
  *
  * Decompression is parallel too: restore inflates min(cores, 4) members at once on the thread
- * pool ({@link ParallelGzipDecoder}). The manifest records `format: "gzip-members"`, `level`,
+ * pool (docs/FORMAT.md, "Compressed artifacts"). The manifest records `format: "gzip-members"`, `level`,
  * `concurrency` and `blockSize`; artifacts whose record says otherwise (older versions' single
  * member, or serial gzip) are inflated serially by one streaming gunzip, as before.
  *
