@@ -8,7 +8,6 @@
  *                       (default: each module's own, see BenchOptions.repeat)
  *   --rows zstd-3       only the rows whose "name vs anchor" holds this text (modules that say so)
  *   --out FILE          also write the table and the machine as Markdown to FILE
- *   --rows s3           peers only: run only the sections named so (gzip, zstd, s3)
  *
  * Benchmarks measure and report; they never fail a test run (the exit code is 0 unless a module
  * crashed).

@@ -19,6 +19,7 @@ import {
 import { aesDecoder } from "../../src/transforms/aes-256-gcm/chunks.js";
 import { createParallelGzip, type DeflateBlock } from "../../src/transforms/gzip.js";
 import { sha } from "../support/expect-helpers.js";
+import { randomPieces } from "../support/pieces.js";
 
 const BLOCK = 64 * 1024; // the smallest block size, so tests cross many block boundaries quickly
 /** The transform record the single-member writer (the layout before members) put in manifests. */
@@ -370,19 +371,6 @@ describe("gzip restore: members inflated in parallel", () => {
   const key = randomBytes(32);
   const record = { name: "gzip", role: "compression", format: "gzip-members", blockSize: BLOCK } as const;
 
-  /** Pieces of `data` of 1 to `max` bytes, from a seeded generator. */
-  function pieces(data: Buffer, seed: number, max: number): Buffer[] {
-    const out: Buffer[] = [];
-    let x = seed;
-    for (let at = 0; at < data.length; ) {
-      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-      const n = 1 + (x % max);
-      out.push(data.subarray(at, at + n));
-      at += n;
-    }
-    return out;
-  }
-
   async function decode(input: Buffer[], rec: typeof record | Record<string, unknown> = record) {
     const decoder = await gzip().decode(rec as never, { keys: [] });
     return through(Readable.from(input), decoder);
@@ -417,7 +405,7 @@ describe("gzip restore: members inflated in parallel", () => {
         [3, 70_000],
         [4, gz.length + 1],
       ] as const) {
-        expect((await decode(pieces(gz, seed, max))).equals(data)).toBe(true);
+        expect((await decode(randomPieces(gz, seed, max))).equals(data)).toBe(true);
       }
     },
   );
@@ -426,7 +414,7 @@ describe("gzip restore: members inflated in parallel", () => {
     const data = randomBytes(3 * BLOCK + 7);
     for (const level of [0, 1, 6, 9]) {
       const gz = await compress(data, { blockSize: BLOCK, level });
-      expect((await decode(pieces(gz, level + 1, 50_000))).equals(data)).toBe(true);
+      expect((await decode(randomPieces(gz, level + 1, 50_000))).equals(data)).toBe(true);
     }
   });
 
@@ -476,7 +464,7 @@ describe("gzip restore: members inflated in parallel", () => {
   it("decodes an artifact the single-member writer made (a fixture of that version's bytes) as its record says", async () => {
     const old = readFileSync(new URL("../fixtures/gzip-single-member-blocks.gz", import.meta.url));
     expect(old.subarray(0, 4).equals(Buffer.from([0x1f, 0x8b, 8, 0]))).toBe(true); // no extra field
-    const back = await decode(pieces(old, 5, 3000), SINGLE_MEMBER_RECORD);
+    const back = await decode(randomPieces(old, 5, 3000), SINGLE_MEMBER_RECORD);
     expect(back.equals(textData(2 * BLOCK + 100, 21))).toBe(true);
   });
 

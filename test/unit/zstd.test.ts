@@ -16,6 +16,7 @@ import {
 } from "../../src/index.js";
 import { ZstdFrameSplitter, zstd, zstdAvailable, zstdDecoder } from "../../src/transforms/zstd.js";
 import { sha } from "../support/expect-helpers.js";
+import { randomPieces } from "../support/pieces.js";
 
 const available = zstdAvailable();
 
@@ -103,19 +104,6 @@ function frameContentSizes(stream: Buffer): number[] {
     sizes.push(size);
   }
   return sizes;
-}
-
-/** Cuts `data` into pieces of pseudo-random sizes (1 byte to `max`). */
-function randomPieces(data: Buffer, seed: number, max: number): Buffer[] {
-  const pieces: Buffer[] = [];
-  let x = seed;
-  for (let at = 0; at < data.length; ) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    const n = 1 + (x % max);
-    pieces.push(data.subarray(at, at + n));
-    at += n;
-  }
-  return pieces;
 }
 
 /**
