@@ -11,8 +11,8 @@ export interface BenchRow {
   anchor: number;
   /** The anchor it is compared with, e.g. "gzip -6 | openssl enc -aes-256-cbc". */
   anchorName: string;
-  unit: "MB/s" | "s" | "MiB";
-  /** stowage / anchor for MB/s; anchor / stowage for seconds and MiB (so > 1 is always "stowage is better"). */
+  unit: "MB/s" | "s" | "MiB" | "segments";
+  /** stowage / anchor for MB/s; anchor / stowage for seconds, MiB and segments (so > 1 is always "stowage is better"). */
   ratio: number;
   /** The bar, e.g. ">= 1.6". */
   target: string;

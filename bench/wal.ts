@@ -17,7 +17,8 @@
  * segment's exposure (finished to archived: the RPO an archive_command gives under this load) is
  * measured too, as an upper bound: the mtimes are whole seconds, so it may be up to 1 s over.
  * Reported: p50 and p99 per push, the MB/s one archiver sustains against the WAL rate pgbench
- * made, the largest lag and the exposure. Target: the lag stays under 2 segments.
+ * made, the largest lag and the exposure. Target: the lag stays under 2 segments with the setting
+ * docs/PITR.md gives a WAL archive (gzip 1); gzip 6's lag is reported beside it.
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -189,11 +190,14 @@ async function measure(cluster: Cluster, command: string, log: string, seconds: 
   };
 }
 
-/** The rows comparing one stowage side with `cp`'s. */
-function rows(label: string, stowage: Side, cp: Side, seconds: number): BenchRow[] {
+/**
+ * The rows comparing one stowage side with `cp`'s. `bar`: this side is the setting docs/PITR.md
+ * gives for a WAL archive, so its lag carries the issue's target; another side's is information.
+ */
+function rows(label: string, stowage: Side, cp: Side, seconds: number, bar: boolean): BenchRow[] {
   const row = (
     name: string,
-    unit: "s" | "MB/s",
+    unit: "s" | "MB/s" | "segments",
     ours: number,
     theirs: number,
     extra: Partial<BenchRow> = {},
@@ -203,7 +207,7 @@ function rows(label: string, stowage: Side, cp: Side, seconds: number): BenchRow
     anchor: round3(theirs),
     anchorName: "archive_command = cp %p",
     unit,
-    ratio: round3(unit === "s" ? theirs / ours : ours / theirs),
+    ratio: round3(unit === "MB/s" ? ours / theirs : theirs / ours),
     target: "info",
     pass: true,
     ...extra,
@@ -229,11 +233,11 @@ function rows(label: string, stowage: Side, cp: Side, seconds: number): BenchRow
       pass: sustained(stowage) > stowage.walRate,
     }),
     {
-      ...row("archiver lag under pgbench (largest, segments)", "s", stowage.maxLag, cp.maxLag),
+      ...row("archiver lag under pgbench (largest)", "segments", stowage.maxLag, cp.maxLag),
       ratio: Number.NaN,
-      target: "< 2 segments",
-      pass: stowage.maxLag < 2,
-      note: "unit: segments finished but not archived, not seconds",
+      target: bar ? "< 2 segments" : "info (the bar is the WAL setting's, gzip 1)",
+      pass: !bar || stowage.maxLag < 2,
+      note: "segments finished but not archived",
     },
     row("exposure: segment finished -> archived, p50", "s", p(stowage.exposure, 0.5), p(cp.exposure, 0.5), {
       note: `${stowage.exposure.length} and ${cp.exposure.length} segments seen finishing; up to 1 s over`,
@@ -282,8 +286,8 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
     const fast = await measure(cluster, push("fast", fastConfig), join(logs, "fast.times"), seconds);
     const cp = await measure(cluster, `cp %p ${copies}/%f`, join(logs, "cp.times"), seconds);
     return [
-      ...rows(" (gzip 6 + AES -> file)", stowage, cp, seconds),
-      ...rows(" (gzip 1 + AES -> file)", fast, cp, seconds),
+      ...rows(" (gzip 6 + AES -> file)", stowage, cp, seconds, false),
+      ...rows(" (gzip 1 + AES -> file)", fast, cp, seconds, true),
     ];
   } finally {
     await cluster.stop();
