@@ -32,7 +32,7 @@ export interface CompressionOptions {
   level?: number;
   /**
    * Blocks compressed at once on libuv's thread pool.
-   * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
+   * @default the number of cores + 1, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
    *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
    */
   concurrency?: number;

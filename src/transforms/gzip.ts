@@ -36,7 +36,7 @@ export const gzipOptionsSchema = lazySchema((z) =>
 export interface GzipOptions {
   /**
    * Blocks compressed at once on libuv's thread pool.
-   * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
+   * @default the number of cores + 1, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
    *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
    */
   concurrency?: number;
@@ -164,7 +164,7 @@ export function createParallelGzip(
  * `concurrency` and `blockSize`; artifacts whose record says otherwise (older versions' single
  * member, or serial gzip) are inflated serially by one streaming gunzip, as before.
  *
- * @default level 6, concurrency = cores (at most UV_THREADPOOL_SIZE − 1), blockSize 1 MiB
+ * @default level 6, concurrency = cores + 1 (at most UV_THREADPOOL_SIZE − 1), blockSize 1 MiB
  * @throws {CONFIG_INVALID} on a level outside 0-9, a concurrency below 1 or a block size out of range.
  * @example backup({ ..., transforms: [gzip({ level: 6 }), aes256gcm({ key })] })
  */

@@ -79,7 +79,7 @@ export const zstdOptionsSchema = lazySchema((z) =>
 export interface ZstdOptions {
   /**
    * Blocks compressed at once on libuv's thread pool.
-   * @default the number of cores, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
+   * @default the number of cores + 1, at most UV_THREADPOOL_SIZE − 1 (so 3 with the default pool of
    *   4: file reads and writes share that pool). Raise UV_THREADPOOL_SIZE to use more cores.
    */
   concurrency?: number;
@@ -180,7 +180,7 @@ class ZstdBlockCodec implements BlockCodec {
  * 2.5 MiB at level 3) per concurrent block.
  * The manifest records `codec: "zstd"`, `level`, `concurrency`, `blockSize` and the Node version.
  *
- * @default level 3, concurrency = cores (at most UV_THREADPOOL_SIZE − 1), blockSize 1 MiB
+ * @default level 3, concurrency = cores + 1 (at most UV_THREADPOOL_SIZE − 1), blockSize 1 MiB
  * @throws {UNSUPPORTED} when the running Node has no zstd.
  * @throws {CONFIG_INVALID} on a level outside 1-19, a concurrency below 1 or a block size out of range.
  * @example backup({ ..., transforms: [zstdAvailable() ? zstd() : gzip(), aes256gcm({ key })] })
