@@ -2,7 +2,9 @@
  * `stowage wal-push` as a real `archive_command` (16 MiB segments through gzip + AES-256-GCM into
  * the filesystem sink) against `archive_command = 'cp %p …'`, in the same run, on the same
  * PostgreSQL 15 under pgbench load (`pgbench -c 2 -j 2`, 60 s × scale per side, scale factor 10).
- * A third side runs the same job with gzip level 1, the knob a WAL archive that must keep up has.
+ * A third side runs the same job with gzip level 1, the knob a WAL archive that must keep up has,
+ * and a fourth the gzip 6 job with `--ahead 4` (a push also archives the finished segments after
+ * its own, so PostgreSQL's next calls find them archived).
  *
  * Enough WAL for percentiles: between checkpoints pgbench at scale 10 writes about 1.5 MiB/s of
  * WAL here (a segment every ten seconds), so a side would see a handful of pushes. A busy server's
@@ -274,8 +276,8 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
   await writeWalConfig(fastConfig, "fast", sinkRoot, keyFile, undefined, 1);
   await mkdir(join(sinkRoot, "fast", "wal"), { recursive: true });
   await chmod(join(sinkRoot, "fast", "wal"), 0o777);
-  const push = (job: string, file: string) =>
-    `${process.execPath} ${cli} wal-push %p --job ${job} --config ${file}`;
+  const push = (job: string, file: string, ahead = "") =>
+    `${process.execPath} ${cli} wal-push %p --job ${job} --config ${file}${ahead}`;
   const cluster = await startArchivingCluster(root, bin, push("bench", config));
   const seconds = Math.max(10, Math.round(60 * options.scale));
   try {
@@ -284,10 +286,17 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
     const logs = join(root, "logs");
     const stowage = await measure(cluster, push("bench", config), join(logs, "stowage.times"), seconds);
     const fast = await measure(cluster, push("fast", fastConfig), join(logs, "fast.times"), seconds);
+    const ahead = await measure(
+      cluster,
+      push("bench", config, " --ahead 4"),
+      join(logs, "ahead.times"),
+      seconds,
+    );
     const cp = await measure(cluster, `cp %p ${copies}/%f`, join(logs, "cp.times"), seconds);
     return [
       ...rows(" (gzip 6 + AES -> file)", stowage, cp, seconds, false),
       ...rows(" (gzip 1 + AES -> file)", fast, cp, seconds, true),
+      ...rows(" (gzip 6 + AES, --ahead 4)", ahead, cp, seconds, false),
     ];
   } finally {
     await cluster.stop();

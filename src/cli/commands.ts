@@ -178,9 +178,20 @@ export const COMMANDS: readonly Command[] = [
   {
     name: "wal-push",
     summary: "archive_command: store one WAL file (%p) through the job's transforms",
-    usage: "<path> --job <name> [--config <file>]",
+    usage: "<path> --job <name> [--config <file>] [--ahead <n>]",
     positionals: 1,
-    flags: [FLAGS.config, FLAGS.jobOne, FLAGS.json],
+    flags: [
+      FLAGS.config,
+      FLAGS.jobOne,
+      {
+        name: "ahead",
+        type: "string",
+        value: "<n>",
+        description:
+          "also archive up to n (at most 16) finished segments after this one, so PostgreSQL's next pushes find them archived",
+      },
+      FLAGS.json,
+    ],
     handler: lazy(() => import("./wal.js"), "walPushCommand"),
   },
   {

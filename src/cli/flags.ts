@@ -46,6 +46,8 @@ export interface Flags {
   report?: string;
   force?: boolean;
   concurrency?: string;
+  /** wal-push: segments to archive ahead of the one asked for. */
+  ahead?: string;
   help?: boolean;
   version?: boolean;
   /** The arguments after the command's name, for a command that takes some (wal-push, wal-fetch). */

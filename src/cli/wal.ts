@@ -10,7 +10,7 @@ import type { Job } from "../jobs/job.js";
 import { archiveWal } from "../sources/postgres/wal-archive.js";
 import { fetchWal } from "../sources/postgres/wal-fetch.js";
 import { selectJobs } from "./config.js";
-import type { Flags } from "./flags.js";
+import { type Flags, positiveInteger } from "./flags.js";
 import { EXIT, type Io, print, reportError, UsageError } from "./output.js";
 
 /**
@@ -41,12 +41,14 @@ export async function walPushCommand(
   load: () => Promise<StowageConfig>,
 ): Promise<number> {
   const [path] = positionals(flags, 1, "wal-push <path> --job <name>");
+  const ahead = positiveInteger(flags.ahead, "ahead") ?? 0;
   const job = await oneJob(flags, load, "wal-push");
   const result = await archiveWal({
     sink: job.sink,
     job: job.name,
     path: resolve(io.cwd, path!),
     transforms: job.transforms,
+    ahead,
     signal: io.signal,
   });
   if (flags.json) print(io, JSON.stringify({ ok: true, ...result }));

@@ -271,6 +271,53 @@ describe("point-in-time recovery (PostgreSQL 15, archive_command = stowage wal-p
     expect(isStowageError(direct, "INTEGRITY_MISMATCH")).toBe(true);
   });
 
+  it("wal-push --ahead: the first push of a backlog archives the next ones, which PostgreSQL then finds archived", async () => {
+    const log = join(root, "logs", "ahead.log");
+    await writeFile(log, "");
+    await chmod(log, 0o666);
+    const normal = `${process.execPath} ${cli} wal-push %p --job ${JOB} --config ${config}`;
+    const archiveWith = async (command: string) => {
+      await primary.query(`ALTER SYSTEM SET archive_command = '${command.replace(/'/g, "''")}'`);
+      await primary.query("SELECT pg_reload_conf(), pg_sleep(1)");
+    };
+    // The archiver fails for a while, so finished segments wait as archive_status/*.ready.
+    await primary.query("CREATE TABLE ahead_backlog (i int)");
+    await archiveWith("false");
+    const backlog: string[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        await primary.query(`INSERT INTO ahead_backlog SELECT generate_series(1, 100)`);
+        const [row] = await primary.query<{ name: string }>(
+          "SELECT pg_walfile_name(pg_switch_wal()) AS name",
+        );
+        backlog.push(row!.name);
+      }
+      await archiveWith(`${normal} --ahead 4 --json >> ${log}`);
+      await primary.switchAndWaitArchived();
+    } finally {
+      await archiveWith(normal);
+    }
+    type Push = { name: string; status: string; ahead: string[] };
+    const pushes = (await readFile(log, "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Push);
+    // The first push through the new command took the rest of the backlog with it...
+    const first = pushes[0]!;
+    expect(backlog).toContain(first.name);
+    const rest = backlog.slice(backlog.indexOf(first.name) + 1);
+    expect(rest.length).toBeGreaterThan(0);
+    expect(first.ahead).toEqual(expect.arrayContaining(rest));
+    // ...so PostgreSQL's own push of each found it archived, with the same content.
+    for (const name of rest) {
+      expect(pushes.find((p) => p.name === name)?.status).toBe("already-archived");
+    }
+    await mkdir(join(root, "ahead-fetched"));
+    for (const name of backlog) {
+      await fetchWal({ sink, job: JOB, name, dest: join(root, "ahead-fetched", name), keys: [{ key }] });
+    }
+  });
+
   it("names a missing segment before writing anything", async () => {
     // The base backup's start segment: every restore from it needs it, and it has no other timeline.
     const { manifests } = await listManifests(sink, { job: JOB });

@@ -3,7 +3,7 @@
  * never lists), the recovery planner, WAL retention, gaps and the archive's status.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -133,6 +133,71 @@ describe("archiveWal / fetchWal", () => {
     await fetchWal({ sink, job: "db", name: "000000010000000000000007", dest, keys: [{ key }] });
     expect((await readFile(dest)).equals(segment)).toBe(true);
     expect(await count()).toBe(before);
+  });
+
+  it("archives the finished segments after this one with `ahead`, which PostgreSQL then finds archived", async () => {
+    const sink = noListing(memorySink());
+    const pgWal = join(dir, "ahead", "pg_wal");
+    await mkdir(join(pgWal, "archive_status"), { recursive: true });
+    const segments = new Map<string, Buffer>();
+    for (const n of [1, 2, 3, 4, 5]) {
+      const name = segmentName(1, n);
+      segments.set(name, randomBytes(64 * 1024));
+      await writeFile(join(pgWal, name), segments.get(name)!);
+    }
+    // Ready: 2-5 of timeline 1 (5's file is missing: a push of it fails), a history file and a
+    // segment of another timeline, neither of which a segment push looks ahead at.
+    await rm(join(pgWal, segmentName(1, 5)));
+    for (const ready of [2, 3, 4, 5]
+      .map((n) => segmentName(1, n))
+      .concat("00000002.history", segmentName(2, 6))) {
+      await writeFile(join(pgWal, "archive_status", `${ready}.ready`), "");
+    }
+    await writeFile(join(pgWal, "archive_status", `${segmentName(1, 1)}.done`), "");
+    const transforms = [gzip(), aes256gcm({ key })];
+    const push = (n: number, ahead: number) =>
+      archiveWal({ sink, job: "db", path: join(pgWal, segmentName(1, n)), transforms, ahead });
+
+    const first = await push(1, 2);
+    expect(first).toMatchObject({ status: "archived", ahead: [segmentName(1, 2), segmentName(1, 3)] });
+    expect((await push(2, 0)).status).toBe("already-archived");
+    expect((await push(3, 0)).status).toBe("already-archived");
+    // Further than asked for: not touched.
+    const notYet = await fetchWal({
+      sink,
+      job: "db",
+      name: segmentName(1, 4),
+      dest: join(dir, "n"),
+      keys: [{ key }],
+    })
+      .then(() => undefined)
+      .catch((e: unknown) => e);
+    expect(isStowageError(notYet, "NOT_FOUND")).toBe(true);
+
+    // A push ahead that fails (5 is gone) does not fail the push asked for, and leaves nothing.
+    const fourth = await push(4, 16);
+    expect(fourth).toMatchObject({ status: "archived", ahead: [] });
+    for (const n of [2, 3, 4]) {
+      const dest = join(dir, `fetched-${n}`);
+      await fetchWal({ sink, job: "db", name: segmentName(1, n), dest, keys: [{ key }] });
+      expect((await readFile(dest)).equals(segments.get(segmentName(1, n))!)).toBe(true);
+    }
+    const five = await fetchWal({
+      sink,
+      job: "db",
+      name: segmentName(1, 5),
+      dest: join(dir, "f"),
+      keys: [{ key }],
+    })
+      .then(() => undefined)
+      .catch((e: unknown) => e);
+    expect(isStowageError(five, "NOT_FOUND")).toBe(true);
+
+    const tooMany = await push(1, 17).catch((e: unknown) => e);
+    expect(isStowageError(tooMany, "CONFIG_INVALID")).toBe(true);
+    expect((tooMany as { details: { issues: Array<{ path: string }> } }).details.issues[0]!.path).toBe(
+      "ahead",
+    );
   });
 
   it("refuses a path that is not a WAL file's name, naming the option", async () => {

@@ -3,7 +3,8 @@
  * transforms into the sink, for PostgreSQL's `archive_command`.
  */
 import { createReadStream } from "node:fs";
-import { basename } from "node:path";
+import { readdir } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
@@ -16,7 +17,13 @@ import { HashCounter } from "../../core/streams.js";
 import type { Agrees, Assert } from "../../core/type-checks.js";
 import type { Sink, Transform } from "../../core/types.js";
 import { VERSION } from "../../core/version.js";
-import { walNameOrThrow, walRecordKey, walTimelinePrefix } from "../../core/wal-names.js";
+import {
+  parseWalName,
+  type WalFileName,
+  walNameOrThrow,
+  walRecordKey,
+  walTimelinePrefix,
+} from "../../core/wal-names.js";
 import { readWalRecord, WAL_SOURCE_KIND, writeWalRecord } from "./wal-record.js";
 
 /** The zod schema of {@link ArchiveWalOptions}, which parses the options at the boundary. */
@@ -30,6 +37,12 @@ export const archiveWalOptionsSchema = lazySchema((z) =>
       path: z.string().min(1),
       /** Applied in order, as a job's are (compress before you encrypt). @default [] */
       transforms: z.array(transformSchema).default([]),
+      /**
+       * Also archive up to this many of the segments PostgreSQL finished after this one and has
+       * not archived yet (the `archive_status/*.ready` files beside `path`), before resolving.
+       * @default 0
+       */
+      ahead: z.number().int().min(0).max(MAX_AHEAD).default(0),
       signal: signalSchema.optional(),
       /** The clock the record's times are read from. @default () => new Date() */
       now: z
@@ -48,6 +61,16 @@ export interface ArchiveWalOptions {
   path: string;
   /** Applied in order, as a job's are (compress before you encrypt). @default [] */
   transforms?: Transform[];
+  /**
+   * Also archive up to this many (at most 16) of the segments PostgreSQL finished after this one
+   * and has not archived yet (the `archive_status/*.ready` files beside `path`, same timeline,
+   * oldest first), two at a time, before resolving. PostgreSQL runs one
+   * `archive_command` at a time, each a new process; when it then asks for a segment pushed ahead,
+   * the push finds it archived with the same content and costs only the start-up and a hash. A
+   * push ahead that fails is left for PostgreSQL's own call and does not fail this one.
+   * @default 0
+   */
+  ahead?: number;
   /** Aborts the operation; it then rejects with code `ABORTED`. */
   signal?: AbortSignal;
   /** The clock the record's times are read from. @default () => new Date() */
@@ -67,7 +90,14 @@ export interface ArchiveWalResult {
   bytes: number;
   /** Stored bytes, after the transforms. */
   storedBytes: number;
+  /** The segments after this one archived (or found archived) by `ahead`, oldest first. */
+  ahead: string[];
 }
+
+/** The most segments one push may archive ahead. */
+const MAX_AHEAD = 16;
+/** Segments archived ahead at once: each is already block-parallel inside, so two keep both a push's I/O and its compression busy. */
+const AHEAD_CONCURRENCY = 2;
 
 /**
  * Archives one WAL file: reads `path`, passes it through `transforms` into
@@ -79,7 +109,8 @@ export interface ArchiveWalResult {
  * record is there with the same plain SHA-256 and size succeeds without writing; one with other
  * content fails with INTEGRITY_MISMATCH and leaves the archive as it was — two clusters writing to
  * one job, or a restored cluster archiving on a timeline it did not fork, must not pass silently.
- * The record is found at a key fixed by the name: a push never lists the archive.
+ * The record is found at a key fixed by the name: a push never lists the archive. With `ahead`,
+ * the finished segments after this one are archived too before it resolves (see the option).
  *
  * @throws {CONFIG_INVALID} bad options, or a path whose name is not a WAL file's.
  * @throws {INTEGRITY_MISMATCH} the file is already archived with different content.
@@ -89,10 +120,60 @@ export interface ArchiveWalResult {
  */
 export async function archiveWal(options: ArchiveWalOptions): Promise<ArchiveWalResult> {
   const opts = parseOptions(archiveWalOptionsSchema, options, "archiveWal");
-  const { sink, job, path, transforms, signal } = opts;
-  const file = walNameOrThrow(basename(path), "path", "archiveWal");
+  const file = walNameOrThrow(basename(opts.path), "path", "archiveWal");
+  const push = { ...opts, clock: opts.now ?? (() => new Date()) };
+  const result = await archiveFile(push, opts.path, file);
+  const ahead = opts.ahead > 0 ? await archiveAhead(push, opts.path, file, opts.ahead) : [];
+  return { ...result, ahead };
+}
+
+type Push = z.output<typeof archiveWalOptionsSchema> & { clock: () => Date };
+
+/**
+ * The next `count` finished segments of `file`'s timeline waiting for the archiver, archived
+ * {@link AHEAD_CONCURRENCY} at a time; returns the names that are archived now. PostgreSQL writes
+ * `<name>.ready` only once a segment is complete, and recycles a segment only after its own
+ * `archive_command` for it succeeded, so a segment listed here stays whole while it is read.
+ */
+async function archiveAhead(push: Push, path: string, file: WalFileName, count: number): Promise<string[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(join(dirname(path), "archive_status"));
+  } catch {
+    return []; // not a data directory's pg_wal: nothing to look ahead at
+  }
+  const next = entries
+    .map((entry) => (entry.endsWith(".ready") ? parseWalName(entry.slice(0, -".ready".length)) : undefined))
+    .filter(
+      (f): f is WalFileName => f?.kind === "segment" && f.timeline === file.timeline && f.name > file.name,
+    )
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .slice(0, count);
+  const archived = new Set<string>();
+  let i = 0;
+  const worker = async () => {
+    while (i < next.length && !push.signal?.aborted) {
+      const ahead = next[i++]!;
+      try {
+        await archiveFile(push, join(dirname(path), ahead.name), ahead);
+        archived.add(ahead.name);
+      } catch {
+        // Left for PostgreSQL's own call for it, which reports what is wrong.
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(AHEAD_CONCURRENCY, next.length) }, worker));
+  return next.filter((f) => archived.has(f.name)).map((f) => f.name);
+}
+
+/** Archives one WAL file (see {@link archiveWal}). */
+async function archiveFile(
+  push: Push,
+  path: string,
+  file: WalFileName,
+): Promise<Omit<ArchiveWalResult, "ahead">> {
+  const { sink, job, transforms, signal, clock } = push;
   const where = `archiveWal ${job} ${file.name}`;
-  const clock = opts.now ?? (() => new Date());
   throwIfAborted(signal, where);
 
   const existing = await readWalRecord(sink, job, file, signal);
