@@ -206,7 +206,9 @@ async function threeReplicas(kind: ReplicaConfig["kind"], lockConfig: Partial<Re
       }
       expect(ticks, `tick ${tick} runs once`).toContain(tick);
     }
-    expect(new Set(runs.map((s) => s.replica)).size).toBeGreaterThan(1);
+    // Which replicas succeeded is not asserted: one replica may win every tick it is up for, and
+    // the two that lost their runs (killed, paused) may have had no others. That the work moved is
+    // asserted above: the tick after the kill and the ticks during the pause ran elsewhere.
 
     // The sink holds exactly what the successful runs committed, each under its own lease.
     const sink = filesystemSink({ root: sinkRoot });
