@@ -206,12 +206,19 @@ export function tempFolders(name: string): (suffix?: string) => Promise<string> 
 
 /**
  * A sink whose `write` reads its body and fails with `errno` (ENOSPC: a full disk, EIO: a broken
- * one) once more than `limit` bytes went through: a sink that stops consuming mid-write.
+ * one) once more than `limit` bytes went through: a sink that stops consuming mid-write. With
+ * `only`, just the writes of the keys it accepts fail.
  */
-export function failsWritesAfter(inner: Sink, limit: number, errno: "ENOSPC" | "EIO"): Sink {
+export function failsWritesAfter(
+  inner: Sink,
+  limit: number,
+  errno: "ENOSPC" | "EIO",
+  only: (key: string) => boolean = () => true,
+): Sink {
   return {
     ...inner,
     async write(key, body, options) {
+      if (!only(key)) return inner.write(key, body, options);
       let seen = 0;
       async function* capped() {
         for await (const chunk of body as AsyncIterable<Buffer>) {
