@@ -7,7 +7,7 @@ import { resolve } from "node:path";
 import { isStowageError } from "../core/errors.js";
 import type { StowageConfig } from "../jobs/config.js";
 import type { Job } from "../jobs/job.js";
-import { archiveWal } from "../sources/postgres/wal-archive.js";
+import { archiveWal, MAX_AHEAD } from "../sources/postgres/wal-archive.js";
 import { fetchWal } from "../sources/postgres/wal-fetch.js";
 import { selectJobs } from "./config.js";
 import { type Flags, positiveInteger } from "./flags.js";
@@ -42,6 +42,7 @@ export async function walPushCommand(
 ): Promise<number> {
   const [path] = positionals(flags, 1, "wal-push <path> --job <name>");
   const ahead = positiveInteger(flags.ahead, "ahead") ?? 0;
+  if (ahead > MAX_AHEAD) throw new UsageError(`--ahead must be at most ${MAX_AHEAD}`);
   const job = await oneJob(flags, load, "wal-push");
   const result = await archiveWal({
     sink: job.sink,

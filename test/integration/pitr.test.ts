@@ -269,6 +269,23 @@ describe("point-in-time recovery (PostgreSQL 15, archive_command = stowage wal-p
     expect((JSON.parse(failed.stdout) as { error: { code: string } }).error.code).toBe("INTEGRITY_MISMATCH");
     const direct = await archiveWal({ sink, job: JOB, path, transforms }).catch((e: unknown) => e);
     expect(isStowageError(direct, "INTEGRITY_MISMATCH")).toBe(true);
+
+    // A bad --ahead is a usage error (exit 2), before anything is read.
+    for (const ahead of ["0", "17", "two"]) {
+      const bad = await stowage([
+        "wal-push",
+        path,
+        "--job",
+        JOB,
+        "--config",
+        config,
+        "--ahead",
+        ahead,
+        "--json",
+      ]);
+      expect(bad.code, `--ahead ${ahead}`).toBe(2);
+      expect((JSON.parse(bad.stdout) as { error: { code: string } }).error.code).toBe("USAGE");
+    }
   });
 
   it("wal-push --ahead: the first push of a backlog archives the next ones, which PostgreSQL then finds archived", async () => {

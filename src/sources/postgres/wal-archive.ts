@@ -95,7 +95,7 @@ export interface ArchiveWalResult {
 }
 
 /** The most segments one push may archive ahead. */
-const MAX_AHEAD = 16;
+export const MAX_AHEAD = 16;
 /** Segments archived ahead at once: each is already block-parallel inside, so two keep both a push's I/O and its compression busy. */
 const AHEAD_CONCURRENCY = 2;
 
