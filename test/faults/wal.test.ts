@@ -13,13 +13,15 @@ import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe } from "vitest";
 import { segmentName } from "../../src/core/wal-names.js";
-import { aes256gcm, filesystemSink, gzip } from "../../src/index.js";
+import { aes256gcm, filesystemSink, gzip, type Sink } from "../../src/index.js";
 import { archiveWal, fetchWal } from "../../src/sources/postgres.js";
 import { failsWritesAfter, failureOf, fault, filesUnder, tempFolders } from "./harness.js";
 
 const freshFolder = tempFolders("wal");
 const key = randomBytes(32);
-const transforms = () => [gzip(), aes256gcm({ key })];
+/** `archiveWal` of `path` for job "db" through gzip + AES, as `wal-push` runs it. */
+const push = (sink: Sink, path: string, ahead = 0) =>
+  archiveWal({ sink, job: "db", path, transforms: [gzip(), aes256gcm({ key })], ahead });
 const secrets = [key.toString("hex")];
 
 /** A pg_wal folder with segments 1..`count` of timeline 1 (64 KiB each) and `.ready` for each. */
@@ -41,12 +43,10 @@ describe("WAL archiving", () => {
       const root = await freshFolder();
       const { path } = await pgWal(1);
       const error = await failureOf(
-        archiveWal({
-          sink: failsWritesAfter(filesystemSink({ root }), 0, "ENOSPC", (k) => k.endsWith(".wal.json")),
-          job: "db",
-          path: path(1),
-          transforms: transforms(),
-        }),
+        push(
+          failsWritesAfter(filesystemSink({ root }), 0, "ENOSPC", (k) => k.endsWith(".wal.json")),
+          path(1),
+        ),
       );
       return { error, code: "SINK_WRITE_FAILED", leftovers: await filesUnder(root), secrets };
     },
@@ -56,14 +56,7 @@ describe("WAL archiving", () => {
     const root = await freshFolder();
     const { dir } = await pgWal(0);
     await mkdir(join(dir, segmentName(1, 1))); // a folder where the segment should be
-    const error = await failureOf(
-      archiveWal({
-        sink: filesystemSink({ root }),
-        job: "db",
-        path: join(dir, segmentName(1, 1)),
-        transforms: transforms(),
-      }),
-    );
+    const error = await failureOf(push(filesystemSink({ root }), join(dir, segmentName(1, 1))));
     return { error, code: "SOURCE_FAILED", leftovers: await filesUnder(root), secrets };
   });
 
@@ -71,10 +64,10 @@ describe("WAL archiving", () => {
     const root = await freshFolder();
     const sink = filesystemSink({ root });
     const { path } = await pgWal(1);
-    await archiveWal({ sink, job: "db", path: path(1), transforms: transforms() });
+    await push(sink, path(1));
     const before = await filesUnder(root);
     await writeFile(path(1), randomBytes(64 * 1024));
-    const error = await failureOf(archiveWal({ sink, job: "db", path: path(1), transforms: transforms() }));
+    const error = await failureOf(push(sink, path(1)));
     const after = await filesUnder(root);
     return {
       error,
@@ -93,8 +86,8 @@ describe("WAL archiving", () => {
       const sink = failsWritesAfter(filesystemSink({ root }), 4096, "ENOSPC", (k) =>
         k.includes(segmentName(1, 2)),
       );
-      const first = await archiveWal({ sink, job: "db", path: path(1), transforms: transforms(), ahead: 2 });
-      const error = await failureOf(archiveWal({ sink, job: "db", path: path(2), transforms: transforms() }));
+      const first = await push(sink, path(1), 2);
+      const error = await failureOf(push(sink, path(2)));
       // Segments 1 and 3 (pushed ahead) are archived, each with its record; nothing of 2 is anywhere.
       const expected = [1, 3].flatMap((n) => [
         `db/wal/00000001/${segmentName(1, n)}.gz.enc`,
@@ -110,22 +103,24 @@ describe("WAL archiving", () => {
     },
   );
 
-  fault("wal", "a fetch with the wrong key writes nothing at the destination", async () => {
+  /** Segment 1 archived into a fresh sink, and a fetch of it into a fresh, empty folder. */
+  async function archivedOne() {
     const root = await freshFolder();
     const sink = filesystemSink({ root });
     const { path } = await pgWal(1);
-    await archiveWal({ sink, job: "db", path: path(1), transforms: transforms() });
+    const { key: stored } = await push(sink, path(1));
     const out = await freshFolder();
+    const fetch = (keys: Array<{ key: Buffer }>) =>
+      failureOf(
+        fetchWal({ sink, job: "db", name: segmentName(1, 1), dest: join(out, "RECOVERYXLOG"), keys }),
+      );
+    return { stored: join(root, stored), out, fetch };
+  }
+
+  fault("wal", "a fetch with the wrong key writes nothing at the destination", async () => {
+    const { out, fetch } = await archivedOne();
     const wrong = randomBytes(32);
-    const error = await failureOf(
-      fetchWal({
-        sink,
-        job: "db",
-        name: segmentName(1, 1),
-        dest: join(out, "RECOVERYXLOG"),
-        keys: [{ key: wrong }],
-      }),
-    );
+    const error = await fetch([{ key: wrong }]);
     return {
       error,
       code: "DECRYPT_FAILED",
@@ -135,23 +130,11 @@ describe("WAL archiving", () => {
   });
 
   fault("wal", "a fetch of changed stored bytes writes nothing at the destination", async () => {
-    const root = await freshFolder();
-    const sink = filesystemSink({ root });
-    const { path } = await pgWal(1);
-    const { key: stored } = await archiveWal({ sink, job: "db", path: path(1), transforms: transforms() });
-    const bytes = await readFile(join(root, stored));
+    const { stored, out, fetch } = await archivedOne();
+    const bytes = await readFile(stored);
     bytes[bytes.length >> 1]! ^= 0x01;
-    await writeFile(join(root, stored), bytes);
-    const out = await freshFolder();
-    const error = await failureOf(
-      fetchWal({
-        sink,
-        job: "db",
-        name: segmentName(1, 1),
-        dest: join(out, "RECOVERYXLOG"),
-        keys: [{ key }],
-      }),
-    );
+    await writeFile(stored, bytes);
+    const error = await fetch([{ key }]);
     return { error, code: "DECRYPT_FAILED", leftovers: await readdir(out), secrets };
   });
 });
