@@ -12,7 +12,7 @@ export { MAX_PARALLEL_BLOCK };
  * runs on other cores while the main thread decrypts and hashes. A frame that would decode to more
  * than `blockSize`, or whose compressed size passes what zstd can make of that, fails the stream:
  * a decompression bomb costs at most one block. Memory: `concurrency` × (a compressed frame + a
- * block), 2 × 2 MiB at the defaults on 2 cores, with the compressed frames' buffers reused
+ * block), 3 × 2 MiB at the defaults on 2 cores, with the compressed frames' buffers reused
  * ({@link FrameQueue}).
  */
 export class ParallelZstdDecoder extends ZstdFrameSplitter {
