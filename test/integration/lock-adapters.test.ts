@@ -114,8 +114,10 @@ describe("postgresLock", () => {
   it("loses the lease when its session dies, and another replica takes it at once", async () => {
     const held = (await lock().acquire("dies", { ttlMs: 60_000, holder: "a" }))!;
     expect(await lock().acquire("dies", { ttlMs: 60_000, holder: "b" })).toBeUndefined();
+    // With a timeout, pg_terminate_backend waits until the backend has exited (and so released
+    // its advisory locks); without one it only signals it, and the next acquire may come first.
     await pg.query(
-      "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+      "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
     );
     await expect(held.renew()).rejects.toMatchObject({ code: "LOCK_LOST" });
     const taken = await lock().acquire("dies", { ttlMs: 60_000, holder: "b" });
