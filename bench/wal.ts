@@ -276,8 +276,8 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
   await writeWalConfig(fastConfig, "fast", sinkRoot, keyFile, undefined, 1);
   await mkdir(join(sinkRoot, "fast", "wal"), { recursive: true });
   await chmod(join(sinkRoot, "fast", "wal"), 0o777);
-  const push = (job: string, file: string, ahead = "") =>
-    `${process.execPath} ${cli} wal-push %p --job ${job} --config ${file}${ahead}`;
+  const push = (job: string, file: string, ahead = 0) =>
+    `${process.execPath} ${cli} wal-push %p --job ${job} --config ${file}${ahead ? ` --ahead ${ahead}` : ""}`;
   const cluster = await startArchivingCluster(root, bin, push("bench", config));
   const seconds = Math.max(10, Math.round(60 * options.scale));
   try {
@@ -286,12 +286,7 @@ export async function run(options: BenchOptions): Promise<BenchRow[]> {
     const logs = join(root, "logs");
     const stowage = await measure(cluster, push("bench", config), join(logs, "stowage.times"), seconds);
     const fast = await measure(cluster, push("fast", fastConfig), join(logs, "fast.times"), seconds);
-    const ahead = await measure(
-      cluster,
-      push("bench", config, " --ahead 4"),
-      join(logs, "ahead.times"),
-      seconds,
-    );
+    const ahead = await measure(cluster, push("bench", config, 4), join(logs, "ahead.times"), seconds);
     const cp = await measure(cluster, `cp %p ${copies}/%f`, join(logs, "cp.times"), seconds);
     return [
       ...rows(" (gzip 6 + AES -> file)", stowage, cp, seconds, false),

@@ -1,4 +1,5 @@
 import { Readable } from "node:stream";
+import { eachConcurrently } from "./each-concurrently.js";
 import { isStowageError, StowageError, throwIfAborted, wrapError } from "./errors.js";
 import {
   MANIFEST_SUFFIX,
@@ -143,36 +144,31 @@ export async function listCatalog(
   }
 
   const listing: ManifestListing = { manifests: [], invalid: [] };
-  let next = 0;
-  const worker = async () => {
-    while (next < listed.length) {
-      const info = listed[next++]!;
-      const key = info.key;
-      const modified = info.lastModified.getTime();
-      const hit = cache?.get(key);
-      try {
-        let manifest: Manifest;
-        if (hit && hit.size === info.size && hit.modified === modified) {
-          manifest = hit.manifest;
-        } else {
-          manifest = await readManifest(sink, key, signal);
-          cache?.set(key, { size: info.size, modified, manifest });
-        }
-        assertSigned(manifest, ring, "listManifests");
-        listing.manifests.push(manifest);
-      } catch (error) {
-        if (isStowageError(error, "ABORTED")) throw error;
-        if (!isStowageError(error, "SIGNATURE_MISSING") && !isStowageError(error, "SIGNATURE_INVALID")) {
-          cache?.delete(key);
-        }
-        listing.invalid.push({
-          key,
-          error: wrapError(error, "MANIFEST_INVALID", `manifest ${key}`, { key }),
-        });
+  await eachConcurrently(listed, options.concurrency ?? 8, async (info) => {
+    const key = info.key;
+    const modified = info.lastModified.getTime();
+    const hit = cache?.get(key);
+    try {
+      let manifest: Manifest;
+      if (hit && hit.size === info.size && hit.modified === modified) {
+        manifest = hit.manifest;
+      } else {
+        manifest = await readManifest(sink, key, signal);
+        cache?.set(key, { size: info.size, modified, manifest });
       }
+      assertSigned(manifest, ring, "listManifests");
+      listing.manifests.push(manifest);
+    } catch (error) {
+      if (isStowageError(error, "ABORTED")) throw error;
+      if (!isStowageError(error, "SIGNATURE_MISSING") && !isStowageError(error, "SIGNATURE_INVALID")) {
+        cache?.delete(key);
+      }
+      listing.invalid.push({
+        key,
+        error: wrapError(error, "MANIFEST_INVALID", `manifest ${key}`, { key }),
+      });
     }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 8) }, worker));
+  });
   listing.manifests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   listing.invalid.sort((a, b) => (a.key < b.key ? -1 : 1));
   return { listing, prefix, objects };

@@ -1,4 +1,5 @@
 import { linkSignal } from "../core/abort.js";
+import { eachConcurrently } from "../core/each-concurrently.js";
 import { StowageError } from "../core/errors.js";
 import type { BackupKind } from "../core/incremental.js";
 import type { Manifest } from "../core/manifest.js";
@@ -328,14 +329,9 @@ export async function runJobs(jobs: readonly Job[], options: RunJobsOptions = {}
   }
   const started = Date.now();
   const results: JobResult[] = new Array(jobs.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < jobs.length) {
-      const i = next++;
-      results[i] = await runJob(jobs[i]!, options);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, jobs.length)) }, worker));
+  await eachConcurrently(jobs, concurrency, async (job, i) => {
+    results[i] = await runJob(job, options);
+  });
   const errors: JobError[] = [];
   if (options.audit) {
     try {

@@ -120,7 +120,7 @@ describe("restore", () => {
     pack.finalize();
     const { sink, manifest } = await backedUp(new Uint8Array(await readAll(Readable.from(pack))), false);
     // A quarter of what the tar header declares, and more than restore decodes ahead of its
-    // reader (min(cores, 4) gzip members of 1 MiB), so the header is what refuses it, not restore's
+    // reader (at most four gzip members of 1 MiB), so the header is what refuses it, not restore's
     // own size check a few blocks later.
     const lying = { ...manifest, content: { ...manifest.content, bytes: 8 * MiB } };
     const target = join(await freshDir(), "out");

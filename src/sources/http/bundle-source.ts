@@ -1,6 +1,7 @@
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
 import { linkSignal } from "../../core/abort.js";
+import { eachConcurrently } from "../../core/each-concurrently.js";
 import { isStowageError, StowageError, throwIfAborted } from "../../core/errors.js";
 import { lazySchema, parseOptions } from "../../core/options.js";
 import { newPack, packedTar } from "../../core/pack-tar.js";
@@ -214,11 +215,10 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
 
       async function assemble(): Promise<SourceOutput> {
         try {
-          let next = 0;
-          const worker = async () => {
-            while (next < opts.services.length && !controller.signal.aborted) {
-              const i = next++;
-              const service = opts.services[i]!;
+          await eachConcurrently(
+            opts.services,
+            opts.concurrency,
+            async (service, i) => {
               try {
                 const fetched = await fetchChecked(
                   service,
@@ -229,7 +229,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
                 results[i] = { ok: true, fetched };
               } catch (error) {
                 if (signal.aborted) throw error;
-                if (controller.signal.aborted) return; // stopped by another service's failure
+                if (controller.signal.aborted) return; // stopped by another service's failure: no more start
                 const wrapped = isStowageError(error)
                   ? error
                   : new StowageError(
@@ -242,9 +242,9 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
                   controller.abort();
                 }
               }
-            }
-          };
-          await Promise.all(Array.from({ length: Math.min(opts.concurrency, opts.services.length) }, worker));
+            },
+            () => controller.signal.aborted,
+          );
         } finally {
           controller.dispose();
         }

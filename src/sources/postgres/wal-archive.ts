@@ -8,6 +8,7 @@ import { basename, dirname, join } from "node:path";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
+import { eachConcurrently } from "../../core/each-concurrently.js";
 import { StowageError, throwIfAborted, wrapError } from "../../core/errors.js";
 import { FirstFailure, transfer } from "../../core/failure.js";
 import { assertSafeKey, JOB_NAME_PATTERN, newBackupId } from "../../core/keys.js";
@@ -123,22 +124,23 @@ export async function archiveWal(options: ArchiveWalOptions): Promise<ArchiveWal
   const file = walNameOrThrow(basename(opts.path), "path", "archiveWal");
   const push = { ...opts, clock: opts.now ?? (() => new Date()) };
   const result = await archiveFile(push, opts.path, file);
-  const ahead = opts.ahead > 0 ? await archiveAhead(push, opts.path, file, opts.ahead) : [];
+  const ahead = opts.ahead > 0 ? await archiveAhead(push, file) : [];
   return { ...result, ahead };
 }
 
 type Push = z.output<typeof archiveWalOptionsSchema> & { clock: () => Date };
 
 /**
- * The next `count` finished segments of `file`'s timeline waiting for the archiver, archived
+ * The next `push.ahead` finished segments of `file`'s timeline waiting for the archiver, archived
  * {@link AHEAD_CONCURRENCY} at a time; returns the names that are archived now. PostgreSQL writes
  * `<name>.ready` only once a segment is complete, and recycles a segment only after its own
  * `archive_command` for it succeeded, so a segment listed here stays whole while it is read.
  */
-async function archiveAhead(push: Push, path: string, file: WalFileName, count: number): Promise<string[]> {
+async function archiveAhead(push: Push, file: WalFileName): Promise<string[]> {
+  const folder = dirname(push.path);
   let entries: string[];
   try {
-    entries = await readdir(join(dirname(path), "archive_status"));
+    entries = await readdir(join(folder, "archive_status"));
   } catch {
     return []; // not a data directory's pg_wal: nothing to look ahead at
   }
@@ -148,21 +150,21 @@ async function archiveAhead(push: Push, path: string, file: WalFileName, count: 
       (f): f is WalFileName => f?.kind === "segment" && f.timeline === file.timeline && f.name > file.name,
     )
     .sort((a, b) => (a.name < b.name ? -1 : 1))
-    .slice(0, count);
+    .slice(0, push.ahead);
   const archived = new Set<string>();
-  let i = 0;
-  const worker = async () => {
-    while (i < next.length && !push.signal?.aborted) {
-      const ahead = next[i++]!;
+  await eachConcurrently(
+    next,
+    AHEAD_CONCURRENCY,
+    async (ahead) => {
       try {
-        await archiveFile(push, join(dirname(path), ahead.name), ahead);
+        await archiveFile(push, join(folder, ahead.name), ahead);
         archived.add(ahead.name);
       } catch {
         // Left for PostgreSQL's own call for it, which reports what is wrong.
       }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(AHEAD_CONCURRENCY, next.length) }, worker));
+    },
+    () => push.signal?.aborted === true,
+  );
   return next.filter((f) => archived.has(f.name)).map((f) => f.name);
 }
 
