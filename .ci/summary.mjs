@@ -3,6 +3,11 @@
 // test: its only skips may be the ones named "without zstd…".
 import { readFileSync } from "node:fs";
 
+const firstLine = (text) =>
+  String(text ?? "")
+    .split("\n")
+    .find((l) => l.trim() !== "") ?? "";
+
 let passed = 0;
 let failed = 0;
 let skipped = 0;
@@ -33,6 +38,15 @@ for (const arg of process.argv.slice(2)) {
       .filter((a) => a.status === "passed" && !a.title.startsWith("without zstd")).length;
     if (zstdPassed < 5) console.log(`${label}: only ${zstdPassed} zstd tests passed`);
     extra = wrong.length + (zstdPassed < 5 ? 1 : 0);
+  }
+  // Name every failure with its first error line, so the tail of a CI log says what broke.
+  for (const f of r.testResults) {
+    if (f.status === "failed" && f.assertionResults.length === 0)
+      console.log(`${label}: FAILED to load ${f.name}: ${firstLine(f.message)}`);
+    for (const a of f.assertionResults.filter((x) => x.status === "failed"))
+      console.log(
+        `${label}: FAILED ${a.fullName ?? a.title} (${f.name}): ${firstLine(a.failureMessages?.[0])}`,
+      );
   }
   const runFailed = r.numFailedTests + broken + extra;
   console.log(`${label}: ${r.numPassedTests} passed, ${runFailed} failed, ${runSkipped.length} skipped`);
