@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The package as an adopter gets it: `npm pack` of the built dist (run `npm run build` first),
+// The package as an adopter gets it: `npm pack` of the built dist (run `npm run build` first; the
+// pack skips `prepack`, which would build it again),
 // installed once into a fresh temporary folder, then used from projects beside each other that
 // share that install:
 //   - plain ESM and CJS: every subpath imports (with no optional peer installed) and the core runs;
@@ -78,7 +79,7 @@ const started = Date.now();
 const scratch = mkdtempSync(join(tmpdir(), "stowage-consumer-"));
 try {
   // One pack, one install: the projects below resolve stowage from this folder's node_modules.
-  const tarball = run("npm", ["pack", "--silent", "--pack-destination", scratch], root)
+  const tarball = run("npm", ["pack", "--silent", "--ignore-scripts", "--pack-destination", scratch], root)
     .trim()
     .split("\n")
     .at(-1);
