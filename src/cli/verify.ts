@@ -166,7 +166,9 @@ async function verifyAll(config: StowageConfig, flags: Flags, io: Io, bar: Progr
           ? `  ${l.problems.join(", ")}`
           : l.plainChecked
             ? "  (trial restore: plain bytes checked)"
-            : "";
+            : l.status === "ok"
+              ? "  (stored bytes only: the job has no keys to decrypt a trial restore)"
+              : "";
       print(io, `${l.status.toUpperCase().padEnd(7)} ${l.job}@${l.sink}  ${what}${extra}`);
     }
   }

@@ -35,7 +35,10 @@ const key = "a".repeat(64);
 const env = { STOWAGE_TEST_KEY: key };
 
 /** A config with an encrypted file-tree job, a JSON state job, and optionally a failing one. */
-function configText(dir: string, options: { failing?: boolean; rpo?: string; chained?: boolean } = {}) {
+function configText(
+  dir: string,
+  options: { failing?: boolean; rpo?: string; chained?: boolean; noKeys?: boolean } = {},
+) {
   return `
 import { aes256gcm } from ${src("transforms/aes-256-gcm.ts")};
 import { gzip } from ${src("transforms/gzip.ts")};
@@ -56,7 +59,7 @@ export default defineConfig({
       name: "files",
       source: directorySource({ path: ${JSON.stringify(join(dir, "data"))} }),
       transforms: [gzip(), aes256gcm({ key })],
-      keys: [{ key }],
+      ${options.noKeys ? "" : "keys: [{ key }],"}
       sink: local,
       ${options.chained ? `schedule: { full: "0 3 * * 0", incremental: "*/15 * * * *" },` : ""}
       copies: [{ sink: offsite, name: "offsite", retention: { keepLast: 3 } }],
@@ -84,7 +87,10 @@ export default defineConfig({
 `;
 }
 
-async function project(name: string, options: { failing?: boolean; rpo?: string; chained?: boolean } = {}) {
+async function project(
+  name: string,
+  options: { failing?: boolean; rpo?: string; chained?: boolean; noKeys?: boolean } = {},
+) {
   const dir = join(work, name);
   await mkdir(join(dir, "data", "sub"), { recursive: true });
   await writeFile(join(dir, "data", "a.txt"), "alpha\n".repeat(1000));
@@ -231,6 +237,25 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
       status: "failed",
       problems: expect.arrayContaining(["INTEGRITY_MISMATCH"]),
     });
+  });
+
+  it("verify says whether it checked the plain bytes: a trial restore with the job's keys, the stored bytes only without", async () => {
+    const withKeys = await project("verify-keys");
+    expect((await stowage(["run", "--job", "files"], { cwd: withKeys, env })).code).toBe(0);
+    const full = await stowage(["verify", "--job", "files", "--from", "primary"], { cwd: withKeys, env });
+    expect(full.code).toBe(0);
+    expect(full.stdout).toMatch(/^OK +files@primary .*\(trial restore: plain bytes checked\)$/m);
+
+    const noKeys = await project("verify-no-keys", { noKeys: true });
+    expect((await stowage(["run", "--job", "files"], { cwd: noKeys, env })).code).toBe(0);
+    const stored = await stowage(["verify", "--job", "files", "--from", "primary"], { cwd: noKeys, env });
+    expect(stored.code).toBe(0);
+    expect(stored.stdout).toMatch(/^OK +files@primary .*\(stored bytes only: the job has no keys/m);
+    const json = await stowage(["verify", "--json", "--job", "files", "--from", "primary"], {
+      cwd: noKeys,
+      env,
+    });
+    expect(JSON.parse(json.stdout).results[0]).toMatchObject({ status: "ok", plainChecked: false });
   });
 
   it("verify: exit 0 for intact backups, 1 after a stored byte changes", async () => {
