@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import type { z } from "zod";
 import { StowageError } from "./errors.js";
-import { issuesFrom, listIssues } from "./issues.js";
+import { type Issue, issuesFrom, listIssues } from "./issues.js";
 import type { Sink, Source, Transform } from "./types.js";
 
 /**
@@ -13,7 +13,17 @@ import type { Sink, Source, Transform } from "./types.js";
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, where: string): z.output<S> {
   const result = schema.safeParse(input);
   if (result.success) return result.data;
-  const issues = issuesFrom(result.error.issues, "(options)");
+  // Bytes where the options object belongs (`bytesSource(buffer)`): a strict object schema would
+  // list every index and method of the buffer as an unknown key. One line says what is wrong.
+  const issues: Issue[] =
+    ArrayBuffer.isView(input) || input instanceof ArrayBuffer
+      ? [
+          {
+            path: "(options)",
+            problem: `expected an options object, got a ${input.constructor.name} of ${input.byteLength} bytes (bytes go in one of its options)`,
+          },
+        ]
+      : issuesFrom(result.error.issues, "(options)");
   const list = listIssues(issues);
   throw new StowageError("CONFIG_INVALID", `${where}: invalid options: ${list}`, { details: { issues } });
 }

@@ -1,8 +1,9 @@
-/** Options parsed once per distinct content: the same answers as parsing every time. */
+/** Options parsed once per distinct content: the same answers as parsing every time; and what a bad one says. */
 import { describe, expect, it } from "vitest";
 import { isStowageError } from "../../src/core/errors.js";
 import { parseOptionsOnce } from "../../src/core/options.js";
 import { planRetention, retentionPolicySchema } from "../../src/policies/retention.js";
+import { type BytesSourceOptions, bytesSource } from "../../src/sources/bytes.js";
 
 const code = (f: () => unknown): [string, unknown] => {
   try {
@@ -44,5 +45,18 @@ describe("parseOptionsOnce", () => {
     const a = planRetention([], { keepLast: 2 }, { now });
     (a.policy as { keepLast?: number }).keepLast = 99;
     expect(planRetention([], { keepLast: 2 }, { now }).policy.keepLast).toBe(2);
+  });
+});
+
+describe("parseOptions", () => {
+  it("refuses bytes where the options object belongs with one issue, not one per index and method", () => {
+    const [got, issues] = code(() => bytesSource(Buffer.from("hi") as unknown as BytesSourceOptions));
+    expect(got).toBe("CONFIG_INVALID");
+    expect(issues).toEqual([{ path: "(options)", problem: expect.stringContaining("Buffer of 2 bytes") }]);
+    // A plain object with a wrong key still names that key.
+    expect(code(() => bytesSource({ data: "x", dta: "y" } as unknown as BytesSourceOptions))).toEqual([
+      "CONFIG_INVALID",
+      [expect.objectContaining({ path: "(options)", problem: expect.stringContaining('"dta"') })],
+    ]);
   });
 });
