@@ -268,8 +268,34 @@ function parse(argv: string[], specs: readonly FlagSpec[]) {
     });
     return { flags: parsed.values as Flags, positionals: parsed.positionals };
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    const unknown = /^Unknown option '([^']+)'/.exec((error as Error).message)?.[1];
+    if (unknown === undefined) throw new UsageError((error as Error).message);
+    const near = closestFlag(unknown, specs);
+    throw new UsageError(`unknown option ${unknown}${near ? ` (did you mean --${near}?)` : ""}`);
   }
+}
+
+/** The flag name nearest to a mistyped one (edit distance at most 2), for a usage error. */
+function closestFlag(given: string, specs: readonly FlagSpec[]): string | undefined {
+  const name = given.replace(/^-+/, "").split("=")[0]!;
+  let best: { name: string; distance: number } | undefined;
+  for (const spec of specs) {
+    const distance = editDistance(name, spec.name);
+    if (distance <= 2 && (!best || distance < best.distance)) best = { name: spec.name, distance };
+  }
+  return best?.name;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length]!;
 }
 
 /**
@@ -289,7 +315,10 @@ export async function main(argv: string[], io: Io): Promise<number> {
       throw new UsageError(`unexpected argument ${first.positionals[1 + takes]}`);
     }
   } catch (error) {
-    io.stderr.write(`stowage: ${(error as Error).message}\n\n${globalHelp()}`);
+    // A command named among the arguments gets its own help, which lists the flags it takes.
+    const named = COMMANDS.find((c) => argv.includes(c.name));
+    const prefix = named ? `stowage ${named.name}` : "stowage";
+    io.stderr.write(`${prefix}: ${(error as Error).message}\n\n${named ? commandHelp(named) : globalHelp()}`);
     return usageJson(argv, (error as Error).message, io);
   }
   if (flags.version) {

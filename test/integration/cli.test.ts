@@ -185,6 +185,11 @@ export default [defineJob({ name: "x", source: bytesSource({ data: "x" }), sink:
       expect(JSON.parse(usage.stdout).error.code, args.join(" ")).toBe("USAGE");
     }
     expect((await stowage(["run", "--frobnicate"], { cwd: okDir })).code).toBe(2);
+    // A mistyped flag: the nearest one is named, and the help shown is the command's own.
+    const typo = await stowage(["run", "--confg", "x.mjs"], { cwd: okDir });
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/^stowage run: unknown option --confg \(did you mean --config\?\)\n/);
+    expect(typo.stderr).toContain("Usage: stowage run ");
     expect((await stowage(["run", "--job", "nope"], { cwd: okDir, env })).code).toBe(2);
     expect((await stowage([], { cwd: okDir })).code).toBe(2);
     expect((await stowage(["--help"], { cwd: okDir })).code).toBe(0);
