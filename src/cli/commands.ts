@@ -316,7 +316,8 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
   } catch (error) {
     // A command named among the arguments gets its own help, which lists the flags it takes.
-    const named = COMMANDS.find((c) => argv.includes(c.name));
+    const commandArg = argv.find((arg) => COMMANDS.some((c) => c.name === arg));
+    const named = COMMANDS.find((c) => c.name === commandArg);
     const prefix = named ? `stowage ${named.name}` : "stowage";
     io.stderr.write(`${prefix}: ${(error as Error).message}\n\n${named ? commandHelp(named) : globalHelp()}`);
     return usageJson(argv, (error as Error).message, io);

@@ -144,10 +144,18 @@ export function progressFor(flags: Flags, io: Io, config?: StowageConfig): Progr
   });
 }
 
-/** The positive integer of a string flag. */
-export function positiveInteger(value: string | undefined, flag: string): number | undefined {
+/** The positive integer of a string flag, at most `max`. */
+export function positiveInteger(
+  value: string | undefined,
+  flag: string,
+  max = Number.MAX_SAFE_INTEGER,
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${flag} must be a positive integer`);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new UsageError(
+      `--${flag} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` of at most ${max}` : ""}`,
+    );
+  }
   return n;
 }

@@ -41,8 +41,7 @@ export async function walPushCommand(
   load: () => Promise<StowageConfig>,
 ): Promise<number> {
   const [path] = positionals(flags, 1, "wal-push <path> --job <name>");
-  const ahead = positiveInteger(flags.ahead, "ahead") ?? 0;
-  if (ahead > MAX_AHEAD) throw new UsageError(`--ahead must be at most ${MAX_AHEAD}`);
+  const ahead = positiveInteger(flags.ahead, "ahead", MAX_AHEAD) ?? 0;
   const job = await oneJob(flags, load, "wal-push");
   const result = await archiveWal({
     sink: job.sink,

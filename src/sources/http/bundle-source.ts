@@ -229,7 +229,7 @@ export function httpBundleSource(options: HttpBundleSourceOptions): Source {
                 results[i] = { ok: true, fetched };
               } catch (error) {
                 if (signal.aborted) throw error;
-                if (controller.signal.aborted) return; // stopped by another service's failure: no more start
+                if (controller.signal.aborted) return; // stopped by another service's failure
                 const wrapped = isStowageError(error)
                   ? error
                   : new StowageError(
